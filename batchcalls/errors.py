@@ -1,0 +1,91 @@
+"""One exception tree. `api/errors.py` is the only place that maps it to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BatchcallsError(Exception):
+    """Root of every error the product raises on purpose."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(BatchcallsError):
+    code = "invalid_request"
+    http_status = 422
+
+
+class MalformedRequest(InvalidRequest):
+    http_status = 400
+
+
+class InvalidPhoneNumber(InvalidRequest):
+    code = "invalid_phone_number"
+
+
+class InvalidScript(InvalidRequest):
+    code = "invalid_script"
+
+
+class ConcurrencyLimit(InvalidRequest):
+    code = "concurrency_limit"
+
+
+class IdempotencyConflict(BatchcallsError):
+    code = "idempotency_conflict"
+    http_status = 409
+
+
+class PayloadTooLarge(BatchcallsError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class Unauthorized(BatchcallsError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class NotFound(BatchcallsError):
+    code = "not_found"
+    http_status = 404
+
+
+class RateLimited(BatchcallsError):
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class OverCapacity(BatchcallsError):
+    code = "over_capacity"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class ProviderError(BatchcallsError):
+    """A provider refused or failed a request. `definite` is False when the call may exist."""
+
+    code = "provider_error"
+
+    def __init__(self, message: str, *, definite: bool, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.definite = definite
+        self.throttled = throttled
+
+
+class ConfigurationError(BatchcallsError):
+    code = "configuration_error"

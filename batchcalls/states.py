@@ -1,0 +1,99 @@
+"""Call, attempt and batch states, the outcomes a call can end with, and the allowed moves.
+
+Pure data and pure functions: no I/O. A provider event is applied only when the transition table
+allows it, so a repeated or out-of-order event is a no-op instead of a corruption.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class CallStatus(str, Enum):
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    DIALING = "dialing"
+    RINGING = "ringing"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+LIVE_STATUSES = frozenset({CallStatus.DIALING, CallStatus.RINGING, CallStatus.IN_PROGRESS})
+PENDING_STATUSES = frozenset({CallStatus.QUEUED, CallStatus.SCHEDULED})
+FINAL_STATUSES = frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED})
+
+
+class Outcome(str, Enum):
+    COMPLETED = "completed"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    MACHINE = "machine"
+    INVALID_NUMBER = "invalid_number"
+    CANCELLED = "cancelled"
+
+
+RETRYABLE_OUTCOMES = frozenset(
+    {Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE}
+)
+
+
+def final_status(outcome: Outcome) -> CallStatus:
+    """The call status a final outcome puts a call in."""
+    if outcome is Outcome.COMPLETED:
+        return CallStatus.COMPLETED
+    if outcome is Outcome.CANCELLED:
+        return CallStatus.CANCELLED
+    return CallStatus.FAILED
+
+
+class AttemptStatus(str, Enum):
+    """The life of one dial. Events move it forward only; `ended` is terminal."""
+
+    DIALING = "dialing"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+_ATTEMPT_RANK = {
+    AttemptStatus.DIALING: 0,
+    AttemptStatus.RINGING: 1,
+    AttemptStatus.ANSWERED: 2,
+    AttemptStatus.ENDED: 3,
+}
+
+ATTEMPT_TO_CALL_STATUS = {
+    AttemptStatus.DIALING: CallStatus.DIALING,
+    AttemptStatus.RINGING: CallStatus.RINGING,
+    AttemptStatus.ANSWERED: CallStatus.IN_PROGRESS,
+}
+
+
+def attempt_may_move(current: AttemptStatus, new: AttemptStatus) -> bool:
+    """True when an event reporting `new` advances an attempt that is in `current`.
+
+    Moves go forward only (dialing -> ringing -> answered -> ended, skipping allowed); an event
+    for a state already reached or passed, and anything after `ended`, changes nothing.
+    """
+    return _ATTEMPT_RANK[new] > _ATTEMPT_RANK[current]
+
+
+class BatchStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.PAUSED})
+
+
+def batch_final_status(completed_calls: int) -> BatchStatus:
+    """A batch whose calls are all final is `failed` when none succeeded, else `completed`."""
+    return BatchStatus.COMPLETED if completed_calls > 0 else BatchStatus.FAILED

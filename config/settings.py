@@ -1,0 +1,116 @@
+"""Settings from the environment, read when a factory runs (never at import)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _optional_float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    return float(raw) if raw not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    provider: str = "simulator"
+    max_concurrency: int = 100
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_queued_calls: int = 1_000_000
+    allow_http_callbacks: bool = False
+    callback_allowlist: tuple[str, ...] = ()
+    rate_limit: str = "1200 per minute"
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Engine timing. The lease outlives every gap between renewals; every countdown stays far
+    # below the broker's visibility timeout (a countdown beyond it is delivered more than once).
+    lease_seconds: float = 60.0
+    reconcile_seconds: float = 5.0
+    stale_attempt_seconds: float = 30.0
+    max_countdown_seconds: float = 60.0
+    visibility_timeout: int = 1800
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_hours: float = 25.0
+    # Simulator.
+    sim_ring_seconds: float = 0.5
+    sim_call_seconds: float = 2.0
+    sim_cps: float | None = None
+    # Vonage.
+    vonage_application_id: str | None = None
+    vonage_private_key: str | None = None
+    vonage_from_number: str | None = None
+    vonage_signature_secret: str | None = None
+    vonage_api_host: str = "api.nexmo.com"
+    vonage_ca_bundle: str | None = None
+    vonage_cps: float = 3.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cps_limit(self) -> float | None:
+        """Calls per second allowed across the fleet for the configured provider."""
+        return self.vonage_cps if self.provider == "vonage" else self.sim_cps
+
+    @property
+    def provider_account(self) -> str:
+        """Key of the provider account whose calls-per-second bucket is shared."""
+        if self.provider == "vonage":
+            return f"vonage:{self.vonage_application_id}"
+        return "simulator"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    database_url = env.get("DATABASE_URL", "")
+    redis_url = env.get("REDIS_URL", "")
+    vonage_configured = bool(env.get("VONAGE_APPLICATION_ID") and env.get("VONAGE_PRIVATE_KEY"))
+    provider = env.get("BATCHCALLS_PROVIDER") or ("vonage" if vonage_configured else "simulator")
+    if provider not in {"vonage", "simulator"}:
+        raise ValueError("BATCHCALLS_PROVIDER must be 'vonage' or 'simulator'")
+    allowlist = tuple(
+        item.strip() for item in env.get("BATCHCALLS_CALLBACK_ALLOWLIST", "").split(",") if item.strip()
+    )
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        provider=provider,
+        max_concurrency=_int(env, "BATCHCALLS_MAX_CONCURRENCY", 100),
+        max_body_bytes=_int(env, "BATCHCALLS_MAX_BODY_BYTES", 20 * 1024 * 1024),
+        max_queued_calls=_int(env, "BATCHCALLS_MAX_QUEUED_CALLS", 1_000_000),
+        allow_http_callbacks=_flag(env, "BATCHCALLS_ALLOW_HTTP_CALLBACKS"),
+        callback_allowlist=allowlist,
+        rate_limit=env.get("BATCHCALLS_RATE_LIMIT") or "1200 per minute",
+        public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000",
+        lease_seconds=_float(env, "BATCHCALLS_LEASE_SECONDS", 60.0),
+        reconcile_seconds=_float(env, "BATCHCALLS_RECONCILE_SECONDS", 5.0),
+        stale_attempt_seconds=_float(env, "BATCHCALLS_STALE_ATTEMPT_SECONDS", 30.0),
+        max_countdown_seconds=_float(env, "BATCHCALLS_MAX_COUNTDOWN_SECONDS", 60.0),
+        visibility_timeout=_int(env, "BATCHCALLS_VISIBILITY_TIMEOUT", 1800),
+        webhook_timeout_seconds=_float(env, "BATCHCALLS_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+        webhook_retry_hours=_float(env, "BATCHCALLS_WEBHOOK_RETRY_HOURS", 25.0),
+        sim_ring_seconds=_float(env, "BATCHCALLS_SIM_RING_SECONDS", 0.5),
+        sim_call_seconds=_float(env, "BATCHCALLS_SIM_CALL_SECONDS", 2.0),
+        sim_cps=_optional_float(env, "BATCHCALLS_SIM_CPS"),
+        vonage_application_id=env.get("VONAGE_APPLICATION_ID") or None,
+        vonage_private_key=env.get("VONAGE_PRIVATE_KEY") or None,
+        vonage_from_number=env.get("VONAGE_FROM_NUMBER") or None,
+        vonage_signature_secret=env.get("VONAGE_SIGNATURE_SECRET") or None,
+        vonage_api_host=env.get("VONAGE_API_HOST") or "api.nexmo.com",
+        vonage_ca_bundle=env.get("VONAGE_CA_BUNDLE") or None,
+        vonage_cps=_float(env, "VONAGE_CPS", 3.0),
+    )
