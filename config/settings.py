@@ -51,6 +51,7 @@ class Settings:
     sim_ring_seconds: float = 0.5
     sim_call_seconds: float = 2.0
     sim_cps: float | None = None
+    sim_log: str | None = None
     # Vonage.
     vonage_application_id: str | None = None
     vonage_private_key: str | None = None
@@ -106,6 +107,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sim_ring_seconds=_float(env, "BATCHCALLS_SIM_RING_SECONDS", 0.5),
         sim_call_seconds=_float(env, "BATCHCALLS_SIM_CALL_SECONDS", 2.0),
         sim_cps=_optional_float(env, "BATCHCALLS_SIM_CPS"),
+        sim_log=env.get("BATCHCALLS_SIM_LOG") or None,
         vonage_application_id=env.get("VONAGE_APPLICATION_ID") or None,
         vonage_private_key=env.get("VONAGE_PRIVATE_KEY") or None,
         vonage_from_number=env.get("VONAGE_FROM_NUMBER") or None,

@@ -1,0 +1,71 @@
+"""The HTTP API: `create_app(settings)` builds it; gunicorn serves `api.app:create_app()`."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, Response, g, jsonify, request
+from flask_limiter import Limiter
+
+from api.auth import authenticate, bearer_key
+from api.batches import bp as batches_bp
+from api.errors import register_errors
+from batchcalls.engine import Engine
+from batchcalls.gates import Gates
+from batchcalls.store.db import Database
+from config.settings import Settings, load_settings
+from workers.celery_app import create_celery
+from workers.queue import CeleryTaskQueue
+
+log = logging.getLogger("batchcalls.api")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask("batchcalls")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db = Database(settings.database_url)
+    client = redis.Redis.from_url(settings.redis_url)
+    engine = Engine(settings, db, Gates(client, settings.lease_seconds),
+                    CeleryTaskQueue(create_celery(settings)))
+    app.extensions["batchcalls.engine"] = engine
+
+    limiter = Limiter(
+        key_func=lambda: bearer_key() or request.remote_addr or "anonymous",
+        app=app,
+        default_limits=[settings.rate_limit],
+        storage_uri=settings.redis_url,
+        strategy="moving-window",
+        headers_enabled=True,
+    )
+
+    @app.before_request
+    def require_key() -> None:
+        if request.path.startswith("/v1/"):
+            authenticate(db)
+
+    @app.get("/healthz")
+    @limiter.exempt
+    def healthz() -> tuple[Response, int]:
+        checks = {}
+        try:
+            with db.transaction() as cur:
+                cur.execute("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - a health check reports every failure
+            checks["database"] = f"error: {exc}"[:200]
+        try:
+            client.ping()
+            checks["redis"] = "ok"
+            checks["broker"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["redis"] = checks["broker"] = f"error: {exc}"[:200]
+        healthy = all(v == "ok" for v in checks.values())
+        return jsonify({"status": "ok" if healthy else "unavailable", "checks": checks}), 200 if healthy else 503
+
+    app.register_blueprint(batches_bp)
+    register_errors(app)
+    _ = g
+    return app

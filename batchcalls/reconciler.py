@@ -1,0 +1,90 @@
+"""The periodic sweep that makes Redis and the task queue agree with Postgres again: rebuilds
+lost Redis state, renews the slots of live calls, wakes due retries, resolves attempts whose
+provider events stopped, and re-kicks undelivered events. Losing all of Redis loses no call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from batchcalls.engine import Engine
+from batchcalls.models import ProviderEvent
+from batchcalls.states import AttemptStatus, Outcome
+from batchcalls.store import batches, calls, outbox
+from batchcalls.telephony.base import LiveAttempt
+
+log = logging.getLogger("batchcalls.reconciler")
+
+# An attempt that has heard nothing for this many stale periods, and that the provider cannot
+# account for, is ended as failed: it may have been dialed, so it is never dialed again.
+GIVE_UP_FACTOR = 4
+
+
+@dataclass
+class Sweep:
+    rebuilt: int = 0
+    dispatched: int = 0
+    resolved: int = 0
+    deliveries: int = 0
+
+
+def reconcile(engine: Engine) -> Sweep:
+    sweep = Sweep()
+    with engine.db.transaction() as cur:
+        active = batches.active_batches(cur)
+        due_retry = set(calls.batches_with_due_retries(cur))
+        due_events = outbox.batches_with_due_events(cur)
+        stale = calls.stale_attempts(cur, engine.settings.stale_attempt_seconds)
+    for batch in active:
+        batch_id = batch["id"]
+        with engine.db.transaction() as cur:
+            counts = batches.status_counts(cur, batch_id)
+            live_ids = [r["id"] for r in calls.list_live(cur, batch_id)]
+        if not engine.gates.exists(batch_id) or _lost_calls(engine, batch_id, counts):
+            if engine.rebuild(batch_id):
+                sweep.rebuilt += 1
+        engine.gates.renew(batch_id, live_ids)
+        if batch_id in due_retry or counts.get("queued"):
+            sweep.dispatched += engine.dispatch(batch_id)
+    for attempt in stale:
+        sweep.resolved += _resolve_stale(engine, attempt)
+    for batch_id in due_events:
+        engine.tasks.deliver(batch_id)
+        sweep.deliveries += 1
+    return sweep
+
+
+def _lost_calls(engine: Engine, batch_id: str, counts: dict[str, int]) -> bool:
+    """True when Postgres has waiting calls that no Redis queue or slot accounts for."""
+    ready, delayed, leased = engine.gates.depth(batch_id)
+    waiting = counts.get("queued", 0) + counts.get("scheduled", 0)
+    live = sum(counts.get(s, 0) for s in calls.LIVE)
+    return waiting > ready + delayed + max(0, leased - live)
+
+
+def _resolve_stale(engine: Engine, attempt: dict) -> int:
+    """Ask the provider about an attempt whose events stopped; end it if nobody knows it."""
+    live = LiveAttempt(
+        call_id=attempt["call_id"], attempt=attempt["number"], phone_number=attempt["phone_number"],
+        status=attempt["status"], provider_call_id=attempt["provider_call_id"],
+        dialed_at=attempt["dialed_at"].timestamp(),
+    )
+    event = engine.provider.poll(live) if engine.provider is not None else None
+    if event is not None and event.status != AttemptStatus(attempt["status"]):
+        log.info("recovered a missed event for %s attempt %d: %s", live.call_id, live.attempt, event.status.value)
+        engine.record_event(event)
+        return 1
+    if event is not None:  # the provider knows the call and it has not moved on: a long call
+        with engine.db.transaction() as cur:
+            calls.touch_attempt(cur, live.call_id, live.attempt)
+        return 0
+    silent = time.time() - attempt["last_event_at"].timestamp()
+    if silent < engine.settings.stale_attempt_seconds * GIVE_UP_FACTOR:
+        return 0
+    reason = ("the provider never confirmed this call" if live.provider_call_id is None
+              else f"no provider event for {silent:.0f}s")
+    log.warning("ending %s attempt %d as failed: %s", live.call_id, live.attempt, reason)
+    engine.record_event(ProviderEvent(live.call_id, live.attempt, AttemptStatus.ENDED, time.time(),
+                                      Outcome.FAILED, live.provider_call_id, error=reason))
+    return 1

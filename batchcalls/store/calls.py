@@ -1,0 +1,272 @@
+"""Call and attempt transitions in Postgres. Each function is one step of a transaction the
+service opens; together they make every call end in exactly one final state."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from psycopg2.extras import Json, RealDictCursor
+
+from batchcalls.events import EventType
+from batchcalls.models import ProviderEvent
+from batchcalls.retry import RetryPolicy
+from batchcalls.states import (
+    ATTEMPT_TO_CALL_STATUS,
+    AttemptStatus,
+    BatchStatus,
+    CallStatus,
+    Outcome,
+    attempt_may_move,
+    batch_final_status,
+    final_status,
+)
+from batchcalls.store import batches
+from batchcalls.store.outbox import add_event
+from batchcalls.views import batch_view, call_view
+
+LIVE = tuple(s.value for s in (CallStatus.DIALING, CallStatus.RINGING, CallStatus.IN_PROGRESS))
+DIALABLE = (CallStatus.QUEUED.value, CallStatus.SCHEDULED.value)
+
+
+def load_call(cur: RealDictCursor, call_id: str, lock: bool = False) -> dict[str, Any] | None:
+    cur.execute("SELECT * FROM calls WHERE id = %s" + (" FOR UPDATE" if lock else ""), (call_id,))
+    return cur.fetchone()
+
+
+def attempts_of(cur: RealDictCursor, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {cid: [] for cid in call_ids}
+    if call_ids:
+        cur.execute("SELECT * FROM attempts WHERE call_id = ANY(%s) ORDER BY number", (call_ids,))
+        for row in cur.fetchall():
+            found[row["call_id"]].append(row)
+    return found
+
+
+def full_call(cur: RealDictCursor, call: dict[str, Any]) -> dict[str, Any]:
+    return call_view(call, attempts_of(cur, [call["id"]])[call["id"]])
+
+
+def start_attempt(
+    cur: RealDictCursor, call_id: str, provider: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Record a new attempt as `dialing` before the provider is asked, so that a redelivered task
+    never dials it again. Returns the call row with its new `attempt_count` (None when the call
+    is not waiting to be dialed: already live, final, or its batch is not running), and the batch
+    row when this attempt started the batch."""
+    cur.execute(
+        "UPDATE calls c SET status = 'dialing', attempt_count = attempt_count + 1,"
+        " next_attempt_at = NULL, updated_at = clock_timestamp()"
+        " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status IN %s"
+        " AND b.status IN ('queued', 'running')"
+        " RETURNING c.*",
+        (call_id, DIALABLE),
+    )
+    call = cur.fetchone()
+    if call is None:
+        return None, None
+    cur.execute(
+        "INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
+        " VALUES (%s, %s, 'dialing', %s, clock_timestamp(), clock_timestamp())",
+        (call_id, call["attempt_count"], provider),
+    )
+    cur.execute(
+        "UPDATE batches SET status = 'running', started_at = clock_timestamp()"
+        " WHERE id = %s AND status = 'queued' RETURNING *",
+        (call["batch_id"],),
+    )
+    batch = cur.fetchone()
+    if batch is not None:
+        add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
+    return call, batch
+
+
+def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:
+    cur.execute(
+        "UPDATE attempts SET provider_call_id = coalesce(provider_call_id, %s)"
+        " WHERE call_id = %s AND number = %s",
+        (provider_call_id, call_id, attempt),
+    )
+
+
+def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
+    """Take back an attempt the provider certainly did not place (throttled): the call waits again."""
+    cur.execute(
+        "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = 'dialing'"
+        " AND provider_call_id IS NULL RETURNING number",
+        (call_id, attempt),
+    )
+    if cur.fetchone() is None:
+        return False
+    cur.execute(
+        "UPDATE calls SET status = 'queued', attempt_count = attempt_count - 1,"
+        " updated_at = clock_timestamp() WHERE id = %s AND attempt_count = %s",
+        (call_id, attempt),
+    )
+    return True
+
+
+class Applied:
+    """What applying a provider event did."""
+
+    IGNORED = "ignored"  # repeated, out of order, or for an unknown attempt
+    LIVE = "live"  # the attempt moved forward and the call is still live
+    SCHEDULED = "scheduled"  # the attempt ended and the call waits for a retry
+    FINAL = "final"  # the call reached its final state
+
+
+def apply_event(
+    cur: RealDictCursor, event: ProviderEvent
+) -> tuple[str, dict[str, Any] | None, datetime | None]:
+    """Apply one provider event inside the caller's transaction.
+
+    Returns (what happened, the batch row when the call ended, the due time of a retry)."""
+    cur.execute(
+        "SELECT a.status AS attempt_status, c.* FROM attempts a JOIN calls c ON c.id = a.call_id"
+        " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
+        (event.call_id, event.attempt),
+    )
+    row = cur.fetchone()
+    if row is None or not attempt_may_move(AttemptStatus(row["attempt_status"]), event.status):
+        return Applied.IGNORED, None, None
+    at = datetime.fromtimestamp(event.at, tz=timezone.utc)
+    cur.execute(
+        "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(),"
+        " provider_call_id = coalesce(provider_call_id, %s), error = coalesce(%s, error),"
+        " answered_at = CASE WHEN %s THEN coalesce(answered_at, %s) ELSE answered_at END,"
+        " ended_at = CASE WHEN %s THEN %s ELSE ended_at END, outcome = %s"
+        " WHERE call_id = %s AND number = %s",
+        (event.status.value, event.provider_call_id, event.error,
+         event.status is AttemptStatus.ANSWERED, at,
+         event.status is AttemptStatus.ENDED, at, event.outcome.value if event.outcome else None,
+         event.call_id, event.attempt),
+    )
+    if event.responses:
+        cur.execute(
+            "UPDATE calls SET responses = responses || %s WHERE id = %s",
+            (Json(event.responses), event.call_id),
+        )
+    current = row["attempt_count"] == event.attempt and row["status"] in LIVE
+    if event.status is not AttemptStatus.ENDED:
+        if current:
+            cur.execute(
+                "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
+                (ATTEMPT_TO_CALL_STATUS[event.status].value, event.call_id),
+            )
+        return Applied.LIVE, None, None
+    if not current:
+        return Applied.IGNORED, None, None
+    assert event.outcome is not None
+    batch = batches.get_batch(cur, row["batch_id"])
+    assert batch is not None
+    policy = RetryPolicy.from_config(batch["retry_config"])
+    delay = policy.next_delay(event.outcome, event.attempt)
+    if delay is not None and batch["status"] in ("queued", "running"):
+        due = at + timedelta(seconds=delay)
+        cur.execute(
+            "UPDATE calls SET status = 'scheduled', next_attempt_at = %s, last_error = %s,"
+            " updated_at = clock_timestamp() WHERE id = %s",
+            (due, event.error, event.call_id),
+        )
+        return Applied.SCHEDULED, batch, due
+    batch = finish_call(cur, row, event.outcome, event.error)
+    return Applied.FINAL, batch, None
+
+
+def finish_call(
+    cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None
+) -> dict[str, Any]:
+    """Move a call to its final state, count it on its batch, write its event, and finish the
+    batch when this was its last call. The caller holds the call's row lock."""
+    status = final_status(outcome)
+    cur.execute(
+        "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
+        " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s RETURNING *",
+        (status.value, outcome.value, error, call["id"]),
+    )
+    final = cur.fetchone()
+    column = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
+              CallStatus.CANCELLED: "cancelled_calls"}[status]
+    cur.execute(
+        f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
+        (call["batch_id"],),
+    )
+    batch = cur.fetchone()
+    event_type = {CallStatus.COMPLETED: EventType.CALL_COMPLETED,
+                  CallStatus.FAILED: EventType.CALL_FAILED}.get(status)
+    if event_type is not None:
+        add_event(cur, event_type, batch["id"], full_call(cur, final))
+    done = batch["completed_calls"] + batch["failed_calls"] + batch["cancelled_calls"]
+    if done == batch["total_calls"] and batch["status"] in ("queued", "running", "paused"):
+        end_status = (BatchStatus.CANCELLED if batch["status"] == "cancelled"
+                      else batch_final_status(batch["completed_calls"]))
+        cur.execute(
+            "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
+            " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
+            (end_status.value, batch["id"]),
+        )
+        batch = cur.fetchone()
+        terminal = EventType.BATCH_COMPLETED if end_status is BatchStatus.COMPLETED else EventType.BATCH_FAILED
+        add_event(cur, terminal, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
+    return batch
+
+
+def list_calls(
+    cur: RealDictCursor, batch_id: str, limit: int, after_seq: int, status: str | None
+) -> list[dict[str, Any]]:
+    if status is None:
+        cur.execute(
+            "SELECT * FROM calls WHERE batch_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (batch_id, after_seq, limit),
+        )
+    else:
+        cur.execute(
+            "SELECT * FROM calls WHERE batch_id = %s AND status = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (batch_id, status, after_seq, limit),
+        )
+    return list(cur.fetchall())
+
+
+def calls_for_rebuild(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
+    cur.execute(
+        "SELECT id, seq, priority, status, next_attempt_at FROM calls WHERE batch_id = %s"
+        " AND status IN ('queued', 'scheduled', 'dialing', 'ringing', 'in_progress')",
+        (batch_id,),
+    )
+    return list(cur.fetchall())
+
+
+def call_states(cur: RealDictCursor, call_ids: list[str]) -> dict[str, str]:
+    cur.execute("SELECT id, status FROM calls WHERE id = ANY(%s)", (call_ids,))
+    return {row["id"]: row["status"] for row in cur.fetchall()}
+
+
+def stale_attempts(cur: RealDictCursor, older_than: float, limit: int = 500) -> list[dict[str, Any]]:
+    """Live attempts that have heard nothing from the provider for `older_than` seconds."""
+    cur.execute(
+        "SELECT a.*, c.phone_number, c.batch_id FROM attempts a JOIN calls c ON c.id = a.call_id"
+        " WHERE a.status <> 'ended' AND a.last_event_at < clock_timestamp() - %s"
+        " ORDER BY a.last_event_at LIMIT %s",
+        (timedelta(seconds=older_than), limit),
+    )
+    return list(cur.fetchall())
+
+
+def touch_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> None:
+    cur.execute(
+        "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
+        (call_id, attempt),
+    )
+
+
+def batches_with_due_retries(cur: RealDictCursor) -> list[str]:
+    cur.execute(
+        "SELECT DISTINCT batch_id FROM calls WHERE status = 'scheduled'"
+        " AND next_attempt_at <= clock_timestamp()"
+    )
+    return [row["batch_id"] for row in cur.fetchall()]
+
+
+def list_live(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
+    cur.execute("SELECT id FROM calls WHERE batch_id = %s AND status IN %s", (batch_id, LIVE))
+    return list(cur.fetchall())

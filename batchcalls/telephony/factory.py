@@ -1,0 +1,26 @@
+"""Choose and build the configured provider (one per worker process)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from batchcalls.errors import ConfigurationError
+from batchcalls.models import ProviderEvent
+from batchcalls.telephony.base import Provider
+from batchcalls.telephony.simulator import SimulatorProvider
+from config.settings import Settings
+
+
+class EventSink(Protocol):
+    def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
+
+
+def make_provider(settings: Settings, sink: EventSink) -> Provider:
+    if settings.provider == "simulator":
+        return SimulatorProvider(
+            schedule=lambda event, delay: sink.record_event(event, countdown=max(delay, 0)),
+            ring_seconds=settings.sim_ring_seconds,
+            call_seconds=settings.sim_call_seconds,
+            log_path=settings.sim_log,
+        )
+    raise ConfigurationError(f"provider {settings.provider!r} is not available yet")

@@ -1,0 +1,138 @@
+"""The batch pipeline end to end on real PostgreSQL, Redis and Celery worker processes."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+import standardwebhooks
+import stripe
+
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+# phonenumbers-valid UK numbers whose last digit picks the simulator's behaviour.
+def number(i: int, last_digit: int) -> str:
+    return f"+4420794{i % 1000:03d}{(i // 1000) % 10}{last_digit}"
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def live_profile(calls: list[dict[str, Any]]) -> tuple[int, float]:
+    """From recorded attempts: the most calls live at once, and the share of the run's time
+    during which the busiest level was held."""
+    edges = []
+    for call in calls:
+        for attempt in call["attempts"]:
+            edges.append((ts(attempt["dialed_at"]), 1))
+            edges.append((ts(attempt["ended_at"]), -1))
+    edges.sort(key=lambda e: (e[0], e[1]))
+    live = peak = 0
+    held: dict[int, float] = {}
+    previous = edges[0][0]
+    for at, step in edges:
+        held[live] = held.get(live, 0.0) + at - previous
+        previous = at
+        live += step
+        peak = max(peak, live)
+    span = edges[-1][0] - edges[0][0]
+    return peak, held.get(peak, 0.0) / span
+
+
+def test_forty_calls_never_exceed_concurrency_and_fill_it(stack: Stack) -> None:
+    body = {"calls": [{"phone_number": number(i, 0), "script": {"text": f"Hello {i}"}} for i in range(40)],
+            "concurrency": 4, "callback_url": stack.receiver.url}
+    batch = stack.submit(body)
+    assert batch["status"] == "queued" and batch["total_calls"] == 40
+    final = stack.wait_finished(batch["batch_id"], timeout=90)
+    assert final["status"] == "completed"
+    assert final["completed_calls"] == 40 and final["failed_calls"] == 0
+    assert final["in_progress"] == 0 and final["pending"] == 0
+    calls = stack.all_calls(batch["batch_id"])
+    assert len(calls) == 40 and {c["status"] for c in calls} == {"completed"}
+    peak, share_at_peak = live_profile(calls)
+    assert peak == 4
+    assert share_at_peak > 0.6, f"4 calls were live only {share_at_peak:.0%} of the run"
+
+
+def test_events_are_ordered_signed_and_complete(stack: Stack) -> None:
+    body = {"calls": [{"phone_number": number(i, d), "script": {"text": "Hi"}}
+                      for i, d in enumerate([0, 0, 1, 7, 3])],
+            "concurrency": 2, "callback_url": stack.receiver.url, "metadata": {"crm": "abc"}}
+    batch_id = stack.submit(body)["batch_id"]
+    stack.wait_finished(batch_id)
+    events = stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=30)
+    time.sleep(1.5)  # anything delivered twice or late would show up now
+    events = stack.receiver.events(batch_id)
+    types = [e["type"] for e in events]
+    assert types[0] == "batch.started"
+    assert types[-1] == "batch.completed" and types.count("batch.completed") == 1
+    assert types.count("batch.call_completed") == 3 and types.count("batch.call_failed") == 2
+    assert len({e["id"] for e in events}) == len(events)
+    terminal = events[-1]["data"]
+    assert terminal["completed_calls"] == 3 and terminal["failed_calls"] == 2
+    failed = [e["data"] for e in events if e["type"] == "batch.call_failed"]
+    assert sorted(c["outcome"] for c in failed) == ["busy", "failed"]
+    for record in stack.receiver.records(batch_id):
+        payload = record.body.decode()
+        stripe.WebhookSignature.verify_header(payload, record.headers["batchcalls-signature"],
+                                              stack.webhook_secret, tolerance=600)
+        standardwebhooks.Webhook(stack.webhook_secret).verify(record.body, record.headers)
+
+
+def test_events_survive_a_failing_receiver(stack: Stack) -> None:
+    stack.receiver.failing = True
+    try:
+        body = {"calls": [{"phone_number": number(i, 0), "script": {"text": "Hi"}} for i in range(3)],
+                "concurrency": 3, "callback_url": stack.receiver.url}
+        batch_id = stack.submit(body)["batch_id"]
+        stack.wait_finished(batch_id)
+        time.sleep(2)
+        assert stack.receiver.refused >= 1
+        assert stack.receiver.events(batch_id) == []
+    finally:
+        stack.receiver.failing = False
+    events = stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=60)
+    types = [e["type"] for e in events]
+    assert types[0] == "batch.started" and types[-1] == "batch.completed"
+    assert types.count("batch.call_completed") == 3
+
+
+def test_busy_then_answered_completes_on_the_second_attempt_after_the_delay(stack: Stack) -> None:
+    body = {"calls": [{"phone_number": number(1, 4), "script": {"text": "Hi"}}],
+            "retry_config": {"max_attempts": 3, "delay": 1}}
+    batch_id = stack.submit(body)["batch_id"]
+    final = stack.wait_finished(batch_id)
+    assert final["status"] == "completed"
+    (call,) = stack.all_calls(batch_id)
+    assert call["outcome"] == "completed"
+    first, second = call["attempts"]
+    assert first["outcome"] == "busy" and second["outcome"] == "completed"
+    gap = ts(second["dialed_at"]) - ts(first["ended_at"])
+    assert 1.0 <= gap < 2.5, gap
+
+
+def test_always_busy_fails_after_three_attempts_with_backoff(stack: Stack) -> None:
+    body = {"calls": [{"phone_number": number(2, 1), "script": {"text": "Hi"}}],
+            "retry_config": {"max_attempts": 3, "delay": 1, "backoff_multiplier": 2}}
+    batch_id = stack.submit(body)["batch_id"]
+    final = stack.wait_finished(batch_id)
+    assert final["status"] == "failed" and final["failed_calls"] == 1
+    (call,) = stack.all_calls(batch_id)
+    assert call["status"] == "failed" and call["outcome"] == "busy"
+    attempts = call["attempts"]
+    assert [a["outcome"] for a in attempts] == ["busy", "busy", "busy"]
+    gaps = [ts(b["dialed_at"]) - ts(a["ended_at"]) for a, b in zip(attempts, attempts[1:])]
+    assert 1.0 <= gaps[0] < 2.0, gaps
+    assert 2.0 <= gaps[1] < 3.0, gaps
+
+
+def test_no_attempt_is_dialed_twice(stack: Stack) -> None:
+    creates = stack.sim_creates()
+    keys = [(c["call_id"], c["attempt"]) for c in creates]
+    assert keys and len(keys) == len(set(keys))

@@ -1,0 +1,44 @@
+"""The Celery application, built from settings when `create_celery` runs."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config.settings import Settings, load_settings
+
+TASK_NAMES = ("dispatch", "place_call", "record_event", "wake", "deliver", "reconcile")
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or load_settings()
+    app = Celery("batchcalls", broker=settings.redis_url)
+    app.conf.update(
+        # A task whose worker dies is delivered again (every task is idempotent).
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Priorities and fair dispatch only work without deep prefetch.
+        worker_prefetch_multiplier=1,
+        broker_transport_options={
+            # Above the longest task and every countdown: a countdown beyond it is delivered
+            # more than once. Countdowns here stay under settings.max_countdown_seconds.
+            "visibility_timeout": settings.visibility_timeout,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+            "sep": ":",
+        },
+        task_default_priority=5,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "reconcile": {"task": "batchcalls.reconcile", "schedule": settings.reconcile_seconds},
+        },
+        timezone="UTC",
+    )
+    app.conf.batchcalls_settings = settings
+    return app
+

@@ -1,0 +1,31 @@
+"""The engine's TaskQueue on Celery: every task is sent by name, so senders need no task code."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from batchcalls.models import ProviderEvent
+
+
+class CeleryTaskQueue:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def dispatch(self, batch_id: str, priority: int) -> None:
+        self.app.send_task("batchcalls.dispatch", (batch_id,), priority=priority)
+
+    def place_call(self, call_id: str, priority: int, countdown: float = 0,
+                   reserved_at: float | None = None) -> None:
+        kwargs = {"reserved_at": reserved_at} if reserved_at is not None else {}
+        self.app.send_task("batchcalls.place_call", (call_id,), kwargs, priority=priority,
+                           countdown=countdown or None)
+
+    def wake(self, batch_id: str, countdown: float) -> None:
+        self.app.send_task("batchcalls.wake", (batch_id,), countdown=countdown, priority=0)
+
+    def deliver(self, batch_id: str, countdown: float = 0) -> None:
+        self.app.send_task("batchcalls.deliver", (batch_id,), countdown=countdown or None, priority=3)
+
+    def record_event(self, event: ProviderEvent, countdown: float = 0) -> None:
+        self.app.send_task("batchcalls.record_event", (event.to_message(),),
+                           countdown=countdown or None, priority=1)

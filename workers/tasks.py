@@ -1,0 +1,91 @@
+"""Thin tasks: each takes ids, loads nothing itself, and calls one engine use case.
+
+Every task is idempotent (acks_late redelivers it after a worker dies) and retries itself when
+Postgres or Redis is briefly unreachable, instead of failing a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import psycopg2
+import redis
+from celery import Task
+
+from batchcalls.delivery import Relay
+from batchcalls.engine import Engine
+from batchcalls.gates import Gates
+from batchcalls.models import ProviderEvent
+from batchcalls.reconciler import reconcile as reconcile_once
+from batchcalls.store.db import Database
+from batchcalls.telephony.factory import make_provider
+from workers.celery_app import create_celery
+from workers.queue import CeleryTaskQueue
+
+log = logging.getLogger("batchcalls.tasks")
+
+TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
+
+app = create_celery()  # the worker entry point: `celery -A workers.tasks worker`
+
+_engine: tuple[int, Engine, Relay] | None = None
+
+
+def _parts() -> tuple[Engine, Relay]:
+    """One engine per worker process, built after fork."""
+    global _engine
+    if _engine is None or _engine[0] != os.getpid():
+        settings = app.conf.batchcalls_settings
+        client = redis.Redis.from_url(settings.redis_url)
+        queue = CeleryTaskQueue(app)
+        db = Database(settings.database_url)
+        engine = Engine(settings, db, Gates(client, settings.lease_seconds), queue,
+                        make_provider(settings, queue))
+        _engine = (os.getpid(), engine, Relay(settings, db, client))
+    return _engine[1], _engine[2]
+
+
+class EngineTask(Task):  # type: ignore[misc]
+    autoretry_for = TRANSIENT
+    retry_backoff = 1
+    retry_backoff_max = 30
+    max_retries = None
+    acks_late = True
+
+
+@app.task(base=EngineTask, name="batchcalls.dispatch")
+def dispatch(batch_id: str) -> int:
+    return _parts()[0].dispatch(batch_id)
+
+
+@app.task(base=EngineTask, name="batchcalls.wake")
+def wake(batch_id: str) -> int:
+    """A retry came due (an idempotent wake-up)."""
+    return _parts()[0].dispatch(batch_id)
+
+
+@app.task(base=EngineTask, name="batchcalls.place_call")
+def place_call(call_id: str, reserved_at: float | None = None) -> None:
+    _parts()[0].place_call(call_id, reserved_at)
+
+
+@app.task(base=EngineTask, name="batchcalls.record_event")
+def record_event(event: dict[str, Any]) -> str:
+    return _parts()[0].record_event(ProviderEvent.from_message(event))
+
+
+@app.task(base=EngineTask, name="batchcalls.deliver")
+def deliver(batch_id: str) -> int:
+    engine, relay = _parts()
+    outcome = relay.run(batch_id)
+    if outcome.retry_in is not None:
+        engine.tasks.deliver(batch_id, countdown=min(outcome.retry_in, engine.settings.max_countdown_seconds))
+    return outcome.delivered
+
+
+@app.task(base=EngineTask, name="batchcalls.reconcile")
+def reconcile() -> dict[str, int]:
+    sweep = reconcile_once(_parts()[0])
+    return sweep.__dict__
