@@ -37,8 +37,15 @@ Details = dict[str, list[str]]
 _PHONE_SHAPE = re.compile(r"\+[0-9][0-9 ().-]*")
 _PHONE_SEPARATORS = str.maketrans("", "", " ().-")
 _NUMBER_TYPES = (
-    "premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
-    "voicemail", "fixed_line",
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
 )
 _UNDECIDED = "undecided"
 
@@ -116,9 +123,7 @@ def _calling_code(code: int) -> _CallingCode:
         metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region_code)
         if metadata is not None:
             regions.append(_Region(metadata))
-    main = PhoneMetadata.metadata_for_region_or_calling_code(
-        code, COUNTRY_CODE_TO_REGION_CODE[code][0]
-    )
+    main = PhoneMetadata.metadata_for_region_or_calling_code(code, COUNTRY_CODE_TO_REGION_CODE[code][0])
     prefix = main.national_prefix_for_parsing if main is not None else None
     return _CallingCode(re.compile(prefix) if prefix else None, tuple(regions))
 
@@ -200,9 +205,7 @@ def _check_scripts(calls: Sequence[Mapping[str, Any]], voices: Mapping[str, obje
             problems[f"{prefix}.{path}" if path else prefix] = messages
         voice_id = call.get("voice_id")
         if voice_id is not None and voice_id not in voices:
-            problems[f"calls[{index}].voice_id"] = [
-                f"unknown voice {voice_id!r}; known: {', '.join(sorted(voices))}"
-            ]
+            problems[f"calls[{index}].voice_id"] = [f"unknown voice {voice_id!r}; known: {', '.join(sorted(voices))}"]
     if problems:
         raise InvalidScript(_summary("invalid script", problems), problems)
 
@@ -246,9 +249,7 @@ def _summary(what: str, problems: Details) -> str:
     return f"{what}: {path}: {messages[0]}" + (f" (and {more} more; see details)" if more else "")
 
 
-def build_batch(
-    data: Mapping[str, Any], *, max_concurrency: int, voices: Mapping[str, object]
-) -> NewBatch:
+def build_batch(data: Mapping[str, Any], *, max_concurrency: int, voices: Mapping[str, object]) -> NewBatch:
     """The batch a request asks for, from the dict `api.schemas.load_batch_request` returned.
 
     Raises, in this order, the first that applies, with every problem of its kind in details:
@@ -274,7 +275,7 @@ def build_batch(
                 voice_id=call.get("voice_id"),
                 priority=call.get("priority", priority),
             )
-            for number, call in zip(numbers, calls)
+            for number, call in zip(numbers, calls, strict=True)
         ),
         concurrency=concurrency,
         retry=retry,

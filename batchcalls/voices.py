@@ -27,10 +27,6 @@ def voice_catalog() -> dict[str, dict[str, Any]]:
         catalog = json.loads(text)
     except ValueError as e:
         raise ConfigurationError(f"{CATALOG_PACKAGE}/{CATALOG_FILE} is not valid JSON: {e}") from e
-    if not isinstance(catalog, dict) or not all(
-        isinstance(voice, dict) for voice in catalog.values()
-    ):
-        raise ConfigurationError(
-            f"{CATALOG_PACKAGE}/{CATALOG_FILE} must map each voice_id to an object"
-        )
+    if not isinstance(catalog, dict) or not all(isinstance(voice, dict) for voice in catalog.values()):
+        raise ConfigurationError(f"{CATALOG_PACKAGE}/{CATALOG_FILE} must map each voice_id to an object")
     return catalog

@@ -43,8 +43,7 @@ def test_next_delay_counts_attempts_already_made() -> None:
 
 @pytest.mark.parametrize(
     "outcome",
-    [Outcome.COMPLETED, Outcome.REJECTED, Outcome.MACHINE, Outcome.INVALID_NUMBER,
-     Outcome.CANCELLED],
+    [Outcome.COMPLETED, Outcome.REJECTED, Outcome.MACHINE, Outcome.INVALID_NUMBER, Outcome.CANCELLED],
 )
 def test_only_outcomes_in_retry_on_are_retried(outcome: Outcome) -> None:
     policy = RetryPolicy(max_attempts=3)  # retry_on defaults to busy, no_answer, failed
@@ -87,11 +86,11 @@ def test_from_config_reads_every_field() -> None:
 
 
 def test_to_config_round_trips() -> None:
-    policy = RetryPolicy(max_attempts=3, delay=30, backoff_multiplier=2,
-                         retry_on=frozenset({Outcome.BUSY, Outcome.MACHINE}))
+    policy = RetryPolicy(
+        max_attempts=3, delay=30, backoff_multiplier=2, retry_on=frozenset({Outcome.BUSY, Outcome.MACHINE})
+    )
     config = policy.to_config()
-    assert config == {"max_attempts": 3, "delay": 30, "backoff_multiplier": 2,
-                      "retry_on": ["busy", "machine"]}
+    assert config == {"max_attempts": 3, "delay": 30, "backoff_multiplier": 2, "retry_on": ["busy", "machine"]}
     assert RetryPolicy.from_config(config) == policy
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -21,8 +22,7 @@ from batchcalls.states import (
     final_status,
 )
 
-ORDER = [AttemptStatus.DIALING, AttemptStatus.RINGING, AttemptStatus.ANSWERED,
-         AttemptStatus.ENDED]
+ORDER = [AttemptStatus.DIALING, AttemptStatus.RINGING, AttemptStatus.ANSWERED, AttemptStatus.ENDED]
 
 
 @pytest.mark.parametrize(("current", "new"), list(itertools.combinations(ORDER, 2)))
@@ -60,8 +60,14 @@ def test_events_replayed_in_any_order_end_where_the_furthest_one_says() -> None:
 def test_final_status_of_each_outcome() -> None:
     assert final_status(Outcome.COMPLETED) is CallStatus.COMPLETED
     assert final_status(Outcome.CANCELLED) is CallStatus.CANCELLED
-    for outcome in (Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED,
-                    Outcome.MACHINE, Outcome.INVALID_NUMBER):
+    for outcome in (
+        Outcome.BUSY,
+        Outcome.NO_ANSWER,
+        Outcome.FAILED,
+        Outcome.REJECTED,
+        Outcome.MACHINE,
+        Outcome.INVALID_NUMBER,
+    ):
         assert final_status(outcome) is CallStatus.FAILED
     assert all(final_status(outcome) in FINAL_STATUSES for outcome in Outcome)
 
@@ -70,8 +76,8 @@ def test_live_pending_and_final_statuses_split_every_call_status() -> None:
     groups = [LIVE_STATUSES, PENDING_STATUSES, FINAL_STATUSES]
     assert set().union(*groups) == set(CallStatus)
     assert sum(len(group) for group in groups) == len(CallStatus)
-    assert LIVE_STATUSES == {CallStatus.DIALING, CallStatus.RINGING, CallStatus.IN_PROGRESS}
-    assert PENDING_STATUSES == {CallStatus.QUEUED, CallStatus.SCHEDULED}
+    assert {CallStatus.DIALING, CallStatus.RINGING, CallStatus.IN_PROGRESS} == LIVE_STATUSES
+    assert {CallStatus.QUEUED, CallStatus.SCHEDULED} == PENDING_STATUSES
 
 
 def test_live_attempt_statuses_map_to_live_call_statuses() -> None:
@@ -81,19 +87,31 @@ def test_live_attempt_statuses_map_to_live_call_statuses() -> None:
 
 
 def test_only_unsuccessful_dial_outcomes_may_be_retried() -> None:
-    assert RETRYABLE_OUTCOMES == {Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED,
-                                  Outcome.REJECTED, Outcome.MACHINE}
+    retryable = {Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE}
+    assert retryable == RETRYABLE_OUTCOMES
 
 
 def test_status_values_are_the_public_names() -> None:
     assert [s.value for s in CallStatus] == [
-        "queued", "scheduled", "dialing", "ringing", "in_progress", "completed", "failed",
+        "queued",
+        "scheduled",
+        "dialing",
+        "ringing",
+        "in_progress",
+        "completed",
+        "failed",
         "cancelled",
     ]
     assert CallStatus("in_progress") is CallStatus.IN_PROGRESS
-    assert CallStatus.COMPLETED == "completed"  # str enum: compares and serialises as text
+    assert json.dumps([CallStatus.COMPLETED, Outcome.NO_ANSWER]) == '["completed", "no_answer"]'
     assert {o.value for o in Outcome} == {
-        "completed", "busy", "no_answer", "failed", "rejected", "machine", "invalid_number",
+        "completed",
+        "busy",
+        "no_answer",
+        "failed",
+        "rejected",
+        "machine",
+        "invalid_number",
         "cancelled",
     }
 

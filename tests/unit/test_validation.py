@@ -12,7 +12,6 @@ import pytest
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from api.schemas import MAX_METADATA_BYTES, flatten_errors, load_batch_request
-from batchcalls import validation
 from batchcalls.errors import (
     ConcurrencyLimit,
     InvalidPhoneNumber,
@@ -58,7 +57,7 @@ SEED_ADVANCED: dict[str, Any] = {
 }
 
 UK, US = "+442079460000", "+14155552671"
-VOICES = {"voice_female_1": {}, "voice_male_1": {}}
+VOICES: dict[str, dict[str, Any]] = {"voice_female_1": {}, "voice_male_1": {}}
 
 
 def with_valid_numbers(body: dict[str, Any]) -> dict[str, Any]:
@@ -118,9 +117,7 @@ def test_advanced_seed_with_valid_numbers() -> None:
     first, second = batch.calls
     assert first.voice_id == "voice_female_1" and second.voice_id == "voice_male_1"
     assert first.script_type == "sales_call" and second.script_type == "support_call"
-    assert second.script["steps"] == [
-        {"type": "text", "text": "Hi, I'm calling to follow up on your support ticket."}
-    ]
+    assert second.script["steps"] == [{"type": "text", "text": "Hi, I'm calling to follow up on your support ticket."}]
     assert batch.concurrency == 5
     assert batch.retry.max_attempts == 3
     assert batch.retry.delay == 300
@@ -165,8 +162,7 @@ def test_unknown_fields_are_rejected_at_every_level(body: dict[str, Any], path: 
         ({"calls": [call(), call(priority=True)]}, "calls[1].priority"),
         ({"calls": [call()], "retry_config": {"max_attempts": True}}, "retry_config.max_attempts"),
         ({"calls": [call()], "retry_config": {"delay": True}}, "retry_config.delay"),
-        ({"calls": [call()], "retry_config": {"backoff_multiplier": False}},
-         "retry_config.backoff_multiplier"),
+        ({"calls": [call()], "retry_config": {"backoff_multiplier": False}}, "retry_config.backoff_multiplier"),
     ],
 )
 def test_booleans_are_not_numbers(body: dict[str, Any], path: str) -> None:
@@ -183,8 +179,7 @@ def test_booleans_are_not_numbers(body: dict[str, Any], path: str) -> None:
         ({"calls": [call(priority="1")]}, "calls[0].priority"),
         ({"calls": [call()], "retry_config": {"delay": "300"}}, "retry_config.delay"),
         ({"calls": [call()], "retry_config": {"retry_on": "busy"}}, "retry_config.retry_on"),
-        ({"calls": [call()], "retry_config": {"retry_on": ["busy", 3]}},
-         "retry_config.retry_on[1]"),
+        ({"calls": [call()], "retry_config": {"retry_on": ["busy", 3]}}, "retry_config.retry_on[1]"),
         ({"calls": [call()], "retry_config": 3}, "retry_config"),
         ({"calls": [call(phone_number=14155552671)]}, "calls[0].phone_number"),
         ({"calls": [call(voice_id=1)]}, "calls[0].voice_id"),
@@ -242,9 +237,7 @@ def test_metadata_is_limited_to_16_kb() -> None:
     assert list(details_of(excinfo)) == ["metadata"]
 
 
-@pytest.mark.parametrize(
-    "url", [None, "https://crm.example.com/hooks/batch", "http://localhost:8080/hook"]
-)
+@pytest.mark.parametrize("url", [None, "https://crm.example.com/hooks/batch", "http://localhost:8080/hook"])
 def test_callback_url_is_kept(url: str | None) -> None:
     body = with_valid_numbers(SEED_BASIC)
     body["callback_url"] = url
@@ -324,8 +317,19 @@ def _library_e164(text: str) -> str | None:
 def _number_corpus() -> list[str]:
     """Every region's example numbers, near misses of them, and random digits per country."""
     rng = random.Random(20240611)
-    descs = ("general_desc", "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost",
-             "voip", "personal_number", "pager", "uan", "voicemail")
+    descs = (
+        "general_desc",
+        "fixed_line",
+        "mobile",
+        "toll_free",
+        "premium_rate",
+        "shared_cost",
+        "voip",
+        "personal_number",
+        "pager",
+        "uan",
+        "voicemail",
+    )
     cases: set[str] = set()
     for code, regions in COUNTRY_CODE_TO_REGION_CODE.items():
         for region in regions:
@@ -343,7 +347,7 @@ def _number_corpus() -> list[str]:
                     f"{code}{example}7",
                     f"{code}0{example}",
                     f"{code}{metadata.national_prefix or ''}{example}",
-                    f"{code}{example[:i]}{rng.randrange(10)}{example[i + 1:]}",
+                    f"{code}{example[:i]}{rng.randrange(10)}{example[i + 1 :]}",
                 }
         cases |= {f"{code}{rng.randrange(10 ** rng.randrange(3, 13))}" for _ in range(10)}
     return sorted(cases)
@@ -367,7 +371,7 @@ def test_common_numbers_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> N
     def no_parse(*args: object, **kwargs: object) -> None:
         raise AssertionError("phonenumbers.parse was called")
 
-    monkeypatch.setattr(validation.phonenumbers, "parse", no_parse)
+    monkeypatch.setattr(phonenumbers, "parse", no_parse)
     assert normalize_phone_number(UK) == UK
     assert normalize_phone_number(US) == US
     assert normalize_phone_number("+1234567890") is None
@@ -491,8 +495,7 @@ def test_each_retry_rule(config: dict[str, Any], path: str) -> None:
 def test_retry_config_becomes_the_policy() -> None:
     config = {"max_attempts": 10, "delay": 0, "backoff_multiplier": 3, "retry_on": ["machine"]}
     policy = build({"calls": [call()], "retry_config": config}).retry
-    assert policy == RetryPolicy(max_attempts=10, delay=0, backoff_multiplier=3,
-                                 retry_on=frozenset({Outcome.MACHINE}))
+    assert policy == RetryPolicy(max_attempts=10, delay=0, backoff_multiplier=3, retry_on=frozenset({Outcome.MACHINE}))
     assert build({"calls": [call()], "retry_config": {}}).retry == RetryPolicy()
 
 
@@ -510,7 +513,7 @@ def test_metadata_is_kept() -> None:
 
 
 def test_checks_run_in_order() -> None:
-    bad_everything = {
+    bad_everything: dict[str, Any] = {
         "calls": [call(phone_number="+1234567890", script={"text": ""})],
         "concurrency": 0,
         "retry_config": {"max_attempts": 0},
