@@ -12,7 +12,8 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 import requests
@@ -78,7 +79,7 @@ class Relay:
             if not pending:
                 return delivered, None
             for event in pending:
-                wait = (event["next_attempt_at"] - datetime.now(timezone.utc)).total_seconds()
+                wait = (event["next_attempt_at"] - datetime.now(UTC)).total_seconds()
                 if wait > 0:
                     return delivered, wait  # in order: later events wait behind this one
                 error = self._post(url, secrets, event["id"], event["payload"])
@@ -87,7 +88,7 @@ class Relay:
                         outbox.mark_delivered(cur, event["seq"])
                         delivered += 1
                         continue
-                    age_hours = (datetime.now(timezone.utc) - event["created_at"]).total_seconds() / 3600
+                    age_hours = (datetime.now(UTC) - event["created_at"]).total_seconds() / 3600
                     give_up = age_hours > self.settings.webhook_retry_hours
                     retry_in = backoff_seconds(event["delivery_attempts"] + 1)
                     outbox.mark_failed(cur, event["seq"], error, retry_in, give_up)
@@ -96,7 +97,7 @@ class Relay:
                 if not give_up:
                     return delivered, retry_in
 
-    def _post(self, url: str, secrets: tuple[str, ...], event_id: str, payload: dict) -> str | None:
+    def _post(self, url: str, secrets: tuple[str, ...], event_id: str, payload: dict[str, Any]) -> str | None:
         """POST one event; None on a 2xx answer, else what went wrong."""
         try:
             check_callback_url(url, allow_http=self.settings.allow_http_callbacks,

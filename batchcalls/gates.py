@@ -95,7 +95,7 @@ class Gates:
         due, then lease free slots to the best ready calls."""
         release = list(release)
         delay = list(delay)
-        args: list[object] = [self.lease_ms, len(release), *release, len(delay)]
+        args: list[str | int | float] = [self.lease_ms, len(release), *release, len(delay)]
         for call_id, score, due in delay:
             args += [int(due * 1000), f"{score}|{call_id}"]
         result = self._acquire(keys=_keys(batch_id), args=args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from batchcalls.engine import Engine
 from batchcalls.models import ProviderEvent
@@ -41,9 +42,9 @@ def reconcile(engine: Engine) -> Sweep:
         with engine.db.transaction() as cur:
             counts = batches.status_counts(cur, batch_id)
             live_ids = [r["id"] for r in calls.list_live(cur, batch_id)]
-        if not engine.gates.exists(batch_id) or _lost_calls(engine, batch_id, counts):
-            if engine.rebuild(batch_id):
-                sweep.rebuilt += 1
+        lost = not engine.gates.exists(batch_id) or _lost_calls(engine, batch_id, counts)
+        if lost and engine.rebuild(batch_id):
+            sweep.rebuilt += 1
         engine.gates.renew(batch_id, live_ids)
         if batch_id in due_retry or counts.get("queued"):
             sweep.dispatched += engine.dispatch(batch_id)
@@ -63,7 +64,7 @@ def _lost_calls(engine: Engine, batch_id: str, counts: dict[str, int]) -> bool:
     return waiting > ready + delayed + max(0, leased - live)
 
 
-def _resolve_stale(engine: Engine, attempt: dict) -> int:
+def _resolve_stale(engine: Engine, attempt: dict[str, Any]) -> int:
     """Ask the provider about an attempt whose events stopped; end it if nobody knows it."""
     live = LiveAttempt(
         call_id=attempt["call_id"], attempt=attempt["number"], phone_number=attempt["phone_number"],

@@ -110,7 +110,8 @@ def _by_idempotency_key(cur: RealDictCursor, tenant_id: int, key: str) -> dict[s
         "SELECT id, request_hash FROM batches WHERE tenant_id = %s AND idempotency_key = %s",
         (tenant_id, key),
     )
-    return cur.fetchone()
+    row: dict[str, Any] | None = cur.fetchone()
+    return row
 
 
 def _replayed(existing: dict[str, Any], request_hash: str) -> Submitted:
@@ -127,7 +128,8 @@ def get_batch(cur: RealDictCursor, batch_id: str, tenant_id: int | None = None) 
         cur.execute("SELECT * FROM batches WHERE id = %s", (batch_id,))
     else:
         cur.execute("SELECT * FROM batches WHERE id = %s AND tenant_id = %s", (batch_id, tenant_id))
-    return cur.fetchone()
+    row: dict[str, Any] | None = cur.fetchone()
+    return row
 
 
 def status_counts(cur: RealDictCursor, batch_id: str) -> dict[str, int]:

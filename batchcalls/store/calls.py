@@ -3,7 +3,7 @@ service opens; together they make every call end in exactly one final state."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg2.extras import Json, RealDictCursor
@@ -31,7 +31,8 @@ DIALABLE = (CallStatus.QUEUED.value, CallStatus.SCHEDULED.value)
 
 def load_call(cur: RealDictCursor, call_id: str, lock: bool = False) -> dict[str, Any] | None:
     cur.execute("SELECT * FROM calls WHERE id = %s" + (" FOR UPDATE" if lock else ""), (call_id,))
-    return cur.fetchone()
+    row: dict[str, Any] | None = cur.fetchone()
+    return row
 
 
 def attempts_of(cur: RealDictCursor, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
@@ -129,7 +130,7 @@ def apply_event(
     row = cur.fetchone()
     if row is None or not attempt_may_move(AttemptStatus(row["attempt_status"]), event.status):
         return Applied.IGNORED, None, None
-    at = datetime.fromtimestamp(event.at, tz=timezone.utc)
+    at = datetime.fromtimestamp(event.at, tz=UTC)
     cur.execute(
         "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(),"
         " provider_call_id = coalesce(provider_call_id, %s), error = coalesce(%s, error),"
@@ -208,7 +209,8 @@ def finish_call(
         batch = cur.fetchone()
         terminal = EventType.BATCH_COMPLETED if end_status is BatchStatus.COMPLETED else EventType.BATCH_FAILED
         add_event(cur, terminal, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
-    return batch
+    result: dict[str, Any] = batch
+    return result
 
 
 def list_calls(
