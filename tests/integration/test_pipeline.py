@@ -136,3 +136,17 @@ def test_no_attempt_is_dialed_twice(stack: Stack) -> None:
     creates = stack.sim_creates()
     keys = [(c["call_id"], c["attempt"]) for c in creates]
     assert keys and len(keys) == len(set(keys))
+
+
+def test_higher_priority_calls_dial_first_then_submission_order(stack: Stack) -> None:
+    priorities = [5, 5, 0, 9, 0, 3]
+    body = {"calls": [{"phone_number": number(900 + i, 0), "script": {"text": "Hi"}, "priority": p}
+                      for i, p in enumerate(priorities)],
+            "concurrency": 1}
+    batch_id = stack.submit(body)["batch_id"]
+    stack.wait_finished(batch_id)
+    calls = stack.all_calls(batch_id)
+    dial_order = [c["phone_number"] for c in sorted(calls, key=lambda c: ts(c["attempts"][0]["dialed_at"]))]
+    expected = [number(900 + i, 0) for i in (2, 4, 5, 0, 1, 3)]
+    assert dial_order == expected
+    assert [c["priority"] for c in calls] == priorities
