@@ -83,7 +83,8 @@ class Gates:
         pipe.execute()
 
     def exists(self, batch_id: str) -> bool:
-        return bool(self.redis.exists(_keys(batch_id)[0]))
+        # `concurrency`, not the key: `set_paused` on a lost state leaves a meta hash without it.
+        return bool(self.redis.hexists(_keys(batch_id)[0], "concurrency"))
 
     def acquire(
         self,

@@ -16,7 +16,9 @@ local n_delay = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_delay do
   redis.call('ZADD', KEYS[3], tonumber(ARGV[i]), ARGV[i + 1]); i = i + 2
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then
+-- Meta without concurrency is not a whole state either (a lone HSET of 'paused' creates one).
+local concurrency = tonumber(redis.call('HGET', KEYS[1], 'concurrency'))
+if not concurrency then
   return {-1}
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1000)
@@ -27,7 +29,7 @@ for _, member in ipairs(due) do
 end
 local granted = {}
 if redis.call('HGET', KEYS[1], 'paused') ~= '1' then
-  local free = tonumber(redis.call('HGET', KEYS[1], 'concurrency')) - redis.call('ZCARD', KEYS[4])
+  local free = concurrency - redis.call('ZCARD', KEYS[4])
   if free > 0 then
     local popped = redis.call('ZPOPMIN', KEYS[2], free)
     for j = 1, #popped, 2 do

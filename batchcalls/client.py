@@ -1,0 +1,53 @@
+"""A small HTTP client of the Batchcalls API, for the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+@dataclass
+class Client:
+    base_url: str
+    api_key: str
+    timeout: float = 60.0
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.api_key}", **kwargs.pop("headers", {})}
+        response = requests.request(method, self.base_url.rstrip("/") + path, headers=headers,
+                                    timeout=self.timeout, **kwargs)
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                error = {"code": "http_error", "message": response.text[:300], "details": None}
+            raise ApiError(response.status_code, error.get("code", ""), error.get("message", ""), error.get("details"))
+        return response.json()
+
+    def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self._request("POST", "/v1/batches", json=body, headers=headers)
+        return result
+
+    def status(self, batch_id: str, calls_limit: int = 100) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/v1/batches/{batch_id}", params={"calls_limit": calls_limit})
+        return result
+
+    def calls(self, batch_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            page = self._request("GET", f"/v1/batches/{batch_id}/calls", params=params)
+            found += page["calls"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found

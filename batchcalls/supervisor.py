@@ -1,0 +1,144 @@
+"""Run the whole system on one machine: migrations, the API, worker processes, beat and
+(optionally) Flower, as child processes that all stop when the supervisor does."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from batchcalls.embedded import default_data_dir, embedded_servers
+from batchcalls.store.db import Database, close_pools
+from batchcalls.store.migrate import upgrade
+from batchcalls.store.tenants import create_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Stopped(Exception):
+    """SIGTERM arrived: unwind like Ctrl-C so every child and embedded server is stopped."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _program(name: str) -> list[str]:
+    """Run console scripts with this interpreter's copy, whatever PATH says."""
+    if name == "celery":
+        return [sys.executable, "-m", "celery"]
+    if name == "gunicorn":
+        return [sys.executable, "-m", "gunicorn"]
+    found = shutil.which(name)
+    return [found or name]
+
+
+@dataclass
+class System:
+    api_url: str
+    api_key: str
+    webhook_secret: str
+    flower_url: str | None
+    env: dict[str, str]
+    log_dir: Path
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.children[name] = proc
+        return proc
+
+    def stop(self, grace: float = 20.0) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.time() + grace
+        for proc in self.children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def dead_children(self) -> list[str]:
+        return [name for name, proc in self.children.items() if proc.poll() is not None]
+
+
+def _wait_healthy(url: str, system: System, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        dead = system.dead_children()
+        if dead:
+            raise RuntimeError(f"{', '.join(dead)} exited at start; see the logs in {system.log_dir}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not become healthy in {timeout}s; see {system.log_dir}")
+
+
+@contextmanager
+def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
+               extra_env: dict[str, str] | None = None, data_dir: Path | None = None) -> Iterator[System]:
+    """Start everything (embedded PostgreSQL/Redis when their URLs are unset) and stop it all on
+    the way out, Ctrl-C and SIGTERM included."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Stopped()
+
+    signal.signal(signal.SIGTERM, on_term)
+    data_dir = data_dir or default_data_dir()
+    try:
+        with embedded_servers(os.environ.get("DATABASE_URL") or None, os.environ.get("REDIS_URL") or None,
+                              data_dir) as (database_url, redis_url):
+            upgrade(database_url)
+            tenant, api_key = create_key(Database(database_url), "dev")
+            close_pools()
+            port = port or 8000
+            log_dir = data_dir / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, **(extra_env or {}), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+                   "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            flower_port = free_port() if flower else None
+            system = System(f"http://127.0.0.1:{port}", api_key, tenant.webhook_secrets[0],
+                            f"http://127.0.0.1:{flower_port}" if flower_port else None, env, log_dir)
+            try:
+                system.spawn("api", [*_program("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                     "--access-logfile", "-", "api.app:create_app()"])
+                for i in range(workers):
+                    system.spawn(f"worker{i + 1}", [*_program("celery"), "-A", "workers.tasks", "worker",
+                                                    "--events", "--loglevel", "INFO", "--concurrency", "2",
+                                                    "-n", f"worker{i + 1}@%h"])
+                system.spawn("beat", [*_program("celery"), "-A", "workers.tasks", "beat", "--loglevel", "INFO",
+                                      "--schedule", str(log_dir / "beat-schedule")])
+                if flower_port:
+                    # Flower 2.2 refuses its HTTP API without credentials; a local run without
+                    # FLOWER_BASIC_AUTH opens it on 127.0.0.1 only.
+                    auth = os.environ.get("FLOWER_BASIC_AUTH")
+                    system.spawn("flower", [*_program("celery"), "-A", "workers.tasks", "flower",
+                                            f"--port={flower_port}", "--address=127.0.0.1",
+                                            *([f"--basic-auth={auth}"] if auth else [])],
+                                 env=None if auth else {"FLOWER_UNAUTHENTICATED_API": "1"})
+                _wait_healthy(system.api_url, system)
+                yield system
+            finally:
+                system.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
