@@ -7,12 +7,15 @@ import logging
 import redis
 from flask import Flask, Response, g, jsonify, request
 from flask_limiter import Limiter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api.auth import authenticate, bearer_key
 from api.batches import bp as batches_bp
 from api.errors import register_errors
+from batchcalls import logs
 from batchcalls.engine import Engine
 from batchcalls.gates import Gates
+from batchcalls.metrics import FleetCollector
 from batchcalls.store.db import Database
 from config.settings import Settings, load_settings
 from workers.celery_app import create_celery
@@ -23,6 +26,8 @@ log = logging.getLogger("batchcalls.api")
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
+    if not logging.getLogger().handlers:
+        logs.configure()
     app = Flask("batchcalls")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -32,10 +37,12 @@ def create_app(settings: Settings | None = None) -> Flask:
                     CeleryTaskQueue(create_celery(settings)))
     app.extensions["batchcalls.engine"] = engine
 
+    # One budget per API key across every route (application_limits): default_limits would give
+    # each route its own budget, multiplying the documented limit by the number of routes.
     limiter = Limiter(
         key_func=lambda: bearer_key() or request.remote_addr or "anonymous",
         app=app,
-        default_limits=[settings.rate_limit],
+        application_limits=[settings.rate_limit],
         storage_uri=settings.redis_url,
         strategy="moving-window",
         headers_enabled=True,
@@ -64,6 +71,14 @@ def create_app(settings: Settings | None = None) -> Flask:
             checks["redis"] = checks["broker"] = f"error: {exc}"[:200]
         healthy = all(v == "ok" for v in checks.values())
         return jsonify({"status": "ok" if healthy else "unavailable", "checks": checks}), 200 if healthy else 503
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(db, client))
+
+    @app.get("/metrics")
+    @limiter.exempt
+    def metrics() -> Response:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(batches_bp)
     register_errors(app)

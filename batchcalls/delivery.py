@@ -21,6 +21,7 @@ import requests
 from batchcalls.callbacks import check_callback_url
 from batchcalls.errors import InvalidRequest
 from batchcalls.events import backoff_seconds
+from batchcalls.metrics import Metrics
 from batchcalls.signing import signature_headers
 from batchcalls.store import batches, outbox
 from batchcalls.store.db import Database
@@ -40,7 +41,8 @@ class Outcome:
 
 class Relay:
     def __init__(self, settings: Settings, db: Database, client: redis.Redis,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.settings = settings
         self.db = db
         self.redis = client
@@ -83,6 +85,8 @@ class Relay:
                 if wait > 0:
                     return delivered, wait  # in order: later events wait behind this one
                 error = self._post(url, secrets, event["id"], event["payload"])
+                if self.metrics is not None:
+                    self.metrics.webhook(error is None)
                 with self.db.transaction() as cur:
                     if error is None:
                         outbox.mark_delivered(cur, event["seq"])

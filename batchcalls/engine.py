@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from batchcalls import gates as gates_mod
 from batchcalls.errors import ProviderError
 from batchcalls.gates import Gates
+from batchcalls.metrics import Metrics
 from batchcalls.models import NewBatch, ProviderEvent
 from batchcalls.states import AttemptStatus, CallStatus, Outcome
 from batchcalls.store import batches, calls
@@ -37,7 +38,8 @@ MAX_IN_TASK_WAIT = 1.5
 
 class TaskQueue(Protocol):
     def dispatch(self, batch_id: str, priority: int) -> None: ...
-    def place_call(self, call_id: str, priority: int, countdown: float = 0, reserved_at: float | None = None) -> None: ...
+    def place_call(self, batch_id: str, call_id: str, priority: int, countdown: float = 0,
+                   reserved_at: float | None = None, granted_at: float | None = None) -> None: ...
     def wake(self, batch_id: str, countdown: float) -> None: ...
     def deliver(self, batch_id: str, countdown: float = 0) -> None: ...
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
@@ -54,6 +56,7 @@ class Engine:
     gates: Gates
     tasks: TaskQueue
     provider: Provider | None = None
+    metrics: Metrics | None = None
 
     # -- submit -------------------------------------------------------------------------------
 
@@ -88,7 +91,7 @@ class Engine:
             if grant.missing:
                 return 0
         for call_id, score in grant.granted:
-            self.tasks.place_call(call_id, gates_mod.priority_of(score))
+            self.tasks.place_call(batch_id, call_id, gates_mod.priority_of(score), granted_at=grant.now)
         if grant.expired:
             self._check_expired(batch_id, grant.expired)
         if grant.next_due_in is not None:
@@ -105,7 +108,7 @@ class Engine:
         for call_id in keep:
             if states[call_id] == CallStatus.QUEUED.value:
                 log.warning("resending place_call for %s: its lease expired before it dialed", call_id)
-                self.tasks.place_call(call_id, 0)
+                self.tasks.place_call(batch_id, call_id, 0)
         freed = [c for c in call_ids if c not in keep]
         if freed:
             self.dispatch(batch_id, release=freed)
@@ -153,8 +156,9 @@ class Engine:
 
     # -- place --------------------------------------------------------------------------------
 
-    def place_call(self, call_id: str, reserved_at: float | None = None) -> None:
-        """Dial one attempt of a call that holds a slot, at most once."""
+    def place_call(self, call_id: str, reserved_at: float | None = None, granted_at: float | None = None) -> None:
+        """Dial one attempt of a call that holds a slot, at most once. `granted_at` (Unix seconds)
+        is when the slot was given, for the dispatch-latency metric."""
         assert self.provider is not None
         with self.db.transaction() as cur:
             call = calls.load_call(cur, call_id)
@@ -178,6 +182,11 @@ class Engine:
         if batch_started is not None and batch_started["callback_url"]:
             self.tasks.deliver(batch_id)
         request = DialRequest(call_id, attempt, started["phone_number"], started["script"], started["voice_id"])
+        log.info("dialing call_id=%s batch_id=%s attempt=%d", call_id, batch_id, attempt)
+        if self.metrics is not None:
+            self.metrics.call_dialed()
+            if granted_at is not None and reserved_at is None:
+                self.metrics.dispatch_latency(max(0.0, time.time() - granted_at))
         try:
             provider_call_id = self.provider.create_call(request)
         except ProviderError as exc:
@@ -203,7 +212,7 @@ class Engine:
             if wait > MAX_IN_TASK_WAIT:
                 countdown = min(wait - 0.5, self.settings.max_countdown_seconds)
                 self.gates.renew(call["batch_id"], [call["id"]], extra_seconds=countdown)
-                self.tasks.place_call(call["id"], call["priority"], countdown=countdown,
+                self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=countdown,
                                       reserved_at=reserved_at)
                 return False
             if wait > 0:
@@ -218,7 +227,7 @@ class Engine:
                 undone = calls.undo_attempt(cur, call["id"], attempt)
             if undone:
                 log.warning("provider throttled %s; waiting for a new slot", call["id"])
-                self.tasks.place_call(call["id"], call["priority"], countdown=1.0)
+                self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=1.0)
             return
         if exc.definite:
             self.record_event(ProviderEvent(call["id"], attempt, AttemptStatus.ENDED, time.time(),
@@ -243,6 +252,11 @@ class Engine:
             score = gates_mod.ready_score(call["priority"], call["seq"])
             self.dispatch(batch_id, release=[event.call_id], delay=[(event.call_id, score, due.timestamp())])
         elif applied == Applied.FINAL:
+            log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
+            if self.metrics is not None:
+                self.metrics.call_finished(call["outcome"])
+            if batch is not None and batch["finished_at"] is not None:
+                log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
             self.dispatch(batch_id, release=[event.call_id])
             if batch is not None and batch["callback_url"]:
                 self.tasks.deliver(batch_id)

@@ -40,6 +40,7 @@ class Grant:
 
     missing: bool
     granted: list[tuple[str, float]]
+    now: float  # Redis time of the grant, Unix seconds
     expired: list[str]
     next_due_in: float | None
 
@@ -101,12 +102,13 @@ class Gates:
             args += [int(due * 1000), f"{score}|{call_id}"]
         result = self._acquire(keys=_keys(batch_id), args=args)
         if result[0] == -1:
-            return Grant(True, [], [], None)
-        _, next_due, flat, expired = result
+            return Grant(True, [], 0.0, [], None)
+        now_ms, next_due, flat, expired = result
         granted = [(_text(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
         return Grant(
             False,
             granted,
+            int(now_ms) / 1000,
             [_text(e) for e in expired],
             None if int(next_due) < 0 else int(next_due) / 1000,
         )

@@ -33,7 +33,6 @@ def create_celery(settings: Settings | None = None) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
         beat_schedule={
             "reconcile": {"task": "batchcalls.reconcile", "schedule": settings.reconcile_seconds},
         },

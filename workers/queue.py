@@ -14,10 +14,10 @@ class CeleryTaskQueue:
     def dispatch(self, batch_id: str, priority: int) -> None:
         self.app.send_task("batchcalls.dispatch", (batch_id,), priority=priority)
 
-    def place_call(self, call_id: str, priority: int, countdown: float = 0,
-                   reserved_at: float | None = None) -> None:
-        kwargs = {"reserved_at": reserved_at} if reserved_at is not None else {}
-        self.app.send_task("batchcalls.place_call", (call_id,), kwargs, priority=priority,
+    def place_call(self, batch_id: str, call_id: str, priority: int, countdown: float = 0,
+                   reserved_at: float | None = None, granted_at: float | None = None) -> None:
+        kwargs = {k: v for k, v in (("reserved_at", reserved_at), ("granted_at", granted_at)) if v is not None}
+        self.app.send_task("batchcalls.place_call", (batch_id, call_id), kwargs, priority=priority,
                            countdown=countdown or None)
 
     def wake(self, batch_id: str, countdown: float) -> None:

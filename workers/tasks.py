@@ -13,10 +13,13 @@ from typing import Any
 import psycopg2
 import redis
 from celery import Task
+from celery.signals import setup_logging
 
+from batchcalls import logs
 from batchcalls.delivery import Relay
 from batchcalls.engine import Engine
 from batchcalls.gates import Gates
+from batchcalls.metrics import Metrics
 from batchcalls.models import ProviderEvent
 from batchcalls.reconciler import reconcile as reconcile_once
 from batchcalls.store.db import Database
@@ -28,7 +31,15 @@ log = logging.getLogger("batchcalls.tasks")
 
 TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
 
-app = create_celery()  # the worker entry point: `celery -A workers.tasks worker`
+app = create_celery()
+
+
+@setup_logging.connect
+def _configure_logging(**_: object) -> None:
+    """Celery leaves logging to us when this signal has a receiver: one format everywhere."""
+    logs.configure()
+
+  # the worker entry point: `celery -A workers.tasks worker`
 
 _engine: tuple[int, Engine, Relay] | None = None
 
@@ -41,9 +52,10 @@ def _parts() -> tuple[Engine, Relay]:
         client = redis.Redis.from_url(settings.redis_url)
         queue = CeleryTaskQueue(app)
         db = Database(settings.database_url)
+        metrics = Metrics(client)
         engine = Engine(settings, db, Gates(client, settings.lease_seconds), queue,
-                        make_provider(settings, queue))
-        _engine = (os.getpid(), engine, Relay(settings, db, client))
+                        make_provider(settings, queue), metrics)
+        _engine = (os.getpid(), engine, Relay(settings, db, client, metrics=metrics))
     return _engine[1], _engine[2]
 
 
@@ -67,8 +79,10 @@ def wake(batch_id: str) -> int:
 
 
 @app.task(base=EngineTask, name="batchcalls.place_call")
-def place_call(call_id: str, reserved_at: float | None = None) -> None:
-    _parts()[0].place_call(call_id, reserved_at)
+def place_call(batch_id: str, call_id: str, reserved_at: float | None = None,
+               granted_at: float | None = None) -> None:
+    """`batch_id` is carried only so that Flower shows which batch a call belongs to."""
+    _parts()[0].place_call(call_id, reserved_at, granted_at)
 
 
 @app.task(base=EngineTask, name="batchcalls.record_event")

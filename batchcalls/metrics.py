@@ -1,0 +1,106 @@
+"""Fleet-wide metrics. Workers count into Redis (one hash, so every process of the fleet adds to
+the same numbers); `GET /metrics` renders them with gauges read from Postgres and Redis, in the
+Prometheus text format, through prometheus_client's collector interface.
+
+Counters live in Redis and start again from zero if Redis is flushed; Prometheus treats that as a
+counter reset, as it does a process restart."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from batchcalls.store.db import Database
+
+log = logging.getLogger("batchcalls.metrics")
+
+KEY = "bc:metrics"
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BROKER_QUEUES = ["celery"] + [f"celery:{n}" for n in range(1, 10)]
+
+
+class Metrics:
+    """What the engine counts. Each method is one Redis round trip, never an error for the caller."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def _hincr(self, fields: dict[str, float]) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for field, amount in fields.items():
+                pipe.hincrbyfloat(KEY, field, amount)
+            pipe.execute()
+        except redis.RedisError as exc:  # metrics never fail a call
+            log.debug("metrics not recorded: %s", exc)
+
+    def call_finished(self, outcome: str) -> None:
+        self._hincr({f"calls_total:{outcome}": 1})
+
+    def call_dialed(self) -> None:
+        self._hincr({"dials_total": 1})
+
+    def webhook(self, delivered: bool) -> None:
+        self._hincr({"webhook_deliveries_total" if delivered else "webhook_failures_total": 1})
+
+    def dispatch_latency(self, seconds: float) -> None:
+        fields = {"dispatch_latency_count": 1, "dispatch_latency_sum": seconds}
+        for bound in LATENCY_BUCKETS:
+            if seconds <= bound:
+                fields[f"dispatch_latency_bucket:{bound}"] = 1
+        self._hincr(fields)
+
+
+class FleetCollector(Collector):
+    def __init__(self, db: Database, client: redis.Redis) -> None:
+        self.db = db
+        self.redis = client
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
+        raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in self.redis.hgetall(KEY).items()}
+        outcomes = CounterMetricFamily("batchcalls_calls", "Calls that reached a final state, by outcome",
+                                       labels=["outcome"])
+        for field, value in raw.items():
+            if field.startswith("calls_total:"):
+                outcomes.add_metric([field.split(":", 1)[1]], value)
+        yield outcomes
+        yield CounterMetricFamily("batchcalls_dials", "Attempts handed to the provider",
+                                  value=raw.get("dials_total", 0))
+        yield CounterMetricFamily("batchcalls_webhook_deliveries", "Batch events delivered (2xx)",
+                                  value=raw.get("webhook_deliveries_total", 0))
+        yield CounterMetricFamily("batchcalls_webhook_failures", "Batch event delivery attempts that failed",
+                                  value=raw.get("webhook_failures_total", 0))
+        # Each observation was counted into every bucket it fits, so the counts are cumulative.
+        buckets = [(str(bound), raw.get(f"dispatch_latency_bucket:{bound}", 0)) for bound in LATENCY_BUCKETS]
+        buckets.append(("+Inf", raw.get("dispatch_latency_count", 0)))
+        yield HistogramMetricFamily("batchcalls_dispatch_latency_seconds",
+                                    "From a slot being granted to the provider being asked to dial",
+                                    buckets=buckets, sum_value=raw.get("dispatch_latency_sum", 0))
+        with self.db.transaction() as cur:
+            cur.execute("SELECT status, count(*) AS n FROM calls"
+                        " WHERE status IN ('scheduled', 'dialing', 'ringing', 'in_progress') GROUP BY status")
+            by_status = {row["status"]: row["n"] for row in cur.fetchall()}
+            cur.execute("SELECT id FROM batches WHERE status IN ('queued', 'running', 'paused')")
+            active = [row["id"] for row in cur.fetchall()]
+        live = GaugeMetricFamily("batchcalls_calls_live", "Calls dialing, ringing or in progress", labels=["status"])
+        for status in ("dialing", "ringing", "in_progress"):
+            live.add_metric([status], by_status.get(status, 0))
+        yield live
+        yield GaugeMetricFamily("batchcalls_calls_scheduled", "Calls waiting for a retry",
+                                value=by_status.get("scheduled", 0))
+        yield GaugeMetricFamily("batchcalls_batches_active", "Batches queued, running or paused", value=len(active))
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in active:
+            pipe.zcard(f"bc:{{{batch_id}}}:ready")
+        ready = sum(pipe.execute()) if active else 0
+        yield GaugeMetricFamily("batchcalls_queue_depth", "Calls waiting for a slot in their batch's ready queue",
+                                value=ready)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in BROKER_QUEUES:
+            pipe.llen(queue)
+        yield GaugeMetricFamily("batchcalls_broker_queue_depth", "Celery messages waiting in the broker",
+                                value=sum(pipe.execute()))

@@ -1,0 +1,138 @@
+"""Gates under contention: six OS processes share one batch and one calls-per-second log on a
+real Redis, and the fleet-wide invariants (DESIGN §4, 1 and 2) hold."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+import redis
+
+from batchcalls.gates import Gates, ready_score
+from tests.support.servers import TestServers
+
+pytestmark = pytest.mark.integration
+
+PROCESSES = 6
+_SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters, like separate worker hosts
+
+
+def _lease_worker(redis_url: str, batch_id: str, seed: int, start: Any, results: Any) -> None:
+    """acquire -> hold briefly -> release (+ acquire), until the queue is empty.
+
+    A shared counter is raised after a grant and lowered before its release, so at every moment
+    it counts a subset of the live leases: if it ever exceeds `concurrency`, so did the leases."""
+    try:
+        client = redis.Redis.from_url(redis_url)
+        gates = Gates(client, lease_seconds=60)
+        rng = random.Random(seed)
+        holding_key = f"test:{{{batch_id}}}:holding"
+        granted: list[str] = []
+        holding_seen: list[int] = []
+        leased_seen: list[int] = []
+        held: list[str] = []
+        start.wait()
+        while True:
+            if held and rng.random() < 0.5:
+                # Release on its own and pause, so other processes' acquires get the slots too
+                # (a release inside acquire hands the freed slots straight back to this process).
+                gates.release(batch_id, held)
+                time.sleep(rng.uniform(0, 0.002))
+                grant = gates.acquire(batch_id)
+            else:
+                grant = gates.acquire(batch_id, release=held)
+            assert not grant.missing
+            leased_seen.append(gates.depth(batch_id)[2])
+            held = [call_id for call_id, _ in grant.granted]
+            if held:
+                granted += held
+                holding_seen.append(int(client.incrby(holding_key, len(held))))
+                time.sleep(rng.uniform(0, 0.003))
+                client.decrby(holding_key, len(held))
+            elif gates.depth(batch_id)[0] == 0:
+                break
+            else:
+                time.sleep(0.0005)
+        results.put(("ok", granted, holding_seen, leased_seen))
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+
+
+def _cps_worker(redis_url: str, account: str, count: int, start: Any, results: Any) -> None:
+    """Reserve an instant, wait for it (as `Engine._wait_for_rate` does), reserve the next."""
+    try:
+        gates = Gates(redis.Redis.from_url(redis_url), lease_seconds=60)
+        reserved: list[float] = []
+        start.wait()
+        for _ in range(count):
+            at, now = gates.reserve_call_slot(account, 10, 1.0)
+            reserved.append(at)
+            if at > now:
+                time.sleep(at - now)
+        results.put(("ok", reserved))
+    except BaseException:
+        results.put(("error", traceback.format_exc()))
+
+
+def _run_processes(target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float) -> list[tuple[Any, ...]]:
+    start = _SPAWN.Barrier(len(args), timeout=30)  # all begin together, after their imports
+    results = _SPAWN.Queue()
+    procs = [_SPAWN.Process(target=target, args=(*a, start, results), daemon=True) for a in args]
+    for proc in procs:
+        proc.start()
+    try:
+        answers = [results.get(timeout=timeout) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+    errors = [a[1] for a in answers if a[0] != "ok"]
+    assert not errors, "\n".join(errors)
+    return answers
+
+
+def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(servers: TestServers) -> None:
+    client = redis.Redis.from_url(servers.redis_url)
+    gates = Gates(client, lease_seconds=60)
+    batch_id = "conc-" + uuid.uuid4().hex[:8]
+    concurrency, total = 5, 800
+    rng = random.Random(7)
+    calls = [(f"call-{seq}", ready_score(rng.randint(0, 9), seq)) for seq in range(total)]
+    gates.load_batch(batch_id, concurrency, calls)
+
+    began = time.monotonic()
+    answers = _run_processes(_lease_worker, [(servers.redis_url, batch_id, seed) for seed in range(PROCESSES)],
+                             timeout=30)
+    elapsed = time.monotonic() - began
+
+    granted = [call_id for answer in answers for call_id in answer[1]]
+    holding = [n for answer in answers for n in answer[2]]
+    leased = [n for answer in answers for n in answer[3]]
+    assert len(granted) == len(set(granted)) == total  # each call granted exactly once, none lost
+    assert max(leased) <= concurrency
+    assert max(holding) <= concurrency
+    assert max(holding) == concurrency, "the test never filled the batch: it proved nothing"
+    assert all(answer[1] for answer in answers), "some process never won a slot"
+    assert gates.depth(batch_id) == (0, 0, 0)
+    assert int(client.get(f"test:{{{batch_id}}}:holding") or 0) == 0
+    print(f"{total} grants across {PROCESSES} processes in {elapsed:.2f}s")
+    gates.forget(batch_id)
+
+
+def test_six_processes_share_one_calls_per_second_limit(servers: TestServers) -> None:
+    account = "cps-" + uuid.uuid4().hex[:8]
+    answers = _run_processes(_cps_worker, [(servers.redis_url, account, 10)] * PROCESSES, timeout=30)
+    instants = sorted(round(at * 1000) for answer in answers for at in answer[1])
+    assert len(instants) == 60
+    # No half-open window [t, t + 1000 ms) holds 11 instants: any 11 in a row span >= 1000 ms.
+    tightest = min(instants[i + 10] - instants[i] for i in range(len(instants) - 10))
+    assert tightest >= 1000
+    span = instants[-1] - instants[0]
+    assert 5000 <= span <= 5400, f"60 calls at 10/s took {span} ms to reserve"
