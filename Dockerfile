@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Install the package itself (with its package data: Lua scripts, SQL migrations, voice catalog),
 # then drop the source tree so every process runs the installed copy, not a shadowing checkout.
 WORKDIR /src
-COPY pyproject.toml setup.cfg setup.py ./
+COPY pyproject.toml setup.cfg setup.py README.rst ./
 COPY batchcalls ./batchcalls
 COPY api ./api
 COPY workers ./workers

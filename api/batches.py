@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from api.schemas import load_batch_request
+from api.errors import TOO_LARGE_MESSAGE
+from api.schemas import check_storable_text, load_batch_request
 from batchcalls.callbacks import check_callback_url
 from batchcalls.engine import Engine
-from batchcalls.errors import InvalidRequest, MalformedRequest, NotFound
+from batchcalls.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge
 from batchcalls.store import batches, calls
 from batchcalls.timefmt import isoformat_ms
 from batchcalls.validation import build_batch
@@ -29,12 +32,32 @@ def _engine() -> Engine:
     return engine
 
 
+# A string PostgreSQL cannot store (NUL, an unpaired surrogate) can only arrive as a \u escape,
+# so only a body holding one of these escapes is searched string by string.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def _json_body() -> Any:
     raw = request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # A body without Content-Length (chunked) is cut at the limit by werkzeug, not refused:
+    # one more byte behind the cut means it was too large.
+    if (request.content_length is None and limit is not None and len(raw) >= limit
+            and request.environ["wsgi.input"].read(1)):
+        raise PayloadTooLarge(TOO_LARGE_MESSAGE)
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from exc
+        # NaN and Infinity are not JSON (RFC 8259) and PostgreSQL's jsonb refuses them.
+        body = json.loads(raw, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise MalformedRequest(f"request body is not valid JSON: {reason}") from exc
+    if _SUSPECT_ESCAPE.search(raw):
+        check_storable_text(body)
+    return body
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -58,16 +81,52 @@ def _decode_cursor(raw: str | None) -> Any:
     if raw is None:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidRequest("cursor is not one this API gave", {"cursor": ["invalid cursor"]}) from None
+        return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), parse_constant=_not_json)
+    except (ValueError, binascii.Error, RecursionError):
+        raise _bad_cursor() from None
+
+
+def _bad_cursor() -> InvalidRequest:
+    return InvalidRequest("cursor is not one this API gave", {"cursor": ["invalid cursor"]})
+
+
+def _calls_cursor(raw: str | None) -> int:
+    """The seq after which a page of calls starts (-1: from the first call)."""
+    after = _decode_cursor(raw)
+    if after is None:
+        return -1
+    # type(): True is an int to isinstance. seq is a PostgreSQL integer.
+    if type(after) is not int or not 0 <= after < 2**31:
+        raise _bad_cursor()
+    return after
+
+
+def _batches_cursor(raw: str | None) -> tuple[str, str] | None:
+    """(created_at ISO, batch id) of the last batch of the previous page."""
+    after = _decode_cursor(raw)
+    if after is None:
+        return None
+    if isinstance(after, list) and len(after) == 2 and all(type(v) is str and "\x00" not in v for v in after):
+        try:
+            created_at = datetime.fromisoformat(after[0])
+        except ValueError:
+            raise _bad_cursor() from None
+        if created_at.tzinfo is not None:
+            return created_at.isoformat(), after[1]
+    raise _bad_cursor()
+
+
+def _own_batch(cur: Any, batch_id: str) -> dict[str, Any]:
+    # No id holds a NUL, and PostgreSQL refuses one in a query parameter.
+    row = None if "\x00" in batch_id else batches.get_batch(cur, batch_id, g.tenant.id)
+    if row is None:
+        raise NotFound(f"no batch {batch_id}")
+    return row
 
 
 def _status_body(batch_id: str, calls_limit: int | None) -> dict[str, Any]:
     with _engine().db.transaction() as cur:
-        row = batches.get_batch(cur, batch_id, g.tenant.id)
-        if row is None:
-            raise NotFound(f"no batch {batch_id}")
+        row = _own_batch(cur, batch_id)
         body = batch_view(row, batches.status_counts(cur, batch_id))
         if calls_limit is not None:
             body["calls"] = [call_summary(c) for c in calls.list_calls(cur, batch_id, calls_limit, -1, None)]
@@ -86,6 +145,9 @@ def create_batch() -> tuple[Response, int]:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", {"Idempotency-Key": ["bad length"]})
+    if key is not None and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        raise InvalidRequest("Idempotency-Key must not hold control characters",
+                             {"Idempotency-Key": ["control character"]})
     batch_id, created = engine.submit(g.tenant, batch, key, body)
     response = jsonify(_status_body(batch_id, 100))
     response.headers["Location"] = f"/v1/batches/{batch_id}"
@@ -105,13 +167,10 @@ def list_batch_calls(batch_id: str) -> Response:
     status = request.args.get("status")
     if status is not None and status not in CALL_STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(CALL_STATUSES)}", {"status": ["unknown status"]})
-    after = _decode_cursor(request.args.get("cursor"))
-    if after is not None and not isinstance(after, int):
-        raise InvalidRequest("cursor is not one this API gave", {"cursor": ["invalid cursor"]})
+    after = _calls_cursor(request.args.get("cursor"))
     with _engine().db.transaction() as cur:
-        if batches.get_batch(cur, batch_id, g.tenant.id) is None:
-            raise NotFound(f"no batch {batch_id}")
-        rows = calls.list_calls(cur, batch_id, limit + 1, -1 if after is None else after, status)
+        _own_batch(cur, batch_id)
+        rows = calls.list_calls(cur, batch_id, limit + 1, after, status)
         page = rows[:limit]
         attempts = calls.attempts_of(cur, [r["id"] for r in page])
     next_cursor = _encode_cursor(page[-1]["seq"]) if len(rows) > limit else None
@@ -121,11 +180,9 @@ def list_batch_calls(batch_id: str) -> Response:
 @bp.get("/batches")
 def list_all_batches() -> Response:
     limit = _int_arg("limit", 20, 1, 100)
-    after = _decode_cursor(request.args.get("cursor"))
-    if after is not None and not (isinstance(after, list) and len(after) == 2):
-        raise InvalidRequest("cursor is not one this API gave", {"cursor": ["invalid cursor"]})
+    after = _batches_cursor(request.args.get("cursor"))
     with _engine().db.transaction() as cur:
-        rows = batches.list_batches(cur, g.tenant.id, limit + 1, tuple(after) if after else None)
+        rows = batches.list_batches(cur, g.tenant.id, limit + 1, after)
         page = rows[:limit]
         bodies = [batch_view(r, batches.status_counts(cur, r["id"])) for r in page]
     next_cursor = None

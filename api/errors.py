@@ -22,6 +22,8 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     return response
 
 
+TOO_LARGE_MESSAGE = "request body is larger than BATCHCALLS_MAX_BODY_BYTES allows"
+
 _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 415: "invalid_request",
                429: "rate_limited"}
@@ -44,7 +46,7 @@ def register_errors(app: Flask) -> None:
                 retry_after = max(1, int(limit.limit.get_expiry()))
         message = exc.description or exc.name
         if status == 413:
-            message = "request body is larger than BATCHCALLS_MAX_BODY_BYTES allows"
+            message = TOO_LARGE_MESSAGE
         return error_response(status, _HTTP_CODES.get(status, "http_error"), message, None, retry_after)
 
     @app.errorhandler(Exception)

@@ -10,12 +10,13 @@ Unknown fields are rejected at every level, and booleans are not numbers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from batchcalls.errors import InvalidRequest
+from batchcalls.errors import InvalidRequest, InvalidScript
 
 MAX_METADATA_BYTES = 16 * 1024
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
@@ -193,6 +194,46 @@ def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT = "Must not contain NUL characters or unpaired surrogates."
+UNSTORABLE_KEY = "Must not hold a key that contains NUL characters or unpaired surrogates."
+
+
+def _natural(path: str) -> list[Any]:
+    """Sort key putting calls[2] before calls[10]."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def check_storable_text(body: object) -> None:
+    """Raise `InvalidRequest` naming every string (or object key) in the parsed body that
+    PostgreSQL cannot store: one holding a NUL character or an unpaired surrogate, both of
+    which JSON can spell with \\u escapes. Iterative: a deeply nested body is no problem."""
+    problems: dict[str, list[str]] = {}
+    stack: list[tuple[object, str]] = [(body, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if _UNSTORABLE.search(node):
+                problems[path or "body"] = [UNSTORABLE_TEXT]
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if _UNSTORABLE.search(key):
+                    problems[path or "body"] = [UNSTORABLE_KEY]
+                else:
+                    stack.append((value, f"{path}.{key}" if path else key))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(node))
+    if problems:
+        details = {path: problems[path] for path in sorted(problems, key=_natural)}
+        path = next(iter(details))
+        raise InvalidRequest(f"Invalid request: {path}: {details[path][0]}", details)
+
+
+def _missing_scripts_only(details: dict[str, list[str]]) -> bool:
+    return all(re.fullmatch(r"calls\[\d+\]\.script", path) and messages == [REQUIRED]
+               for path, messages in details.items())
+
+
 def load_batch_request(body: object) -> dict[str, Any]:
     """The body of `POST /v1/batches` (parsed JSON) checked for shape and types.
 
@@ -204,6 +245,12 @@ def load_batch_request(body: object) -> dict[str, Any]:
         data: dict[str, Any] = _SCHEMA.load(body)  # type: ignore[arg-type]
     except ValidationError as e:
         details = flatten_errors(e.messages)
+        if _missing_scripts_only(details):
+            # DESIGN §2: a missing script is an invalid_script error, like an empty one.
+            scripts = {path: ["is required"] for path in details}
+            first = next(iter(scripts))
+            rest = f" (and {len(scripts) - 1} more; see details)" if len(scripts) > 1 else ""
+            raise InvalidScript(f"invalid script: {first}: is required{rest}", scripts) from e
         path, messages = next(iter(details.items()))
         more = len(details) - 1
         message = f"Invalid request: {path}: {messages[0]}"

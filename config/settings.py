@@ -52,6 +52,7 @@ class Settings:
     sim_call_seconds: float = 2.0
     sim_cps: float | None = None
     sim_log: str | None = None
+    sim_chaos: str | None = None
     # Vonage.
     vonage_application_id: str | None = None
     vonage_private_key: str | None = None
@@ -108,6 +109,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sim_call_seconds=_float(env, "BATCHCALLS_SIM_CALL_SECONDS", 2.0),
         sim_cps=_optional_float(env, "BATCHCALLS_SIM_CPS"),
         sim_log=env.get("BATCHCALLS_SIM_LOG") or None,
+        sim_chaos=env.get("BATCHCALLS_SIM_CHAOS") or None,
         vonage_application_id=env.get("VONAGE_APPLICATION_ID") or None,
         vonage_private_key=env.get("VONAGE_PRIVATE_KEY") or None,
         vonage_from_number=env.get("VONAGE_FROM_NUMBER") or None,

@@ -29,7 +29,7 @@ for _, member in ipairs(due) do
 end
 local granted = {}
 if redis.call('HGET', KEYS[1], 'paused') ~= '1' then
-  local free = concurrency + 1 - redis.call('ZCARD', KEYS[4])
+  local free = concurrency - redis.call('ZCARD', KEYS[4])
   if free > 0 then
     local popped = redis.call('ZPOPMIN', KEYS[2], free)
     for j = 1, #popped, 2 do

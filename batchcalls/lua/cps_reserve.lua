@@ -10,7 +10,7 @@ local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local at = now
 if redis.call('ZCARD', KEYS[1]) >= limit then
-  local nth = redis.call('ZRANGE', KEYS[1], -limit + 1, -limit + 1, 'WITHSCORES')
+  local nth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
   local earliest = tonumber(nth[2]) + window
   if earliest > at then at = earliest end
 end

@@ -64,6 +64,9 @@ class Database:
             raise
         finally:
             pool.putconn(conn, close=broken or conn.closed != 0)
+            if broken:
+                # The server went away (a restart): every pooled connection is as dead as this one.
+                _drop_pool(self.dsn)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
@@ -78,6 +81,13 @@ class Database:
             raise
         finally:
             pool.putconn(conn, close=conn.closed != 0)
+
+
+def _drop_pool(dsn: str) -> None:
+    with _lock:
+        pool = _pools.pop((os.getpid(), dsn), None)
+    if pool is not None:
+        pool.closeall()
 
 
 def close_pools() -> None:

@@ -7,6 +7,7 @@ from typing import Protocol
 from batchcalls.errors import ConfigurationError
 from batchcalls.models import ProviderEvent
 from batchcalls.telephony.base import Provider
+from batchcalls.telephony.chaos import Chaos, ChaoticSchedule, Schedule
 from batchcalls.telephony.simulator import SimulatorProvider
 from config.settings import Settings
 
@@ -17,8 +18,11 @@ class EventSink(Protocol):
 
 def make_provider(settings: Settings, sink: EventSink) -> Provider:
     if settings.provider == "simulator":
+        schedule: Schedule = lambda event, delay: sink.record_event(event, countdown=max(delay, 0))  # noqa: E731
+        if settings.sim_chaos:
+            schedule = ChaoticSchedule(schedule, Chaos.parse(settings.sim_chaos))
         return SimulatorProvider(
-            schedule=lambda event, delay: sink.record_event(event, countdown=max(delay, 0)),
+            schedule=schedule,
             ring_seconds=settings.sim_ring_seconds,
             call_seconds=settings.sim_call_seconds,
             log_path=settings.sim_log,

@@ -80,7 +80,9 @@ def _cps_worker(redis_url: str, account: str, count: int, start: Any, results: A
         results.put(("error", traceback.format_exc()))
 
 
-def _run_processes(target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float) -> list[tuple[Any, ...]]:
+def _run_processes(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float
+) -> list[tuple[Any, ...]]:
     start = _SPAWN.Barrier(len(args), timeout=30)  # all begin together, after their imports
     results = _SPAWN.Queue()
     procs = [_SPAWN.Process(target=target, args=(*a, start, results), daemon=True) for a in args]
@@ -108,8 +110,9 @@ def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(s
     gates.load_batch(batch_id, concurrency, calls)
 
     began = time.monotonic()
-    answers = _run_processes(_lease_worker, [(servers.redis_url, batch_id, seed) for seed in range(PROCESSES)],
-                             timeout=30)
+    answers = _run_processes(
+        _lease_worker, [(servers.redis_url, batch_id, seed) for seed in range(PROCESSES)], timeout=30
+    )
     elapsed = time.monotonic() - began
 
     granted = [call_id for answer in answers for call_id in answer[1]]
@@ -124,6 +127,7 @@ def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(s
     assert int(client.get(f"test:{{{batch_id}}}:holding") or 0) == 0
     print(f"{total} grants across {PROCESSES} processes in {elapsed:.2f}s")
     gates.forget(batch_id)
+    client.delete(f"test:{{{batch_id}}}:holding")
 
 
 def test_six_processes_share_one_calls_per_second_limit(servers: TestServers) -> None:

@@ -57,6 +57,20 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
 
+    def go_down(self) -> None:
+        """Close the listening socket: senders get connection refused."""
+        self.stop()
+
+    def come_back(self) -> None:
+        """Listen again on the same port."""
+        handler = self.server.RequestHandlerClass
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
 
 def start_receiver() -> Receiver:
     holder: dict[str, Receiver] = {}

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -55,13 +55,15 @@ def procfile() -> dict[str, str]:
 def compose() -> dict[str, Any]:
     loaded = yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # resolves anchors and `<<` merges
     assert isinstance(loaded, dict)
-    return loaded
+    return cast(dict[str, Any], loaded)
 
 
 def service(name: str) -> dict[str, Any]:
     services = compose()["services"]
     assert name in services, f"docker-compose.yml has no service {name!r}"
-    return services[name]
+    found = services[name]
+    assert isinstance(found, dict), f"service {name!r} is not a mapping"
+    return cast(dict[str, Any], found)
 
 
 @cache
@@ -308,7 +310,8 @@ def test_dockerfile_installs_the_package_as_a_non_root_user() -> None:
     copied = " ".join(args for keyword, args in instructions if keyword == "COPY")
     packages = [line.strip() for line in setup_cfg()["options.packages.find"]["include"].splitlines()
                 if line.strip() and "." not in line]
-    for needed in ("pyproject.toml", "setup.cfg", "setup.py", *packages):
+    metadata_files = re.findall(r"file:\s*(\S+)", setup_cfg()["metadata"].get("long_description", ""))
+    for needed in ("pyproject.toml", "setup.cfg", "setup.py", *metadata_files, *packages):
         assert re.search(rf"(^|\s){re.escape(needed)}(\s|$)", copied), f"the Dockerfile does not copy {needed}"
 
 

@@ -71,7 +71,7 @@ def ids(grant_list: list[tuple[str, float]]) -> list[str]:
 def test_acquire_never_leases_more_than_concurrency(gates: Gates) -> None:
     gates.load_batch("b", 3, queued(10))
     first = gates.acquire("b")
-    assert not first.missing
+    assert not first.missing and first.now == T0
     assert ids(first.granted) == ["c0", "c1", "c2"]
     assert gates.acquire("b").granted == []
     assert gates.depth("b") == (7, 0, 3)
@@ -84,9 +84,13 @@ def test_acquire_counts_leases_loaded_from_postgres(gates: Gates) -> None:
 
 
 def test_ready_calls_pop_by_priority_then_submission_order(gates: Gates) -> None:
-    calls = [("late-urgent", ready_score(0, 7)), ("p5-first", ready_score(5, 1)),
-             ("p9", ready_score(9, 0)), ("early-urgent", ready_score(0, 3)),
-             ("p5-second", ready_score(5, 2))]
+    calls = [
+        ("late-urgent", ready_score(0, 7)),
+        ("p5-first", ready_score(5, 1)),
+        ("p9", ready_score(9, 0)),
+        ("early-urgent", ready_score(0, 3)),
+        ("p5-second", ready_score(5, 2)),
+    ]
     random.Random(4).shuffle(calls)
     gates.load_batch("b", 10, calls)
     grant = gates.acquire("b")
@@ -151,8 +155,12 @@ def test_a_retry_due_now_keeps_its_place_by_priority(gates: Gates, clock: Clock)
 
 
 def test_a_retry_far_in_the_future_reports_when_it_comes_due(gates: Gates, clock: Clock) -> None:
-    gates.load_batch("b", 4, [], delayed=[("c1", ready_score(5, 1), clock.now + 86_400),
-                                          ("c0", ready_score(5, 0), clock.now + 3_600)])
+    gates.load_batch(
+        "b",
+        4,
+        [],
+        delayed=[("c1", ready_score(5, 1), clock.now + 86_400), ("c0", ready_score(5, 0), clock.now + 3_600)],
+    )
     grant = gates.acquire("b")
     assert grant.granted == [] and grant.next_due_in == pytest.approx(3_600)
 
@@ -319,8 +327,9 @@ def test_accounts_do_not_share_a_limit(gates: Gates, clock: Clock) -> None:
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize(("limit", "window_ms"), [(1, 333), (3, 1000), (10, 1000)])
-def test_no_window_ever_holds_more_than_the_limit(gates: Gates, clock: Clock, seed: int, limit: int,
-                                                   window_ms: int) -> None:
+def test_no_window_ever_holds_more_than_the_limit(
+    gates: Gates, clock: Clock, seed: int, limit: int, window_ms: int
+) -> None:
     rng = random.Random(seed)
     reserved: list[int] = []
     for _ in range(300):

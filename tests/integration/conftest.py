@@ -1,0 +1,123 @@
+"""Fixtures for tests of the HTTP API through Flask's test client on real PostgreSQL and Redis.
+
+`api_factory(**env)` builds an app with its own settings (small limits per test) and a fresh
+tenant, so no two tests share a rate-limit budget or a row count.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from api.app import create_app
+from batchcalls.store.db import Database
+from batchcalls.store.migrate import upgrade
+from batchcalls.store.tenants import Tenant, create_key
+from config.settings import load_settings
+from tests.support.servers import TestServers
+
+TENANT_PREFIX = "api-test-"
+
+
+@dataclass
+class Api:
+    """One app and one tenant of it."""
+
+    app: Flask
+    client: FlaskClient
+    tenant: Tenant
+    key: str
+    pg: psycopg2.extensions.connection
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}", **extra}
+
+    def post(self, body: Any = None, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> TestResponse:
+        kwargs: dict[str, Any] = {"json": body} if data is None else {"data": data, "content_type": "application/json"}
+        return self.client.post("/v1/batches", headers={**self.headers(), **(headers or {})}, **kwargs)
+
+    def get(self, path: str, **params: Any) -> TestResponse:
+        return self.client.get(path, query_string=params, headers=self.headers())
+
+    def stored(self) -> tuple[int, int]:
+        """(batches, calls) rows this tenant has."""
+        with self.pg.cursor() as cur:
+            cur.execute(
+                "SELECT (SELECT count(*) FROM batches WHERE tenant_id = %(t)s),"
+                " (SELECT count(*) FROM calls c JOIN batches b ON b.id = c.batch_id WHERE b.tenant_id = %(t)s)",
+                {"t": self.tenant.id},
+            )
+            batches, calls = cur.fetchone()
+        return int(batches), int(calls)
+
+
+@pytest.fixture(scope="session")
+def api_database(servers: TestServers) -> str:
+    upgrade(servers.database_url)
+    return servers.database_url
+
+
+@pytest.fixture(scope="session")
+def pg(api_database: str) -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(api_database)
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def _retire_api_test_batches(pg: psycopg2.extensions.connection) -> Iterator[None]:
+    """After the session's API tests, end every batch their tenants left queued, so that worker
+    processes of later tests (and their reconciler) never dial them nor count them as waiting."""
+    yield
+    with pg.cursor() as cur:
+        cur.execute(
+            "UPDATE calls SET status = 'cancelled', outcome = 'cancelled' WHERE status NOT IN"
+            " ('completed', 'failed', 'cancelled') AND batch_id IN (SELECT b.id FROM batches b"
+            " JOIN tenants t ON t.id = b.tenant_id WHERE t.name LIKE %s)",
+            (TENANT_PREFIX + "%",),
+        )
+        cur.execute(
+            "UPDATE batches SET status = 'cancelled', finished_at = clock_timestamp(),"
+            " cancelled_calls = total_calls - completed_calls - failed_calls"
+            " WHERE status IN ('queued', 'running', 'paused') AND tenant_id IN"
+            " (SELECT id FROM tenants WHERE name LIKE %s)",
+            (TENANT_PREFIX + "%",),
+        )
+
+
+def new_tenant(database_url: str) -> tuple[Tenant, str]:
+    return create_key(Database(database_url), TENANT_PREFIX + os.urandom(6).hex())
+
+
+@pytest.fixture
+def api_factory(
+    servers: TestServers, api_database: str, pg: psycopg2.extensions.connection, _retire_api_test_batches: None
+) -> Callable[..., Api]:
+    """`api_factory(BATCHCALLS_RATE_LIMIT="3 per minute", ...)`: an app with those settings
+    (the rate limit is generous unless given) and a tenant of its own."""
+
+    def make(**env: str) -> Api:
+        settings = load_settings({"BATCHCALLS_RATE_LIMIT": "100000 per minute", **env,
+                                  "DATABASE_URL": api_database, "REDIS_URL": servers.redis_url})
+        app = create_app(settings)
+        tenant, key = new_tenant(api_database)
+        return Api(app, app.test_client(), tenant, key, pg)
+
+    return make
+
+
+@pytest.fixture
+def api(api_factory: Callable[..., Api]) -> Api:
+    return api_factory()
