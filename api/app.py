@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from api.auth import authenticate, bearer_key
 from api.batches import bp as batches_bp
 from api.errors import register_errors
+from api.provider_webhooks import bp as provider_webhooks_bp
 from batchcalls import logs
 from batchcalls.engine import Engine
 from batchcalls.gates import Gates
@@ -46,7 +47,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         storage_uri=settings.redis_url,
         strategy="moving-window",
         headers_enabled=True,
+        # With Redis down, serve requests unlimited rather than fail them all.
+        swallow_errors=True,
     )
+
+    @limiter.request_filter
+    def only_the_api() -> bool:
+        """The per-key budget is for /v1; provider webhooks, health and metrics are not counted."""
+        return not request.path.startswith("/v1/")
 
     @app.before_request
     def require_key() -> None:
@@ -81,6 +89,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(batches_bp)
+    # Provider webhooks carry no API key and come from the provider's few addresses: the
+    # per-key budget would throttle a busy campaign's events.
+    app.register_blueprint(limiter.exempt(provider_webhooks_bp))
+    if settings.provider == "vonage" and not settings.vonage_signature_secret:
+        log.warning("VONAGE_SIGNATURE_SECRET is not set: Vonage webhooks are accepted unsigned")
     register_errors(app)
     _ = g
     return app

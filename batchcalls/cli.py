@@ -167,7 +167,7 @@ def submit(file: str, default_text: str | None, default_voice: str | None, concu
     text, voice_id and priority columns. Uses BATCHCALLS_API_URL and BATCHCALLS_API_KEY."""
     from rich.console import Console
 
-    from batchcalls.client import ApiError
+    from batchcalls.client import ApiError, Unreachable
     from batchcalls.csvinput import CsvProblems, calls_from_csv, describe_api_details
     from batchcalls.progress import status_table, watch
 
@@ -197,10 +197,15 @@ def submit(file: str, default_text: str | None, default_voice: str | None, concu
         for line in describe_api_details(exc.details, from_csv):
             click.echo(f"  {file}: {line}", err=True)
         sys.exit(1)
+    except Unreachable as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(batch["batch_id"])
     if watch_it:
         console = Console(stderr=True)
-        status = watch(client, batch["batch_id"], console)
+        try:
+            status = watch(client, batch["batch_id"], console)
+        except (ApiError, Unreachable) as exc:
+            raise click.ClickException(f"watching {batch['batch_id']}: {exc}") from exc
         console.print(status_table(status))
 
 
@@ -211,13 +216,15 @@ def status(batch_id: str, as_json: bool) -> None:
     """Show a batch's status."""
     from rich.console import Console
 
-    from batchcalls.client import ApiError
+    from batchcalls.client import ApiError, Unreachable
     from batchcalls.progress import status_table
 
     try:
         body = _client().status(batch_id)
     except ApiError as exc:
         raise click.ClickException(f"{exc.status} {exc.code}: {exc.message}") from exc
+    except Unreachable as exc:
+        raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(body, indent=2))
     else:

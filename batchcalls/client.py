@@ -8,6 +8,10 @@ from typing import Any
 import requests
 
 
+class Unreachable(Exception):
+    """The API did not answer: nothing listens there, or it timed out."""
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, details: Any) -> None:
         super().__init__(f"{status} {code}: {message}")
@@ -22,8 +26,11 @@ class Client:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.api_key}", **kwargs.pop("headers", {})}
-        response = requests.request(method, self.base_url.rstrip("/") + path, headers=headers,
-                                    timeout=self.timeout, **kwargs)
+        url = self.base_url.rstrip("/") + path
+        try:
+            response = requests.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise Unreachable(f"cannot reach the API at {self.base_url}: {type(exc).__name__}") from exc
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]

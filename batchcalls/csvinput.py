@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from typing import Any
 
 COLUMNS = ("phone_number", "text", "voice_id", "priority")
@@ -58,7 +59,7 @@ def calls_from_csv(text: str, default_text: str | None = None, default_voice: st
     return calls
 
 
-def describe_api_details(details: dict[str, list[str]] | None, from_csv: bool) -> list[str]:
+def describe_api_details(details: Mapping[str, list[str] | str] | None, from_csv: bool) -> list[str]:
     """API error details, with `calls[i].field` turned into CSV row and column when useful."""
     lines = []
     for path, messages in (details or {}).items():

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +31,9 @@ from config.settings import Settings
 
 log = logging.getLogger("batchcalls.delivery")
 
-LOCK_SECONDS = 120
+# The relay's lock outlives one POST (the webhook timeout) by this much and is renewed before
+# each POST, so a relay killed mid-delivery holds up its batch's events for seconds, not minutes.
+LOCK_MARGIN_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -51,15 +54,24 @@ class Relay:
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
         lock_key, dirty_key = f"bc:{{{batch_id}}}:relay", f"bc:{{{batch_id}}}:relay-dirty"
-        self.redis.set(dirty_key, "1", px=LOCK_SECONDS * 1000)
+        lock_ms = int((self.settings.webhook_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
+        self.redis.set(dirty_key, "1", px=lock_ms * 4)
         total, retry_in = 0, None
         while True:
             token = uuid.uuid4().hex
-            if not self.redis.set(lock_key, token, nx=True, px=LOCK_SECONDS * 1000):
+            if not self.redis.set(lock_key, token, nx=True, px=lock_ms):
                 return Outcome(total, None)
+
+            def still_ours() -> bool:
+                """Renew the lock for one more POST; False when it expired and passed on."""
+                if self.redis.get(lock_key) not in (token, token.encode()):
+                    return False
+                self.redis.pexpire(lock_key, lock_ms)
+                return True
+
             try:
                 self.redis.delete(dirty_key)
-                delivered, retry_in = self._deliver_due(batch_id)
+                delivered, retry_in = self._deliver_due(batch_id, still_ours)
                 total += delivered
             finally:
                 if self.redis.get(lock_key) in (token, token.encode()):
@@ -67,7 +79,7 @@ class Relay:
             if not self.redis.exists(dirty_key):
                 return Outcome(total, retry_in)
 
-    def _deliver_due(self, batch_id: str) -> tuple[int, float | None]:
+    def _deliver_due(self, batch_id: str, still_ours: Callable[[], bool]) -> tuple[int, float | None]:
         delivered = 0
         with self.db.transaction() as cur:
             batch = batches.get_batch(cur, batch_id)
@@ -84,6 +96,8 @@ class Relay:
                 wait = (event["next_attempt_at"] - datetime.now(UTC)).total_seconds()
                 if wait > 0:
                     return delivered, wait  # in order: later events wait behind this one
+                if not still_ours():
+                    return delivered, None
                 error = self._post(url, secrets, event["id"], event["payload"])
                 if self.metrics is not None:
                     self.metrics.webhook(error is None)

@@ -43,6 +43,7 @@ class TaskQueue(Protocol):
     def wake(self, batch_id: str, countdown: float) -> None: ...
     def deliver(self, batch_id: str, countdown: float = 0) -> None: ...
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
+    def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None: ...
 
 
 def request_hash(body: Any) -> str:
@@ -236,6 +237,11 @@ class Engine:
         log.warning("create for %s attempt %d has an unknown result: %s", call["id"], attempt, exc)
 
     # -- provider events ----------------------------------------------------------------------
+
+    def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
+        """Store what the callee answered (input results), each response once."""
+        with self.db.transaction() as cur:
+            return calls.append_responses(cur, call_id, attempt, responses)
 
     def record_event(self, event: ProviderEvent) -> str:
         """Apply a provider event (from a webhook, the simulator or a poll) exactly once."""

@@ -10,6 +10,9 @@ from batchcalls.states import RETRYABLE_OUTCOMES, Outcome
 
 DEFAULT_RETRY_ON = (Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED)
 MAX_ATTEMPTS_LIMIT = 10
+MAX_DELAY_SECONDS = 86_400.0  # one day between attempts at most
+MAX_BACKOFF_MULTIPLIER = 10.0
+MAX_RETRY_WAIT_SECONDS = 7 * 86_400.0  # the longest single wait a policy may produce
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,15 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise ValueError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
-        if self.delay < 0:
-            raise ValueError("delay must be 0 or more seconds")
-        if self.backoff_multiplier < 1:
-            raise ValueError("backoff_multiplier must be 1 or more")
+        if not 0 <= self.delay <= MAX_DELAY_SECONDS:
+            raise ValueError(f"delay must be between 0 and {MAX_DELAY_SECONDS:.0f} seconds")
+        if not 1 <= self.backoff_multiplier <= MAX_BACKOFF_MULTIPLIER:
+            raise ValueError(f"backoff_multiplier must be between 1 and {MAX_BACKOFF_MULTIPLIER:.0f}")
+        if self.max_attempts > 1 and self.delay_before(self.max_attempts - 1) > MAX_RETRY_WAIT_SECONDS:
+            raise ValueError(
+                f"the last retry would wait {self.delay_before(self.max_attempts - 1):.0f}s;"
+                f" at most {MAX_RETRY_WAIT_SECONDS:.0f}s is allowed"
+            )
         unknown = set(self.retry_on) - RETRYABLE_OUTCOMES
         if unknown:
             raise ValueError(f"retry_on may not contain {sorted(o.value for o in unknown)}")

@@ -5,13 +5,15 @@ Pure functions over plain data, no I/O. A script arrives in one of two shapes:
 and is stored and rendered in the normal form `{"type": str | None, "steps": [...]}` where every
 step names its kind (`{"type": "text", "text": "..."}`).
 
-Step kinds live in one table, `STEP_KINDS`: a new kind (`input`, `agent`) is one entry with its
-fields and its check. What a step holds is judged here rather than by the request schema, so an
+Step kinds live in one table, `STEP_KINDS`: `text` (spoken), `input` (DTMF and/or speech
+captured as the call's responses) and `agent` (the call handed to a live voice agent over a
+WebSocket); a new kind is one entry with its fields and its check. What a step holds is judged here rather than by the request schema, so an
 unknown step type or field is an `invalid_script` error, not a generic `invalid_request`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +54,116 @@ class StepKind:
     check: Callable[[Mapping[str, Any]], Problems]
 
 
+# --- input: DTMF and/or speech capture, whose results become the call's responses ----------
+
+# Each option: (check of the value, what it must be). Limits are Vonage's for the NCCO input.
+_Option = tuple[Callable[[object], bool], str]
+
+
+def _int_in(low: int, high: int) -> _Option:
+    def check(value: object) -> bool:
+        return type(value) is int and low <= value <= high  # type(): True is not a number here
+
+    return check, f"must be a whole number from {low} to {high}"
+
+
+def _number_in(low: float, high: float) -> _Option:
+    def check(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+    return check, f"must be a number from {low} to {high}"
+
+
+_BOOLEAN: _Option = (lambda v: type(v) is bool, "must be true or false")
+_LANGUAGE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+MAX_HINTS = 100
+MAX_HINT_CHARS = 100
+
+
+def _hints(value: object) -> bool:
+    return (type(value) is list and len(value) <= MAX_HINTS
+            and all(type(h) is str and 0 < len(h) <= MAX_HINT_CHARS for h in value))
+
+
+DTMF_OPTIONS: dict[str, _Option] = {
+    "max_digits": _int_in(1, 20),
+    "timeout": _int_in(0, 10),
+    "submit_on_hash": _BOOLEAN,
+}
+SPEECH_OPTIONS: dict[str, _Option] = {
+    "language": (lambda v: type(v) is str and _LANGUAGE.fullmatch(v) is not None,
+                 "must be a BCP-47 language code such as en-US"),
+    "context": (_hints, f"must be a list of at most {MAX_HINTS} words or phrases of 1 to {MAX_HINT_CHARS} characters"),
+    "end_on_silence": _number_in(0.4, 10.0),
+    "start_timeout": _int_in(1, 60),
+    "max_duration": _int_in(1, 60),
+}
+MAX_NAME_CHARS = 64
+
+
+def _capture_problems(value: object, options: Mapping[str, _Option]) -> list[str]:
+    """Problems of a `dtmf` or `speech` value: `true` (the defaults) or an object of options."""
+    if value is True:
+        return []
+    if not isinstance(value, Mapping):
+        return ["must be true or an object of options"]
+    problems = []
+    for name, option in value.items():
+        if name not in options:
+            problems.append(f"{name} is not an option; known: {', '.join(options)}")
+        elif not options[name][0](option):
+            problems.append(f"{name} {options[name][1]}")
+    return problems
+
+
+def _input_step_problems(step: Mapping[str, Any]) -> Problems:
+    problems: Problems = {}
+    if "dtmf" not in step and "speech" not in step:
+        problems["dtmf"] = ["an input step needs dtmf, speech or both"]
+    for name, options in (("dtmf", DTMF_OPTIONS), ("speech", SPEECH_OPTIONS)):
+        if name in step:
+            messages = _capture_problems(step[name], options)
+            if messages:
+                problems[name] = messages
+    if "name" in step:
+        name = step["name"]
+        if type(name) is not str or not 0 < len(name.strip()) <= MAX_NAME_CHARS:
+            problems["name"] = [f"must be a string of 1 to {MAX_NAME_CHARS} characters"]
+    return problems
+
+
+# --- agent: the call is handed to a live AI voice agent over a WebSocket --------------------
+
+MAX_URL_CHARS = 2048
+MAX_HEADERS = 50
+MAX_HEADER_VALUE_CHARS = 1024
+_WEBSOCKET_URL = re.compile(r"wss?://[^\s/?#]+[^\s]*")
+
+
+def _agent_step_problems(step: Mapping[str, Any]) -> Problems:
+    problems: Problems = {}
+    url = step.get("url")
+    if "url" not in step:
+        problems["url"] = ["is required"]
+    elif type(url) is not str or len(url) > MAX_URL_CHARS or not _WEBSOCKET_URL.fullmatch(url):
+        problems["url"] = [f"must be a ws:// or wss:// URL of at most {MAX_URL_CHARS} characters"]
+    if "headers" in step:
+        headers = step["headers"]
+        scalar = (str, int, float, bool)
+        if (not isinstance(headers, Mapping) or len(headers) > MAX_HEADERS
+                or not all(type(k) is str and k and type(v) in scalar for k, v in headers.items())
+                or any(type(v) is str and len(v) > MAX_HEADER_VALUE_CHARS for v in headers.values())):
+            problems["headers"] = [f"must be an object of at most {MAX_HEADERS} names with string, number or"
+                                   f" boolean values (strings up to {MAX_HEADER_VALUE_CHARS} characters)"]
+    return problems
+
+
 STEP_KINDS: dict[str, StepKind] = {
     "text": StepKind(fields=frozenset({"text"}), check=_text_step_problems),
+    # {"type": "input", "dtmf": {...} | true, "speech": {...} | true, "name": "..."}
+    "input": StepKind(fields=frozenset({"dtmf", "speech", "name"}), check=_input_step_problems),
+    # {"type": "agent", "url": "wss://...", "headers": {...}}
+    "agent": StepKind(fields=frozenset({"url", "headers"}), check=_agent_step_problems),
 }
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Stopped(Exception):
     """SIGTERM arrived: unwind like Ctrl-C so every child and embedded server is stopped."""
+
+
+class _Signals:
+    """SIGTERM and Ctrl-C start the unwinding, once: a second one must not cut short the stopping
+    of children and servers. Inside `deferred()` (a child being started and recorded, an embedded
+    server being started) a signal waits until the block ends, so nothing started is left
+    unrecorded and then orphaned."""
+
+    def __init__(self) -> None:
+        self.critical = 0
+        self.pending: int | None = None
+        self.unwinding = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.unwinding:
+            return
+        if self.critical:
+            self.pending = signum
+            return
+        self._unwind(signum)
+
+    def _unwind(self, signum: int) -> None:
+        self.unwinding = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt()
+        raise Stopped()
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.critical += 1
+        try:
+            yield
+        finally:
+            self.critical -= 1
+            if not self.critical and self.pending is not None and not self.unwinding:
+                signum, self.pending = self.pending, None
+                self._unwind(signum)
 
 
 def free_port() -> int:
@@ -54,12 +91,13 @@ class System:
     env: dict[str, str]
     log_dir: Path
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    signals: _Signals = field(default_factory=_Signals, repr=False)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.children[name] = proc
+        with self.signals.deferred(), open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            self.children[name] = proc
         return proc
 
     def stop(self, grace: float = 20.0) -> None:
@@ -98,16 +136,18 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
                extra_env: dict[str, str] | None = None, data_dir: Path | None = None) -> Iterator[System]:
     """Start everything (embedded PostgreSQL/Redis when their URLs are unset) and stop it all on
     the way out, Ctrl-C and SIGTERM included."""
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_term(signum: int, frame: object) -> None:
-        raise Stopped()
-
-    signal.signal(signal.SIGTERM, on_term)
+    signals = _Signals()
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        signal.signal(signum, signals.handle)
     data_dir = data_dir or default_data_dir()
     try:
-        with embedded_servers(os.environ.get("DATABASE_URL") or None, os.environ.get("REDIS_URL") or None,
-                              data_dir) as (database_url, redis_url):
+        with ExitStack() as servers:
+            with signals.deferred():
+                database_url, redis_url = servers.enter_context(embedded_servers(
+                    os.environ.get("DATABASE_URL") or None, os.environ.get("REDIS_URL") or None, data_dir))
+            # However we unwind, stop the servers without interruption (runs before they stop).
+            servers.callback(setattr, signals, "unwinding", True)
             upgrade(database_url)
             tenant, api_key = create_key(Database(database_url), "dev")
             close_pools()
@@ -118,7 +158,8 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
                    "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
             flower_port = free_port() if flower else None
             system = System(f"http://127.0.0.1:{port}", api_key, tenant.webhook_secrets[0],
-                            f"http://127.0.0.1:{flower_port}" if flower_port else None, env, log_dir)
+                            f"http://127.0.0.1:{flower_port}" if flower_port else None, env, log_dir,
+                            signals=signals)
             try:
                 system.spawn("api", [*_program("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                      "--access-logfile", "-", "api.app:create_app()"])
@@ -139,6 +180,8 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
                 _wait_healthy(system.api_url, system)
                 yield system
             finally:
+                signals.unwinding = True  # however we got here, stop everything without interruption
                 system.stop()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -6,7 +6,7 @@ from celery import Celery
 
 from config.settings import Settings, load_settings
 
-TASK_NAMES = ("dispatch", "place_call", "record_event", "wake", "deliver", "reconcile")
+TASK_NAMES = ("dispatch", "place_call", "record_event", "record_responses", "wake", "deliver", "reconcile")
 
 
 def create_celery(settings: Settings | None = None) -> Celery:

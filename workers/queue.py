@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from batchcalls.models import ProviderEvent
@@ -29,3 +31,6 @@ class CeleryTaskQueue:
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None:
         self.app.send_task("batchcalls.record_event", (event.to_message(),),
                            countdown=countdown or None, priority=1)
+
+    def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None:
+        self.app.send_task("batchcalls.record_responses", (call_id, attempt, responses), priority=1)

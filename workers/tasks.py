@@ -13,11 +13,12 @@ from typing import Any
 import psycopg2
 import redis
 from celery import Task
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_init
 
 from batchcalls import logs
 from batchcalls.delivery import Relay
 from batchcalls.engine import Engine
+from batchcalls.errors import ConfigurationError
 from batchcalls.gates import Gates
 from batchcalls.metrics import Metrics
 from batchcalls.models import ProviderEvent
@@ -38,6 +39,17 @@ app = create_celery()
 def _configure_logging(**_: object) -> None:
     """Celery leaves logging to us when this signal has a receiver: one format everywhere."""
     logs.configure()
+
+
+@worker_init.connect
+def _check_provider(**_: object) -> None:
+    """A worker whose provider cannot work (a missing Vonage setting, a bad key) refuses to start,
+    rather than failing every call. Celery logs and swallows a handler's exception: exit instead."""
+    try:
+        make_provider(app.conf.batchcalls_settings, CeleryTaskQueue(app))
+    except ConfigurationError as exc:
+        log.critical("cannot start the worker: %s", exc)
+        raise SystemExit(f"cannot start the worker: {exc}") from exc
 
   # the worker entry point: `celery -A workers.tasks worker`
 
@@ -88,6 +100,11 @@ def place_call(batch_id: str, call_id: str, reserved_at: float | None = None,
 @app.task(base=EngineTask, name="batchcalls.record_event")
 def record_event(event: dict[str, Any]) -> str:
     return _parts()[0].record_event(ProviderEvent.from_message(event))
+
+
+@app.task(base=EngineTask, name="batchcalls.record_responses")
+def record_responses(call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
+    return _parts()[0].record_responses(call_id, attempt, responses)
 
 
 @app.task(base=EngineTask, name="batchcalls.deliver")

@@ -174,6 +174,26 @@ def apply_event(
     return Applied.FINAL, batch, None
 
 
+def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
+    """Add input results to a call's `responses`, each once: a response whose `id` the call
+    already holds (a repeated webhook) is skipped. Stored whatever the call's state, since an
+    input result may arrive after the call's end. Returns how many were added."""
+    cur.execute(
+        "SELECT c.responses FROM calls c JOIN attempts a ON a.call_id = c.id AND a.number = %s"
+        " WHERE c.id = %s FOR UPDATE OF c",
+        (attempt, call_id),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return 0
+    held = {r.get("id") for r in row["responses"] if isinstance(r, dict)}
+    new = [r for r in responses if r.get("id") is None or r["id"] not in held]
+    if new:
+        cur.execute("UPDATE calls SET responses = responses || %s, updated_at = clock_timestamp()"
+                    " WHERE id = %s", (Json(new), call_id))
+    return len(new)
+
+
 def finish_call(
     cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None
 ) -> dict[str, Any]:

@@ -27,4 +27,10 @@ def make_provider(settings: Settings, sink: EventSink) -> Provider:
             call_seconds=settings.sim_call_seconds,
             log_path=settings.sim_log,
         )
+    if settings.provider == "vonage":
+        # Imported here: the SDK is only loaded by processes that use it. Raises
+        # ConfigurationError now (a missing setting, a bad key), not on the first call.
+        from batchcalls.telephony.vonage import make_vonage_provider
+
+        return make_vonage_provider(settings)
     raise ConfigurationError(f"provider {settings.provider!r} is not available yet")

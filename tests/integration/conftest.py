@@ -6,6 +6,7 @@ tenant, so no two tests share a rate-limit budget or a row count.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,11 +15,13 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from api.app import create_app
+from batchcalls.gates import Gates
 from batchcalls.store.db import Database
 from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import Tenant, create_key
@@ -42,8 +45,9 @@ class Api:
         return {"Authorization": f"Bearer {self.key}", **extra}
 
     def post(self, body: Any = None, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> TestResponse:
-        kwargs: dict[str, Any] = {"json": body} if data is None else {"data": data, "content_type": "application/json"}
-        return self.client.post("/v1/batches", headers={**self.headers(), **(headers or {})}, **kwargs)
+        """POST /v1/batches with `body` as JSON (None is sent as `null`), or the raw bytes `data`."""
+        return self.client.post("/v1/batches", data=json.dumps(body).encode() if data is None else data,
+                                content_type="application/json", headers={**self.headers(), **(headers or {})})
 
     def get(self, path: str, **params: Any) -> TestResponse:
         return self.client.get(path, query_string=params, headers=self.headers())
@@ -76,10 +80,11 @@ def pg(api_database: str) -> Iterator[psycopg2.extensions.connection]:
         conn.close()
 
 
-@pytest.fixture(scope="session")
-def _retire_api_test_batches(pg: psycopg2.extensions.connection) -> Iterator[None]:
-    """After the session's API tests, end every batch their tenants left queued, so that worker
-    processes of later tests (and their reconciler) never dial them nor count them as waiting."""
+@pytest.fixture(scope="module")
+def _retire_api_test_batches(servers: TestServers, pg: psycopg2.extensions.connection) -> Iterator[None]:
+    """After a module's API tests, end every batch their tenants left waiting and drop its Redis
+    state, so that worker processes of later tests (and their reconciler) never dial those
+    calls, nor count them as waiting."""
     yield
     with pg.cursor() as cur:
         cur.execute(
@@ -92,9 +97,13 @@ def _retire_api_test_batches(pg: psycopg2.extensions.connection) -> Iterator[Non
             "UPDATE batches SET status = 'cancelled', finished_at = clock_timestamp(),"
             " cancelled_calls = total_calls - completed_calls - failed_calls"
             " WHERE status IN ('queued', 'running', 'paused') AND tenant_id IN"
-            " (SELECT id FROM tenants WHERE name LIKE %s)",
+            " (SELECT id FROM tenants WHERE name LIKE %s) RETURNING id",
             (TENANT_PREFIX + "%",),
         )
+        retired = [row[0] for row in cur.fetchall()]
+    gates = Gates(redis.Redis.from_url(servers.redis_url), lease_seconds=60)
+    for batch_id in retired:
+        gates.forget(batch_id)
 
 
 def new_tenant(database_url: str) -> tuple[Tenant, str]:

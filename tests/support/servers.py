@@ -68,6 +68,14 @@ def test_servers() -> Iterator[TestServers]:
 
 
 @contextmanager
+def more_test_servers(servers: TestServers) -> Iterator[TestServers]:
+    """Another fresh database and Redis database number on the same servers, for a second stack
+    that must not share a broker with the first (its workers would take the other's tasks)."""
+    with _fresh_database(servers.database_url) as database_url, _fresh_redis_db(servers.redis_url) as redis_url:
+        yield TestServers(database_url, redis_url)
+
+
+@contextmanager
 def _fresh_database(base_url: str) -> Iterator[str]:
     name = "bc_test_" + uuid.uuid4().hex[:12]
     admin = psycopg2.connect(base_url)

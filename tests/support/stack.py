@@ -144,19 +144,27 @@ class Stack:
         return [json.loads(line) for line in self.sim_log.read_text().splitlines() if line.strip()]
 
 
+def _not_ready(environ: Any, start_response: Any) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"starting"]
+
+
 def start_stack(database_url: str, redis_url: str, tmp: Path, workers: int = 2, **env: str) -> Stack:
     upgrade(database_url)
     tmp.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
                 "BATCHCALLS_SIM_LOG": str(tmp / "sim-creates.jsonl"), "PYTHONPATH": str(ROOT)}
+    # The server is made first so that its URL is known: provider webhooks go to PUBLIC_BASE_URL.
+    server = make_server("127.0.0.1", 0, _not_ready, threaded=True)
+    api_url = f"http://127.0.0.1:{server.server_port}"
+    full_env["PUBLIC_BASE_URL"] = env.get("PUBLIC_BASE_URL", api_url)
     settings = load_settings(full_env)
     db = Database(database_url)
     tenant, api_key = create_key(db, "test-" + os.urandom(4).hex())
     receiver = start_receiver()
-    app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server.app = create_app(settings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    stack = Stack(full_env, f"http://127.0.0.1:{server.server_port}", api_key, tenant.webhook_secrets[0],
+    stack = Stack(full_env, api_url, api_key, tenant.webhook_secrets[0],
                   receiver, tmp / "sim-creates.jsonl", tmp, db, _server=server)
     for i in range(workers):
         stack.start_worker(f"w{i + 1}")

@@ -146,7 +146,7 @@ def test_describe_api_details_for_a_whole_row() -> None:
 
 
 def test_describe_api_details_joins_messages_and_keeps_other_paths() -> None:
-    details = {"concurrency": ["too high", "see limits"], "calls": "too many"}
+    details: dict[str, list[str] | str] = {"concurrency": ["too high", "see limits"], "calls": "too many"}
     assert describe_api_details(details, from_csv=True) == ["concurrency: too high; see limits", "calls: too many"]
 
 

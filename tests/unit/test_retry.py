@@ -115,3 +115,15 @@ def test_limits_themselves_are_allowed() -> None:
     policy = RetryPolicy(max_attempts=10, delay=0, backoff_multiplier=1)
     assert policy.next_delay(Outcome.BUSY, attempts_made=9) == 0
     assert policy.next_delay(Outcome.BUSY, attempts_made=10) is None
+
+
+def test_policies_that_would_wait_unboundedly_are_refused() -> None:
+    import pytest as _pytest
+
+    with _pytest.raises(ValueError, match="delay"):
+        RetryPolicy(max_attempts=2, delay=86_401)
+    with _pytest.raises(ValueError, match="backoff_multiplier"):
+        RetryPolicy(max_attempts=2, delay=1, backoff_multiplier=11)
+    with _pytest.raises(ValueError, match="last retry"):
+        RetryPolicy(max_attempts=10, delay=86_400, backoff_multiplier=2)
+    assert RetryPolicy(max_attempts=3, delay=86_400, backoff_multiplier=7).delay_before(2) == 604_800

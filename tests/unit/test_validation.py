@@ -430,9 +430,9 @@ def test_text_steps_may_name_their_type() -> None:
 
 
 def test_script_problems_read_as_messages() -> None:
-    problems = script_problems({"steps": [{"text": ""}, {"type": "agent"}]})
+    problems = script_problems({"steps": [{"text": ""}, {"type": "video"}]})
     assert problems[0] == "steps[0].text: must not be empty"
-    assert problems[1].startswith("steps[1].type: unknown step type 'agent'")
+    assert problems[1].startswith("steps[1].type: unknown step type 'video'")
     assert script_problems({}) == ["needs text or steps"]
 
 

@@ -1,0 +1,301 @@
+"""The Vonage Voice API adapter, on the official SDK (`vonage` v4). Vonage's statuses and the
+SDK's exceptions stop here: the engine sees `create_call`/`poll`/`hangup` and `ProviderError`.
+
+What it has to get right:
+
+- **At most one call per attempt.** The SDK re-sends a request whose connection dropped
+  (`RemoteDisconnected`) up to `pool_maxsize` times (10 by default), and mounts a urllib3
+  `Retry(total=3)`: for a create that is a second phone call. Here the SDK's loop runs once
+  (`pool_maxsize=1`) and our own transport adapter lets urllib3 retry only connection errors,
+  which happen before a byte of the request is sent. A create that may have reached Vonage but
+  got no answer (a dropped connection, a read timeout, a 5xx) raises `ProviderError(definite=
+  False)`: the attempt stays `dialing`, and its events (whose URL carries our ids) or the
+  reconciler resolve it; it is never dialed again.
+- **Where it connects.** The SDK builds `https://{api_host}{path}`; `VONAGE_API_HOST` sets the
+  host (and port). `VONAGE_CA_BUNDLE` is enforced by the adapter on every request, because
+  requests lets `REQUESTS_CA_BUNDLE` from the environment override a session's `verify`.
+- **One client per worker process**, built on first use after fork (a pid check), never shared
+  across a fork.
+- **A bad key fails at startup**: `make_vonage_provider` reads the key (PEM text, PKCS#8 or
+  PKCS#1, with literal `\\n` from environment variables, or a file path), signs a token with
+  it, and raises `ConfigurationError` if any of that fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError
+from urllib3.util.retry import Retry
+from vonage import Auth, HttpClientOptions, Vonage
+from vonage_http_client.errors import HttpRequestError, NotFoundError
+from vonage_utils.errors import VonageError
+from vonage_voice.models import (
+    Connect,
+    CreateCallRequest,
+    Dtmf,
+    Input,
+    Phone,
+    Speech,
+    Talk,
+    ToPhone,
+    WebsocketEndpoint,
+)
+
+from batchcalls import ncco
+from batchcalls.errors import ConfigurationError, ProviderError
+from batchcalls.models import ProviderEvent
+from batchcalls.telephony.base import DialRequest, LiveAttempt
+from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status
+from batchcalls.voices import voice_catalog
+from config.settings import Settings
+
+log = logging.getLogger("batchcalls.vonage")
+
+# Seconds to wait for Vonage to answer one request. A create that times out may exist.
+REQUEST_TIMEOUT_SECONDS = 10
+# On a machine, Vonage hangs up and reports `machine` (the attempt's outcome): no script is left
+# on voicemail and no minutes are spent on it; `retry_on: ["machine"]` calls back later.
+MACHINE_DETECTION = "hangup"
+# Connection errors happen before the request is sent, so retrying them cannot create a call.
+CONNECT_RETRIES = 2
+# Hangup answers meaning the call is already over.
+_ALREADY_OVER = frozenset({400, 404, 409, 410})
+
+
+def load_private_key(value: str) -> str:
+    """The application's RSA private key as PKCS#8 PEM text, from `VONAGE_PRIVATE_KEY`: PEM text
+    (PKCS#8 or PKCS#1; literal `\\n` sequences, as environment variables carry them, are line
+    breaks) or the path of a PEM file. Raises `ConfigurationError` naming what is wrong."""
+    text = value.strip().strip("'\"")
+    if "-----BEGIN" in text:
+        data = text.replace("\\r\\n", "\n").replace("\\n", "\n").encode()
+        where = "VONAGE_PRIVATE_KEY"
+    else:
+        path = Path(text).expanduser()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"VONAGE_PRIVATE_KEY is neither PEM text nor a readable key file: {path}: {exc.strerror}"
+            ) from exc
+        where = f"VONAGE_PRIVATE_KEY file {path}"
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{where} is not a PEM private key without a password: {exc}") from exc
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigurationError(f"{where} is not an RSA key (Vonage signs application tokens with RS256)")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    return pem.decode()
+
+
+class SafeCreateAdapter(HTTPAdapter):
+    """The transport under the SDK's requests session: no retry of anything that may have been
+    sent, a fresh connection for each create, and our CA bundle whatever the environment says."""
+
+    def __init__(self, ca_bundle: str | None) -> None:
+        retry = Retry(total=CONNECT_RETRIES, connect=CONNECT_RETRIES, read=0, status=0, other=0,
+                      redirect=0, backoff_factor=0.1, raise_on_status=False)
+        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=retry)
+        self.ca_bundle = ca_bundle
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if self.ca_bundle:
+            kwargs["verify"] = self.ca_bundle
+        if request.method == "POST":
+            # A pooled keep-alive connection the server closed while idle fails the next request
+            # with the same error as a create dropped after it arrived. A create on its own
+            # connection makes a dropped connection mean only the latter.
+            request.headers["Connection"] = "close"
+        return super().send(request, **kwargs)
+
+
+def _digits(number: str) -> str:
+    """Vonage wants numbers as digits only: `447700900000`, not `+447700900000`."""
+    return number.strip().lstrip("+")
+
+
+def _sdk_action(action: Mapping[str, Any]) -> Talk | Input | Connect:
+    """One NCCO action (Vonage's JSON, from `batchcalls.ncco`) as the SDK's model."""
+    fields = {k: v for k, v in action.items() if k != "action"}
+    kind = action["action"]
+    if kind == "talk":
+        return Talk(**fields)
+    if kind == "input":
+        dtmf, speech = fields.pop("dtmf", None), fields.pop("speech", None)
+        return Input(dtmf=Dtmf(**dtmf) if dtmf is not None else None,
+                     speech=Speech(**speech) if speech is not None else None, **fields)
+    if kind == "connect":
+        endpoints = [WebsocketEndpoint(uri=e["uri"], contentType=e["content-type"], headers=e.get("headers"))
+                     for e in fields["endpoint"]]
+        return Connect(endpoint=endpoints, from_=fields.get("from"))
+    raise ValueError(f"no SDK model for NCCO action {kind!r}")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps (requests -> urllib3 MaxRetryError -> reason -> ...)."""
+    found: list[BaseException] = []
+    pending: list[object] = [exc]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or item in found:
+            continue
+        found.append(item)
+        pending.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return found
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when the request certainly never reached Vonage: no connection was made, or TLS
+    refused the server's certificate during the handshake."""
+    return any(isinstance(c, ConnectTimeoutError | ssl.SSLCertVerificationError) for c in _causes(exc))
+
+
+def create_error(exc: BaseException) -> ProviderError:
+    """What a failed create means for the attempt: certainly no call (`definite`), throttled
+    (429: wait for a new slot, do not fail), or perhaps a call (`definite=False`)."""
+    if isinstance(exc, HttpRequestError):
+        status = exc.response.status_code
+        if status == 429:
+            return ProviderError("Vonage refused the create: over its calls-per-second limit (429)",
+                                 definite=True, throttled=True)
+        if 400 <= status < 500:
+            # 401/403 are a configuration problem (application id, key, account): every call
+            # fails the same way until it is fixed, and says so in its last_error.
+            return ProviderError(f"Vonage refused the call ({status}): {exc.message[:300]}", definite=True)
+        return ProviderError(f"Vonage answered {status} to the create; the call may exist", definite=False)
+    if isinstance(exc, requests.RequestException) and _never_sent(exc):
+        return ProviderError(f"could not reach Vonage: {exc}", definite=True)
+    return ProviderError(f"no answer from Vonage to the create; the call may exist: {exc!r}"[:500],
+                         definite=False)
+
+
+@dataclass
+class VonageProvider:
+    """Places, checks and ends calls through the Vonage Voice API."""
+
+    application_id: str
+    private_key: str  # PKCS#8 PEM text
+    from_number: str
+    public_base_url: str
+    api_host: str = "api.nexmo.com"
+    ca_bundle: str | None = None
+    voices: Mapping[str, Mapping[str, Any]] = field(default_factory=voice_catalog)
+    name: str = "vonage"
+    _client: Vonage | None = field(default=None, init=False, repr=False)
+    _pid: int | None = field(default=None, init=False, repr=False)
+
+    # -- the SDK client, one per process --------------------------------------------------
+
+    def client(self) -> Vonage:
+        """This process's SDK client, built on first use (after a fork: never inherited)."""
+        if self._client is None or self._pid != os.getpid():
+            options = HttpClientOptions(
+                api_host=self.api_host, timeout=REQUEST_TIMEOUT_SECONDS,
+                # The SDK re-sends a request whose connection dropped `pool_maxsize` times:
+                # once here. Pool size 1 suits a prefork child, which sends one request at a time.
+                pool_connections=1, pool_maxsize=1, max_retries=0,
+            )
+            client = Vonage(Auth(application_id=self.application_id, private_key=self.private_key), options)
+            # The SDK keeps its requests session private and offers no transport options.
+            client.http_client._session.mount("https://", SafeCreateAdapter(self.ca_bundle))
+            self._client, self._pid = client, os.getpid()
+        return self._client
+
+    # -- Provider -------------------------------------------------------------------------
+
+    def create_call(self, request: DialRequest) -> str:
+        voice = self.voices.get(request.voice_id) if request.voice_id else None
+        if request.voice_id and voice is None:
+            log.warning("voice %r is no longer in the catalog; call %s uses Vonage's default voice",
+                        request.voice_id, request.call_id)
+        actions = ncco.render(request.script, voice, from_number=self.from_number,
+                              input_url=partial(input_url, self.public_base_url, request.call_id, request.attempt))
+        try:
+            params = CreateCallRequest(
+                to=[ToPhone(number=_digits(request.phone_number))],
+                from_=Phone(number=_digits(self.from_number)),
+                ncco=[_sdk_action(action) for action in actions],
+                event_url=[event_url(self.public_base_url, request.call_id, request.attempt)],
+                event_method="POST",
+                machine_detection=MACHINE_DETECTION,
+            )
+        except (ValidationError, VonageError, ValueError) as exc:
+            raise ProviderError(f"could not build the Vonage request: {exc}"[:500], definite=True) from exc
+        try:
+            response = self.client().voice.create_call(params)
+        except (VonageError, requests.RequestException, ValidationError, TypeError) as exc:
+            # ValidationError/TypeError: Vonage answered 2xx with a body the SDK cannot read;
+            # the call exists but we do not know its id, so the attempt stays `dialing`.
+            raise create_error(exc) from exc
+        provider_call_id: str = response.uuid
+        return provider_call_id
+
+    def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:
+        """Vonage's view of an attempt whose events stopped (GET /v1/calls/{uuid})."""
+        if attempt.provider_call_id is None:
+            return None  # the create never answered: only the call's own events can tell
+        try:
+            info = self.client().voice.get_call(attempt.provider_call_id)
+        except NotFoundError:
+            return None
+        except (VonageError, requests.RequestException, ValidationError) as exc:
+            log.warning("could not poll Vonage call %s: %s", attempt.provider_call_id, exc)
+            return None
+        at = parse_timestamp(info.end_time) or time.time()
+        return translate_status(info.status, attempt.call_id, attempt.attempt, at, info.uuid)
+
+    def hangup(self, provider_call_id: str) -> None:
+        """End a live call; a call that is already over is left alone."""
+        try:
+            self.client().voice.hangup(provider_call_id)
+        except HttpRequestError as exc:
+            if exc.response.status_code in _ALREADY_OVER:
+                log.info("hangup of %s: the call is already over (%d)", provider_call_id, exc.response.status_code)
+                return
+            raise ProviderError(f"Vonage refused the hangup of {provider_call_id}: {exc.message[:300]}",
+                                definite=False) from exc
+        except (VonageError, requests.RequestException) as exc:
+            raise ProviderError(f"could not hang up {provider_call_id}: {exc}"[:500], definite=False) from exc
+
+
+def make_vonage_provider(settings: Settings) -> VonageProvider:
+    """The Vonage provider for `settings`, checked now: missing settings, an unreadable key or
+    CA bundle, or a key the SDK cannot sign with raise `ConfigurationError`."""
+    required = {"VONAGE_APPLICATION_ID": settings.vonage_application_id,
+                "VONAGE_PRIVATE_KEY": settings.vonage_private_key,
+                "VONAGE_FROM_NUMBER": settings.vonage_from_number}
+    missing = [name for name, value in required.items() if not value]
+    if missing:
+        raise ConfigurationError(f"BATCHCALLS_PROVIDER=vonage needs {', '.join(missing)}")
+    assert settings.vonage_application_id and settings.vonage_private_key and settings.vonage_from_number
+    key = load_private_key(settings.vonage_private_key)
+    from_number = _digits(settings.vonage_from_number)
+    if not from_number.isdigit() or not 7 <= len(from_number) <= 15 or from_number[0] == "0":
+        raise ConfigurationError("VONAGE_FROM_NUMBER must be a phone number in E.164 form, like +447700900000")
+    if settings.vonage_ca_bundle and not Path(settings.vonage_ca_bundle).is_file():
+        raise ConfigurationError(f"VONAGE_CA_BUNDLE is not a file: {settings.vonage_ca_bundle}")
+    try:
+        Auth(application_id=settings.vonage_application_id, private_key=key).generate_application_jwt()
+    except (VonageError, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"the Vonage SDK cannot sign with VONAGE_PRIVATE_KEY: {exc}") from exc
+    return VonageProvider(
+        application_id=settings.vonage_application_id, private_key=key, from_number=settings.vonage_from_number,
+        public_base_url=settings.public_base_url, api_host=settings.vonage_api_host,
+        ca_bundle=settings.vonage_ca_bundle,
+    )

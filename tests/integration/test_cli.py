@@ -1,0 +1,478 @@
+"""The `batchcalls` command, run as a user runs it: `up` as a subprocess that starts everything
+and stops everything on SIGTERM, `submit` and `status` against it, and the README's first
+command on a fresh clone in a fresh virtualenv."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from batchcalls.supervisor import free_port
+from tests.support import servers as support
+from tests.support.servers import _fresh_database, _fresh_redis_db
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"Batchcalls API listening on (http://127\.0\.0\.1:(\d+))")
+API_KEY = re.compile(r"API key \(tenant dev\): (\S+)")
+# Short simulated calls so a batch ends in a second or two.
+FAST_SIM = {"BATCHCALLS_SIM_CALL_SECONDS": "0.2", "BATCHCALLS_SIM_RING_SECONDS": "0.1",
+            "BATCHCALLS_RATE_LIMIT": "100000 per minute"}
+
+
+def data_dir(prefix: str) -> Path:
+    """Not pytest's tmp_path: as root, embedded PostgreSQL runs as an unprivileged account that
+    must traverse the data directory's parents, and /tmp/pytest-of-root is private to root."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def env_without_servers(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    return {**env, **extra}
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def processes_of(marker_dir: Path) -> list[psutil.Process]:
+    """Live processes that belong to a run with `marker_dir` as its data directory: started with it
+    in their environment (the API, workers, beat, the embedded servers), or working in it or naming
+    it on their command line (a postmaster's forks, redis-server)."""
+    marker = str(marker_dir.resolve())
+
+    def inside(path: str) -> bool:
+        return path == marker or path.startswith(marker + os.sep)
+
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid() or not alive(process):
+            continue
+        try:
+            if (process.environ().get("BATCHCALLS_DATA_DIR") in (str(marker_dir), marker)
+                    or inside(process.cwd())
+                    or any(inside(arg) or marker + os.sep in arg for arg in process.cmdline())):
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+def servers_of(marker_dir: Path) -> list[str]:
+    """postgres and redis-server processes that reference `marker_dir`."""
+    return [f"{p.pid} {p.name()} {p.cmdline()}" for p in processes_of(marker_dir)
+            if p.name().startswith(("postgres", "redis-server", "pg_ctl"))]
+
+
+@dataclass
+class Up:
+    """A `batchcalls up` subprocess, its stdout read line by line in a thread."""
+
+    process: subprocess.Popen[str]
+    data_dir: Path
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    output: list[str] = field(default_factory=list)
+    api_url: str = ""
+    api_key: str = ""
+
+    @classmethod
+    def start(cls, env: dict[str, str], data: Path, workers: int = 1) -> Up:
+        stderr = open(data / "up.stderr", "w")  # noqa: SIM115 - lives as long as the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "batchcalls.cli", "up", "--port", str(free_port()), "--workers", str(workers)],
+            cwd=ROOT, env={**env, "BATCHCALLS_DATA_DIR": str(data)}, stdout=subprocess.PIPE, stderr=stderr,
+            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+        up = cls(process, data)
+        threading.Thread(target=up._read, daemon=True).start()
+        return up
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float) -> re.Match[str]:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.output.append(line)
+            found = pattern.search(line)
+            if found:
+                return found
+        raise AssertionError(f"no {pattern.pattern!r} from `batchcalls up` in {timeout}s (exit "
+                             f"{self.process.poll()}); stdout: {self.output}; stderr: {self.stderr()}")
+
+    def wait_started(self, timeout: float = 90) -> float:
+        started = time.time()
+        listening = self.wait_for(LISTENING, timeout)
+        self.api_url = listening.group(1)
+        self.api_key = self.wait_for(API_KEY, 5).group(1)
+        return time.time() - started
+
+    def stderr(self) -> str:
+        return (self.data_dir / "up.stderr").read_text(errors="replace")[-3000:]
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def descendants(self, at_least: int, timeout: float = 30) -> list[psutil.Process]:
+        """Every process `up` started, once the API's, each worker's and beat's have all forked
+        (children started in new sessions are still children of `up` by parent pid)."""
+        deadline = time.time() + timeout
+        found: list[psutil.Process] = []
+        while time.time() < deadline:
+            found = [p for p in psutil.Process(self.process.pid).children(recursive=True) if alive(p)]
+            if len(found) >= at_least:
+                time.sleep(0.5)  # let late forks show up too
+                return [p for p in psutil.Process(self.process.pid).children(recursive=True) if alive(p)]
+            time.sleep(0.2)
+        raise AssertionError(f"`up` started only {[p.cmdline() for p in found]}")
+
+    def terminate(self, timeout: float = 20) -> float:
+        """SIGTERM, as a service manager stops it; returns how long it took to exit."""
+        started = time.time()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise AssertionError(f"`batchcalls up` still running {timeout}s after SIGTERM") from None
+        return time.time() - started
+
+    def kill(self) -> None:
+        """Clean-up after a failed test: stop it and whatever it left."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        kill_all(processes_of(self.data_dir))
+
+
+@pytest.fixture
+def own_servers(servers: support.TestServers) -> Iterator[dict[str, str]]:
+    """A database and a Redis database of their own for one `up`, on the test servers, so that its
+    workers and beat never pick up the tasks of another test's workers (nor leave theirs behind)."""
+    with _fresh_database(servers.database_url) as database_url, _fresh_redis_db(servers.redis_url) as redis_url:
+        yield {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
+
+
+# --- up --------------------------------------------------------------------------------------
+
+
+def test_up_serves_the_api_and_sigterm_stops_every_process_it_started(own_servers: dict[str, str]) -> None:
+    data = data_dir("bc-cli-up-")
+    up = Up.start({**os.environ, **FAST_SIM, **own_servers}, data)
+    try:
+        took = up.wait_started()
+        assert requests.get(f"{up.api_url}/healthz", timeout=10).status_code == 200
+        response = requests.get(f"{up.api_url}/v1/batches", headers=up.headers(), timeout=10)
+        assert response.status_code == 200, response.text
+        assert requests.get(f"{up.api_url}/v1/batches", headers={"Authorization": "Bearer nope"},
+                            timeout=10).status_code == 401
+
+        # gunicorn master + 2 workers, celery worker + 2 pool processes, beat
+        children = up.descendants(at_least=7)
+        names = " ".join(" ".join(p.cmdline()) for p in children)
+        assert "gunicorn" in names and "worker" in names and "beat" in names
+        stopped_in = up.terminate()
+        print(f"\n`up` (external servers) ready in {took:.1f}s; stopped in {stopped_in:.1f}s "
+              f"with {len(children)} child processes")
+        assert up.process.returncode == 0, up.stderr()
+        up.wait_for(re.compile(r"^stopped$"), 5)
+        time.sleep(0.5)
+        left = [f"{p.pid} {p.cmdline()}" for p in children if alive(p)]
+        assert left == [], f"still running after `up` exited: {left}"
+        assert [p.cmdline() for p in processes_of(data)] == []
+    finally:
+        up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_with_embedded_servers_stops_them_on_sigterm() -> None:
+    data = data_dir("bc-cli-embedded-")
+    up = Up.start(env_without_servers(**FAST_SIM), data)
+    try:
+        took = up.wait_started(timeout=120)
+        assert requests.get(f"{up.api_url}/healthz", timeout=10).status_code == 200
+        assert requests.get(f"{up.api_url}/v1/batches", headers=up.headers(), timeout=10).status_code == 200
+        assert servers_of(data), "no embedded postgres/redis-server found for the data directory"
+        children = up.descendants(at_least=7)
+        stopped_in = up.terminate(timeout=30)
+        print(f"\n`up` (embedded servers) ready in {took:.1f}s; stopped in {stopped_in:.1f}s")
+        assert up.process.returncode == 0, up.stderr()
+        assert [p.cmdline() for p in children if alive(p)] == []
+        deadline = time.time() + 5
+        while servers_of(data) and time.time() < deadline:
+            time.sleep(0.2)
+        assert servers_of(data) == []
+        assert [p.cmdline() for p in processes_of(data)] == []
+    finally:
+        up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_repeated_sigterm_does_not_cut_the_stopping_short() -> None:
+    """A service manager or an impatient user may signal again while `up` is stopping; the
+    embedded servers and every child must still be stopped."""
+    data = data_dir("bc-cli-again-")
+    up = Up.start(env_without_servers(**FAST_SIM), data)
+    try:
+        up.wait_started(timeout=120)
+        children = up.descendants(at_least=7)
+        deadline = time.time() + 30
+        while up.process.poll() is None and time.time() < deadline:
+            up.process.send_signal(signal.SIGTERM if int(time.time() * 10) % 2 else signal.SIGINT)
+            time.sleep(0.05)
+        assert up.process.poll() is not None, "`up` did not exit"
+        time.sleep(0.5)
+        assert [p.cmdline() for p in children if alive(p)] == []
+        assert servers_of(data) == []
+        assert [p.cmdline() for p in processes_of(data)] == []
+    finally:
+        up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_sigterm_while_starting_stops_what_was_started(own_servers: dict[str, str]) -> None:
+    data = data_dir("bc-cli-early-")
+    up = Up.start({**os.environ, **own_servers}, data)
+    try:
+        up.descendants(at_least=1)  # the API is being started
+        up.terminate()
+        assert up.process.returncode == 0, up.stderr()
+        time.sleep(0.5)
+        assert [p.cmdline() for p in processes_of(data)] == []
+    finally:
+        up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+# --- submit and status -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def running(servers: support.TestServers) -> Iterator[Up]:
+    data = data_dir("bc-cli-submit-")
+    with _fresh_database(servers.database_url) as database_url, _fresh_redis_db(servers.redis_url) as redis_url:
+        up = Up.start({**os.environ, **FAST_SIM, "DATABASE_URL": database_url, "REDIS_URL": redis_url}, data)
+        try:
+            up.wait_started()
+            yield up
+        finally:
+            up.kill()
+            shutil.rmtree(data, ignore_errors=True)
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def cli(up: Up, *args: str, timeout: float = 60) -> Run:
+    env = {**os.environ, "BATCHCALLS_API_URL": up.api_url, "BATCHCALLS_API_KEY": up.api_key}
+    done = subprocess.run([sys.executable, "-m", "batchcalls.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def submitted(run: Run) -> str:
+    assert run.code == 0, f"exit {run.code}: {run.stdout} {run.stderr}"
+    batch_id = run.stdout.strip().splitlines()[0]
+    assert re.fullmatch(r"batch_\w+", batch_id), run.stdout
+    return batch_id
+
+
+def status_json(up: Up, batch_id: str) -> dict[str, object]:
+    run = cli(up, "status", batch_id, "--json")
+    assert run.code == 0, run.stderr
+    body: dict[str, object] = json.loads(run.stdout)
+    return body
+
+
+def all_calls(up: Up, batch_id: str) -> list[dict[str, object]]:
+    response = requests.get(f"{up.api_url}/v1/batches/{batch_id}/calls", headers=up.headers(), timeout=10)
+    assert response.status_code == 200, response.text
+    calls: list[dict[str, object]] = response.json()["calls"]
+    return calls
+
+
+def test_submit_json_file_and_status(running: Up, tmp_path: Path) -> None:
+    body = {"calls": [{"phone_number": "+442079460010", "script": {"text": "Hello"}},
+                      {"phone_number": "+442079460027", "voice_id": "voice_male_1", "script": {"text": "Hi"}}],
+            "concurrency": 2, "metadata": {"from": "cli-test"}}
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps(body))
+    batch_id = submitted(cli(running, "submit", str(path)))
+    status = status_json(running, batch_id)
+    assert status["batch_id"] == batch_id and status["total_calls"] == 2
+
+    table = cli(running, "status", batch_id)
+    assert table.code == 0 and batch_id in table.stdout and "total_calls" in table.stdout
+
+
+def test_submit_csv_with_every_column(running: Up, tmp_path: Path) -> None:
+    path = tmp_path / "calls.csv"
+    path.write_text("phone_number,text,voice_id,priority\n"
+                    "+442079460010,Hello from the CSV,voice_female_1,2\n"
+                    "+44 20 7946 0027,Second row,voice_male_1,0\n")
+    batch_id = submitted(cli(running, "submit", str(path), "--concurrency", "1"))
+    assert status_json(running, batch_id)["total_calls"] == 2
+    calls = {c["phone_number"]: c for c in all_calls(running, batch_id)}
+    assert set(calls) == {"+442079460010", "+442079460027"}
+    assert calls["+442079460010"]["voice_id"] == "voice_female_1"
+    assert calls["+442079460010"]["priority"] == 2
+    assert calls["+442079460027"]["voice_id"] == "voice_male_1"
+    assert calls["+442079460027"]["priority"] == 0
+
+
+def test_submit_csv_without_text_column_uses_text_option(running: Up, tmp_path: Path) -> None:
+    path = tmp_path / "numbers.csv"
+    path.write_text("phone_number\n+442079460010\n+442079460027\n+442079460038\n")
+    batch_id = submitted(cli(running, "submit", str(path), "--text", "Hello from the option",
+                             "--voice", "voice_female_2"))
+    assert status_json(running, batch_id)["total_calls"] == 3
+    assert {c["voice_id"] for c in all_calls(running, batch_id)} == {"voice_female_2"}
+
+
+def test_submit_csv_without_text_column_or_option_is_refused_locally(running: Up, tmp_path: Path) -> None:
+    path = tmp_path / "numbers.csv"
+    path.write_text("phone_number\n+442079460010\n")
+    run = cli(running, "submit", str(path))
+    assert run.code == 2
+    assert "row 2, column text" in run.stderr
+
+
+def test_submit_csv_with_bad_priority_names_row_and_column(running: Up, tmp_path: Path) -> None:
+    path = tmp_path / "bad-priority.csv"
+    path.write_text("phone_number,text,priority\n+442079460010,Hi,1\n+442079460027,Hi,urgent\n")
+    run = cli(running, "submit", str(path))
+    assert run.code == 2, run.stdout + run.stderr
+    assert "row 3, column priority" in run.stderr
+    assert run.stdout == ""
+
+
+def test_submit_csv_with_invalid_number_is_rejected_by_the_api_with_row_and_column(
+        running: Up, tmp_path: Path) -> None:
+    path = tmp_path / "bad-number.csv"
+    path.write_text("phone_number,text\n+442079460010,Hi\n+442079460027,Hi\n+4420,Hi\n")
+    run = cli(running, "submit", str(path))
+    assert run.code == 1, run.stdout + run.stderr
+    assert "rejected (422" in run.stderr or "rejected (400" in run.stderr, run.stderr
+    assert "row 4, column phone_number" in run.stderr, run.stderr
+    assert run.stdout == ""
+
+
+def test_submit_without_an_api_to_reach_fails_without_a_traceback(running: Up, tmp_path: Path) -> None:
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps({"calls": [{"phone_number": "+442079460010", "script": {"text": "Hi"}}]}))
+    env = {**os.environ, "BATCHCALLS_API_URL": f"http://127.0.0.1:{free_port()}", "BATCHCALLS_API_KEY": "x"}
+    done = subprocess.run([sys.executable, "-m", "batchcalls.cli", "submit", str(path)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "cannot reach" in done.stderr, done.stderr
+
+
+def test_status_of_unknown_batch(running: Up) -> None:
+    run = cli(running, "status", "batch_doesnotexist")
+    assert run.code == 1
+    assert "404" in run.stderr
+
+
+def test_submit_watch_exits_after_the_batch_finishes(running: Up, tmp_path: Path) -> None:
+    path = tmp_path / "watch.csv"
+    path.write_text("phone_number,text\n+442079460010,Hi\n+442079460027,Hi\n+442079460038,Hi\n"
+                    "+442079460049,Hi\n+442079460011,Busy line\n")
+    started = time.time()
+    run = cli(running, "submit", str(path), "--concurrency", "5", "--watch", timeout=120)
+    batch_id = submitted(run)
+    print(f"\n`submit --watch` returned in {time.time() - started:.1f}s")
+    status = status_json(running, batch_id)
+    assert status["status"] in ("completed", "failed")
+    assert status["finished_at"] is not None
+    assert status["completed_calls"] == 4 and status["failed_calls"] == 1
+    assert batch_id in run.stderr  # the final table goes to stderr, the batch id alone to stdout
+
+
+# --- the README's first command on a fresh machine --------------------------------------------
+
+
+def readme_command(readme: Path, name: str) -> str:
+    text = readme.read_text()
+    found = re.search(rf"^\.\. {name}-start\n(.*?)^\.\. {name}-end", text, re.S | re.M)
+    assert found, f"no `.. {name}-start` / `.. {name}-end` markers in {readme} (is README.rst committed?)"
+    lines = [line[4:] for line in found.group(1).splitlines() if line.startswith("    ")]
+    assert lines, f"no literal block between the {name} markers"
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(900)
+def test_readme_demo_command_works_on_a_fresh_clone() -> None:
+    """What a newcomer does first: clone, run the README's first command. Clones the committed
+    HEAD, so this tests what is committed."""
+    work = Path(tempfile.mkdtemp(prefix="bc-fresh-"))
+    # The embedded PostgreSQL runs as an unprivileged account (we are root here) from the binaries
+    # in the clone's virtualenv, so it must be able to traverse down to them.
+    work.chmod(0o755)
+    data = data_dir("bc-fresh-data-")
+    try:
+        clone = work / "clone"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+        command = readme_command(clone / "README.rst", "demo-command")
+        assert "batchcalls demo" in command
+        env = env_without_servers(BATCHCALLS_DATA_DIR=str(data))
+        for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
+            env.pop(name, None)
+        # The venv of this test run must not shadow the clone's own.
+        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                      if not p.startswith(str(Path(sys.prefix))))
+        started = time.time()
+        done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True,
+                              timeout=840, stdin=subprocess.DEVNULL)
+        elapsed = time.time() - started
+        print(f"\nREADME demo command on a fresh clone: exit {done.returncode} in {elapsed:.0f}s")
+        assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+        assert "batch.completed" in done.stdout
+        assert "BAD SIGNATURE" not in done.stdout
+        assert servers_of(data) == []
+        assert [p.cmdline() for p in processes_of(data)] == []
+    finally:
+        kill_all(processes_of(data))
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
