@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import redis
@@ -61,14 +62,7 @@ class Relay:
             token = uuid.uuid4().hex
             if not self.redis.set(lock_key, token, nx=True, px=lock_ms):
                 return Outcome(total, None)
-
-            def still_ours() -> bool:
-                """Renew the lock for one more POST; False when it expired and passed on."""
-                if self.redis.get(lock_key) not in (token, token.encode()):
-                    return False
-                self.redis.pexpire(lock_key, lock_ms)
-                return True
-
+            still_ours = partial(self._renew_lock, lock_key, token, lock_ms)
             try:
                 self.redis.delete(dirty_key)
                 delivered, retry_in = self._deliver_due(batch_id, still_ours)
@@ -78,6 +72,13 @@ class Relay:
                     self.redis.delete(lock_key)
             if not self.redis.exists(dirty_key):
                 return Outcome(total, retry_in)
+
+    def _renew_lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+        """Renew the lock for one more POST; False when it expired and passed to another relay."""
+        if self.redis.get(lock_key) not in (token, token.encode()):
+            return False
+        self.redis.pexpire(lock_key, lock_ms)
+        return True
 
     def _deliver_due(self, batch_id: str, still_ours: Callable[[], bool]) -> tuple[int, float | None]:
         delivered = 0
