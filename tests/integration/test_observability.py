@@ -1,0 +1,114 @@
+"""What operators watch: Flower started from the Procfile line, and /metrics, during a batch."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.test_pipeline import number
+from tests.support.stack import ROOT, Stack
+
+pytestmark = pytest.mark.integration
+
+AUTH = ("ops", "flower-secret")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _procfile(name: str) -> str:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name} in the Procfile")
+
+
+@pytest.fixture(scope="module")
+def flower(stack: Stack) -> Iterator[str]:
+    port = _free_port()
+    venv_bin = str(Path(os.sys.executable).parent)
+    env = {**stack.env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": ":".join(AUTH),
+           "PATH": venv_bin + os.pathsep + stack.env.get("PATH", "")}
+    log = open(stack.log_dir / "flower.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(["sh", "-c", _procfile("flower")], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline:
+            try:
+                if requests.get(f"{url}/api/workers", auth=AUTH, timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"Flower did not start; see {stack.log_dir / 'flower.log'}")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+
+
+def test_flower_lists_the_workers_and_the_tasks_of_a_running_batch(stack: Stack, flower: str) -> None:
+    assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401  # credentials required
+    body = {"calls": [{"phone_number": number(700 + i, 0), "script": {"text": "Hi"}} for i in range(6)],
+            "concurrency": 3}
+    batch_id = stack.submit(body)["batch_id"]
+    stack.wait_finished(batch_id)
+    workers = requests.get(f"{flower}/api/workers", params={"refresh": "true"}, auth=AUTH, timeout=30).json()
+    assert {name.split("@")[0] for name in workers} >= {"w1", "w2"}
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        tasks = requests.get(f"{flower}/api/tasks", auth=AUTH, timeout=10).json()
+        placed = [t for t in tasks.values() if t["name"] == "batchcalls.place_call" and batch_id in (t["args"] or "")]
+        if len(placed) >= 6:
+            break
+        time.sleep(0.5)
+    assert len(placed) >= 6, f"Flower shows {len(placed)} place_call tasks of {batch_id}"
+    assert all(t["state"] == "SUCCESS" for t in placed)
+    assert any(t["name"] == "batchcalls.record_event" for t in tasks.values())
+
+
+def _sample(text: str, name: str, labels: str = "") -> float:
+    pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else r"(?:\{\})?") + r" ([0-9.e+-]+)"
+    match = re.search(r"^" + pattern + "$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_move_during_a_batch(stack: Stack) -> None:
+    before = requests.get(f"{stack.api_url}/metrics", timeout=10)
+    assert before.status_code == 200 and before.headers["Content-Type"].startswith("text/plain")
+    body = {"calls": [{"phone_number": number(800 + i, 0 if i % 4 else 1), "script": {"text": "Hi"}}
+                      for i in range(12)],
+            "concurrency": 4, "callback_url": stack.receiver.url}
+    batch_id = stack.submit(body)["batch_id"]
+    live_seen = 0.0
+    while stack.status(batch_id)["finished_at"] is None:
+        text = requests.get(f"{stack.api_url}/metrics", timeout=10).text
+        live_seen = max(live_seen, sum(_sample(text, "batchcalls_calls_live", f'status="{s}"')
+                                       for s in ("dialing", "ringing", "in_progress")))
+        time.sleep(0.1)
+    stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=30)
+    after = requests.get(f"{stack.api_url}/metrics", timeout=10).text
+    old = before.text
+    assert _sample(after, "batchcalls_calls_total", 'outcome="completed"') - \
+        _sample(old, "batchcalls_calls_total", 'outcome="completed"') == 9
+    assert _sample(after, "batchcalls_calls_total", 'outcome="busy"') - \
+        _sample(old, "batchcalls_calls_total", 'outcome="busy"') == 3
+    assert _sample(after, "batchcalls_dials_total") - _sample(old, "batchcalls_dials_total") == 12
+    assert _sample(after, "batchcalls_webhook_deliveries_total") - _sample(old, "batchcalls_webhook_deliveries_total") >= 14
+    assert _sample(after, "batchcalls_dispatch_latency_seconds_count") > _sample(old, "batchcalls_dispatch_latency_seconds_count")
+    assert 1 <= live_seen <= 4
