@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 from typing import Any
 
-import phonenumbers
 import pytest
-from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from api.schemas import MAX_METADATA_BYTES, flatten_errors, load_batch_request
 from batchcalls.errors import (
@@ -302,81 +299,6 @@ def test_every_invalid_number_is_named_with_its_reason() -> None:
     assert set(details) == {"calls[1].phone_number", "calls[3].phone_number"}
     assert "international" in details["calls[1].phone_number"][0]
     assert details["calls[3].phone_number"] == ["is not a valid phone number"]
-
-
-def _library_e164(text: str) -> str | None:
-    try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _number_corpus() -> list[str]:
-    """Every region's example numbers, near misses of them, and random digits per country."""
-    rng = random.Random(20240611)
-    descs = (
-        "general_desc",
-        "fixed_line",
-        "mobile",
-        "toll_free",
-        "premium_rate",
-        "shared_cost",
-        "voip",
-        "personal_number",
-        "pager",
-        "uan",
-        "voicemail",
-    )
-    cases: set[str] = set()
-    for code, regions in COUNTRY_CODE_TO_REGION_CODE.items():
-        for region in regions:
-            metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
-            assert metadata is not None
-            for name in descs:
-                desc = getattr(metadata, name)
-                example = desc.example_number if desc is not None else None
-                if not example:
-                    continue
-                i = rng.randrange(len(example))
-                cases |= {
-                    f"{code}{example}",
-                    f"{code}{example[:-1]}",
-                    f"{code}{example}7",
-                    f"{code}0{example}",
-                    f"{code}{metadata.national_prefix or ''}{example}",
-                    f"{code}{example[:i]}{rng.randrange(10)}{example[i + 1 :]}",
-                }
-        cases |= {f"{code}{rng.randrange(10 ** rng.randrange(3, 13))}" for _ in range(10)}
-    return sorted(cases)
-
-
-def test_phone_numbers_agree_with_phonenumbers_is_valid_number() -> None:
-    corpus = _number_corpus()
-    assert len(corpus) > 5_000
-    disagreements = [
-        (digits, ours, theirs)
-        for digits in corpus
-        if (ours := normalize_phone_number("+" + digits)) != (theirs := _library_e164("+" + digits))
-    ]
-    assert disagreements == []
-    # Both answers occur, so the comparison means something.
-    assert any(normalize_phone_number("+" + d) for d in corpus)
-    assert not all(normalize_phone_number("+" + d) for d in corpus)
-
-
-def test_common_numbers_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_parse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("phonenumbers.parse was called")
-
-    monkeypatch.setattr(phonenumbers, "parse", no_parse)
-    assert normalize_phone_number(UK) == UK
-    assert normalize_phone_number(US) == US
-    assert normalize_phone_number("+1234567890") is None
-    with pytest.raises(AssertionError):
-        normalize_phone_number("+4402079460000")  # a national prefix: the library decides
 
 
 # --- Scripts and voices ----------------------------------------------------------------------
