@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ def _procfile(name: str) -> str:
 @pytest.fixture(scope="module")
 def flower(stack: Stack) -> Iterator[str]:
     port = _free_port()
-    venv_bin = str(Path(os.sys.executable).parent)
+    venv_bin = str(Path(sys.executable).parent)
     env = {**stack.env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": ":".join(AUTH),
            "PATH": venv_bin + os.pathsep + stack.env.get("PATH", "")}
     log = open(stack.log_dir / "flower.log", "ab")  # noqa: SIM115
