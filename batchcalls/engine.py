@@ -261,9 +261,10 @@ class Engine:
             log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
             if self.metrics is not None:
                 self.metrics.call_finished(call["outcome"])
+            self.dispatch(batch_id, release=[event.call_id])
             if batch is not None and batch["finished_at"] is not None:
                 log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
-            self.dispatch(batch_id, release=[event.call_id])
+                self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis
             if batch is not None and batch["callback_url"]:
                 self.tasks.deliver(batch_id)
         return applied

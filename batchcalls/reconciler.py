@@ -31,6 +31,17 @@ class Sweep:
 
 
 def reconcile(engine: Engine) -> Sweep:
+    """One sweep; a sweep already running elsewhere in the fleet makes this one a no-op."""
+    lock_ms = int(max(engine.settings.reconcile_seconds * 4, 10) * 1000)
+    if not engine.gates.redis.set("bc:reconcile-lock", "1", nx=True, px=lock_ms):
+        return Sweep()
+    try:
+        return _sweep(engine)
+    finally:
+        engine.gates.redis.delete("bc:reconcile-lock")
+
+
+def _sweep(engine: Engine) -> Sweep:
     sweep = Sweep()
     with engine.db.transaction() as cur:
         active = batches.active_batches(cur)
