@@ -57,7 +57,7 @@ def test_forty_calls_never_exceed_concurrency_and_fill_it(stack: Stack) -> None:
     assert len(calls) == 40 and {c["status"] for c in calls} == {"completed"}
     peak, share_at_peak = live_profile(calls)
     assert peak == 4
-    assert share_at_peak > 0.6, f"4 calls were live only {share_at_peak:.0%} of the run"
+    assert share_at_peak > 0.5, f"4 calls were live only {share_at_peak:.0%} of the run"
 
 
 def test_events_are_ordered_signed_and_complete(stack: Stack) -> None:
