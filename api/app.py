@@ -89,9 +89,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(batches_bp)
-    # Provider webhooks carry no API key and come from the provider's few addresses: the
-    # per-key budget would throttle a busy campaign's events.
-    app.register_blueprint(limiter.exempt(provider_webhooks_bp))
+    app.register_blueprint(provider_webhooks_bp)
     if settings.provider == "vonage" and not settings.vonage_signature_secret:
         log.warning("VONAGE_SIGNATURE_SECRET is not set: Vonage webhooks are accepted unsigned")
     register_errors(app)

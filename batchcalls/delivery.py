@@ -37,6 +37,66 @@ log = logging.getLogger("batchcalls.delivery")
 LOCK_MARGIN_SECONDS = 5
 
 
+_RENEW_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+# A kick marks the batch dirty; it needs a `deliver` task only when no relay holds the lock (a
+# running relay looks at the mark after it lets go) and none is queued and not yet started.
+# An urgent kick (the batch's last event) wants a task now even when a delayed one is queued.
+_KICK = """
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
+# How long a queued `deliver` task stands for its batch's later events. The mark expires by
+# itself, so a lost task holds events up for seconds at most (and the reconciler re-kicks).
+QUEUED_TASK_MS = 5000
+
+
+def relay_keys(batch_id: str) -> tuple[str, str, str]:
+    """The relay's lock, its dirty mark and its queued-task mark, for one batch."""
+    tag = "{" + batch_id + "}"
+    return f"bc:{tag}:relay", f"bc:{tag}:relay-dirty", f"bc:{tag}:relay-queued"
+
+
+def _lock_ms(settings: Settings) -> int:
+    return int((settings.webhook_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
+
+
+class Kicks:
+    """Coalesces delivery kicks: a batch that ends a call every millisecond needs one relay
+    running, not one `deliver` task per event."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.redis = client
+        self.lock_ms = _lock_ms(settings)
+        self._kick = client.register_script(_KICK)
+
+    def needs_task(self, batch_id: str, urgent: bool = False) -> bool:
+        """Note that the batch has new events; True when a `deliver` task must be sent for them
+        (`urgent`: even if a delayed one is queued)."""
+        return bool(self._kick(keys=list(relay_keys(batch_id)),
+                               args=[self.lock_ms * 4, QUEUED_TASK_MS, "1" if urgent else "0"]))
+
+    def task_starting(self, batch_id: str) -> None:
+        """A `deliver` task begins: later events need a task of their own (or this relay)."""
+        self.redis.delete(relay_keys(batch_id)[2])
+
+
 @dataclass(frozen=True)
 class Outcome:
     delivered: int
@@ -51,11 +111,12 @@ class Relay:
         self.db = db
         self.redis = client
         self.session = session or requests.Session()
+        self._renew_if_ours = client.register_script(_RENEW_IF_OURS)
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
-        lock_key, dirty_key = f"bc:{{{batch_id}}}:relay", f"bc:{{{batch_id}}}:relay-dirty"
-        lock_ms = int((self.settings.webhook_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
+        lock_key, dirty_key, _ = relay_keys(batch_id)
+        lock_ms = _lock_ms(self.settings)
         self.redis.set(dirty_key, "1", px=lock_ms * 4)
         total, retry_in = 0, None
         while True:
@@ -74,11 +135,9 @@ class Relay:
                 return Outcome(total, retry_in)
 
     def _renew_lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
-        """Renew the lock for one more POST; False when it expired and passed to another relay."""
-        if self.redis.get(lock_key) not in (token, token.encode()):
-            return False
-        self.redis.pexpire(lock_key, lock_ms)
-        return True
+        """Renew the lock for one more POST; False when it expired and passed to another relay.
+        One round trip: compared and renewed in one script."""
+        return bool(self._renew_if_ours(keys=[lock_key], args=[token, lock_ms]))
 
     def _deliver_due(self, batch_id: str, still_ours: Callable[[], bool]) -> tuple[int, float | None]:
         delivered = 0
@@ -93,28 +152,37 @@ class Relay:
                 pending = outbox.pending_events(cur, batch_id)
             if not pending:
                 return delivered, None
-            for event in pending:
-                wait = (event["next_attempt_at"] - datetime.now(UTC)).total_seconds()
-                if wait > 0:
-                    return delivered, wait  # in order: later events wait behind this one
-                if not still_ours():
-                    return delivered, None
-                error = self._post(url, secrets, event["id"], event["payload"])
-                if self.metrics is not None:
-                    self.metrics.webhook(error is None)
-                with self.db.transaction() as cur:
+            done: list[int] = []  # delivered, marked so in one statement when the page ends
+            try:
+                for event in pending:
+                    wait = (event["next_attempt_at"] - datetime.now(UTC)).total_seconds()
+                    if wait > 0:
+                        return delivered, wait  # in order: later events wait behind this one
+                    if not still_ours():
+                        return delivered, None
+                    error = self._post(url, secrets, event["id"], event["payload"])
                     if error is None:
-                        outbox.mark_delivered(cur, event["seq"])
+                        done.append(event["seq"])
                         delivered += 1
                         continue
-                    age_hours = (datetime.now(UTC) - event["created_at"]).total_seconds() / 3600
-                    give_up = age_hours > self.settings.webhook_retry_hours
-                    retry_in = backoff_seconds(event["delivery_attempts"] + 1)
-                    outbox.mark_failed(cur, event["seq"], error, retry_in, give_up)
-                log.warning("event %s to %s failed (%s)%s", event["id"], url, error,
-                            "; giving up" if give_up else f"; retry in {retry_in:.1f}s")
-                if not give_up:
-                    return delivered, retry_in
+                    if self.metrics is not None:
+                        self.metrics.webhook(False)
+                    with self.db.transaction() as cur:
+                        age_hours = (datetime.now(UTC) - event["created_at"]).total_seconds() / 3600
+                        give_up = age_hours > self.settings.webhook_retry_hours
+                        retry_in = backoff_seconds(event["delivery_attempts"] + 1)
+                        outbox.mark_failed(cur, event["seq"], error, retry_in, give_up)
+                    log.warning("event %s to %s failed (%s)%s", event["id"], url, error,
+                                "; giving up" if give_up else f"; retry in {retry_in:.1f}s")
+                    if not give_up:
+                        return delivered, retry_in
+            finally:
+                # A relay that dies before this sends these events again: at least once.
+                if done:
+                    with self.db.transaction() as cur:
+                        outbox.mark_delivered_many(cur, done)
+                    if self.metrics is not None:
+                        self.metrics.webhook(True, len(done))
 
     def _post(self, url: str, secrets: tuple[str, ...], event_id: str, payload: dict[str, Any]) -> str | None:
         """POST one event; None on a 2xx answer, else what went wrong."""

@@ -7,14 +7,19 @@ through the small `TaskQueue` interface below.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from batchcalls import gates as gates_mod
+from batchcalls.delivery import Kicks
 from batchcalls.errors import ProviderError
 from batchcalls.gates import Gates
 from batchcalls.metrics import Metrics
@@ -34,15 +39,24 @@ log = logging.getLogger("batchcalls.engine")
 CPS_TOLERANCE = 0.03
 # Waits for a creation instant up to this long are slept in the task; longer ones use a countdown.
 MAX_IN_TASK_WAIT = 1.5
+# A grant of many slots at once is sent as `place_calls` tasks of up to PLACE_CHUNK_MAX calls,
+# and at least PLACE_SPREAD tasks (a grant of fewer than 2 * PLACE_SPREAD calls: one per call).
+# Events are delivered within about this long of their change, many calls' to one relay run.
+DELIVERY_GATHER_SECONDS = 0.2
+PLACE_CHUNK_MAX = 20
+PLACE_SPREAD = 8
 
 
 class TaskQueue(Protocol):
     def dispatch(self, batch_id: str, priority: int) -> None: ...
     def place_call(self, batch_id: str, call_id: str, priority: int, countdown: float = 0,
                    reserved_at: float | None = None, granted_at: float | None = None) -> None: ...
+    def place_calls(self, batch_id: str, call_ids: list[str], priority: int,
+                    granted_at: float | None = None) -> None: ...
     def wake(self, batch_id: str, countdown: float) -> None: ...
     def deliver(self, batch_id: str, countdown: float = 0) -> None: ...
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
+    def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None: ...
     def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None: ...
 
 
@@ -91,13 +105,32 @@ class Engine:
             grant = self.gates.acquire(batch_id)
             if grant.missing:
                 return 0
-        for call_id, score in grant.granted:
-            self.tasks.place_call(batch_id, call_id, gates_mod.priority_of(score), granted_at=grant.now)
+        self._send_placements(batch_id, grant.granted, grant.now)
         if grant.expired:
             self._check_expired(batch_id, grant.expired)
         if grant.next_due_in is not None:
             self._schedule_wake(batch_id, grant.next_due_in)
         return len(grant.granted)
+
+    def _send_placements(self, batch_id: str, granted: list[tuple[str, float]], granted_at: float) -> None:
+        """One `place_call` per granted call; when many are granted at once (and no calls-per-
+        second limit makes each wait for its own instant), `place_calls` tasks of a few calls
+        each: a task costs more than placing a call, and a few tasks per worker process keep
+        the whole fleet busy."""
+        size = 1 if self.settings.cps_limit else min(PLACE_CHUNK_MAX, len(granted) // PLACE_SPREAD)
+        if size <= 1:
+            for call_id, score in granted:
+                self.tasks.place_call(batch_id, call_id, gates_mod.priority_of(score), granted_at=granted_at)
+            return
+        for priority, same in itertools.groupby(granted, key=lambda g: gates_mod.priority_of(g[1])):
+            ids = [call_id for call_id, _ in same]
+            for start in range(0, len(ids), size):
+                self.tasks.place_calls(batch_id, ids[start:start + size], priority, granted_at=granted_at)
+
+    def place_calls(self, batch_id: str, call_ids: list[str], granted_at: float | None = None) -> None:
+        """Place several granted calls of a batch, one after another."""
+        for call_id in call_ids:
+            self.place_call(call_id, granted_at=granted_at, batch_id=batch_id)
 
     def _check_expired(self, batch_id: str, call_ids: list[str]) -> None:
         """A lease ran out. Postgres says why: a live call keeps its slot; a call still waiting
@@ -157,56 +190,86 @@ class Engine:
 
     # -- place --------------------------------------------------------------------------------
 
-    def place_call(self, call_id: str, reserved_at: float | None = None, granted_at: float | None = None) -> None:
+    def place_call(self, call_id: str, reserved_at: float | None = None, granted_at: float | None = None,
+                   batch_id: str | None = None) -> None:
         """Dial one attempt of a call that holds a slot, at most once. `granted_at` (Unix seconds)
-        is when the slot was given, for the dispatch-latency metric."""
+        is when the slot was given, for the dispatch-latency metric. With `batch_id` (the task
+        carries it) and no calls-per-second limit, the call is not read first: its lease is
+        checked in Redis and the attempt recorded in one statement, which finds out whether the
+        call is still waiting to be dialed."""
         assert self.provider is not None
-        with self.db.transaction() as cur:
-            call = calls.load_call(cur, call_id)
-        if call is None:
-            return
-        batch_id = call["batch_id"]
-        if call["status"] not in calls.DIALABLE:
-            if call["status"] not in calls.LIVE:  # final: the slot is not anyone's
-                self.dispatch(batch_id, release=[call_id])
-            return
+        call = None
+        if batch_id is None or self.settings.cps_limit:
+            with self.db.transaction() as cur:
+                call = calls.load_call(cur, call_id)
+            if call is None:
+                return
+            batch_id = call["batch_id"]
+            if call["status"] not in calls.DIALABLE:
+                self._not_dialed(batch_id, call_id, call["status"])
+                return
         if not self.gates.renew(batch_id, [call_id]):
+            if call is None:
+                self._not_dialed(batch_id, call_id)
             log.info("not dialing %s: it holds no slot (Redis state was lost)", call_id)
             return
-        if not self._wait_for_rate(call, reserved_at):
-            return
-        with self.db.transaction() as cur:
-            started, batch_started = calls.start_attempt(cur, call_id, self.provider.name)
-        if started is None:
-            return
-        attempt = started["attempt_count"]
+        batch_started: dict[str, Any] | None = None
+        while True:
+            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
+            if deadline is None:
+                return
+            with self.db.transaction() as cur:
+                started, started_now = calls.start_attempt(cur, call_id, self.provider.name)
+            batch_started = batch_started or started_now
+            if started is None:
+                if call is None:
+                    self._not_dialed(batch_id, call_id)
+                return
+            attempt = started["attempt_count"]
+            if time.time() <= deadline:
+                break
+            # Recording the attempt took us past our creation instant: take it back and reserve
+            # again, so no window of a second ever holds more creations than the limit.
+            with self.db.transaction() as cur:
+                calls.undo_attempt(cur, call_id, attempt)
+            reserved_at = None
         if batch_started is not None and batch_started["callback_url"]:
-            self.tasks.deliver(batch_id)
+            self.kick_delivery(batch_id)
         request = DialRequest(call_id, attempt, started["phone_number"], started["script"], started["voice_id"])
         log.info("dialing call_id=%s batch_id=%s attempt=%d", call_id, batch_id, attempt)
-        if self.metrics is not None:
-            self.metrics.call_dialed()
-            if granted_at is not None and reserved_at is None:
-                self.metrics.dispatch_latency(max(0.0, time.time() - granted_at))
+        created_at = time.time()
         try:
             provider_call_id = self.provider.create_call(request)
         except ProviderError as exc:
             self._provider_refused(started, attempt, exc)
             return
-        with self.db.transaction() as cur:
+        finally:
+            if self.metrics is not None:
+                waited = None if granted_at is None or reserved_at is not None else created_at - granted_at
+                self.metrics.call_dialed(None if waited is None else max(0.0, waited))
+        with self.db.autocommit() as cur:
             calls.set_provider_call_id(cur, call_id, attempt, provider_call_id)
 
-    def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None) -> bool:
-        """Hold the call until the provider's calls-per-second limit lets it be created.
-        False when it was handed to a later task instead."""
+    def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
+        """A call that was not dialed: if it is final, its slot is not anyone's."""
+        if status is None:
+            with self.db.transaction() as cur:
+                status = calls.call_states(cur, [call_id]).get(call_id)
+        if status is not None and status not in calls.DIALABLE and status not in calls.LIVE:
+            self.dispatch(batch_id, release=[call_id])
+
+    def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None) -> float | None:
+        """Hold the call until the provider's calls-per-second limit lets it be created; returns
+        the latest time the creation may happen (infinity without a limit), or None when it was
+        handed to a later task instead."""
         limit = self.settings.cps_limit
         if not limit:
-            return True
+            return math.inf
         count, window = (1, 1.0 / limit) if limit < 1 else (int(limit), 1.0)
         while True:
             if reserved_at is None:
                 reserved_at, now = self.gates.reserve_call_slot(
-                    self.settings.provider_account, count, window + CPS_TOLERANCE)
+                    self.settings.provider_account, count, window + CPS_TOLERANCE + self.settings.cps_margin)
             else:
                 now = time.time()
             wait = reserved_at - now
@@ -215,11 +278,11 @@ class Engine:
                 self.gates.renew(call["batch_id"], [call["id"]], extra_seconds=countdown)
                 self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=countdown,
                                       reserved_at=reserved_at)
-                return False
+                return None
             if wait > 0:
                 time.sleep(wait)
             if time.time() <= reserved_at + CPS_TOLERANCE:
-                return True
+                return reserved_at + CPS_TOLERANCE
             reserved_at = None  # too late for our instant: the window may be full now
 
     def _provider_refused(self, call: dict[str, Any], attempt: int, exc: ProviderError) -> None:
@@ -245,11 +308,29 @@ class Engine:
 
     def record_event(self, event: ProviderEvent) -> str:
         """Apply a provider event (from a webhook, the simulator or a poll) exactly once."""
+        return self.record_events([event])[0]
+
+    def record_events(self, events: list[ProviderEvent]) -> list[str]:
+        """Apply events of one call in order, each exactly once, in one transaction (the events
+        of a call that came due together); then act on where the call ended up."""
+        if len({e.call_id for e in events}) != 1:
+            raise ValueError("record_events takes events of one call")
+        last = None
         with self.db.transaction() as cur:
-            applied, batch, due = calls.apply_event(cur, event)
-            call = calls.load_call(cur, event.call_id) if applied != Applied.IGNORED else None
-        if call is None:
-            return applied
+            if len({e.attempt for e in events}) == 1:
+                results = calls.apply_events(cur, events)
+            else:
+                results = [calls.apply_event(cur, event) for event in events]
+            for result in results:
+                if result.call is not None:
+                    last = result
+        if last is not None:
+            assert last.call is not None
+            self._after_event(events[-1], last.call, last.applied, last.batch, last.due)
+        return [result.applied for result in results]
+
+    def _after_event(self, event: ProviderEvent, call: dict[str, Any], applied: str,
+                     batch: dict[str, Any] | None, due: datetime | None) -> None:
         batch_id = call["batch_id"]
         if applied == Applied.LIVE:
             self.gates.renew(batch_id, [event.call_id])
@@ -266,5 +347,22 @@ class Engine:
                 log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
                 self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis
             if batch is not None and batch["callback_url"]:
-                self.tasks.deliver(batch_id)
-        return applied
+                self.kick_delivery(batch_id, urgent=batch["finished_at"] is not None)
+
+    # -- delivery kicks -------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _kicks(self) -> Kicks:
+        return Kicks(self.settings, self.gates.redis)
+
+    def kick_delivery(self, batch_id: str, urgent: bool = False) -> None:
+        """Have the batch's new events delivered: by the relay already running or queued for the
+        batch, else by a new `deliver` task. That task starts DELIVERY_GATHER_SECONDS later, so
+        that one relay takes the events of many calls ending close together; an `urgent` kick
+        (the batch's last events) starts one at once."""
+        if self._kicks.needs_task(batch_id, urgent):
+            self.tasks.deliver(batch_id, countdown=0 if urgent else DELIVERY_GATHER_SECONDS)
+
+    def delivery_starting(self, batch_id: str) -> None:
+        """A `deliver` task begins: events written from now on need a relay of their own."""
+        self._kicks.task_starting(batch_id)

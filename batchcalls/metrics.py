@@ -20,6 +20,9 @@ log = logging.getLogger("batchcalls.metrics")
 
 KEY = "bc:metrics"
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+# The newest dispatch-latency samples, exact, newest first (a capped list).
+LATENCY_SAMPLES_KEY = "bc:metrics:dispatch_latency_samples"
+LATENCY_SAMPLES = 10_000
 BROKER_QUEUES = ["celery"] + [f"celery:{n}" for n in range(1, 10)]
 
 
@@ -41,18 +44,34 @@ class Metrics:
     def call_finished(self, outcome: str) -> None:
         self._hincr({f"calls_total:{outcome}": 1})
 
-    def call_dialed(self) -> None:
-        self._hincr({"dials_total": 1})
+    def call_dialed(self, dispatch_latency: float | None = None) -> None:
+        """One dial, and with `dispatch_latency` its wait from slot grant to create (one round
+        trip for both)."""
+        if dispatch_latency is None:
+            self._hincr({"dials_total": 1})
+        else:
+            self.dispatch_latency(dispatch_latency, {"dials_total": 1})
 
-    def webhook(self, delivered: bool) -> None:
-        self._hincr({"webhook_deliveries_total" if delivered else "webhook_failures_total": 1})
+    def webhook(self, delivered: bool, count: int = 1) -> None:
+        self._hincr({"webhook_deliveries_total" if delivered else "webhook_failures_total": count})
 
-    def dispatch_latency(self, seconds: float) -> None:
-        fields = {"dispatch_latency_count": 1, "dispatch_latency_sum": seconds}
+    def dispatch_latency(self, seconds: float, also: dict[str, float] | None = None) -> None:
+        """Count one observation into the histogram, and keep the exact sample in a capped list
+        (the newest `LATENCY_SAMPLES`) for percentiles the buckets cannot give (the benchmark).
+        `also`: more counters to add in the same round trip."""
+        fields = {**(also or {}), "dispatch_latency_count": 1, "dispatch_latency_sum": seconds}
         for bound in LATENCY_BUCKETS:
             if seconds <= bound:
                 fields[f"dispatch_latency_bucket:{bound}"] = 1
-        self._hincr(fields)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for field, amount in fields.items():
+                pipe.hincrbyfloat(KEY, field, amount)
+            pipe.lpush(LATENCY_SAMPLES_KEY, f"{seconds:.6f}")
+            pipe.ltrim(LATENCY_SAMPLES_KEY, 0, LATENCY_SAMPLES - 1)
+            pipe.execute()
+        except redis.RedisError as exc:  # metrics never fail a call
+            log.debug("metrics not recorded: %s", exc)
 
 
 class FleetCollector(Collector):

@@ -6,7 +6,8 @@ from celery import Celery
 
 from config.settings import Settings, load_settings
 
-TASK_NAMES = ("dispatch", "place_call", "record_event", "record_responses", "wake", "deliver", "reconcile")
+TASK_NAMES = ("dispatch", "place_call", "place_calls", "record_event", "record_events", "record_responses",
+              "wake", "deliver", "reconcile")
 
 
 def create_celery(settings: Settings | None = None) -> Celery:

@@ -22,6 +22,11 @@ class CeleryTaskQueue:
         self.app.send_task("batchcalls.place_call", (batch_id, call_id), kwargs, priority=priority,
                            countdown=countdown or None)
 
+    def place_calls(self, batch_id: str, call_ids: list[str], priority: int,
+                    granted_at: float | None = None) -> None:
+        kwargs = {"granted_at": granted_at} if granted_at is not None else {}
+        self.app.send_task("batchcalls.place_calls", (batch_id, call_ids), kwargs, priority=priority)
+
     def wake(self, batch_id: str, countdown: float) -> None:
         self.app.send_task("batchcalls.wake", (batch_id,), countdown=countdown, priority=0)
 
@@ -30,6 +35,14 @@ class CeleryTaskQueue:
 
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None:
         self.app.send_task("batchcalls.record_event", (event.to_message(),),
+                           countdown=countdown or None, priority=1)
+
+    def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None:
+        """Events of one call due at the same instant, applied in order by one task."""
+        if len(events) == 1:
+            self.record_event(events[0], countdown)
+            return
+        self.app.send_task("batchcalls.record_events", ([e.to_message() for e in events],),
                            countdown=countdown or None, priority=1)
 
     def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import psycopg2
 import redis
 from celery import Task
-from celery.signals import setup_logging, worker_init
+from celery.signals import setup_logging, worker_init, worker_process_init
 
 from batchcalls import logs
 from batchcalls.delivery import Relay
@@ -50,6 +51,16 @@ def _check_provider(**_: object) -> None:
     except ConfigurationError as exc:
         log.critical("cannot start the worker: %s", exc)
         raise SystemExit(f"cannot start the worker: {exc}") from exc
+
+
+@worker_process_init.connect
+def _warm_provider(**_: object) -> None:
+    """Each pool process builds its engine and opens its provider connection before its first
+    task (a provider without `warm` has nothing to open). In a thread: Celery kills a pool
+    process whose init takes more than a few seconds, and the provider may be slow to answer."""
+    warm = getattr(_parts()[0].provider, "warm", None)
+    if warm is not None:
+        threading.Thread(target=warm, name="provider-warm-up", daemon=True).start()
 
   # the worker entry point: `celery -A workers.tasks worker`
 
@@ -93,13 +104,25 @@ def wake(batch_id: str) -> int:
 @app.task(base=EngineTask, name="batchcalls.place_call")
 def place_call(batch_id: str, call_id: str, reserved_at: float | None = None,
                granted_at: float | None = None) -> None:
-    """`batch_id` is carried only so that Flower shows which batch a call belongs to."""
-    _parts()[0].place_call(call_id, reserved_at, granted_at)
+    """`batch_id` shows in Flower which batch a call belongs to, and spares reading the call."""
+    _parts()[0].place_call(call_id, reserved_at, granted_at, batch_id=batch_id)
+
+
+@app.task(base=EngineTask, name="batchcalls.place_calls")
+def place_calls(batch_id: str, call_ids: list[str], granted_at: float | None = None) -> None:
+    """Several calls of a batch granted slots together, placed one after another."""
+    _parts()[0].place_calls(batch_id, call_ids, granted_at)
 
 
 @app.task(base=EngineTask, name="batchcalls.record_event")
 def record_event(event: dict[str, Any]) -> str:
     return _parts()[0].record_event(ProviderEvent.from_message(event))
+
+
+@app.task(base=EngineTask, name="batchcalls.record_events")
+def record_events(events: list[dict[str, Any]]) -> list[str]:
+    """Several events (of one call, due together), applied in order; each exactly once."""
+    return _parts()[0].record_events([ProviderEvent.from_message(event) for event in events])
 
 
 @app.task(base=EngineTask, name="batchcalls.record_responses")
@@ -110,6 +133,7 @@ def record_responses(call_id: str, attempt: int, responses: list[dict[str, Any]]
 @app.task(base=EngineTask, name="batchcalls.deliver")
 def deliver(batch_id: str) -> int:
     engine, relay = _parts()
+    engine.delivery_starting(batch_id)
     outcome = relay.run(batch_id)
     if outcome.retry_in is not None:
         engine.tasks.deliver(batch_id, countdown=min(outcome.retry_in, engine.settings.max_countdown_seconds))

@@ -4,7 +4,7 @@ service opens; together they make every call end in exactly one final state."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg2.extras import Json, RealDictCursor
 
@@ -55,28 +55,29 @@ def start_attempt(
     never dials it again. Returns the call row with its new `attempt_count` (None when the call
     is not waiting to be dialed: already live, final, or its batch is not running), and the batch
     row when this attempt started the batch."""
+    # One statement: the call moves to dialing and its attempt is written (a data-modifying CTE).
     cur.execute(
-        "UPDATE calls c SET status = 'dialing', attempt_count = attempt_count + 1,"
+        "WITH c AS (UPDATE calls c SET status = 'dialing', attempt_count = attempt_count + 1,"
         " next_attempt_at = NULL, updated_at = clock_timestamp()"
         " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status IN %s"
         " AND b.status IN ('queued', 'running')"
-        " RETURNING c.*",
-        (call_id, DIALABLE),
+        " RETURNING c.*, b.status AS batch_status),"
+        " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
+        " SELECT id, attempt_count, 'dialing', %s, clock_timestamp(), clock_timestamp() FROM c)"
+        " SELECT * FROM c",
+        (call_id, DIALABLE, provider),
     )
     call = cur.fetchone()
     if call is None:
         return None, None
-    cur.execute(
-        "INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
-        " VALUES (%s, %s, 'dialing', %s, clock_timestamp(), clock_timestamp())",
-        (call_id, call["attempt_count"], provider),
-    )
-    cur.execute(
-        "UPDATE batches SET status = 'running', started_at = clock_timestamp()"
-        " WHERE id = %s AND status = 'queued' RETURNING *",
-        (call["batch_id"],),
-    )
-    batch = cur.fetchone()
+    batch = None
+    if call.pop("batch_status") == "queued":  # this may be the batch's first attempt
+        cur.execute(
+            "UPDATE batches SET status = 'running', started_at = clock_timestamp()"
+            " WHERE id = %s AND status = 'queued' RETURNING *",
+            (call["batch_id"],),
+        )
+        batch = cur.fetchone()
     if batch is not None:
         add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
     return call, batch
@@ -116,62 +117,116 @@ class Applied:
     FINAL = "final"  # the call reached its final state
 
 
-def apply_event(
-    cur: RealDictCursor, event: ProviderEvent
-) -> tuple[str, dict[str, Any] | None, datetime | None]:
+class EventResult(NamedTuple):
+    applied: str  # an `Applied` value
+    batch: dict[str, Any] | None  # the batch row when the call reached its final state
+    due: datetime | None  # when a retry is due
+    call: dict[str, Any] | None  # the call as the event left it (None when ignored)
+
+
+def apply_event(cur: RealDictCursor, event: ProviderEvent) -> EventResult:
     """Apply one provider event inside the caller's transaction.
 
-    Returns (what happened, the batch row when the call ended, the due time of a retry)."""
+    Returns what happened, the batch row when the call ended, the due time of a retry, and the
+    call row as the event left it."""
+    return apply_events(cur, [event])[-1]
+
+
+_ATTEMPT_FIELDS = ("status", "provider_call_id", "error", "answered_at", "ended_at", "outcome")
+
+
+def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[EventResult]:
+    """Apply events of one attempt of one call, in order, inside the caller's transaction, with
+    the effect of `apply_event` on each in turn but one read and one write of the attempt (the
+    events of a call that came due together). Returns one result per event."""
+    first = events[0]
+    if any((e.call_id, e.attempt) != (first.call_id, first.attempt) for e in events):
+        raise ValueError("apply_events takes events of one attempt of one call")
     cur.execute(
-        "SELECT a.status AS attempt_status, c.* FROM attempts a JOIN calls c ON c.id = a.call_id"
+        "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
+        " b.retry_config AS batch_retry_config, b.status AS batch_status, c.*"
+        " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
         " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
-        (event.call_id, event.attempt),
+        (first.call_id, first.attempt),
     )
     row = cur.fetchone()
-    if row is None or not attempt_may_move(AttemptStatus(row["attempt_status"]), event.status):
-        return Applied.IGNORED, None, None
-    at = datetime.fromtimestamp(event.at, tz=UTC)
+    ignored = EventResult(Applied.IGNORED, None, None, None)
+    if row is None:
+        return [ignored] * len(events)
+    attempt = {f: row.pop(f"attempt_{f}") for f in _ATTEMPT_FIELDS}
+    retry_config, batch_status = row.pop("batch_retry_config"), row.pop("batch_status")
+    # Replay the events on the rows in memory, as one statement per event would have done.
+    results: list[EventResult | None] = []
+    moved = call_moved = False
+    responses: list[dict[str, Any]] = []
+    ended: ProviderEvent | None = None
+    for event in events:
+        if not attempt_may_move(AttemptStatus(attempt["status"]), event.status):
+            results.append(ignored)
+            continue
+        at = datetime.fromtimestamp(event.at, tz=UTC)
+        moved = True
+        attempt["status"] = event.status.value
+        attempt["provider_call_id"] = attempt["provider_call_id"] or event.provider_call_id
+        attempt["error"] = event.error if event.error is not None else attempt["error"]
+        if event.status is AttemptStatus.ANSWERED:
+            attempt["answered_at"] = attempt["answered_at"] or at
+        if event.status is AttemptStatus.ENDED:
+            attempt["ended_at"] = at
+        attempt["outcome"] = event.outcome.value if event.outcome else None
+        responses += event.responses or []
+        current = row["attempt_count"] == event.attempt and row["status"] in LIVE
+        if event.status is not AttemptStatus.ENDED:
+            if current:
+                row["status"] = ATTEMPT_TO_CALL_STATUS[event.status].value
+                call_moved = True
+            results.append(EventResult(Applied.LIVE, None, None, row))
+        elif current:
+            ended = event
+            results.append(None)  # decided below
+        else:
+            results.append(ignored)
+    if not moved:
+        return results  # type: ignore[return-value]  # every one ignored
     cur.execute(
-        "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(),"
-        " provider_call_id = coalesce(provider_call_id, %s), error = coalesce(%s, error),"
-        " answered_at = CASE WHEN %s THEN coalesce(answered_at, %s) ELSE answered_at END,"
-        " ended_at = CASE WHEN %s THEN %s ELSE ended_at END, outcome = %s"
-        " WHERE call_id = %s AND number = %s",
-        (event.status.value, event.provider_call_id, event.error,
-         event.status is AttemptStatus.ANSWERED, at,
-         event.status is AttemptStatus.ENDED, at, event.outcome.value if event.outcome else None,
-         event.call_id, event.attempt),
+        "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
+        " error = %s, answered_at = %s, ended_at = %s, outcome = %s"
+        " WHERE call_id = %s AND number = %s RETURNING *",
+        (*(attempt[f] for f in _ATTEMPT_FIELDS), first.call_id, first.attempt),
     )
-    if event.responses:
+    attempt_row = cur.fetchone()
+    if responses:
         cur.execute(
-            "UPDATE calls SET responses = responses || %s WHERE id = %s",
-            (Json(event.responses), event.call_id),
+            "UPDATE calls SET responses = responses || %s WHERE id = %s RETURNING responses",
+            (Json(responses), first.call_id),
         )
-    current = row["attempt_count"] == event.attempt and row["status"] in LIVE
-    if event.status is not AttemptStatus.ENDED:
-        if current:
+        row["responses"] = cur.fetchone()["responses"]
+    if ended is None:
+        if call_moved:
             cur.execute(
                 "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
-                (ATTEMPT_TO_CALL_STATUS[event.status].value, event.call_id),
+                (row["status"], first.call_id),
             )
-        return Applied.LIVE, None, None
-    if not current:
-        return Applied.IGNORED, None, None
-    assert event.outcome is not None
-    batch = batches.get_batch(cur, row["batch_id"])
-    assert batch is not None
-    policy = RetryPolicy.from_config(batch["retry_config"])
-    delay = policy.next_delay(event.outcome, event.attempt)
-    if delay is not None and batch["status"] in ("queued", "running"):
-        due = at + timedelta(seconds=delay)
+        return results  # type: ignore[return-value]  # none undecided
+    index = results.index(None)
+    assert ended.outcome is not None
+    ended_at = attempt["ended_at"]
+    delay = RetryPolicy.from_config(retry_config).next_delay(ended.outcome, ended.attempt)
+    if delay is not None and batch_status in ("queued", "running"):
+        due = ended_at + timedelta(seconds=delay)
         cur.execute(
             "UPDATE calls SET status = 'scheduled', next_attempt_at = %s, last_error = %s,"
             " updated_at = clock_timestamp() WHERE id = %s",
-            (due, event.error, event.call_id),
+            (due, ended.error, first.call_id),
         )
-        return Applied.SCHEDULED, batch, due
-    batch = finish_call(cur, row, event.outcome, event.error)
-    return Applied.FINAL, batch, None
+        row.update(status=CallStatus.SCHEDULED.value, next_attempt_at=due, last_error=ended.error)
+        results[index] = EventResult(Applied.SCHEDULED, None, due, row)
+    else:
+        # The attempt just updated is the call's only one on a first attempt: no need to read them.
+        attempts = [attempt_row] if ended.attempt == 1 else None
+        batch, final = finish_call(cur, row, ended.outcome, ended.error, attempts)
+        results[index] = EventResult(Applied.FINAL, batch, None, final)
+    return results  # type: ignore[return-value]  # all decided
 
 
 def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
@@ -195,10 +250,12 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
 
 
 def finish_call(
-    cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None
-) -> dict[str, Any]:
+    cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None,
+    attempts: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Move a call to its final state, count it on its batch, write its event, and finish the
-    batch when this was its last call. The caller holds the call's row lock."""
+    batch when this was its last call. The caller holds the call's row lock; `attempts` are the
+    call's attempts when the caller has them all. Returns the batch row and the call row."""
     status = final_status(outcome)
     cur.execute(
         "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
@@ -209,14 +266,17 @@ def finish_call(
     column = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
               CallStatus.CANCELLED: "cancelled_calls"}[status]
     cur.execute(
-        f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
+        f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s"  # noqa: S608
+        " RETURNING *, clock_timestamp() AS event_time",
         (call["batch_id"],),
     )
     batch = cur.fetchone()
+    event_time = batch.pop("event_time")
     event_type = {CallStatus.COMPLETED: EventType.CALL_COMPLETED,
                   CallStatus.FAILED: EventType.CALL_FAILED}.get(status)
     if event_type is not None:
-        add_event(cur, event_type, batch["id"], full_call(cur, final))
+        data = full_call(cur, final) if attempts is None else call_view(final, attempts)
+        add_event(cur, event_type, batch["id"], data, known=(event_time, batch["callback_url"]))
     done = batch["completed_calls"] + batch["failed_calls"] + batch["cancelled_calls"]
     if done == batch["total_calls"] and batch["status"] in ("queued", "running", "paused"):
         end_status = (BatchStatus.CANCELLED if batch["status"] == "cancelled"
@@ -229,8 +289,7 @@ def finish_call(
         batch = cur.fetchone()
         terminal = EventType.BATCH_COMPLETED if end_status is BatchStatus.COMPLETED else EventType.BATCH_FAILED
         add_event(cur, terminal, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
-    result: dict[str, Any] = batch
-    return result
+    return batch, final
 
 
 def list_calls(

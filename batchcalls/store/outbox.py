@@ -3,7 +3,7 @@ report, and a relay delivers them afterwards (at least once, in order per batch)
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg2.extras import Json, RealDictCursor
@@ -11,13 +11,18 @@ from psycopg2.extras import Json, RealDictCursor
 from batchcalls.events import EventType, make_event
 
 
-def add_event(cur: RealDictCursor, event_type: EventType, batch_id: str, data: dict[str, Any]) -> str:
+def add_event(cur: RealDictCursor, event_type: EventType, batch_id: str, data: dict[str, Any],
+              known: tuple[datetime, str | None] | None = None) -> str:
     """Write one event of a batch. A batch without a callback URL keeps its events as a record
-    only: they are stored already settled, so the relay never picks them up."""
-    cur.execute(
-        "SELECT clock_timestamp() AS now, callback_url FROM batches WHERE id = %s", (batch_id,)
-    )
-    row = cur.fetchone()
+    only: they are stored already settled, so the relay never picks them up. `known` is the
+    database time and the batch's callback URL when the caller has both (else they are read)."""
+    if known is None:
+        cur.execute(
+            "SELECT clock_timestamp() AS now, callback_url FROM batches WHERE id = %s", (batch_id,)
+        )
+        row = cur.fetchone()
+    else:
+        row = {"now": known[0], "callback_url": known[1]}
     event = make_event(event_type, batch_id, data, row["now"])
     cur.execute(
         "INSERT INTO events (id, batch_id, type, payload, created_at, given_up_at, last_error)"
@@ -45,6 +50,14 @@ def mark_delivered(cur: RealDictCursor, seq: int) -> None:
         "UPDATE events SET delivered_at = clock_timestamp(), delivery_attempts = delivery_attempts + 1,"
         " last_error = NULL WHERE seq = %s",
         (seq,),
+    )
+
+
+def mark_delivered_many(cur: RealDictCursor, seqs: list[int]) -> None:
+    cur.execute(
+        "UPDATE events SET delivered_at = clock_timestamp(), delivery_attempts = delivery_attempts + 1,"
+        " last_error = NULL WHERE seq = ANY(%s)",
+        (seqs,),
     )
 
 

@@ -14,6 +14,7 @@ from config.settings import Settings
 
 class EventSink(Protocol):
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
+    def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None: ...
 
 
 def make_provider(settings: Settings, sink: EventSink) -> Provider:
@@ -26,6 +27,9 @@ def make_provider(settings: Settings, sink: EventSink) -> Provider:
             ring_seconds=settings.sim_ring_seconds,
             call_seconds=settings.sim_call_seconds,
             log_path=settings.sim_log,
+            # Chaos misbehaves event by event; without it, events due together travel together.
+            schedule_many=None if settings.sim_chaos else (
+                lambda events, delay: sink.record_events(events, countdown=max(delay, 0))),
         )
     if settings.provider == "vonage":
         # Imported here: the SDK is only loaded by processes that use it. Raises

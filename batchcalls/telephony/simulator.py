@@ -6,6 +6,7 @@ can answer `poll` from the clock alone, so a lost event is recovered like a lost
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -41,13 +42,16 @@ def plan(phone_number: str, attempt: int, ring_seconds: float, call_seconds: flo
 
 @dataclass
 class SimulatorProvider:
-    """`schedule(event, delay_seconds)` delivers an event later through the webhook path."""
+    """`schedule(event, delay_seconds)` delivers an event later through the webhook path.
+    With `schedule_many(events, delay_seconds)`, the events of a call that fall due at the same
+    instant (all three of a zero-length call) travel together, in order, as one message."""
 
     schedule: Callable[[ProviderEvent, float], None]
     ring_seconds: float = 0.5
     call_seconds: float = 2.0
     name: str = "simulator"
     log_path: str | None = None  # BATCHCALLS_SIM_LOG: one JSON line per call created, for audits
+    schedule_many: Callable[[list[ProviderEvent], float], None] | None = None
 
     def _events(self, call_id: str, attempt: int, phone: str, uuid_: str, start: float) -> list[ProviderEvent]:
         return [
@@ -67,8 +71,14 @@ class SimulatorProvider:
                 os.write(fd, (line + "\n").encode())
             finally:
                 os.close(fd)
-        for event in self._events(request.call_id, request.attempt, request.phone_number, provider_call_id, start):
-            self.schedule(event, event.at - start)
+        events = self._events(request.call_id, request.attempt, request.phone_number, provider_call_id, start)
+        if self.schedule_many is None:
+            for event in events:
+                self.schedule(event, event.at - start)
+        else:
+            for _, due in itertools.groupby(events, key=lambda e: e.at):
+                together = list(due)
+                self.schedule_many(together, together[0].at - start)
         return provider_call_id
 
     def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:

@@ -14,17 +14,19 @@ What it has to get right:
 - **Where it connects.** The SDK builds `https://{api_host}{path}`; `VONAGE_API_HOST` sets the
   host (and port). `VONAGE_CA_BUNDLE` is enforced by the adapter on every request, because
   requests lets `REQUESTS_CA_BUNDLE` from the environment override a session's `verify`.
-- **One client per worker process**, built on first use after fork (a pid check), never shared
-  across a fork.
+- **One client per worker process**, built after fork (when the pool process starts, see
+  `warm`, or on first use; a pid check), never shared across a fork.
 - **A bad key fails at startup**: `make_vonage_provider` reads the key (PEM text, PKCS#8 or
   PKCS#1, with literal `\\n` from environment variables, or a file path), signs a token with
-  it, and raises `ConfigurationError` if any of that fails.
+  it, and raises `ConfigurationError` if any of that fails. The key is parsed once; each create
+  signs its token with the parsed key (the SDK would parse the PEM text again every time).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -72,14 +74,18 @@ REQUEST_TIMEOUT_SECONDS = 10
 MACHINE_DETECTION = "hangup"
 # Connection errors happen before the request is sent, so retrying them cannot create a call.
 CONNECT_RETRIES = 2
+# A call id no call has: `warm` asks for it to open a connection.
+WARM_UP_CALL = "00000000-0000-4000-8000-000000000000"
+# VONAGE_API_HOST: a host name or address and an optional port (the SDK adds https:// and the path).
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 # Hangup answers meaning the call is already over.
 _ALREADY_OVER = frozenset({400, 404, 409, 410})
 
 
-def load_private_key(value: str) -> str:
-    """The application's RSA private key as PKCS#8 PEM text, from `VONAGE_PRIVATE_KEY`: PEM text
-    (PKCS#8 or PKCS#1; literal `\\n` sequences, as environment variables carry them, are line
-    breaks) or the path of a PEM file. Raises `ConfigurationError` naming what is wrong."""
+def load_private_key(value: str) -> rsa.RSAPrivateKey:
+    """The application's RSA private key from `VONAGE_PRIVATE_KEY`: PEM text (PKCS#8 or PKCS#1;
+    literal `\\n` sequences, as environment variables carry them, are line breaks) or the path of
+    a PEM file. Raises `ConfigurationError` naming what is wrong."""
     text = value.strip().strip("'\"")
     if "-----BEGIN" in text:
         data = text.replace("\\r\\n", "\n").replace("\\n", "\n").encode()
@@ -99,14 +105,34 @@ def load_private_key(value: str) -> str:
         raise ConfigurationError(f"{where} is not a PEM private key without a password: {exc}") from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigurationError(f"{where} is not an RSA key (Vonage signs application tokens with RS256)")
+    return key
+
+
+def pkcs8_pem(key: rsa.RSAPrivateKey) -> str:
+    """The key as PKCS#8 PEM text, the one form the SDK takes as text."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     return pem.decode()
 
 
+def _auth(application_id: str, key: rsa.RSAPrivateKey) -> Auth:
+    auth = Auth(application_id=application_id, private_key=pkcs8_pem(key))
+    # The SDK hands PyJWT the PEM text, which parses it again for every token: tens of ms of CPU
+    # per create (over 100 on a busy host), varying from create to create, which bunches creates
+    # that were spaced for the calls-per-second limit. Sign with the key parsed once instead.
+    auth._jwt_client._private_key = key
+    return auth
+
+
 class SafeCreateAdapter(HTTPAdapter):
     """The transport under the SDK's requests session: no retry of anything that may have been
-    sent, a fresh connection for each create, and our CA bundle whatever the environment says."""
+    sent, and our CA bundle whatever the environment says.
+
+    Connections are kept alive: a create on a warm connection reaches Vonage in a few ms with
+    little spread, which keeps creates spaced as the calls-per-second gate spaced them (a TLS
+    handshake per create added 5-30 ms of spread). A pooled connection the server closed while
+    idle is noticed and replaced by urllib3 before use; if the server closes it just as a create
+    goes out, that create reads as "maybe placed" like any dropped one: never re-sent."""
 
     def __init__(self, ca_bundle: str | None) -> None:
         retry = Retry(total=CONNECT_RETRIES, connect=CONNECT_RETRIES, read=0, status=0, other=0,
@@ -117,11 +143,6 @@ class SafeCreateAdapter(HTTPAdapter):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if self.ca_bundle:
             kwargs["verify"] = self.ca_bundle
-        if request.method == "POST":
-            # A pooled keep-alive connection the server closed while idle fails the next request
-            # with the same error as a create dropped after it arrived. A create on its own
-            # connection makes a dropped connection mean only the latter.
-            request.headers["Connection"] = "close"
         return super().send(request, **kwargs)
 
 
@@ -145,6 +166,11 @@ def _sdk_action(action: Mapping[str, Any]) -> Talk | Input | Connect:
                      for e in fields["endpoint"]]
         return Connect(endpoint=endpoints, from_=fields.get("from"))
     raise ValueError(f"no SDK model for NCCO action {kind!r}")
+
+
+def _brief(exc: HttpRequestError) -> str:
+    """The SDK's error message (status, URL, pretty-printed body) on one short line."""
+    return " ".join(str(exc.message).split())[:300]
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -177,7 +203,7 @@ def create_error(exc: BaseException) -> ProviderError:
         if 400 <= status < 500:
             # 401/403 are a configuration problem (application id, key, account): every call
             # fails the same way until it is fixed, and says so in its last_error.
-            return ProviderError(f"Vonage refused the call ({status}): {exc.message[:300]}", definite=True)
+            return ProviderError(f"Vonage refused the call ({status}): {_brief(exc)}", definite=True)
         return ProviderError(f"Vonage answered {status} to the create; the call may exist", definite=False)
     if isinstance(exc, requests.RequestException) and _never_sent(exc):
         return ProviderError(f"could not reach Vonage: {exc}", definite=True)
@@ -190,7 +216,7 @@ class VonageProvider:
     """Places, checks and ends calls through the Vonage Voice API."""
 
     application_id: str
-    private_key: str  # PKCS#8 PEM text
+    private_key: rsa.RSAPrivateKey  # parsed once, when the provider is made
     from_number: str
     public_base_url: str
     api_host: str = "api.nexmo.com"
@@ -211,11 +237,25 @@ class VonageProvider:
                 # once here. Pool size 1 suits a prefork child, which sends one request at a time.
                 pool_connections=1, pool_maxsize=1, max_retries=0,
             )
-            client = Vonage(Auth(application_id=self.application_id, private_key=self.private_key), options)
+            client = Vonage(_auth(self.application_id, self.private_key), options)
             # The SDK keeps its requests session private and offers no transport options.
             client.http_client._session.mount("https://", SafeCreateAdapter(self.ca_bundle))
             self._client, self._pid = client, os.getpid()
         return self._client
+
+    def warm(self) -> None:
+        """Build this process's client and open its connection to Vonage now, not on the first
+        create: a cold first create (TLS handshake) reaches Vonage later than the creates spaced
+        with it, bunching them into one second. Asks for a call that does not exist (404), which
+        also shows early whether Vonage accepts our credentials."""
+        try:
+            self.client().voice.get_call(WARM_UP_CALL)
+        except NotFoundError:
+            return
+        except HttpRequestError as exc:
+            log.error("Vonage refused the warm-up request: %s", _brief(exc))
+        except (VonageError, requests.RequestException, ValidationError) as exc:
+            log.warning("could not reach Vonage to warm up: %s", exc)
 
     # -- Provider -------------------------------------------------------------------------
 
@@ -268,7 +308,7 @@ class VonageProvider:
             if exc.response.status_code in _ALREADY_OVER:
                 log.info("hangup of %s: the call is already over (%d)", provider_call_id, exc.response.status_code)
                 return
-            raise ProviderError(f"Vonage refused the hangup of {provider_call_id}: {exc.message[:300]}",
+            raise ProviderError(f"Vonage refused the hangup of {provider_call_id}: {_brief(exc)}",
                                 definite=False) from exc
         except (VonageError, requests.RequestException) as exc:
             raise ProviderError(f"could not hang up {provider_call_id}: {exc}"[:500], definite=False) from exc
@@ -288,10 +328,14 @@ def make_vonage_provider(settings: Settings) -> VonageProvider:
     from_number = _digits(settings.vonage_from_number)
     if not from_number.isdigit() or not 7 <= len(from_number) <= 15 or from_number[0] == "0":
         raise ConfigurationError("VONAGE_FROM_NUMBER must be a phone number in E.164 form, like +447700900000")
+    if not _HOST.fullmatch(settings.vonage_api_host):
+        raise ConfigurationError(f"VONAGE_API_HOST must be a host name with an optional port: {settings.vonage_api_host!r}")
+    if not settings.public_base_url.startswith(("https://", "http://")):
+        raise ConfigurationError("PUBLIC_BASE_URL must be the http(s) URL where Vonage reaches the API")
     if settings.vonage_ca_bundle and not Path(settings.vonage_ca_bundle).is_file():
         raise ConfigurationError(f"VONAGE_CA_BUNDLE is not a file: {settings.vonage_ca_bundle}")
     try:
-        Auth(application_id=settings.vonage_application_id, private_key=key).generate_application_jwt()
+        _auth(settings.vonage_application_id, key).generate_application_jwt()
     except (VonageError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"the Vonage SDK cannot sign with VONAGE_PRIVATE_KEY: {exc}") from exc
     return VonageProvider(

@@ -1,0 +1,494 @@
+"""Batchcalls on Vonage, end to end: real worker processes (three), the API over HTTP, and a local
+fake of the Vonage Voice API over HTTPS (tests/fakes/vonage.py) that checks the SDK's JWT on
+every request and plays each call back to our webhooks as signed events.
+
+The stack here has its own database and Redis database (so its broker is not the simulator
+stack's), and `BATCHCALLS_PROVIDER=vonage` with `VONAGE_CPS=3`.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import requests
+from vonage import Auth, HttpClientOptions, Vonage
+from vonage_voice.models import CreateCallRequest, Phone, Talk, ToPhone
+
+from batchcalls.errors import ProviderError
+from batchcalls.telephony.base import DialRequest
+from batchcalls.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem
+from batchcalls.telephony.vonage_webhooks import event_url, input_url
+from batchcalls.voices import voice_catalog
+from config.settings import load_settings
+from tests.fakes.vonage import Application, FakeVonage, compact, make_application, make_certificate, sign_webhook
+from tests.integration.test_pipeline import number, ts
+from tests.support import servers as test_servers
+from tests.support.stack import Stack, start_stack
+
+pytestmark = pytest.mark.integration
+
+FROM = "+447700900001"
+CPS = 3
+
+
+@dataclass
+class VonageStack:
+    stack: Stack
+    fake: FakeVonage
+    application: Application
+
+    def submit(self, body: dict[str, Any]) -> str:
+        return str(self.stack.submit(body)["batch_id"])
+
+    def call(self, batch_id: str) -> dict[str, Any]:
+        (call,) = self.stack.all_calls(batch_id)
+        return call
+
+    def post(self, url: str, body: bytes, authorization: str | None) -> requests.Response:
+        headers = {"Content-Type": "application/json"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        return requests.post(url, data=body, headers=headers, timeout=10)
+
+    def signed(self, body: bytes) -> str:
+        return "Bearer " + sign_webhook(body, self.application.signature_secret, self.application.application_id)
+
+
+def vonage_env(fake: FakeVonage, application: Application, cert: Path) -> dict[str, str]:
+    return {
+        "BATCHCALLS_PROVIDER": "vonage",
+        "VONAGE_API_HOST": fake.host,
+        "VONAGE_CA_BUNDLE": str(cert),
+        "VONAGE_APPLICATION_ID": application.application_id,
+        "VONAGE_PRIVATE_KEY": application.private_key_env,  # PKCS#1, one line with literal \n
+        "VONAGE_SIGNATURE_SECRET": application.signature_secret,
+        "VONAGE_FROM_NUMBER": FROM,
+        "VONAGE_CPS": str(CPS),
+        # Ask Vonage (poll) after 1.5 s of silence; give an unconfirmed attempt up after 6 s.
+        "BATCHCALLS_STALE_ATTEMPT_SECONDS": "1.5",
+    }
+
+
+@pytest.fixture(scope="module")
+def vonage(servers: test_servers.TestServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VonageStack]:
+    tmp = Path(tmp_path_factory.mktemp("vonage"))
+    application = make_application()
+    cert, key = make_certificate(tmp / "tls")
+    fake = FakeVonage(application, cert, key, cps=CPS, ring_seconds=0.2, action_seconds=0.1)
+    try:
+        with test_servers.more_test_servers(servers) as own:
+            stack = start_stack(own.database_url, own.redis_url, tmp / "stack", workers=3,
+                                **vonage_env(fake, application, cert))
+            try:
+                yield VonageStack(stack, fake, application)
+            finally:
+                stack.stop()
+    finally:
+        fake.stop()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout}s")
+
+
+def digits(phone: str) -> str:
+    return phone.lstrip("+")
+
+
+TYPED = {
+    "type": "survey",
+    "steps": [
+        {"text": "Hello, this is Acme calling about your order."},
+        {"type": "input", "dtmf": {"max_digits": 1, "timeout": 5}, "speech": {"context": ["yes", "no"]},
+         "name": "interest"},
+        {"text": "Thank you. Connecting you to our assistant."},
+        {"type": "agent", "url": "wss://agent.example/voice", "headers": {"lead_id": "L-42"}},
+        {"text": "Anything else? Say it after the tone."},
+        {"type": "input", "speech": {"end_on_silence": 1.0}, "name": "comment"},
+        {"text": "Goodbye."},
+    ],
+}
+
+
+# --- scripts, voices and responses --------------------------------------------------------------
+
+
+def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage: VonageStack) -> None:
+    catalog = voice_catalog()
+    voices = sorted(catalog)
+    body = {"calls": [{"phone_number": number(100 + i, 0), "script": {"text": f"Hello from {v}."}, "voice_id": v}
+                      for i, v in enumerate(voices)]
+            + [{"phone_number": number(150, 0), "script": TYPED, "voice_id": "voice_male_2"},
+               {"phone_number": number(151, 0), "script": {"text": "Hello in the default voice."}}],
+            "concurrency": 20}
+    batch_id = vonage.submit(body)
+    final = vonage.stack.wait_finished(batch_id, timeout=90)
+    assert final["status"] == "completed" and final["completed_calls"] == len(body["calls"])
+    calls = {c["phone_number"]: c for c in vonage.stack.all_calls(batch_id)}
+    api = vonage.stack.api_url
+
+    for i, voice in enumerate(voices):
+        call = calls[number(100 + i, 0)]
+        (create,) = vonage.fake.creates_for(call["id"])
+        assert create.answer == "created"
+        assert create.body == {
+            "ncco": [{"action": "talk", "text": f"Hello from {voice}.", "language": catalog[voice]["language"],
+                      "style": catalog[voice]["style"]}],
+            "to": [{"type": "phone", "number": digits(call["phone_number"])}],
+            "from": {"type": "phone", "number": digits(FROM)},
+            "event_url": [f"{api}/webhooks/vonage/event?call_id={call['id']}&attempt=1"],
+            "event_method": "POST",
+            "machine_detection": "hangup",
+        }
+        assert call["attempts"][0]["provider_call_id"] == create.uuid
+    (plain,) = vonage.fake.creates_for(calls[number(151, 0)]["id"])
+    assert plain.body is not None and plain.body["ncco"] == [{"action": "talk", "text": "Hello in the default voice."}]
+
+    typed = calls[number(150, 0)]
+    fake_call = vonage.fake.call_of(typed["id"], 1)
+    assert fake_call is not None
+    first, after_interest, after_comment = fake_call.nccos
+    voice = {"language": "en-GB", "style": 4}
+    print("\nNCCO of the create:", json.dumps(first), "\nafter input 1:", json.dumps(after_interest),
+          "\nafter input 5:", json.dumps(after_comment))
+    assert first == [
+        {"action": "talk", "text": "Hello, this is Acme calling about your order.", **voice, "bargeIn": True},
+        {"action": "input", "type": ["dtmf", "speech"], "dtmf": {"maxDigits": 1, "timeOut": 5},
+         "speech": {"language": "en-GB", "context": ["yes", "no"], "saveAudio": False},
+         "eventUrl": [input_url(api, typed["id"], 1, 1)], "eventMethod": "POST"},
+    ]
+    assert after_interest == [
+        {"action": "talk", "text": "Thank you. Connecting you to our assistant.", **voice},
+        {"action": "connect", "from": digits(FROM),
+         "endpoint": [{"type": "websocket", "uri": "wss://agent.example/voice",
+                       "content-type": "audio/l16;rate=16000", "headers": {"lead_id": "L-42"}}]},
+        {"action": "talk", "text": "Anything else? Say it after the tone.", **voice, "bargeIn": True},
+        {"action": "input", "type": ["speech"], "speech": {"endOnSilence": 1.0, "language": "en-GB"},
+         "eventUrl": [input_url(api, typed["id"], 1, 5)], "eventMethod": "POST"},
+    ]
+    assert after_comment == [{"action": "talk", "text": "Goodbye.", **voice}]
+
+    def typed_call() -> dict[str, Any]:
+        (found,) = [c for c in vonage.stack.all_calls(batch_id) if c["id"] == typed["id"]]
+        return found
+
+    responses = wait_for(lambda: len(r := typed_call()["responses"]) == 2 and r, 10, "two responses")
+    print("responses:", json.dumps(responses))
+    interest, comment = responses
+    assert interest["step"] == 1 and interest["name"] == "interest" and interest["attempt"] == 1
+    assert interest["digits"] == "1" and interest["speech"] == [] and interest["timed_out"] is False
+    assert comment["step"] == 5 and comment["name"] == "comment" and comment["digits"] is None
+    assert comment["speech"] == [{"text": "yes please", "confidence": 0.9405097},
+                                 {"text": "yes pleases", "confidence": 0.51}]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", comment["at"])
+
+    # Vonage repeats a webhook it thinks was lost: the same signed input result and status event again.
+    inputs = [w for w in vonage.fake.webhooks if w.kind == "input" and typed["id"] in w.url]
+    answered = [w for w in vonage.fake.webhooks if w.kind == "event" and typed["id"] in w.url
+                and w.payload["status"] == "answered"]
+    assert len(inputs) == 2 and all(w.status == 200 for w in inputs)
+    for sent in [*inputs, *answered]:
+        again = requests.post(sent.url, data=sent.body, headers=sent.headers, timeout=10)
+        assert again.status_code in (200, 204)
+    time.sleep(1.5)
+    again_call = typed_call()
+    assert again_call["responses"] == responses
+    assert again_call["status"] == "completed" and again_call["attempts"] == typed["attempts"]
+
+
+# --- outcomes and retries ------------------------------------------------------------------------
+
+
+# last digit -> (what the fake's Vonage reports, the attempts' outcomes with the retry_config below)
+OUTCOMES = {
+    0: ("answered, completed", ["completed"]),
+    1: ("busy", ["busy", "busy"]),
+    2: ("timeout", ["no_answer", "no_answer"]),
+    3: ("failed", ["failed", "failed"]),
+    4: ("busy, then answered", ["busy", "completed"]),
+    5: ("answered, machine", ["machine", "machine"]),
+    6: ("rejected", ["rejected"]),  # not in retry_on: one attempt
+    7: ("unanswered", ["no_answer", "no_answer"]),
+    8: ("cancelled", ["failed", "failed"]),
+}
+
+
+def test_every_vonage_outcome_is_mapped_and_retried_per_retry_config(vonage: VonageStack) -> None:
+    body = {"calls": [{"phone_number": number(200 + d, d), "script": {"text": "Hi"}} for d in OUTCOMES],
+            "concurrency": 9,
+            "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy", "no_answer", "failed", "machine"]}}
+    once = {"calls": [{"phone_number": number(220, 1), "script": {"text": "Hi"}}]}  # no retry_config: one attempt
+    batch_id, once_id = vonage.submit(body), vonage.submit(once)
+    final = vonage.stack.wait_finished(batch_id, timeout=90)
+    assert final["status"] == "completed"
+    assert (final["completed_calls"], final["failed_calls"]) == (2, 7)
+    print()
+    for call in sorted(vonage.stack.all_calls(batch_id), key=lambda c: c["phone_number"]):
+        digit = int(call["phone_number"][-1])
+        reported, outcomes = OUTCOMES[digit]
+        attempts = call["attempts"]
+        statuses = [[w.payload["status"] for w in vonage.fake.webhooks
+                     if w.kind == "event" and f"call_id={call['id']}&attempt={a['number']}" in w.url] for a in attempts]
+        print(f"  digit {digit}: Vonage {statuses} -> outcomes {[a['outcome'] for a in attempts]}")
+        assert [a["outcome"] for a in attempts] == outcomes, (digit, statuses)
+        assert call["outcome"] == outcomes[-1]
+        assert call["status"] == ("completed" if outcomes[-1] == "completed" else "failed")
+        for previous, following in zip(attempts, attempts[1:]):
+            assert ts(following["dialed_at"]) - ts(previous["ended_at"]) >= 0.5
+        for attempt, fake_statuses in zip(attempts, statuses):
+            (create,) = [c for c in vonage.fake.creates_for(call["id"]) if c.ids == (call["id"], attempt["number"])]
+            assert attempt["provider_call_id"] == create.uuid
+            assert fake_statuses[0] == "started"
+    rejected = [c for c in vonage.stack.all_calls(batch_id) if c["phone_number"].endswith("6")][0]
+    assert rejected["last_error"] == "vonage: rejected (declined)"
+    once_final = vonage.stack.wait_finished(once_id)
+    assert once_final["status"] == "failed"
+    assert [a["outcome"] for a in vonage.call(once_id)["attempts"]] == ["busy"]
+
+
+# --- signatures ----------------------------------------------------------------------------------
+
+
+def test_forged_and_unsigned_webhooks_get_401_and_change_nothing(vonage: VonageStack) -> None:
+    phone = number(300, 0)
+    vonage.fake.silent.add(phone)  # created at Vonage, then never heard of: only our forgeries talk
+    batch_id = vonage.submit({"calls": [{"phone_number": phone, "script": TYPED}]})
+    before = wait_for(lambda: (c := vonage.call(batch_id))["attempts"] and c["attempts"][0]["provider_call_id"] and c,
+                      30, "the call was created at Vonage")
+    call_id, uuid = before["id"], before["attempts"][0]["provider_call_id"]
+    api = vonage.stack.api_url
+    completed = compact({"from": digits(FROM), "to": digits(phone), "uuid": uuid, "conversation_uuid": "CON-x",
+                         "status": "completed", "direction": "outbound", "timestamp": "2030-01-01T00:00:00.000Z"})
+    answer = compact({"uuid": uuid, "dtmf": {"digits": "9", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"})
+    other_secret = "Bearer " + sign_webhook(completed, "x" * 64, vonage.application.application_id)
+    bodyless = "Bearer " + jwt.encode({"iat": int(time.time()), "iss": "Vonage"}, vonage.application.signature_secret,
+                                      algorithm="HS256")
+    unsigned_alg = "Bearer " + jwt.encode({"payload_hash": hashlib.sha256(completed).hexdigest()}, None,
+                                          algorithm="none")
+    forgeries = {
+        "no Authorization": None,
+        "not a JWT": "Bearer forged",
+        "signed with another secret": other_secret,
+        "signature of another body": vonage.signed(compact({"status": "ringing", "uuid": uuid})),
+        "no payload_hash": bodyless,
+        "alg none": unsigned_alg,
+    }
+    for name, authorization in forgeries.items():
+        response = vonage.post(event_url(api, call_id, 1), completed, authorization)
+        assert response.status_code == 401, name
+        assert response.json()["error"]["code"] == "unauthorized"
+        response = vonage.post(input_url(api, call_id, 1, 1), answer,
+                               authorization if name != "signature of another body" else vonage.signed(b"{}"))
+        assert response.status_code == 401, name
+    answer_url = f"{api}/webhooks/vonage/answer?uuid={uuid}"
+    assert requests.get(answer_url, timeout=10).status_code == 401
+    assert requests.get(answer_url, headers={"Authorization": bodyless}, timeout=10).json() == []
+    time.sleep(1.5)
+    after = vonage.call(batch_id)
+    # Nothing the forgeries said happened: not completed, no response stored. (The reconciler may
+    # have moved the attempt from dialing to ringing: that is Vonage's GET answering its poll.)
+    assert after["status"] in ("dialing", "ringing") and after["outcome"] is None and after["responses"] == []
+    assert after["attempts"][0]["ended_at"] is None
+    assert vonage.stack.status(batch_id)["finished_at"] is None
+
+    # The same webhooks signed with the application's secret are taken.
+    assert vonage.post(input_url(api, call_id, 1, 1), answer, vonage.signed(answer)).status_code == 200
+    assert vonage.post(event_url(api, call_id, 1), completed, vonage.signed(completed)).status_code == 204
+    final = vonage.stack.wait_finished(batch_id, timeout=30)
+    assert final["status"] == "completed"
+    assert wait_for(lambda: vonage.call(batch_id)["responses"], 10, "the genuine response")[0]["digits"] == "9"
+
+
+# --- calls per second ----------------------------------------------------------------------------
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most creations in any half-open window [t, t + window)."""
+    times = sorted(times)
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, sum(1 for t in times[i:] if t < start + window))
+    return best
+
+
+def test_three_workers_never_exceed_three_creates_per_second_and_keep_close_to_it(vonage: VonageStack) -> None:
+    total = 36
+    body = {"calls": [{"phone_number": number(400 + i, 0), "script": {"text": f"Hi {i}"}} for i in range(total)],
+            "concurrency": total}
+    batch_id = vonage.submit(body)
+    final = vonage.stack.wait_finished(batch_id, timeout=120)
+    assert final["completed_calls"] == total
+    ids = {c["id"] for c in vonage.stack.all_calls(batch_id)}
+    requests_ = [c for c in vonage.fake.creates if c.ids is not None and c.ids[0] in ids]
+    created = sorted(c.at for c in requests_ if c.answer == "created")
+    throttled = [c for c in requests_ if c.answer == "throttled"]
+    span = created[-1] - created[0]
+    # The first CPS creations open the first window; every later one needs a new slot.
+    rate = (len(created) - CPS) / span
+    peak = max_in_window([c.at for c in requests_])
+    per_worker = {}
+    for log_file in sorted(vonage.stack.log_dir.glob("w*.log")):
+        text = log_file.read_text(errors="replace")
+        per_worker[log_file.stem] = sum(1 for line in text.splitlines()
+                                        if "dialing call_id=" in line and any(i in line for i in ids))
+    print(f"\n{len(created)} creates in {span:.2f}s: {rate:.2f}/s after the first window; busiest one-second"
+          f" window {peak} (limit {CPS}); 429s {len(throttled)}; dials per worker {per_worker}")
+    assert len(created) == total
+    timeline = [f"{c.at - created[0]:.3f} {c.answer}" for c in sorted(requests_, key=lambda c: c.at)]
+    assert peak <= CPS, timeline
+    # The best the gate allows is CPS / (1 s + 30 ms tolerance + 50 ms Vonage margin) = 2.78/s.
+    assert rate >= 0.8 * CPS, rate
+    assert len([n for n in per_worker.values() if n]) == 3, per_worker
+
+
+def test_a_429_puts_the_attempt_back_to_wait_and_does_not_fail_it(vonage: VonageStack) -> None:
+    vonage.fake.throttle_creates(2)
+    batch_id = vonage.submit({"calls": [{"phone_number": number(500, 0), "script": {"text": "Hi"}}]})
+    final = vonage.stack.wait_finished(batch_id, timeout=30)
+    assert final["status"] == "completed"
+    call = vonage.call(batch_id)
+    assert [a["outcome"] for a in call["attempts"]] == ["completed"]
+    answers = [c.answer for c in vonage.fake.creates_for(call["id"])]
+    assert answers == ["throttled", "throttled", "created"]
+
+
+# --- at most one call per attempt ------------------------------------------------------------------
+
+
+def test_a_create_dropped_before_vonage_placed_it_is_given_up_not_redialed(vonage: VonageStack) -> None:
+    vonage.fake.drop_creates(1, placed=False)
+    batch_id = vonage.submit({"calls": [{"phone_number": number(600, 0), "script": {"text": "Hi"}}],
+                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    call = vonage.call(batch_id)
+    first, second = call["attempts"]
+    assert first["outcome"] == "failed" and first["provider_call_id"] is None
+    assert second["outcome"] == "completed" and final["status"] == "completed"
+    assert [(c.ids, c.answer) for c in vonage.fake.creates_for(call["id"])] == [
+        ((call["id"], 1), "dropped"), ((call["id"], 2), "created")]
+    print(f"\nattempt 1 given up {ts(first['ended_at']) - ts(first['dialed_at']):.1f}s after its dropped create;"
+          f" last_error {call['last_error']!r}")
+
+
+def test_a_create_dropped_after_vonage_placed_it_is_resolved_by_its_events(vonage: VonageStack) -> None:
+    vonage.fake.drop_creates(1, placed=True)
+    batch_id = vonage.submit({"calls": [{"phone_number": number(610, 0), "script": {"text": "Hi"}}],
+                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    call = vonage.call(batch_id)
+    (attempt,) = call["attempts"]
+    (create,) = vonage.fake.creates_for(call["id"])
+    assert create.answer == "dropped" and create.uuid is not None
+    assert attempt["outcome"] == "completed" and final["status"] == "completed"
+    assert attempt["provider_call_id"] == create.uuid  # learnt from the `started` event, not the create
+
+
+def test_lost_webhooks_are_recovered_by_polling_vonage(vonage: VonageStack) -> None:
+    phone = number(620, 0)
+    vonage.fake.lost_events.add(phone)
+    batch_id = vonage.submit({"calls": [{"phone_number": phone, "script": {"text": "Hi"}}]})
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    call = vonage.call(batch_id)
+    assert final["status"] == "completed" and [a["outcome"] for a in call["attempts"]] == ["completed"]
+    uuid = call["attempts"][0]["provider_call_id"]
+    assert not [w for w in vonage.fake.webhooks if call["id"] in w.url]
+    assert ("GET", f"/v1/calls/{uuid}", 200) in vonage.fake.requests
+
+
+def test_no_attempt_was_ever_created_twice(vonage: VonageStack) -> None:
+    """Across every test above: each (call, attempt) reached Vonage in one request, apart from
+    requests Vonage refused with 429 (which created nothing)."""
+    keys = collections.Counter(c.ids for c in vonage.fake.creates if c.answer != "throttled")
+    assert keys and max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+
+
+# --- the SDK configuration, against the fake directly --------------------------------------------
+
+
+@pytest.fixture
+def lone_fake(tmp_path: Path) -> Iterator[tuple[FakeVonage, Application, Path]]:
+    application = make_application()
+    cert, key = make_certificate(tmp_path)
+    fake = FakeVonage(application, cert, key, cps=100)
+    yield fake, application, cert
+    fake.stop()
+
+
+def dial(call_id: str) -> DialRequest:
+    return DialRequest(call_id, 1, number(700, 0), {"type": None, "steps": [{"type": "text", "text": "Hi"}]}, None)
+
+
+def test_the_sdk_as_shipped_would_call_twice_on_a_dropped_connection_ours_once(
+    lone_fake: tuple[FakeVonage, Application, Path],
+) -> None:
+    fake, application, cert = lone_fake
+    fake.drop_creates(2, placed=True)
+    shipped = Vonage(Auth(application_id=application.application_id,
+                          private_key=pkcs8_pem(load_private_key(application.private_key_env))),
+                     HttpClientOptions(api_host=fake.host))
+    shipped.http_client._session.verify = str(cert)
+    shipped.http_client._session.trust_env = False  # else REQUESTS_CA_BUNDLE would win over verify
+    shipped.voice.create_call(CreateCallRequest(
+        to=[ToPhone(number="442079460000")], from_=Phone(number=digits(FROM)), ncco=[Talk(text="Hi")],
+        event_url=["http://127.0.0.1:9/webhooks/vonage/event?call_id=shipped&attempt=1"]))
+    shipped_calls = [c for c in fake.creates_for("shipped") if c.uuid]
+    assert len(shipped_calls) == 3, "one request of the shipped SDK made three phone calls"
+
+    fake.drop_creates(2, placed=True)
+    env = {"DATABASE_URL": "-", "REDIS_URL": "-", "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+           **vonage_env(fake, application, cert)}
+    provider = make_vonage_provider(load_settings(env))
+    with pytest.raises(ProviderError) as excinfo:
+        provider.create_call(dial("ours"))
+    assert excinfo.value.definite is False
+    assert len(fake.creates_for("ours")) == 1
+    print(f"\nshipped SDK: {len(shipped_calls)} calls for one dropped create; configured: 1")
+
+
+def test_a_wrong_key_is_refused_by_vonage_and_fails_the_attempt_definitely(
+    lone_fake: tuple[FakeVonage, Application, Path],
+) -> None:
+    fake, application, cert = lone_fake
+    stranger = make_application()
+    env = {"DATABASE_URL": "-", "REDIS_URL": "-", "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+           **vonage_env(fake, application, cert), "VONAGE_PRIVATE_KEY": stranger.private_key_env}
+    provider = make_vonage_provider(load_settings(env))
+    with pytest.raises(ProviderError) as excinfo:
+        provider.create_call(dial("stranger"))
+    assert excinfo.value.definite is True and excinfo.value.throttled is False
+    assert "401" in excinfo.value.message
+    assert [c.answer for c in fake.creates_for("stranger")] == ["unauthorized"]
+
+
+def test_hangup_ends_a_live_call_and_leaves_an_ended_one_alone(
+    lone_fake: tuple[FakeVonage, Application, Path],
+) -> None:
+    fake, application, cert = lone_fake
+    fake.silent.add(number(700, 0))  # rings until hung up
+    env = {"DATABASE_URL": "-", "REDIS_URL": "-", "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+           **vonage_env(fake, application, cert)}
+    provider = make_vonage_provider(load_settings(env))
+    uuid = provider.create_call(dial("live"))
+    provider.hangup(uuid)
+    assert wait_for(lambda: fake.calls[uuid].ended_at, 5, "the call ended")
+    provider.hangup(uuid)  # already over: Vonage answers 400, which is no error
+    provider.hangup("00000000-0000-4000-8000-00000000dead")  # unknown: 404, no error
+    assert [r for r in fake.requests if r[0] == "PUT"] == [
+        ("PUT", f"/v1/calls/{uuid}", 204), ("PUT", f"/v1/calls/{uuid}", 400),
+        ("PUT", "/v1/calls/00000000-0000-4000-8000-00000000dead", 404)]
