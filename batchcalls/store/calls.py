@@ -161,7 +161,10 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     responses: list[dict[str, Any]] = []
     ended: ProviderEvent | None = None
     for event in events:
-        if not attempt_may_move(AttemptStatus(attempt["status"]), event.status):
+        foreign = (attempt["provider_call_id"] is not None and event.provider_call_id is not None
+                   and event.provider_call_id != attempt["provider_call_id"])
+        if foreign or not attempt_may_move(AttemptStatus(attempt["status"]), event.status):
+            # `foreign`: an event about another provider call, replayed against this attempt's URL.
             results.append(ignored)
             continue
         at = datetime.fromtimestamp(event.at, tz=UTC)

@@ -307,6 +307,15 @@ def test_forged_and_unsigned_webhooks_get_401_and_change_nothing(vonage: VonageS
     assert after["attempts"][0]["ended_at"] is None
     assert vonage.stack.status(batch_id)["finished_at"] is None
 
+    # A genuinely signed event about another Vonage call, replayed against this call's URL, is
+    # taken by the endpoint (the signature covers the body, not the URL) but changes nothing.
+    replayed = compact({"from": digits(FROM), "to": digits(phone), "uuid": "another-call-uuid",
+                        "conversation_uuid": "CON-y", "status": "completed", "direction": "outbound",
+                        "timestamp": "2030-01-01T00:00:00.000Z"})
+    assert vonage.post(event_url(api, call_id, 1), replayed, vonage.signed(replayed)).status_code == 204
+    time.sleep(1.5)
+    assert vonage.call(batch_id)["outcome"] is None
+
     # The same webhooks signed with the application's secret are taken.
     assert vonage.post(input_url(api, call_id, 1, 1), answer, vonage.signed(answer)).status_code == 200
     assert vonage.post(event_url(api, call_id, 1), completed, vonage.signed(completed)).status_code == 204
