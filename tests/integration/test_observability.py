@@ -57,6 +57,15 @@ def flower(stack: Stack) -> Iterator[str]:
             time.sleep(0.5)
         else:
             raise AssertionError(f"Flower did not start; see {stack.log_dir / 'flower.log'}")
+        # Flower answers HTTP before its event receiver has subscribed, and Celery's task events
+        # are not kept for a subscriber that comes late: wait until it has seen a task (beat's
+        # reconciler sends one a second), so the batch's tasks are not sent before it listens.
+        while time.time() < deadline:
+            if requests.get(f"{url}/api/tasks", auth=AUTH, timeout=5).json():
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"Flower saw no task events; see {stack.log_dir / 'flower.log'}")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
