@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 from batchcalls import ncco
 from batchcalls.engine import Engine
 from batchcalls.errors import MalformedRequest
+from batchcalls.logs import quoted
 from batchcalls.store import calls
 from batchcalls.telephony import vonage_webhooks as vw
 from batchcalls.voices import voice_catalog
@@ -67,7 +68,7 @@ def vonage_event() -> ResponseReturnValue:
     payload = _verified_payload()
     ids = _ids()
     if ids is None:
-        log.info("Vonage event without our call id (status %s): ignored", payload.get("status"))
+        log.info("Vonage event without our call id ignored status=%s", quoted(payload.get("status")))
         return "", 204
     event = vw.event_from_webhook(ids[0], ids[1], payload, time.time())
     if event is not None:
@@ -90,7 +91,8 @@ def vonage_input() -> Response:
         call = calls.load_call(cur, call_id)
     step = ncco.input_step(call["script"], step_index) if call is not None else None
     if call is None or step is None:
-        log.warning("Vonage input for unknown call %s step %s: ignored", call_id, step_arg)
+        log.warning("Vonage input for an unknown call ignored call_id=%s attempt=%d step=%s",
+                    quoted(call_id), attempt, quoted(step_arg))
         return jsonify([])
     name = step.get("name")
     responses = vw.responses_from_input(payload, attempt, step_index, name if isinstance(name, str) else None,

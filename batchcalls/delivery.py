@@ -23,6 +23,7 @@ import requests
 from batchcalls.callbacks import check_callback_url
 from batchcalls.errors import InvalidRequest
 from batchcalls.events import backoff_seconds
+from batchcalls.logs import quoted
 from batchcalls.metrics import Metrics
 from batchcalls.signing import signature_headers
 from batchcalls.store import batches, outbox
@@ -172,8 +173,8 @@ class Relay:
                         give_up = age_hours > self.settings.webhook_retry_hours
                         retry_in = backoff_seconds(event["delivery_attempts"] + 1)
                         outbox.mark_failed(cur, event["seq"], error, retry_in, give_up)
-                    log.warning("event %s to %s failed (%s)%s", event["id"], url, error,
-                                "; giving up" if give_up else f"; retry in {retry_in:.1f}s")
+                    log.warning("event delivery failed batch_id=%s event_id=%s url=%s error=%s retry_in=%s", batch_id,
+                                event["id"], quoted(url), quoted(error), "never" if give_up else f"{retry_in:.1f}")
                     if not give_up:
                         return delivered, retry_in
             finally:

