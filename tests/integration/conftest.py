@@ -40,6 +40,7 @@ class Api:
     tenant: Tenant
     key: str
     pg: psycopg2.extensions.connection
+    redis: redis.Redis  # the app's REDIS_URL: its gates and its Celery broker
 
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}", **extra}
@@ -122,7 +123,7 @@ def api_factory(
                                   "DATABASE_URL": api_database, "REDIS_URL": servers.redis_url})
         app = create_app(settings)
         tenant, key = new_tenant(api_database)
-        return Api(app, app.test_client(), tenant, key, pg)
+        return Api(app, app.test_client(), tenant, key, pg, redis.Redis.from_url(settings.redis_url))
 
     return make
 

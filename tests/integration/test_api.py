@@ -24,6 +24,7 @@ import phonenumbers
 import psycopg2.extensions
 import pytest
 import requests
+from celery.utils.nodenames import anon_nodename
 from flask import Flask
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
@@ -106,13 +107,60 @@ def assert_error(response: TestResponse | requests.Response, status: int, code: 
     return error
 
 
+def broker_queues(api: Api) -> list[str]:
+    """The Redis lists of the app's Celery broker: the default queue under each priority step
+    (kombu names step 0 `celery`, step n `celery<sep>n`)."""
+    conf = api.app.extensions["batchcalls.engine"].tasks.app.conf
+    options = conf.broker_transport_options
+    queue = conf.task_default_queue
+    return [queue] + [f"{queue}{options['sep']}{step}" for step in options["priority_steps"] if step]
+
+
+def sent_by_this_process(api: Api) -> list[str]:
+    """The ids of the task messages waiting in the broker that this process (the app under test
+    runs in it) published: Celery stamps each with `origin` gen<pid>@<host>. Worker and beat
+    processes of other tests publish under their own pid."""
+    origin = anon_nodename()
+    ids = []
+    for queue in broker_queues(api):
+        for raw in api.redis.lrange(queue, 0, -1):
+            message = json.loads(raw)
+            if message["headers"].get("origin") == origin:
+                ids.append(message["headers"]["id"])
+    return ids
+
+
+def gate_keys(api: Api) -> set[str]:
+    """Every per-batch key of the gates (`bc:{batch_id}:...`, see batchcalls/gates.py)."""
+    return {key.decode() for key in api.redis.scan_iter(match="bc:{*}:*", count=1000)}
+
+
+def unknown_batches(api: Api, keys: set[str]) -> set[str]:
+    """The batch ids of `keys` that Postgres has no batch for. (A reconciler of another test's
+    worker processes may rebuild the gates of a stored batch meanwhile; nothing may name one
+    that does not exist.)"""
+    named = {key.split("{", 1)[1].split("}", 1)[0] for key in keys}
+    with api.pg.cursor() as cur:
+        cur.execute("SELECT id FROM batches WHERE id = ANY(%s)", (list(named),))
+        stored = {row[0] for row in cur.fetchall()}
+    return named - stored
+
+
 def assert_refused(api: Api, status: int, code: str, fields: set[str] | None = None, *, body: Any = None,
                    data: bytes | None = None, headers: dict[str, str] | None = None) -> TestResponse:
-    """POST is refused as stated, and the tenant's batches and calls are what they were."""
+    """POST is refused as stated, and nothing was stored or enqueued for it: the tenant's batches
+    and calls are what they were, no gate key of a new batch appeared in Redis, and the app
+    published no task message to the broker."""
     before = api.stored()
+    keys_before = gate_keys(api)
+    sent_before = sent_by_this_process(api)
     response = api.post(body, data=data, headers=headers)
     assert_error(response, status, code, fields)
     assert api.stored() == before
+    new_keys = gate_keys(api) - keys_before
+    assert unknown_batches(api, new_keys) == set(), f"gate keys of a batch that was refused: {new_keys}"
+    enqueued = set(sent_by_this_process(api)) - set(sent_before)
+    assert enqueued == set(), f"a refused POST enqueued {enqueued}"
     return response
 
 
@@ -121,6 +169,25 @@ def accepted(api: Api, body: Any, headers: dict[str, str] | None = None) -> dict
     assert response.status_code == 202, response.get_data(as_text=True)
     result: dict[str, Any] = response.get_json()
     return result
+
+
+def test_an_accepted_post_shows_in_the_gates_and_the_broker_that_assert_refused_watches(api: Api) -> None:
+    """What `assert_refused` looks for is there when a batch is accepted: its gate keys in the
+    app's Redis and its dispatch task in the app's broker queue (otherwise those checks would
+    pass for any POST)."""
+    keys_before = gate_keys(api)
+    sent_before = set(sent_by_this_process(api))
+    batch_id = accepted(api, batch(2))["batch_id"]
+    assert {key for key in gate_keys(api) - keys_before if "{" + batch_id + "}" in key} >= {
+        f"bc:{{{batch_id}}}:meta", f"bc:{{{batch_id}}}:ready"}
+    assert unknown_batches(api, {f"bc:{{{batch_id}}}:meta", "bc:{batch_never_stored}:meta"}) == {
+        "batch_never_stored"}
+    new = set(sent_by_this_process(api)) - sent_before
+    assert len(new) == 1, new
+    dispatches = [json.loads(raw) for queue in broker_queues(api) for raw in api.redis.lrange(queue, 0, -1)]
+    sent = [m for m in dispatches if m["headers"]["id"] in new]
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in sent] == [
+        ("batchcalls.dispatch", repr((batch_id,)))]
 
 
 def cursor_of(value: Any) -> str:
