@@ -3,7 +3,9 @@ so they can be restarted under their clients), the API under gunicorn, three Cel
 processes and beat, all as subprocesses, and a callback receiver.
 
 After the break the drill waits for the batch to finish and measures the invariants of DESIGN §4
-from Postgres, the simulator's log of creations and the receiver's log."""
+from Postgres, the simulator's log of creations and the receiver's log, and checks each call's
+outcome against the simulator's last-digit table (DESIGN §6). While it waits, a worker, beat or
+API process that exited without the drill killing it fails the drill at once, with its log."""
 
 from __future__ import annotations
 
@@ -63,6 +65,57 @@ def _ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
+# DESIGN §6, the simulator's outcome of every attempt by the number's last digit (4: busy on the
+# first attempt, answered after); any other digit is answered by a person and completed.
+TABLE = {"1": "busy", "2": "no_answer", "3": "failed", "5": "machine", "6": "rejected"}
+# What the reconciler writes on an attempt whose result nobody knows (README, Reliability).
+UNKNOWN_RESULT = ("the provider never confirmed this call", "no provider event for")
+# An attempt recorded this long before (or after, by clock skew) a worker was killed may have
+# lost its worker between recording and hearing back.
+KILL_WINDOW = (-10.0, 1.0)
+
+
+def table_outcome(phone_number: str, attempt: int) -> str:
+    digit = phone_number[-1]
+    if digit == "4":
+        return "busy" if attempt == 1 else "completed"
+    return TABLE.get(digit, "completed")
+
+
+def wrong_outcome(call: dict[str, Any], attempts: list[dict[str, Any]], retry_config: dict[str, Any],
+                  worker_kills: list[float]) -> str | None:
+    """Why this call's attempts or final state differ from what the table and the batch's retry
+    policy make of its number, or None when they agree. The one documented exception: an attempt
+    whose worker was killed between recording it and hearing back may end `failed` (it is not
+    dialed again; the retry policy goes on from there)."""
+    max_attempts = int(retry_config.get("max_attempts", 1))
+    retry_on = retry_config.get("retry_on", ["busy", "no_answer", "failed"])
+    attempts = sorted(attempts, key=lambda a: a["number"])
+    if [a["number"] for a in attempts] != list(range(1, len(attempts) + 1)) or not attempts:
+        return f"attempts numbered {[a['number'] for a in attempts]}"
+    for i, attempt in enumerate(attempts):
+        expected = table_outcome(call["phone_number"], attempt["number"])
+        if attempt["status"] != "ended":
+            return f"attempt {attempt['number']} is {attempt['status']}"
+        if attempt["outcome"] != expected and not _excused(attempt, worker_kills):
+            return f"attempt {attempt['number']} ended {attempt['outcome']}, not {expected} ({attempt['error']})"
+        retried = attempt["outcome"] in retry_on and attempt["number"] < max_attempts
+        if retried != (i < len(attempts) - 1):
+            return f"attempt {attempt['number']} ended {attempt['outcome']} and was " + (
+                "not retried" if retried else "retried")
+    outcome = attempts[-1]["outcome"]
+    status = "completed" if outcome == "completed" else "failed"
+    if (call["outcome"], call["status"]) != (outcome, status):
+        return f"call is {call['status']}/{call['outcome']} after a last attempt that ended {outcome}"
+    return None
+
+
+def _excused(attempt: dict[str, Any], worker_kills: list[float]) -> bool:
+    dialed = attempt["dialed_at"].timestamp()
+    return (attempt["outcome"] == "failed" and (attempt["error"] or "").startswith(UNKNOWN_RESULT)
+            and any(KILL_WINDOW[0] <= dialed - killed <= KILL_WINDOW[1] for killed in worker_kills))
+
+
 @dataclass
 class Figures:
     drill: str
@@ -70,6 +123,8 @@ class Figures:
     final: int
     completed: int
     failed: int
+    wrong_outcomes: int  # calls whose outcome the simulator's table does not explain
+    excused: int  # calls that ended failed after their worker was killed mid-attempt (allowed)
     double_dials: int
     undeclared_dials: int
     max_live: int
@@ -81,12 +136,15 @@ class Figures:
 
     def line(self) -> str:
         return (f"drill={self.drill} calls={self.calls} final={self.final} (completed={self.completed} "
-                f"failed={self.failed}) double_dials={self.double_dials} max_live={self.max_live}/"
+                f"failed={self.failed}) wrong_outcomes={self.wrong_outcomes}"
+                + (f" (excused={self.excused})" if self.excused else "")
+                + f" double_dials={self.double_dials} max_live={self.max_live}/"
                 f"{self.concurrency} terminal_events={self.terminal_events} events_lost={self.events_lost} "
                 f"recover_s={self.recover_seconds:.1f} total_s={self.total_seconds:.1f}")
 
     def assert_invariants(self) -> None:
         assert self.final == self.calls, self.line()
+        assert self.wrong_outcomes == 0, self.line()
         assert self.double_dials == 0 and self.undeclared_dials == 0, self.line()
         assert self.max_live <= self.concurrency, self.line()
         assert self.terminal_events == 1, self.line()
@@ -105,6 +163,7 @@ class System:
     api_key: str
     api_port: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    worker_kills: list[float] = field(default_factory=list)  # when the drill killed a worker
 
     # -- processes ----------------------------------------------------------------------------
 
@@ -134,10 +193,28 @@ class System:
         raise AssertionError("the API did not start")
 
     def kill(self, name: str) -> None:
+        self.check_processes()  # a process that died by itself is a finding, not a kill
         proc = self.procs.pop(name)
+        if name.startswith("w"):
+            self.worker_kills.append(time.time())
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+    def check_processes(self) -> None:
+        """Fail when a process the drill did not kill has exited on its own (a worker's
+        'Unrecoverable error', beat or gunicorn giving up), with the end of its log."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                raise AssertionError(f"{name} (pid {proc.pid}) exited by itself with code {code}; end of "
+                                     f"{self.workdir / (name + '.log')}:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.workdir / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def workers(self) -> list[str]:
         return [name for name in self.procs if name.startswith("w")]
@@ -186,6 +263,7 @@ class System:
     def wait_finished(self, batch_id: str, timeout: float = 240) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
+            self.check_processes()
             with self._db() as cur:
                 cur.execute("SELECT finished_at FROM batches WHERE id = %s", (batch_id,))
                 row = cur.fetchone()
@@ -195,6 +273,7 @@ class System:
         raise AssertionError(f"batch {batch_id} did not finish in {timeout}s; logs in {self.workdir}")
 
     def progress(self, batch_id: str) -> int:
+        self.check_processes()
         with self._db() as cur:
             cur.execute("SELECT completed_calls + failed_calls AS done FROM batches WHERE id = %s", (batch_id,))
             return int(cur.fetchone()["done"])
@@ -218,16 +297,29 @@ class System:
         deadline = time.time() + event_wait
         while time.time() < deadline and not any(
                 e["type"] in ("batch.completed", "batch.failed") for e in self.receiver.events(batch_id)):
+            self.check_processes()
             time.sleep(0.2)
         time.sleep(1.0)  # a late duplicate would show now
+        self.check_processes()
         with self._db() as cur:
-            cur.execute("SELECT id, status FROM calls WHERE batch_id = %s", (batch_id,))
-            calls = {row["id"]: row["status"] for row in cur.fetchall()}
+            cur.execute("SELECT id, status, outcome, phone_number FROM calls WHERE batch_id = %s", (batch_id,))
+            rows = {row["id"]: row for row in cur.fetchall()}
+            calls = {call_id: row["status"] for call_id, row in rows.items()}
             cur.execute("SELECT a.* FROM attempts a JOIN calls c ON c.id = a.call_id WHERE c.batch_id = %s",
                         (batch_id,))
             attempts = list(cur.fetchall())
             cur.execute("SELECT * FROM batches WHERE id = %s", (batch_id,))
             batch = cur.fetchone()
+        per_call: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for attempt in attempts:
+            per_call[attempt["call_id"]].append(attempt)
+        wrong = {call_id: wrong_outcome(row, per_call[call_id], batch["retry_config"], self.worker_kills)
+                 for call_id, row in rows.items()}
+        wrong = {call_id: why for call_id, why in wrong.items() if why is not None}
+        for call_id, why in sorted(wrong.items())[:10]:
+            print(f"wrong outcome: {call_id} {rows[call_id]['phone_number']}: {why}")
+        excused = sum(any(a["outcome"] != table_outcome(rows[call_id]["phone_number"], a["number"])
+                          for a in per_call[call_id]) for call_id in set(rows) - set(wrong))
         creates = collections.Counter(
             (c["call_id"], c["attempt"]) for c in _read_jsonl(Path(self.env["BATCHCALLS_SIM_LOG"]))
             if c["call_id"] in calls)
@@ -247,6 +339,7 @@ class System:
         return Figures(
             drill=drill, calls=len(calls), final=final if counted == final else -1,
             completed=batch["completed_calls"], failed=batch["failed_calls"],
+            wrong_outcomes=len(wrong), excused=excused,
             double_dials=sum(n - 1 for n in creates.values() if n > 1),
             undeclared_dials=len(set(creates) - recorded),
             max_live=max_live, concurrency=batch["concurrency"],
@@ -255,6 +348,25 @@ class System:
             recover_seconds=(min(dials_after) - broke_at) if dials_after else float("nan"),
             total_seconds=time.time() - started_at,
         )
+
+
+    def chaos_done(self, batch_id: str) -> dict[str, int]:
+        """How many of the batch's provider events the simulator's chaos lost, delayed, reordered
+        and duplicated, and how many delayed ones were due after the call's next attempt dialed."""
+        with self._db() as cur:
+            cur.execute("SELECT a.call_id, a.number, a.dialed_at FROM attempts a JOIN calls c ON c.id = a.call_id"
+                        " WHERE c.batch_id = %s", (batch_id,))
+            dialed = {(row["call_id"], row["number"]): row["dialed_at"].timestamp() for row in cur.fetchall()}
+        done = {"lost": 0, "duplicated": 0, "delayed": 0, "reordered": 0, "delayed_past_next_attempt": 0}
+        for line in _read_jsonl(self.workdir / "chaos.jsonl"):
+            if (line["call_id"], line["attempt"]) not in dialed:
+                continue
+            for what in line["did"]:
+                done[what] += 1
+            next_dial = dialed.get((line["call_id"], line["attempt"] + 1))
+            if "delayed" in line["did"] and next_dial is not None and line["due"] > next_dial:
+                done["delayed_past_next_attempt"] += 1
+        return done
 
 
 class _Cursor:
@@ -294,9 +406,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_system(workers: int = 3, **env: str) -> System:
+def start_system(workers: int = 3, chaos: str | None = None, **env: str) -> System:
+    """`chaos` (BATCHCALLS_SIM_CHAOS's shares) makes the simulator's events misbehave, and has
+    what it did recorded for `System.chaos_done`."""
     workdir = Path(tempfile.mkdtemp(prefix="bc-drill-"))
     os.chmod(workdir, 0o755)
+    if chaos is not None:
+        env = {**env, "BATCHCALLS_SIM_CHAOS": f"{chaos},log={workdir / 'chaos.jsonl'}"}
     pg = start_postgres(workdir / "servers")
     rd = start_redis(workdir / "servers")
     pg_port = int(pg.url.rsplit(":", 1)[1].split("/")[0])

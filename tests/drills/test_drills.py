@@ -102,13 +102,18 @@ def test_drill_5_callback_receiver_down_then_back(system: System) -> None:
 
 
 def test_drill_6_provider_events_duplicated_reordered_delayed_lost() -> None:
-    chaotic = start_system(BATCHCALLS_SIM_CHAOS="lose=0.1,duplicate=0.2,delay=0.15,reorder=0.25,delay_seconds=2")
+    chaotic = start_system(chaos="lose=0.1,duplicate=0.2,delay=0.15,reorder=0.25,delay_seconds=2")
     try:
         started = time.time()
         batch_id = chaotic.submit(batch_body(chaotic.receiver.url))
         figures = chaotic.measure("6-provider-event-chaos", batch_id, started, started)
         _report(figures)
+        done = chaotic.chaos_done(batch_id)
+        line = "drill=6-provider-event-chaos chaos: " + " ".join(f"{k}={v}" for k, v in done.items())
+        print(line)
+        REPORTED.append(line)
         figures.assert_invariants()
+        assert all(count > 0 for count in done.values()), line  # the chaos did happen
     finally:
         chaotic.stop()
 
@@ -119,23 +124,34 @@ def test_drill_7_api_killed_during_submits_with_idempotent_retries(system: Syste
     started = time.time()
     keys = [f"drill-{uuid.uuid4().hex}" for _ in range(3)]
     results: dict[str, set[str]] = {key: set() for key in keys}
+    cut: list[str] = []  # POSTs the kills broke: a dropped connection or an answer other than 202
+    refused: list[str] = []  # POSTs sent while the API was down
+    kills_over = threading.Event()
 
-    def client(key: str, offset: int) -> None:
+    def client(key: str, offset: int, rng: random.Random) -> None:
+        """Retries until it has a 202 given after the last kill, then and then only may stop."""
         body = batch_body(system.receiver.url, offset)
         deadline = time.time() + 120
         while time.time() < deadline:
+            after_kills = kills_over.is_set()
             try:
                 response = requests.post(f"{system.api_url}/v1/batches", json=body, timeout=30,
                                          headers=system.headers() | {"Idempotency-Key": key})
+            except requests.ConnectionError as exc:
+                (refused if "refused" in str(exc).lower() else cut).append(f"{key}: {exc!r}"[:300])
+            except requests.RequestException as exc:
+                cut.append(f"{key}: {exc!r}"[:300])
+            else:
                 if response.status_code == 202:
                     results[key].add(response.json()["batch_id"])
-                    if len(results[key]) and random.random() < 0.5:
+                    if after_kills and rng.random() < 0.5:
                         return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
+                else:
+                    cut.append(f"{key}: {response.status_code} {response.text[:200]}")
+            time.sleep(rng.uniform(0.0, 0.1))
 
-    threads = [threading.Thread(target=client, args=(key, 1000 * i)) for i, key in enumerate(keys)]
+    threads = [threading.Thread(target=client, args=(key, 1000 * i, random.Random(70 + i)))
+               for i, key in enumerate(keys)]
     for thread in threads:
         thread.start()
     broke_at = time.time()
@@ -144,20 +160,25 @@ def test_drill_7_api_killed_during_submits_with_idempotent_retries(system: Syste
         system.kill("api")
         time.sleep(0.3)
         system.start_api()
+    kills_over.set()
     for thread in threads:
         thread.join()
     with system._db() as cur:
         cur.execute("SELECT idempotency_key, count(*) AS n FROM batches GROUP BY idempotency_key")
         per_key = {row["idempotency_key"]: row["n"] for row in cur.fetchall()}
-        cur.execute("SELECT b.id, b.total_calls, count(c.id) AS stored FROM batches b"
-                    " JOIN calls c ON c.batch_id = b.id GROUP BY b.id")
+        cur.execute("SELECT b.id, b.idempotency_key, b.total_calls, count(c.id) AS stored FROM batches b"
+                    " LEFT JOIN calls c ON c.batch_id = b.id GROUP BY b.id")
         sizes = list(cur.fetchall())
+    print(f"\ndrill 7: {len(cut)} POSTs cut by the kills, {len(refused)} refused while the API was down")
+    assert cut, f"no POST was cut by a kill ({len(refused)} refused): the drill proved nothing"
     assert all(len(ids) == 1 for ids in results.values()), results
-    assert all(per_key.get(key) == 1 for key in keys), per_key
-    assert all(row["stored"] == row["total_calls"] == 300 for row in sizes), sizes
+    assert per_key == {key: 1 for key in keys}, per_key
+    assert len(sizes) == 3 and all(row["stored"] == row["total_calls"] == 300 for row in sizes), sizes
+    assert {row["id"] for row in sizes} == {next(iter(ids)) for ids in results.values()}, (sizes, results)
     figures = [system.measure(f"7-api-killed-during-submit[{i}]", next(iter(results[key])), broke_at, started)
-               for i, key in enumerate(keys[:2])]
+               for i, key in enumerate(keys)]
     for one in figures:
         _report(one)
+    for one in figures:
         one.assert_invariants()
     assert CONCURRENCY == 20

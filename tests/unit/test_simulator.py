@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus, Outcome
+from batchcalls.telephony import chaos as chaos_module
 from batchcalls.telephony import simulator
 from batchcalls.telephony.base import DialRequest, LiveAttempt
+from batchcalls.telephony.chaos import Chaos, ChaoticSchedule
 from batchcalls.telephony.simulator import SimulatorProvider, plan
 
 RINGING, ANSWERED, ENDED = AttemptStatus.RINGING, AttemptStatus.ANSWERED, AttemptStatus.ENDED
@@ -216,3 +219,52 @@ def test_poll_agrees_with_the_events_create_call_scheduled(clock: Clock) -> None
     for event, delay in scheduled.calls:
         clock.now = T0 + delay
         assert provider.poll(attempt) == event
+
+
+# -- chaos ----------------------------------------------------------------------------------------
+
+
+def test_chaos_parses_its_shares_and_a_log_path_taken_verbatim() -> None:
+    chaos = Chaos.parse("lose=0.1, duplicate=0.2,delay=0.15,reorder=0.25,delay_seconds=2,log=/tmp/a b,c=d.jsonl")
+    assert chaos == Chaos(lose=0.1, duplicate=0.2, delay=0.15, reorder=0.25, delay_seconds=2.0,
+                          log="/tmp/a b,c=d.jsonl")
+    assert Chaos.parse("lose=0.5").log is None
+    with pytest.raises(ValueError, match="unknown chaos setting"):
+        Chaos.parse("lost=0.5")
+
+
+def event(status: AttemptStatus = RINGING) -> ProviderEvent:
+    return ProviderEvent("call-1", 2, status, T0)
+
+
+@pytest.mark.parametrize(
+    ("chaos", "did", "delays"),
+    [
+        (Chaos(lose=1.0), ["lost"], []),
+        (Chaos(delay=1.0, delay_seconds=3.0), ["delayed"], [3.5]),
+        (Chaos(reorder=1.0), ["reordered"], None),
+        (Chaos(duplicate=1.0), ["duplicated"], None),
+        (Chaos(delay=1.0, duplicate=1.0, delay_seconds=3.0), ["delayed", "duplicated"], None),
+    ],
+)
+def test_chaos_records_each_thing_it_did_to_an_event(
+    clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chaos: Chaos, did: list[str],
+    delays: list[float] | None,
+) -> None:
+    monkeypatch.setattr(chaos_module, "time", clock)
+    log = tmp_path / "chaos.jsonl"
+    scheduled = Scheduled()
+    ChaoticSchedule(scheduled, Chaos(**{**chaos.__dict__, "log": str(log)}), random.Random(1))(event(), 0.5)
+    if delays is not None:
+        assert [delay for _, delay in scheduled.calls] == delays
+    [line] = [json.loads(text) for text in log.read_text().splitlines()]
+    assert line["did"] == did and (line["call_id"], line["attempt"], line["status"]) == ("call-1", 2, "ringing")
+    assert line["due"] == (None if did == ["lost"] else T0 + scheduled.calls[0][1])
+
+
+def test_chaos_without_mischief_or_log_records_nothing(clock: Clock, tmp_path: Path) -> None:
+    log = tmp_path / "chaos.jsonl"
+    scheduled = Scheduled()
+    ChaoticSchedule(scheduled, Chaos(log=str(log)))(event(), 0.5)
+    ChaoticSchedule(scheduled, Chaos(lose=1.0))(event(), 0.5)
+    assert scheduled.calls == [(event(), 0.5)] and not log.exists()
