@@ -76,7 +76,9 @@ def up(port: int, workers: int, flower: bool) -> None:
             click.echo(f"API key (tenant dev): {system.api_key}")
             click.echo(f"Webhook secret (tenant dev): {system.webhook_secret}")
             if system.flower_url:
-                click.echo(f"Flower: {system.flower_url}")
+                auth = ("user and password from FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH")
+                        else "no password: FLOWER_BASIC_AUTH is unset")
+                click.echo(f"Flower: {system.flower_url} ({auth})")
             click.echo(f"Logs: {system.log_dir}   Stop with Ctrl-C.")
             while True:
                 dead = system.dead_children()

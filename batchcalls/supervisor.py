@@ -116,19 +116,20 @@ class System:
         return [name for name, proc in self.children.items() if proc.poll() is not None]
 
 
-def _wait_healthy(url: str, system: System, timeout: float = 60) -> None:
+def _wait_healthy(url: str, system: System, what: str = "the API", timeout: float = 60) -> None:
+    """Until `url` answers 200 (the API's /healthz, Flower's /healthcheck: neither needs credentials)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         dead = system.dead_children()
         if dead:
             raise RuntimeError(f"{', '.join(dead)} exited at start; see the logs in {system.log_dir}")
         try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+            if requests.get(url, timeout=2).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"the API did not become healthy in {timeout}s; see {system.log_dir}")
+    raise RuntimeError(f"{what} did not become healthy in {timeout}s; see {system.log_dir}")
 
 
 @contextmanager
@@ -177,7 +178,9 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
                                             f"--port={flower_port}", "--address=127.0.0.1",
                                             *([f"--basic-auth={auth}"] if auth else [])],
                                  env=None if auth else {"FLOWER_UNAUTHENTICATED_API": "1"})
-                _wait_healthy(system.api_url, system)
+                _wait_healthy(f"{system.api_url}/healthz", system)
+                if system.flower_url:  # so that where `up` says Flower is, it answers
+                    _wait_healthy(f"{system.flower_url}/healthcheck", system, "Flower")
                 yield system
             finally:
                 signals.unwinding = True  # however we got here, stop everything without interruption
