@@ -72,7 +72,7 @@ def vonage_event() -> ResponseReturnValue:
         return "", 204
     event = vw.event_from_webhook(ids[0], ids[1], payload, time.time())
     if event is not None:
-        _engine().tasks.record_event(event)
+        _engine().tasks.record_event(event, countdown=vw.settle_seconds(payload.get("status")))
     return "", 204
 
 
