@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +16,6 @@ import click
 if TYPE_CHECKING:
     from batchcalls.client import Client
 
-from config.settings import load_settings
 
 
 @click.group()
@@ -32,7 +33,8 @@ def db_upgrade() -> None:
     """Apply the schema migrations not yet applied."""
     from batchcalls.store.migrate import upgrade
 
-    applied = upgrade(_require("DATABASE_URL"))
+    with _database_url() as url:
+        applied = upgrade(url)
     click.echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
 
 
@@ -49,8 +51,8 @@ def keys_create(tenant: str, as_json: bool) -> None:
     from batchcalls.store.db import Database
     from batchcalls.store.tenants import create_key
 
-    settings = load_settings()
-    tenant_row, api_key = create_key(Database(settings.database_url or _require("DATABASE_URL")), tenant)
+    with _database_url() as url:
+        tenant_row, api_key = create_key(Database(url), tenant)
     result = {"tenant": tenant_row.name, "api_key": api_key, "webhook_secret": tenant_row.webhook_secrets[0]}
     if as_json:
         click.echo(json.dumps(result))
@@ -231,6 +233,26 @@ def status(batch_id: str, as_json: bool) -> None:
         click.echo(json.dumps(body, indent=2))
     else:
         Console().print(status_table(body))
+
+
+@contextlib.contextmanager
+def _database_url() -> Iterator[str]:
+    """DATABASE_URL when set; else the embedded PostgreSQL under BATCHCALLS_DATA_DIR (the one
+    `up` uses: attached to when it runs, started for this command and stopped after when not),
+    with the schema brought up to date, so that a key made here works in `up` afterwards."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from batchcalls.embedded import default_data_dir, start_postgres
+    from batchcalls.store.migrate import upgrade
+
+    server = start_postgres(default_data_dir())
+    try:
+        upgrade(server.url)
+        yield server.url
+    finally:
+        server.stop()
 
 
 def _require(name: str) -> str:

@@ -349,6 +349,14 @@ def batchcalls_command(env: dict[str, str], *args: str) -> Run:
     return Run(done.returncode, done.stdout, done.stderr)
 
 
+def batchcalls_command_env(env: dict[str, str], *args: str) -> Run:
+    """The console script with exactly `env` (nothing of this process's environment added back)."""
+    script = Path(sys.executable).with_name("batchcalls")
+    done = subprocess.run([str(script), *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=180, stdin=subprocess.DEVNULL)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
 def schema_of(database_url: str) -> dict[str, list[tuple[object, ...]]]:
     """Everything a migration makes in the public schema, and the migrations recorded."""
     conn = psycopg2.connect(database_url)
@@ -462,6 +470,29 @@ def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(
                 assert cur.fetchone() == (0,)  # stored hashed, never as printed
         finally:
             conn.close()
+
+
+
+def test_keys_create_and_db_upgrade_without_database_url_use_the_embedded_server_and_leave_none_running() -> None:
+    """DESIGN §7: with DATABASE_URL unset the CLI starts the embedded PostgreSQL under
+    BATCHCALLS_DATA_DIR, the same one `up` uses, so a key made before `up` works in it."""
+    data = data_dir("bc-cli-keys-embedded-")
+    env = env_without_servers(BATCHCALLS_DATA_DIR=str(data))
+    try:
+        made = batchcalls_command_env(env, "keys", "create", "--tenant", "acme", "--json")
+        assert made.code == 0, made.stdout + made.stderr
+        printed = json.loads(made.stdout)
+        assert printed["tenant"] == "acme" and printed["api_key"]
+        assert servers_of(data) == []  # started for the command, stopped after it
+        upgraded = batchcalls_command_env(env, "db", "upgrade")
+        assert upgraded.code == 0, upgraded.stdout + upgraded.stderr
+        assert upgraded.stdout.strip() == "schema is up to date"  # keys create brought it up to date
+        again = batchcalls_command_env(env, "keys", "create", "--tenant", "acme", "--json")
+        assert json.loads(again.stdout)["webhook_secret"] == printed["webhook_secret"]  # same database
+        assert servers_of(data) == []
+    finally:
+        kill_all(processes_of(data))
+        shutil.rmtree(data, ignore_errors=True)
 
 
 # --- submit and status -----------------------------------------------------------------------
