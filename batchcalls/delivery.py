@@ -45,6 +45,15 @@ end
 return 0
 """
 
+# Compared and deleted in one script: a GET then a DEL would delete the lock of the relay that
+# took it over when ours ran out between the two (seen in tests/integration/test_relay_concurrency.py).
+_RELEASE_IF_OURS = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 # A kick marks the batch dirty; it needs a `deliver` task only when no relay holds the lock (a
 # running relay looks at the mark after it lets go) and none is queued and not yet started.
@@ -113,6 +122,7 @@ class Relay:
         self.redis = client
         self.session = session or requests.Session()
         self._renew_if_ours = client.register_script(_RENEW_IF_OURS)
+        self._release_if_ours = client.register_script(_RELEASE_IF_OURS)
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
@@ -130,8 +140,7 @@ class Relay:
                 delivered, retry_in = self._deliver_due(batch_id, still_ours)
                 total += delivered
             finally:
-                if self.redis.get(lock_key) in (token, token.encode()):
-                    self.redis.delete(lock_key)
+                self._release_if_ours(keys=[lock_key], args=[token])
             if not self.redis.exists(dirty_key):
                 return Outcome(total, retry_in)
 

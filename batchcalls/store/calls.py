@@ -93,6 +93,9 @@ def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provid
 
 def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
     """Take back an attempt the provider certainly did not place (throttled): the call waits again."""
+    # The call's row first, then its attempt's: the order `apply_events` locks them in. The other
+    # order deadlocked against a provider event for the same attempt (test_store_concurrency).
+    cur.execute("SELECT 1 FROM calls WHERE id = %s FOR UPDATE", (call_id,))
     cur.execute(
         "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = 'dialing'"
         " AND provider_call_id IS NULL RETURNING number",
