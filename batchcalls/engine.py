@@ -7,6 +7,7 @@ through the small `TaskQueue` interface below.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from redis.exceptions import LockError
 
 from batchcalls import gates as gates_mod
 from batchcalls.delivery import Kicks
@@ -162,8 +165,8 @@ class Engine:
 
     def rebuild(self, batch_id: str) -> bool:
         """Write a batch's Redis state again from Postgres. False when the batch is not active."""
-        lock = self.gates.redis.set(f"bc:{{{batch_id}}}:rebuild", "1", nx=True, px=30_000)
-        if not lock:
+        lock = self.gates.redis.lock(f"bc:{{{batch_id}}}:rebuild", timeout=30)
+        if not lock.acquire(blocking=False):
             return False
         try:
             with self.db.transaction() as cur:
@@ -188,7 +191,8 @@ class Engine:
                                   paused=batch["status"] == "paused")
             return True
         finally:
-            self.gates.redis.delete(f"bc:{{{batch_id}}}:rebuild")
+            with contextlib.suppress(LockError):
+                lock.release()  # only while still ours: a rebuild past 30 s leaves the next one's alone
 
     # -- place --------------------------------------------------------------------------------
 

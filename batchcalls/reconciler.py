@@ -4,10 +4,13 @@ provider events stopped, and re-kicks undelivered events. Losing all of Redis lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import LockError
 
 from batchcalls.engine import Engine
 from batchcalls.logs import quoted
@@ -33,13 +36,16 @@ class Sweep:
 
 def reconcile(engine: Engine) -> Sweep:
     """One sweep; a sweep already running elsewhere in the fleet makes this one a no-op."""
-    lock_ms = int(max(engine.settings.reconcile_seconds * 4, 10) * 1000)
-    if not engine.gates.redis.set("bc:reconcile-lock", "1", nx=True, px=lock_ms):
+    # redis-py's Lock: a token of its own, released only while it is still ours (a sweep that
+    # outlived its lock must not delete the next sweep's).
+    lock = engine.gates.redis.lock("bc:reconcile-lock", timeout=max(engine.settings.reconcile_seconds * 4, 10))
+    if not lock.acquire(blocking=False):
         return Sweep()
     try:
         return _sweep(engine)
     finally:
-        engine.gates.redis.delete("bc:reconcile-lock")
+        with contextlib.suppress(LockError):
+            lock.release()
 
 
 def _sweep(engine: Engine) -> Sweep:

@@ -31,8 +31,12 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
+        # Task events for Flower, sent by the workers (received, started, succeeded: one
+        # buffered publish per event-loop turn). No `task-sent` events: one more Redis publish
+        # for every task a sender sends, on the engine's hot path, for a state Flower shows
+        # as well from `task-received`.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         broker_connection_retry_on_startup=True,
         beat_schedule={
             "reconcile": {"task": "batchcalls.reconcile", "schedule": settings.reconcile_seconds},
