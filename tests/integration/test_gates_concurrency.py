@@ -4,24 +4,22 @@ real Redis, and the fleet-wide invariants (DESIGN §4, 1 and 2) hold, also while
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import redis
 
 from batchcalls.gates import Gates, ready_score
+from tests.support.processes import run_processes
 from tests.support.servers import TestServers
 
 pytestmark = pytest.mark.integration
 
 PROCESSES = 6
-_SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters, like separate worker hosts
 
 
 def _lease_worker(redis_url: str, batch_id: str, seed: int, start: Any, results: Any) -> None:
@@ -129,26 +127,6 @@ def _cps_worker(redis_url: str, account: str, count: int, start: Any, results: A
         results.put(("error", traceback.format_exc()))
 
 
-def _run_processes(
-    target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float
-) -> list[tuple[Any, ...]]:
-    start = _SPAWN.Barrier(len(args), timeout=30)  # all begin together, after their imports
-    results = _SPAWN.Queue()
-    procs = [_SPAWN.Process(target=target, args=(*a, start, results), daemon=True) for a in args]
-    for proc in procs:
-        proc.start()
-    try:
-        answers = [results.get(timeout=timeout) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-    errors = [a[1] for a in answers if a[0] != "ok"]
-    assert not errors, "\n".join(errors)
-    return answers
-
-
 def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(servers: TestServers) -> None:
     client = redis.Redis.from_url(servers.redis_url)
     gates = Gates(client, lease_seconds=60)
@@ -159,7 +137,7 @@ def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(s
     gates.load_batch(batch_id, concurrency, calls)
 
     began = time.monotonic()
-    answers = _run_processes(
+    answers = run_processes(
         _lease_worker, [(servers.redis_url, batch_id, seed) for seed in range(PROCESSES)], timeout=30
     )
     elapsed = time.monotonic() - began
@@ -181,7 +159,7 @@ def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(s
 
 def test_six_processes_share_one_calls_per_second_limit(servers: TestServers) -> None:
     account = "cps-" + uuid.uuid4().hex[:8]
-    answers = _run_processes(_cps_worker, [(servers.redis_url, account, 10)] * PROCESSES, timeout=30)
+    answers = run_processes(_cps_worker, [(servers.redis_url, account, 10)] * PROCESSES, timeout=30)
     instants = sorted(round(at * 1000) for answer in answers for at in answer[1])
     assert len(instants) == 60
     # No half-open window [t, t + 1000 ms) holds 11 instants: any 11 in a row span >= 1000 ms.
@@ -202,7 +180,7 @@ def test_renewals_racing_acquire_and_release_never_resurrect_a_lease(servers: Te
     gates.load_batch(batch_id, concurrency, [(f"call-{seq}", ready_score(0, seq)) for seq in range(total)])
 
     roles = ["holder", "renewer"] * (PROCESSES // 2)
-    answers = _run_processes(
+    answers = run_processes(
         _renew_race_worker,
         [(servers.redis_url, batch_id, role, total, seed) for seed, role in enumerate(roles)],
         timeout=60,

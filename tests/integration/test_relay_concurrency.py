@@ -6,12 +6,11 @@ lock it lost, and an event kicked while a relay runs is never left waiting for t
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,12 +20,12 @@ from batchcalls import delivery
 from batchcalls.delivery import Kicks, Relay, relay_keys
 from batchcalls.store.db import Database
 from config.settings import Settings
+from tests.support.processes import run_processes
 from tests.support.servers import TestServers
 
 pytestmark = pytest.mark.integration
 
 PROCESSES = 6
-_SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters, like separate worker hosts
 
 LOCK_SECONDS = 0.1  # the relay lock's lifetime in the contention test (normally a webhook timeout + 5 s)
 STALL_SECONDS = 0.15  # a pause longer than the lock: a GC pause, a stalled host, a slow network
@@ -180,29 +179,9 @@ def _kick_worker(redis_url: str, batch_id: str, seed: int, rounds: int, start: A
         results.put(("error", traceback.format_exc()))
 
 
-def _run_processes(
-    target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float
-) -> list[tuple[Any, ...]]:
-    start = _SPAWN.Barrier(len(args), timeout=30)  # all begin together, after their imports
-    results = _SPAWN.Queue()
-    procs = [_SPAWN.Process(target=target, args=(*a, start, results), daemon=True) for a in args]
-    for proc in procs:
-        proc.start()
-    try:
-        answers = [results.get(timeout=timeout) for _ in procs]
-    finally:
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-    errors = [a[1] for a in answers if a[0] != "ok"]
-    assert not errors, "\n".join(errors)
-    return answers
-
-
 def test_one_relay_holds_a_batch_lock_at_a_time_and_none_touches_a_lock_it_lost(servers: TestServers) -> None:
     batch_id = "relay-" + uuid.uuid4().hex[:8]
-    answers = _run_processes(
+    answers = run_processes(
         _lock_worker, [(servers.redis_url, batch_id, seed, 5.0) for seed in range(PROCESSES)], timeout=60
     )
     problems = [p for answer in answers for p in answer[2]]
@@ -233,7 +212,7 @@ def test_events_kicked_while_a_relay_runs_are_delivered_without_a_sweep(servers:
     client = redis.Redis.from_url(servers.redis_url)
     batch_id = "kick-" + uuid.uuid4().hex[:8]
     rounds = 150
-    answers = _run_processes(
+    answers = run_processes(
         _kick_worker, [(servers.redis_url, batch_id, seed, rounds) for seed in range(PROCESSES)], timeout=120
     )
     written = int(client.get(f"test:{{{batch_id}}}:written") or 0)
