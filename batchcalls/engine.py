@@ -43,6 +43,9 @@ log = logging.getLogger("batchcalls.engine")
 CPS_TOLERANCE = 0.03
 # Waits for a creation instant up to this long are slept in the task; longer ones use a countdown.
 MAX_IN_TASK_WAIT = 1.5
+# A call placed by the task that freed its slot waits at most this long there for its creation
+# instant; a longer wait goes to a `place_call` task of its own.
+PLACE_HERE_MAX_WAIT = 0.05
 # A grant of many slots at once is sent as `place_calls` tasks of up to PLACE_CHUNK_MAX calls,
 # and at least PLACE_SPREAD tasks (a grant of fewer than 2 * PLACE_SPREAD calls: one per call).
 # Events are delivered within about this long of their change, many calls' to one relay run.
@@ -54,9 +57,10 @@ PLACE_SPREAD = 8
 class TaskQueue(Protocol):
     def dispatch(self, batch_id: str, priority: int) -> None: ...
     def place_call(self, batch_id: str, call_id: str, priority: int, countdown: float = 0,
-                   reserved_at: float | None = None, granted_at: float | None = None) -> None: ...
+                   reserved_at: float | None = None, granted_at: float | None = None,
+                   freed: bool = False) -> None: ...
     def place_calls(self, batch_id: str, call_ids: list[str], priority: int,
-                    granted_at: float | None = None) -> None: ...
+                    granted_at: float | None = None, freed: bool = False) -> None: ...
     def wake(self, batch_id: str, countdown: float) -> None: ...
     def deliver(self, batch_id: str, countdown: float = 0) -> None: ...
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
@@ -98,25 +102,40 @@ class Engine:
 
     def dispatch(
         self, batch_id: str, release: list[str] | None = None,
-        delay: list[tuple[str, int, float]] | None = None,
+        delay: list[tuple[str, int, float]] | None = None, place_here: bool = False,
     ) -> int:
         """Release ended calls' slots, park retries, and send one `place_call` per free slot.
-        Returns how many calls were given a slot."""
+        With `place_here` (a provider event freed the slot) the first granted call is placed in
+        this task instead, after the rest are sent: the slot goes to its next call without a
+        trip through the broker and the queue. Returns how many calls were given a slot."""
+        return self._dispatch(batch_id, release, delay, place_here)[0]
+
+    def _dispatch(
+        self, batch_id: str, release: list[str] | None, delay: list[tuple[str, int, float]] | None,
+        place_here: bool,
+    ) -> tuple[int, str | None]:
+        """`dispatch`, and the call it placed here (if any)."""
         grant = self.gates.acquire(batch_id, release or (), delay or ())
         if grant.missing:
             if not self.rebuild(batch_id):
-                return 0
+                return 0, None
             grant = self.gates.acquire(batch_id)
             if grant.missing:
-                return 0
-        self._send_placements(batch_id, grant.granted, grant.now)
+                return 0, None
+        here = grant.granted[0][0] if place_here and grant.granted else None
+        freed = bool(release)  # these slots were freed by calls that ended, not a batch's start
+        self._send_placements(batch_id, grant.granted[1:] if here else grant.granted, grant.now, freed)
         if grant.expired:
             self._check_expired(batch_id, grant.expired)
         if grant.next_due_in is not None:
             self._schedule_wake(batch_id, grant.next_due_in)
-        return len(grant.granted)
+        if here is not None:
+            self.place_call(here, granted_at=grant.now, batch_id=batch_id, max_wait=PLACE_HERE_MAX_WAIT,
+                            freed=True)
+        return len(grant.granted), here
 
-    def _send_placements(self, batch_id: str, granted: list[tuple[str, float]], granted_at: float) -> None:
+    def _send_placements(self, batch_id: str, granted: list[tuple[str, float]], granted_at: float,
+                         freed: bool = False) -> None:
         """One `place_call` per granted call; when many are granted at once (and no calls-per-
         second limit makes each wait for its own instant), `place_calls` tasks of a few calls
         each: a task costs more than placing a call, and a few tasks per worker process keep
@@ -124,17 +143,20 @@ class Engine:
         size = 1 if self.settings.cps_limit else min(PLACE_CHUNK_MAX, len(granted) // PLACE_SPREAD)
         if size <= 1:
             for call_id, score in granted:
-                self.tasks.place_call(batch_id, call_id, gates_mod.priority_of(score), granted_at=granted_at)
+                self.tasks.place_call(batch_id, call_id, gates_mod.priority_of(score), granted_at=granted_at,
+                                      freed=freed)
             return
         for priority, same in itertools.groupby(granted, key=lambda g: gates_mod.priority_of(g[1])):
             ids = [call_id for call_id, _ in same]
             for start in range(0, len(ids), size):
-                self.tasks.place_calls(batch_id, ids[start:start + size], priority, granted_at=granted_at)
+                self.tasks.place_calls(batch_id, ids[start:start + size], priority, granted_at=granted_at,
+                                       freed=freed)
 
-    def place_calls(self, batch_id: str, call_ids: list[str], granted_at: float | None = None) -> None:
+    def place_calls(self, batch_id: str, call_ids: list[str], granted_at: float | None = None,
+                    freed: bool = False) -> None:
         """Place several granted calls of a batch, one after another."""
         for call_id in call_ids:
-            self.place_call(call_id, granted_at=granted_at, batch_id=batch_id)
+            self.place_call(call_id, granted_at=granted_at, batch_id=batch_id, freed=freed)
 
     def _check_expired(self, batch_id: str, call_ids: list[str]) -> None:
         """A lease ran out. Postgres says why: a live call keeps its slot; a call still waiting
@@ -197,7 +219,7 @@ class Engine:
     # -- place --------------------------------------------------------------------------------
 
     def place_call(self, call_id: str, reserved_at: float | None = None, granted_at: float | None = None,
-                   batch_id: str | None = None) -> None:
+                   batch_id: str | None = None, max_wait: float = MAX_IN_TASK_WAIT, freed: bool = False) -> None:
         """Dial one attempt of a call that holds a slot, at most once. `granted_at` (Unix seconds)
         is when the slot was given, for the dispatch-latency metric. With `batch_id` (the task
         carries it) and no calls-per-second limit, the call is not read first: its lease is
@@ -222,7 +244,7 @@ class Engine:
             return
         batch_started: dict[str, Any] | None = None
         while True:
-            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
+            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at, max_wait)
             if deadline is None:
                 return
             with self.db.transaction() as cur:
@@ -253,7 +275,7 @@ class Engine:
         finally:
             if self.metrics is not None:
                 waited = None if granted_at is None or reserved_at is not None else created_at - granted_at
-                self.metrics.call_dialed(None if waited is None else max(0.0, waited))
+                self.metrics.call_dialed(None if waited is None else max(0.0, waited), freed=freed)
         with self.db.autocommit() as cur:
             calls.set_provider_call_id(cur, call_id, attempt, provider_call_id)
 
@@ -265,10 +287,11 @@ class Engine:
         if status is not None and status not in calls.DIALABLE and status not in calls.LIVE:
             self.dispatch(batch_id, release=[call_id])
 
-    def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None) -> float | None:
-        """Hold the call until the provider's calls-per-second limit lets it be created; returns
-        the latest time the creation may happen (infinity without a limit), or None when it was
-        handed to a later task instead."""
+    def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None,
+                       max_wait: float = MAX_IN_TASK_WAIT) -> float | None:
+        """Hold the call until the provider's calls-per-second limit lets it be created, for at
+        most `max_wait` seconds in this task; returns the latest time the creation may happen
+        (infinity without a limit), or None when it was handed to a later task instead."""
         limit = self.settings.cps_limit
         if not limit:
             return math.inf
@@ -280,8 +303,9 @@ class Engine:
             else:
                 now = time.time()
             wait = reserved_at - now
-            if wait > MAX_IN_TASK_WAIT:
-                countdown = min(wait - 0.5, self.settings.max_countdown_seconds)
+            if wait > max_wait:
+                # That task sleeps out the last half second itself (up to MAX_IN_TASK_WAIT).
+                countdown = min(max(0.0, wait - 0.5), self.settings.max_countdown_seconds)
                 self.gates.renew(call["batch_id"], [call["id"]], extra_seconds=countdown)
                 self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=countdown,
                                       reserved_at=reserved_at)
@@ -321,10 +345,16 @@ class Engine:
 
     def record_events(self, events: list[ProviderEvent]) -> list[str]:
         """Apply events of one call in order, each exactly once, in one transaction (the events
-        of a call that came due together); then act on where the call ended up."""
+        of a call that came due together); then act on where the call ended up. Returns how
+        each event applied."""
+        return self.record_events_placing(events)[0]
+
+    def record_events_placing(self, events: list[ProviderEvent]) -> tuple[list[str], str | None]:
+        """`record_events`, and the call that was placed in the slot they freed, if any (tasks
+        return it, so that Flower shows where each call was dialed)."""
         if len({e.call_id for e in events}) != 1:
             raise ValueError("record_events takes events of one call")
-        last = None
+        last, placed = None, None
         with self.db.transaction() as cur:
             if len({e.attempt for e in events}) == 1:
                 results = calls.apply_events(cur, events)
@@ -335,28 +365,33 @@ class Engine:
                     last = result
         if last is not None:
             assert last.call is not None
-            self._after_event(events[-1], last.call, last.applied, last.batch, last.due)
-        return [result.applied for result in results]
+            placed = self._after_event(events[-1], last.call, last.applied, last.batch, last.due)
+        return [result.applied for result in results], placed
 
     def _after_event(self, event: ProviderEvent, call: dict[str, Any], applied: str,
-                     batch: dict[str, Any] | None, due: datetime | None) -> None:
+                     batch: dict[str, Any] | None, due: datetime | None) -> str | None:
+        """Renew, park or free the call's slot as the event says; returns the call placed here."""
         batch_id = call["batch_id"]
         if applied == Applied.LIVE:
             self.gates.renew(batch_id, [event.call_id])
         elif applied == Applied.SCHEDULED:
             assert due is not None
             score = gates_mod.ready_score(call["priority"], call["seq"])
-            self.dispatch(batch_id, release=[event.call_id], delay=[(event.call_id, score, due.timestamp())])
+            return self._dispatch(batch_id, [event.call_id], [(event.call_id, score, due.timestamp())], True)[1]
         elif applied == Applied.FINAL:
             log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
             if self.metrics is not None:
                 self.metrics.call_finished(call["outcome"])
-            self.dispatch(batch_id, release=[event.call_id])
-            if batch is not None and batch["finished_at"] is not None:
+            finished = batch is not None and batch["finished_at"] is not None
+            # The event first: placing the next call here may take a provider round trip.
+            if batch is not None and batch["callback_url"]:
+                self.kick_delivery(batch_id, urgent=finished)
+            placed = self._dispatch(batch_id, [event.call_id], None, not finished)[1]
+            if batch is not None and finished:
                 log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
                 self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis
-            if batch is not None and batch["callback_url"]:
-                self.kick_delivery(batch_id, urgent=batch["finished_at"] is not None)
+            return placed
+        return None
 
     # -- delivery kicks -------------------------------------------------------------------------
 

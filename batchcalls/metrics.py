@@ -21,7 +21,9 @@ log = logging.getLogger("batchcalls.metrics")
 
 KEY = "bc:metrics"
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-# The newest dispatch-latency samples, exact, newest first (a capped list).
+# The newest dispatch-latency samples, exact, newest first (a capped list), each `freed:<seconds>`
+# (a slot freed by a call that ended, given to the next) or `other:<seconds>` (a batch's first
+# calls, retries coming due, slots recovered by the reconciler).
 LATENCY_SAMPLES_KEY = "bc:metrics:dispatch_latency_samples"
 LATENCY_SAMPLES = 10_000
 BROKER_QUEUES = ["celery"] + [f"celery:{n}" for n in range(1, 10)]
@@ -45,18 +47,18 @@ class Metrics:
     def call_finished(self, outcome: str) -> None:
         self._hincr({f"calls_total:{outcome}": 1})
 
-    def call_dialed(self, dispatch_latency: float | None = None) -> None:
+    def call_dialed(self, dispatch_latency: float | None = None, freed: bool = False) -> None:
         """One dial, and with `dispatch_latency` its wait from slot grant to create (one round
-        trip for both)."""
+        trip for both); `freed`: the slot was freed by a call that ended."""
         if dispatch_latency is None:
             self._hincr({"dials_total": 1})
         else:
-            self.dispatch_latency(dispatch_latency, {"dials_total": 1})
+            self.dispatch_latency(dispatch_latency, {"dials_total": 1}, freed=freed)
 
     def webhook(self, delivered: bool, count: int = 1) -> None:
         self._hincr({"webhook_deliveries_total" if delivered else "webhook_failures_total": count})
 
-    def dispatch_latency(self, seconds: float, also: dict[str, float] | None = None) -> None:
+    def dispatch_latency(self, seconds: float, also: dict[str, float] | None = None, freed: bool = False) -> None:
         """Count one observation into the histogram, and keep the exact sample in a capped list
         (the newest `LATENCY_SAMPLES`) for percentiles the buckets cannot give (the benchmark).
         `also`: more counters to add in the same round trip."""
@@ -68,7 +70,7 @@ class Metrics:
             pipe = self.redis.pipeline(transaction=False)
             for field, amount in fields.items():
                 pipe.hincrbyfloat(KEY, field, amount)
-            pipe.lpush(LATENCY_SAMPLES_KEY, f"{seconds:.6f}")
+            pipe.lpush(LATENCY_SAMPLES_KEY, f"{'freed' if freed else 'other'}:{seconds:.6f}")
             pipe.ltrim(LATENCY_SAMPLES_KEY, 0, LATENCY_SAMPLES - 1)
             pipe.execute()
         except redis.RedisError as exc:  # metrics never fail a call

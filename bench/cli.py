@@ -73,6 +73,7 @@ def rows(sizes: scenarios.Sizes) -> list[Row]:
         Row("5 Dispatch latency", "slot freed -> next create, p50", "dispatch_p50_ms", "ms", "<= 20",
             lambda v: v <= 20),
         Row("", "slot freed -> next create, p99", "dispatch_p99_ms", "ms", "<= 200", lambda v: v <= 200),
+        Row("", "batch start: first calls' grant -> create, p99", "dispatch_start_p99_ms", "ms", "", None),
         Row("6 Memory (peak RSS)", f"API, largest process, {small:,}-call batch", f"mem_{small}_api_mb", "MB",
             "", None),
         Row("", f"API, largest process, {large:,}-call batch", f"mem_{large}_api_mb", "MB", "", None),

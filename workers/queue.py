@@ -17,14 +17,20 @@ class CeleryTaskQueue:
         self.app.send_task("batchcalls.dispatch", (batch_id,), priority=priority)
 
     def place_call(self, batch_id: str, call_id: str, priority: int, countdown: float = 0,
-                   reserved_at: float | None = None, granted_at: float | None = None) -> None:
-        kwargs = {k: v for k, v in (("reserved_at", reserved_at), ("granted_at", granted_at)) if v is not None}
+                   reserved_at: float | None = None, granted_at: float | None = None,
+                   freed: bool = False) -> None:
+        kwargs: dict[str, Any] = {k: v for k, v in (("reserved_at", reserved_at), ("granted_at", granted_at))
+                                  if v is not None}
+        if freed:
+            kwargs["freed"] = True
         self.app.send_task("batchcalls.place_call", (batch_id, call_id), kwargs, priority=priority,
                            countdown=countdown or None)
 
     def place_calls(self, batch_id: str, call_ids: list[str], priority: int,
-                    granted_at: float | None = None) -> None:
-        kwargs = {"granted_at": granted_at} if granted_at is not None else {}
+                    granted_at: float | None = None, freed: bool = False) -> None:
+        kwargs: dict[str, Any] = {"granted_at": granted_at} if granted_at is not None else {}
+        if freed:
+            kwargs["freed"] = True
         self.app.send_task("batchcalls.place_calls", (batch_id, call_ids), kwargs, priority=priority)
 
     def wake(self, batch_id: str, countdown: float) -> None:

@@ -103,26 +103,29 @@ def wake(batch_id: str) -> int:
 
 @app.task(base=EngineTask, name="batchcalls.place_call")
 def place_call(batch_id: str, call_id: str, reserved_at: float | None = None,
-               granted_at: float | None = None) -> None:
+               granted_at: float | None = None, freed: bool = False) -> None:
     """`batch_id` shows in Flower which batch a call belongs to, and spares reading the call."""
-    _parts()[0].place_call(call_id, reserved_at, granted_at, batch_id=batch_id)
+    _parts()[0].place_call(call_id, reserved_at, granted_at, batch_id=batch_id, freed=freed)
 
 
 @app.task(base=EngineTask, name="batchcalls.place_calls")
-def place_calls(batch_id: str, call_ids: list[str], granted_at: float | None = None) -> None:
+def place_calls(batch_id: str, call_ids: list[str], granted_at: float | None = None, freed: bool = False) -> None:
     """Several calls of a batch granted slots together, placed one after another."""
-    _parts()[0].place_calls(batch_id, call_ids, granted_at)
+    _parts()[0].place_calls(batch_id, call_ids, granted_at, freed)
 
 
 @app.task(base=EngineTask, name="batchcalls.record_event")
-def record_event(event: dict[str, Any]) -> str:
-    return _parts()[0].record_event(ProviderEvent.from_message(event))
+def record_event(event: dict[str, Any]) -> dict[str, Any]:
+    """One provider event; the result names the call dialed in the slot it freed (Flower shows it)."""
+    applied, placed = _parts()[0].record_events_placing([ProviderEvent.from_message(event)])
+    return {"applied": applied[0], "placed": placed}
 
 
 @app.task(base=EngineTask, name="batchcalls.record_events")
-def record_events(events: list[dict[str, Any]]) -> list[str]:
+def record_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Several events (of one call, due together), applied in order; each exactly once."""
-    return _parts()[0].record_events([ProviderEvent.from_message(event) for event in events])
+    applied, placed = _parts()[0].record_events_placing([ProviderEvent.from_message(event) for event in events])
+    return {"applied": applied, "placed": placed}
 
 
 @app.task(base=EngineTask, name="batchcalls.record_responses")
