@@ -46,6 +46,13 @@ MAX_IN_TASK_WAIT = 1.5
 # A call placed by the task that freed its slot waits at most this long there for its creation
 # instant; a longer wait goes to a `place_call` task of its own.
 PLACE_HERE_MAX_WAIT = 0.05
+# Provider events are applied at the message priority of a call of the default priority (5, of
+# 0..9, 0 first). An event task places the next call itself only when that call has the same
+# priority: a call of a higher priority goes out as a `place_call` task that jumps the queue, one
+# of a lower priority as one that waits behind it. Placed at any other priority, a batch's calls
+# would chain from event to event outside their priority: a chain above the default level ran
+# for as long as its batches did, and starved the dispatch of new batches and the reconciler.
+EVENT_PRIORITY = 5
 # A grant of many slots at once is sent as `place_calls` tasks of up to PLACE_CHUNK_MAX calls,
 # and at least PLACE_SPREAD tasks (a grant of fewer than 2 * PLACE_SPREAD calls: one per call).
 # Events are delivered within about this long of their change, many calls' to one relay run.
@@ -122,7 +129,9 @@ class Engine:
             grant = self.gates.acquire(batch_id)
             if grant.missing:
                 return 0, None
-        here = grant.granted[0][0] if place_here and grant.granted else None
+        here = None
+        if place_here and grant.granted and gates_mod.priority_of(grant.granted[0][1]) == EVENT_PRIORITY:
+            here = grant.granted[0][0]
         freed = bool(release)  # these slots were freed by calls that ended, not a batch's start
         self._send_placements(batch_id, grant.granted[1:] if here else grant.granted, grant.now, freed)
         if grant.expired:
@@ -345,13 +354,17 @@ class Engine:
 
     def record_events(self, events: list[ProviderEvent]) -> list[str]:
         """Apply events of one call in order, each exactly once, in one transaction (the events
-        of a call that came due together); then act on where the call ended up. Returns how
-        each event applied."""
-        return self.record_events_placing(events)[0]
+        of a call that came due together); then act on where the call ended up: a freed slot is
+        given to the next call by a `place_call` task. Returns how each event applied."""
+        return self.record_events_placing(events, place_here=False)[0]
 
-    def record_events_placing(self, events: list[ProviderEvent]) -> tuple[list[str], str | None]:
-        """`record_events`, and the call that was placed in the slot they freed, if any (tasks
-        return it, so that Flower shows where each call was dialed)."""
+    def record_events_placing(
+        self, events: list[ProviderEvent], place_here: bool = True,
+    ) -> tuple[list[str], str | None]:
+        """`record_events` for an event task: with `place_here`, a slot the events free is given
+        to the next call in this task. Returns how each event applied, and the call placed here
+        (tasks return it, so that Flower shows where each call was dialed). The reconciler does
+        not place here: a sweep must not wait on the provider for every call it resolves."""
         if len({e.call_id for e in events}) != 1:
             raise ValueError("record_events takes events of one call")
         last, placed = None, None
@@ -365,11 +378,11 @@ class Engine:
                     last = result
         if last is not None:
             assert last.call is not None
-            placed = self._after_event(events[-1], last.call, last.applied, last.batch, last.due)
+            placed = self._after_event(events[-1], last.call, last.applied, last.batch, last.due, place_here)
         return [result.applied for result in results], placed
 
     def _after_event(self, event: ProviderEvent, call: dict[str, Any], applied: str,
-                     batch: dict[str, Any] | None, due: datetime | None) -> str | None:
+                     batch: dict[str, Any] | None, due: datetime | None, place_here: bool) -> str | None:
         """Renew, park or free the call's slot as the event says; returns the call placed here."""
         batch_id = call["batch_id"]
         if applied == Applied.LIVE:
@@ -377,7 +390,7 @@ class Engine:
         elif applied == Applied.SCHEDULED:
             assert due is not None
             score = gates_mod.ready_score(call["priority"], call["seq"])
-            return self._dispatch(batch_id, [event.call_id], [(event.call_id, score, due.timestamp())], True)[1]
+            return self._dispatch(batch_id, [event.call_id], [(event.call_id, score, due.timestamp())], place_here)[1]
         elif applied == Applied.FINAL:
             log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
             if self.metrics is not None:
@@ -386,7 +399,7 @@ class Engine:
             # The event first: placing the next call here may take a provider round trip.
             if batch is not None and batch["callback_url"]:
                 self.kick_delivery(batch_id, urgent=finished)
-            placed = self._dispatch(batch_id, [event.call_id], None, not finished)[1]
+            placed = self._dispatch(batch_id, [event.call_id], None, place_here and not finished)[1]
             if batch is not None and finished:
                 log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
                 self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis

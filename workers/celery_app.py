@@ -39,7 +39,9 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_send_sent_event=False,
         broker_connection_retry_on_startup=True,
         beat_schedule={
-            "reconcile": {"task": "batchcalls.reconcile", "schedule": settings.reconcile_seconds},
+            # First in line: the sweep is what recovers everything else, and costs little.
+            "reconcile": {"task": "batchcalls.reconcile", "schedule": settings.reconcile_seconds,
+                          "options": {"priority": 0}},
         },
         timezone="UTC",
     )

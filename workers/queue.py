@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 
+from batchcalls.engine import EVENT_PRIORITY
 from batchcalls.models import ProviderEvent
 
 
@@ -41,7 +42,7 @@ class CeleryTaskQueue:
 
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None:
         self.app.send_task("batchcalls.record_event", (event.to_message(),),
-                           countdown=countdown or None, priority=1)
+                           countdown=countdown or None, priority=EVENT_PRIORITY)
 
     def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None:
         """Events of one call due at the same instant, applied in order by one task."""
@@ -49,7 +50,7 @@ class CeleryTaskQueue:
             self.record_event(events[0], countdown)
             return
         self.app.send_task("batchcalls.record_events", ([e.to_message() for e in events],),
-                           countdown=countdown or None, priority=1)
+                           countdown=countdown or None, priority=EVENT_PRIORITY)
 
     def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None:
         self.app.send_task("batchcalls.record_responses", (call_id, attempt, responses), priority=1)

@@ -150,3 +150,25 @@ def test_higher_priority_calls_dial_first_then_submission_order(stack: Stack) ->
     expected = [number(900 + i, 0) for i in (2, 4, 5, 0, 1, 3)]
     assert dial_order == expected
     assert [c["priority"] for c in calls] == priorities
+
+
+def test_a_new_batch_starts_while_a_running_batch_keeps_every_worker_busy(stack: Stack) -> None:
+    """A running batch's calls follow one another from event to event; a batch submitted
+    meanwhile is dispatched alongside it, not after it (an event chain above the dispatch's
+    priority once held a new batch back until the running ones were done)."""
+    # 100 calls at once, of 0.75 s each: more provider events than the test's four worker
+    # processes apply as they come, so some are always waiting in the broker.
+    running = stack.submit({"calls": [{"phone_number": number(3000 + i, 0), "script": {"text": "Hi"}}
+                                      for i in range(600)], "concurrency": 100})["batch_id"]
+    deadline = time.time() + 30
+    while stack.status(running)["completed_calls"] < 100 and time.time() < deadline:
+        time.sleep(0.1)
+    second = stack.submit({"calls": [{"phone_number": number(3300 + i, 0), "script": {"text": "Hi"}}
+                                     for i in range(3)], "concurrency": 3})["batch_id"]
+    stack.wait_finished(second, timeout=60)
+    first_done = stack.wait_finished(running, timeout=120)
+    second_dials = [ts(a["dialed_at"]) for c in stack.all_calls(second) for a in c["attempts"]]
+    running_dials = [ts(a["dialed_at"]) for c in stack.all_calls(running) for a in c["attempts"]]
+    assert first_done["completed_calls"] == 600
+    # Every call of the second batch was dialed while the first still had calls to dial.
+    assert max(second_dials) < max(running_dials), (max(second_dials), max(running_dials))
