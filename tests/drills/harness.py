@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extras
+import pytest
 import redis
 import requests
 
@@ -46,6 +48,8 @@ DIGITS = [0, 7, 8, 9, 4, 0, 1, 9, 2, 8]
 
 
 REPORTED: list[str] = []  # each drill's figures, shown in the run's summary
+# Set on each drill test by conftest: whether its call failed (a failed drill keeps its logs).
+FAILED = pytest.StashKey[bool]()
 
 
 def number(i: int) -> str:
@@ -230,7 +234,9 @@ class System:
         time.sleep(down_seconds)
         self.postgres = start_postgres(self.workdir / "servers", port=self.pg_port)
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: bool = True) -> None:
+        """Stop every process and server; without `keep_logs` (the drill passed) remove its
+        directory too: logs and an embedded PostgreSQL cluster, about 40 MB a drill."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -244,6 +250,8 @@ class System:
         close_pools()
         self.redis_server.stop()
         self.postgres.stop()
+        if not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- API ----------------------------------------------------------------------------------
 

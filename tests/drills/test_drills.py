@@ -14,18 +14,18 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.drills.harness import CONCURRENCY, REPORTED, Figures, System, batch_body, start_system
+from tests.drills.harness import CONCURRENCY, FAILED, REPORTED, Figures, System, batch_body, start_system
 
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(600)]
 
 
 @pytest.fixture
-def system() -> Iterator[System]:
+def system(request: pytest.FixtureRequest) -> Iterator[System]:
     running = start_system()
     try:
         yield running
     finally:
-        running.stop()
+        running.stop(keep_logs=request.node.stash.get(FAILED, True))
 
 
 def _report(figures: Figures) -> None:
@@ -114,8 +114,10 @@ def test_drill_6_provider_events_duplicated_reordered_delayed_lost() -> None:
         REPORTED.append(line)
         figures.assert_invariants()
         assert all(count > 0 for count in done.values()), line  # the chaos did happen
-    finally:
-        chaotic.stop()
+    except BaseException:
+        chaotic.stop(keep_logs=True)
+        raise
+    chaotic.stop(keep_logs=False)
 
 
 def test_drill_7_api_killed_during_submits_with_idempotent_retries(system: System) -> None:
