@@ -7,10 +7,10 @@ flag that the running relay checks after it lets go, so no event waits for the n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +19,8 @@ from typing import Any
 
 import redis
 import requests
+from redis.exceptions import LockError
+from redis.lock import Lock
 
 from batchcalls.callbacks import check_callback_url
 from batchcalls.errors import InvalidRequest
@@ -37,22 +39,6 @@ log = logging.getLogger("batchcalls.delivery")
 # each POST, so a relay killed mid-delivery holds up its batch's events for seconds, not minutes.
 LOCK_MARGIN_SECONDS = 5
 
-
-_RENEW_IF_OURS = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# Compared and deleted in one script: a GET then a DEL would delete the lock of the relay that
-# took it over when ours ran out between the two (seen in tests/integration/test_relay_concurrency.py).
-_RELEASE_IF_OURS = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 # A kick marks the batch dirty; it needs a `deliver` task only when no relay holds the lock (a
@@ -121,8 +107,6 @@ class Relay:
         self.db = db
         self.redis = client
         self.session = session or requests.Session()
-        self._renew_if_ours = client.register_script(_RENEW_IF_OURS)
-        self._release_if_ours = client.register_script(_RELEASE_IF_OURS)
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
@@ -131,23 +115,31 @@ class Relay:
         self.redis.set(dirty_key, "1", px=lock_ms * 4)
         total, retry_in = 0, None
         while True:
-            token = uuid.uuid4().hex
-            if not self.redis.set(lock_key, token, nx=True, px=lock_ms):
+            # redis-py's Lock: a token of its own, renewed and released only while still ours
+            # (compared and changed in one script; a GET then a DEL had deleted the lock of a
+            # relay that took it over, see tests/integration/test_relay_concurrency.py).
+            lock = self.redis.lock(lock_key, timeout=lock_ms / 1000, thread_local=False)
+            if not lock.acquire(blocking=False):
                 return Outcome(total, None)
-            still_ours = partial(self._renew_lock, lock_key, token, lock_ms)
+            still_ours = partial(self._renew_lock, lock)
             try:
                 self.redis.delete(dirty_key)
                 delivered, retry_in = self._deliver_due(batch_id, still_ours)
                 total += delivered
             finally:
-                self._release_if_ours(keys=[lock_key], args=[token])
+                with contextlib.suppress(LockError):
+                    lock.release()
             if not self.redis.exists(dirty_key):
                 return Outcome(total, retry_in)
 
-    def _renew_lock(self, lock_key: str, token: str, lock_ms: int) -> bool:
+    @staticmethod
+    def _renew_lock(lock: Lock) -> bool:
         """Renew the lock for one more POST; False when it expired and passed to another relay.
         One round trip: compared and renewed in one script."""
-        return bool(self._renew_if_ours(keys=[lock_key], args=[token, lock_ms]))
+        try:
+            return bool(lock.reacquire())
+        except LockError:
+            return False
 
     def _deliver_due(self, batch_id: str, still_ours: Callable[[], bool]) -> tuple[int, float | None]:
         delivered = 0

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,11 @@ pytestmark = pytest.mark.integration
 RESTARTS = 4
 
 
-def _wait_for(predicate: object, timeout: float, what: str) -> None:
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if predicate():  # type: ignore[operator]
+            if predicate():
                 return
         except redis.RedisError:
             pass

@@ -342,16 +342,13 @@ def test_sigterm_while_starting_stops_what_was_started(own_servers: dict[str, st
 
 def batchcalls_command(env: dict[str, str], *args: str) -> Run:
     """The installed `batchcalls` console script, as an operator runs it."""
-    script = Path(sys.executable).with_name("batchcalls")
-    assert script.exists(), f"no {script}: is the package installed (pip install -e .)?"
-    done = subprocess.run([str(script), *args], env={**os.environ, **env}, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
-    return Run(done.returncode, done.stdout, done.stderr)
+    return batchcalls_command_env({**os.environ, **env}, *args)
 
 
 def batchcalls_command_env(env: dict[str, str], *args: str) -> Run:
     """The console script with exactly `env` (nothing of this process's environment added back)."""
     script = Path(sys.executable).with_name("batchcalls")
+    assert script.exists(), f"no {script}: is the package installed (pip install -e .)?"
     done = subprocess.run([str(script), *args], env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=180, stdin=subprocess.DEVNULL)
     return Run(done.returncode, done.stdout, done.stderr)

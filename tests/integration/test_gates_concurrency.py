@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from batchcalls.gates import Gates, ready_score
+from batchcalls.gates import Gates, Grant, ready_score
 from tests.support.processes import run_processes
 from tests.support.servers import TestServers
 
@@ -38,15 +38,7 @@ def _lease_worker(redis_url: str, batch_id: str, seed: int, start: Any, results:
         held: list[str] = []
         start.wait()
         while True:
-            if held and rng.random() < 0.5:
-                # Release on its own and pause, so other processes' acquires get the slots too
-                # (a release inside acquire hands the freed slots straight back to this process).
-                gates.release(batch_id, held)
-                time.sleep(rng.uniform(0, 0.002))
-                grant = gates.acquire(batch_id)
-            else:
-                grant = gates.acquire(batch_id, release=held)
-            assert not grant.missing
+            grant = _give_back_and_take(gates, batch_id, held, rng, pause=0.002)
             leased_seen.append(gates.depth(batch_id)[2])
             held = [call_id for call_id, _ in grant.granted]
             if held:
@@ -61,6 +53,22 @@ def _lease_worker(redis_url: str, batch_id: str, seed: int, start: Any, results:
         results.put(("ok", granted, holding_seen, leased_seen))
     except BaseException:
         results.put(("error", traceback.format_exc()))
+
+
+def _give_back_and_take(gates: Gates, batch_id: str, held: list[str], rng: random.Random,
+                        pause: float = 0.0) -> Grant:
+    """Release `held` and lease what is free: half the time a release on its own (and a pause of
+    up to `pause`), then an acquire, so other processes' acquires get the slots too (a release
+    inside acquire hands the freed slots straight back to this process); else both in one."""
+    if held and rng.random() < 0.5:
+        gates.release(batch_id, held)
+        if pause:
+            time.sleep(rng.uniform(0, pause))
+        grant = gates.acquire(batch_id)
+    else:
+        grant = gates.acquire(batch_id, release=held)
+    assert not grant.missing
+    return grant
 
 
 def _renew_race_worker(redis_url: str, batch_id: str, role: str, total: int, seed: int, start: Any,
@@ -86,12 +94,7 @@ def _renew_race_worker(redis_url: str, batch_id: str, role: str, total: int, see
             results.put(("ok", role, granted, leased_seen, renewed_total))
             return
         while True:
-            if held and rng.random() < 0.5:
-                gates.release(batch_id, held)
-                grant = gates.acquire(batch_id)
-            else:
-                grant = gates.acquire(batch_id, release=held)
-            assert not grant.missing
+            grant = _give_back_and_take(gates, batch_id, held, rng)
             leased_seen.append(gates.depth(batch_id)[2])
             held = [call_id for call_id, _ in grant.granted]
             if held:

@@ -33,6 +33,12 @@ STALL_CHANCE = 0.06  # of each Redis command a relay sends
 SLACK = 0.01  # Redis checks expiry against its cached clock: judge only what is 10 ms clear of it
 
 
+def _token(still_ours: Callable[[], bool]) -> str:
+    """The token of the lock a relay's `still_ours` renews (a partial of `Relay._renew_lock`)."""
+    lock = still_ours.args[0]  # type: ignore[attr-defined]
+    return str(lock.local.token.decode())
+
+
 class _StallingRedis(redis.Redis):
     """A client that now and then pauses before it sends a command, so that a relay's lock runs
     out between any two of its round trips (the gaps a real fleet has)."""
@@ -70,12 +76,11 @@ class _WatchedRelay(Relay):
             return self._deliver(batch_id, still_ours, proven)
         finally:
             letting_go = time.monotonic()  # the relay may release its lock from now on
-            self.held += [(still_ours.args[1], since, min(until, letting_go))  # type: ignore[attr-defined]
-                          for since, until in proven]
+            self.held += [(_token(still_ours), since, min(until, letting_go)) for since, until in proven]
 
     def _deliver(self, batch_id: str, still_ours: Callable[[], bool],
                  proven: list[tuple[float, float]]) -> tuple[int, float | None]:
-        token = still_ours.args[1]  # type: ignore[attr-defined]  # a partial of _renew_lock
+        token = _token(still_ours)
         lock_key = relay_keys(batch_id)[0]
         lock = LOCK_SECONDS - SLACK
         last_sent: float | None = None
