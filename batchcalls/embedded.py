@@ -197,8 +197,7 @@ def _serving(state: dict[str, Any]) -> bool:
 
 def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
     pgdata = data_dir / "postgres"
-    bin_dir = _package_dir("pgserver") / "pginstall" / "bin"
-    account = _postgres_account(data_dir, pgdata, bin_dir)
+    account, bin_dir = _postgres_account(data_dir, pgdata, _package_dir("pgserver") / "pginstall")
     logfile = pgdata / "server.log"
 
     def run(program: str, *args: str) -> None:
@@ -244,29 +243,59 @@ def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
     return pid, f"postgresql://postgres@{HOST}:{port}/postgres", shutdown
 
 
-def _postgres_account(data_dir: Path, pgdata: Path, bin_dir: Path) -> dict[str, Any]:
+def _postgres_account(data_dir: Path, pgdata: Path, install: Path) -> tuple[dict[str, Any], Path]:
     """`subprocess` arguments that run PostgreSQL's programs as an account allowed to run them,
-    after making `pgdata` that account's."""
+    after making `pgdata` that account's, and the directory of those programs."""
     if os.geteuid() != 0:
         pgdata.mkdir(mode=0o700, exist_ok=True)
-        return {}
+        return {}, install / "bin"
     entry = _system_account(ROOT_POSTGRES_ACCOUNT)
     account: dict[str, Any] = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def reachable(path: Path) -> bool:
+        return subprocess.run(["test", "-x", str(path)], **account).returncode == 0
+
     # Let the account through our own data directory (a private temporary directory, say); its
     # parents are not ours to open up.
     data_dir.chmod(data_dir.stat().st_mode | stat.S_IXOTH)
-    for path in (data_dir, bin_dir):
-        if subprocess.run(["test", "-x", str(path)], **account).returncode != 0:
-            raise EmbeddedServerError(
-                f"PostgreSQL cannot run as root, and account {entry.pw_name!r} cannot reach "
-                f"{path}; point BATCHCALLS_DATA_DIR (and the virtualenv) at a directory other "
-                "users can traverse, such as /var/lib/batchcalls"
-            )
+    if not reachable(data_dir):
+        raise EmbeddedServerError(
+            f"PostgreSQL cannot run as root, and account {entry.pw_name!r} cannot reach "
+            f"{data_dir}; point BATCHCALLS_DATA_DIR at a directory other users can traverse, "
+            "such as /var/lib/batchcalls"
+        )
+    if not reachable(install / "bin"):
+        # The virtualenv is in a directory private to root (a clone in a `mktemp -d`, say).
+        install = _install_copy(install, data_dir)
     pgdata.mkdir(mode=0o700, exist_ok=True)
     if pgdata.stat().st_uid != entry.pw_uid:
         for path in [pgdata, *pgdata.rglob("*")]:
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-    return account
+    return account, install / "bin"
+
+
+def _install_copy(install: Path, data_dir: Path) -> Path:
+    """PostgreSQL's programs (pgserver's `pginstall`, 34 MB, and the `pgserver.libs` beside the
+    package that their RPATH names as `$ORIGIN/../../../pgserver.libs`) copied into `data_dir`,
+    in the same layout, where the account that runs them can reach them; made once per install
+    and reused. Returns the copy of `install`."""
+    root = data_dir / "pgserver-programs"
+    source = str(install.resolve())
+    marker = root / ".copied-from"
+    if marker.exists() and marker.read_text() == source:
+        return root / install.parent.name / install.name
+    log.info("copying PostgreSQL's programs where their account can reach them source=%s copy=%s",
+             quoted(source), quoted(str(root)))
+    partial = data_dir / "pgserver-programs.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(install, partial / install.parent.name / install.name, symlinks=True)
+    libs = install.parent.parent / f"{install.parent.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, partial / libs.name, symlinks=True)
+    (partial / ".copied-from").write_text(source)
+    shutil.rmtree(root, ignore_errors=True)
+    partial.rename(root)
+    return root / install.parent.name / install.name
 
 
 def _system_account(name: str) -> pwd.struct_passwd:

@@ -178,6 +178,34 @@ def test_real_postgres_as_root_explains_a_data_dir_its_account_cannot_reach(data
             start_postgres(private / "data")
 
 
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
+def test_real_postgres_as_root_runs_from_a_virtualenv_its_account_cannot_reach(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone in a directory private to root (`mktemp -d`): its virtualenv's PostgreSQL
+    programs are copied once into the data directory, where their account reaches them."""
+    from batchcalls import embedded
+
+    private = Path(tempfile.mkdtemp(prefix="bc-private-venv-"))  # 0700, root's only
+    try:
+        package = private / "pgserver"
+        installed = embedded._package_dir("pgserver")
+        shutil.copytree(installed / "pginstall", package / "pginstall", symlinks=True)
+        shutil.copytree(installed.parent / "pgserver.libs", private / "pgserver.libs", symlinks=True)
+        monkeypatch.setattr(embedded, "_package_dir", lambda name: package)
+        for _ in range(2):  # the second start reuses the copy
+            server = start_postgres(data_dir)
+            try:
+                assert _query(server.url, "SELECT 1") == [(1,)]
+            finally:
+                server.stop()
+            _assert_stopped(server)
+        copied = data_dir / "pgserver-programs"
+        assert (copied / ".copied-from").read_text() == str((package / "pginstall").resolve())
+        assert (copied / "pgserver" / "pginstall" / "bin" / "postgres").exists()
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
 def test_embedded_servers_starts_only_what_is_missing(data_dir: Path) -> None:
     given = "postgresql://someone@db.example:5432/batchcalls"
     with embedded_servers(given, None, data_dir) as (database_url, redis_url):
