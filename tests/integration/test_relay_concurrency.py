@@ -28,14 +28,15 @@ pytestmark = pytest.mark.integration
 PROCESSES = 6
 
 LOCK_SECONDS = 0.1  # the relay lock's lifetime in the contention test (normally a webhook timeout + 5 s)
+WEBHOOK_TIMEOUT = LOCK_SECONDS / 2  # the rest of it is the margin: renewed after a quarter of it
 STALL_SECONDS = 0.15  # a pause longer than the lock: a GC pause, a stalled host, a slow network
 STALL_CHANCE = 0.06  # of each Redis command a relay sends
 SLACK = 0.01  # Redis checks expiry against its cached clock: judge only what is 10 ms clear of it
 
 
 def _token(still_ours: Callable[[], bool]) -> str:
-    """The token of the lock a relay's `still_ours` renews (a partial of `Relay._renew_lock`)."""
-    lock = still_ours.args[0]  # type: ignore[attr-defined]
+    """The token of the lock a relay's `still_ours` renews (a bound method of `delivery._Held`)."""
+    lock = still_ours.__self__.lock  # type: ignore[attr-defined]
     return str(lock.local.token.decode())
 
 
@@ -81,28 +82,33 @@ class _WatchedRelay(Relay):
     def _deliver(self, batch_id: str, still_ours: Callable[[], bool],
                  proven: list[tuple[float, float]]) -> tuple[int, float | None]:
         token = _token(still_ours)
+        holding = still_ours.__self__  # type: ignore[attr-defined]
         lock_key = relay_keys(batch_id)[0]
         lock = LOCK_SECONDS - SLACK
-        last_sent: float | None = None
         posts = 0
         for _ in range(self.rng.randint(1, 6)):
             if self.rng.random() < 0.02:
                 time.sleep(STALL_SECONDS)  # a POST that outlives the lock
-            sent = time.monotonic()
             ours = still_ours()
             back = time.monotonic()
+            # Sent (before the acquisition or the last renewal that succeeded) at `sent`: the
+            # lock is ours until `sent + lock` at least.
+            sent = holding.sent_at
             if not ours:
                 self.lost += 1
-                if last_sent is not None and back - last_sent < lock:
-                    self.problems.append(f"lock {token} was gone {back - last_sent:.3f}s after its renewal:"
+                if back < sent + lock:
+                    self.problems.append(f"lock {token} was gone {back - sent:.3f}s after its renewal:"
                                          " another relay renewed, released or took it")
                 return posts, None
-            last_sent = sent
+            if sent + lock < back + WEBHOOK_TIMEOUT:
+                self.problems.append(f"lock {token} said ours with {sent + lock - back:.3f}s left, less than"
+                                     " a POST's timeout")
             proven.append((back, sent + lock))
             value = self.checker.get(lock_key)
             if time.monotonic() < sent + lock and value != token.encode():
                 self.problems.append(f"renewal of {token} returned True while the lock held {value!r}")
-            time.sleep(self.rng.uniform(0, 0.002))  # the POST
+            # The POST: mostly quick, now and then a good part of its timeout.
+            time.sleep(self.rng.uniform(0, WEBHOOK_TIMEOUT / 2 if self.rng.random() < 0.2 else 0.002))
             posts += 1
         return posts, None
 
@@ -113,10 +119,10 @@ def _settings(redis_url: str, webhook_timeout: float) -> Settings:
 
 def _lock_worker(redis_url: str, batch_id: str, seed: int, seconds: float, start: Any, results: Any) -> None:
     try:
-        delivery.LOCK_MARGIN_SECONDS = 0  # the lock lives LOCK_SECONDS (this process only)
+        delivery.LOCK_MARGIN_SECONDS = LOCK_SECONDS - WEBHOOK_TIMEOUT  # this process only
         rng = random.Random(seed)
         _StallingRedis.rng = random.Random(seed + 1000)
-        relay = _WatchedRelay(_settings(redis_url, LOCK_SECONDS), _StallingRedis.from_url(redis_url),
+        relay = _WatchedRelay(_settings(redis_url, WEBHOOK_TIMEOUT), _StallingRedis.from_url(redis_url),
                               redis.Redis.from_url(redis_url), rng)
         start.wait()
         deadline = time.monotonic() + seconds
