@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("batchcalls")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, prepare=settings.pg_prepared_statements)
     client = redis.Redis.from_url(settings.redis_url)
     engine = Engine(settings, db, Gates(client, settings.lease_seconds),
                     CeleryTaskQueue(create_celery(settings)))

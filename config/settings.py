@@ -17,8 +17,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, not {raw!r}")
 
 
 def _optional_float(env: Mapping[str, str], name: str) -> float | None:
@@ -47,6 +54,8 @@ class Settings:
     visibility_timeout: int = 1800
     webhook_timeout_seconds: float = 10.0
     webhook_retry_hours: float = 25.0
+    # Server-side prepared statements (off behind a pooler in transaction mode, e.g. PgBouncer).
+    pg_prepared_statements: bool = True
     # Simulator.
     sim_ring_seconds: float = 0.5
     sim_call_seconds: float = 2.0
@@ -111,6 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         visibility_timeout=_int(env, "BATCHCALLS_VISIBILITY_TIMEOUT", 1800),
         webhook_timeout_seconds=_float(env, "BATCHCALLS_WEBHOOK_TIMEOUT_SECONDS", 10.0),
         webhook_retry_hours=_float(env, "BATCHCALLS_WEBHOOK_RETRY_HOURS", 25.0),
+        pg_prepared_statements=_flag(env, "BATCHCALLS_PG_PREPARED_STATEMENTS", default=True),
         sim_ring_seconds=_float(env, "BATCHCALLS_SIM_RING_SECONDS", 0.5),
         sim_call_seconds=_float(env, "BATCHCALLS_SIM_CALL_SECONDS", 2.0),
         sim_cps=_optional_float(env, "BATCHCALLS_SIM_CPS"),

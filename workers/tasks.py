@@ -74,7 +74,7 @@ def _parts() -> tuple[Engine, Relay]:
         settings = app.conf.batchcalls_settings
         client = redis.Redis.from_url(settings.redis_url)
         queue = CeleryTaskQueue(app)
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, prepare=settings.pg_prepared_statements)
         metrics = Metrics(client)
         engine = Engine(settings, db, Gates(client, settings.lease_seconds), queue,
                         make_provider(settings, queue), metrics)

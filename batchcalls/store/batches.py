@@ -14,7 +14,7 @@ from psycopg2.extras import Json, RealDictCursor
 from batchcalls.errors import IdempotencyConflict, OverCapacity
 from batchcalls.models import NewBatch
 from batchcalls.states import BatchStatus, CallStatus
-from batchcalls.store.db import Database
+from batchcalls.store.db import Database, execute
 
 _CAPACITY_LOCK = 0x63617061  # serialises the capacity check of concurrent submits
 
@@ -125,16 +125,16 @@ def _replayed(existing: dict[str, Any], request_hash: str) -> Submitted:
 
 def get_batch(cur: RealDictCursor, batch_id: str, tenant_id: int | None = None) -> dict[str, Any] | None:
     if tenant_id is None:
-        cur.execute("SELECT * FROM batches WHERE id = %s", (batch_id,))
+        execute(cur, "SELECT * FROM batches WHERE id = %s", (batch_id,))
     else:
-        cur.execute("SELECT * FROM batches WHERE id = %s AND tenant_id = %s", (batch_id, tenant_id))
+        execute(cur, "SELECT * FROM batches WHERE id = %s AND tenant_id = %s", (batch_id, tenant_id))
     row: dict[str, Any] | None = cur.fetchone()
     return row
 
 
 def status_counts(cur: RealDictCursor, batch_id: str) -> dict[str, int]:
-    cur.execute(
-        "SELECT status, count(*) AS n FROM calls WHERE batch_id = %s GROUP BY status", (batch_id,)
+    execute(
+        cur, "SELECT status, count(*) AS n FROM calls WHERE batch_id = %s GROUP BY status", (batch_id,)
     )
     return {row["status"]: row["n"] for row in cur.fetchall()}
 

@@ -22,6 +22,7 @@ from batchcalls.states import (
     final_status,
 )
 from batchcalls.store import batches
+from batchcalls.store.db import execute
 from batchcalls.store.outbox import add_event
 from batchcalls.views import batch_view, call_view
 
@@ -30,7 +31,7 @@ DIALABLE = (CallStatus.QUEUED.value, CallStatus.SCHEDULED.value)
 
 
 def load_call(cur: RealDictCursor, call_id: str, lock: bool = False) -> dict[str, Any] | None:
-    cur.execute("SELECT * FROM calls WHERE id = %s" + (" FOR UPDATE" if lock else ""), (call_id,))
+    execute(cur, "SELECT * FROM calls WHERE id = %s" + (" FOR UPDATE" if lock else ""), (call_id,))
     row: dict[str, Any] | None = cur.fetchone()
     return row
 
@@ -38,7 +39,7 @@ def load_call(cur: RealDictCursor, call_id: str, lock: bool = False) -> dict[str
 def attempts_of(cur: RealDictCursor, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {cid: [] for cid in call_ids}
     if call_ids:
-        cur.execute("SELECT * FROM attempts WHERE call_id = ANY(%s) ORDER BY number", (call_ids,))
+        execute(cur, "SELECT * FROM attempts WHERE call_id = ANY(%s) ORDER BY number", (call_ids,))
         for row in cur.fetchall():
             found[row["call_id"]].append(row)
     return found
@@ -56,24 +57,24 @@ def start_attempt(
     is not waiting to be dialed: already live, final, or its batch is not running), and the batch
     row when this attempt started the batch."""
     # One statement: the call moves to dialing and its attempt is written (a data-modifying CTE).
-    cur.execute(
-        "WITH c AS (UPDATE calls c SET status = 'dialing', attempt_count = attempt_count + 1,"
+    execute(
+        cur, "WITH c AS (UPDATE calls c SET status = 'dialing', attempt_count = attempt_count + 1,"
         " next_attempt_at = NULL, updated_at = clock_timestamp()"
-        " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status IN %s"
+        " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
         " AND b.status IN ('queued', 'running')"
         " RETURNING c.*, b.status AS batch_status),"
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
         " SELECT id, attempt_count, 'dialing', %s, clock_timestamp(), clock_timestamp() FROM c)"
         " SELECT * FROM c",
-        (call_id, DIALABLE, provider),
+        (call_id, list(DIALABLE), provider),
     )
     call = cur.fetchone()
     if call is None:
         return None, None
     batch = None
     if call.pop("batch_status") == "queued":  # this may be the batch's first attempt
-        cur.execute(
-            "UPDATE batches SET status = 'running', started_at = clock_timestamp()"
+        execute(
+            cur, "UPDATE batches SET status = 'running', started_at = clock_timestamp()"
             " WHERE id = %s AND status = 'queued' RETURNING *",
             (call["batch_id"],),
         )
@@ -84,8 +85,8 @@ def start_attempt(
 
 
 def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:
-    cur.execute(
-        "UPDATE attempts SET provider_call_id = coalesce(provider_call_id, %s)"
+    execute(
+        cur, "UPDATE attempts SET provider_call_id = coalesce(provider_call_id, %s)"
         " WHERE call_id = %s AND number = %s",
         (provider_call_id, call_id, attempt),
     )
@@ -95,16 +96,16 @@ def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
     """Take back an attempt the provider certainly did not place (throttled): the call waits again."""
     # The call's row first, then its attempt's: the order `apply_events` locks them in. The other
     # order deadlocked against a provider event for the same attempt (test_store_concurrency).
-    cur.execute("SELECT 1 FROM calls WHERE id = %s FOR UPDATE", (call_id,))
-    cur.execute(
-        "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = 'dialing'"
+    execute(cur, "SELECT 1 FROM calls WHERE id = %s FOR UPDATE", (call_id,))
+    execute(
+        cur, "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = 'dialing'"
         " AND provider_call_id IS NULL RETURNING number",
         (call_id, attempt),
     )
     if cur.fetchone() is None:
         return False
-    cur.execute(
-        "UPDATE calls SET status = 'queued', attempt_count = attempt_count - 1,"
+    execute(
+        cur, "UPDATE calls SET status = 'queued', attempt_count = attempt_count - 1,"
         " updated_at = clock_timestamp() WHERE id = %s AND attempt_count = %s",
         (call_id, attempt),
     )
@@ -145,8 +146,8 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     first = events[0]
     if any((e.call_id, e.attempt) != (first.call_id, first.attempt) for e in events):
         raise ValueError("apply_events takes events of one attempt of one call")
-    cur.execute(
-        "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
+    execute(
+        cur, "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
         " b.retry_config AS batch_retry_config, b.status AS batch_status, c.*"
         " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
         " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
@@ -194,23 +195,23 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
             results.append(ignored)
     if not moved:
         return results  # type: ignore[return-value]  # every one ignored
-    cur.execute(
-        "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
+    execute(
+        cur, "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
         " error = %s, answered_at = %s, ended_at = %s, outcome = %s"
         " WHERE call_id = %s AND number = %s RETURNING *",
         (*(attempt[f] for f in _ATTEMPT_FIELDS), first.call_id, first.attempt),
     )
     attempt_row = cur.fetchone()
     if responses:
-        cur.execute(
-            "UPDATE calls SET responses = responses || %s WHERE id = %s RETURNING responses",
+        execute(
+            cur, "UPDATE calls SET responses = responses || %s WHERE id = %s RETURNING responses",
             (Json(responses), first.call_id),
         )
         row["responses"] = cur.fetchone()["responses"]
     if ended is None:
         if call_moved:
-            cur.execute(
-                "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
+            execute(
+                cur, "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
                 (row["status"], first.call_id),
             )
         return results  # type: ignore[return-value]  # none undecided
@@ -220,8 +221,8 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     delay = RetryPolicy.from_config(retry_config).next_delay(ended.outcome, ended.attempt)
     if delay is not None and batch_status in ("queued", "running"):
         due = ended_at + timedelta(seconds=delay)
-        cur.execute(
-            "UPDATE calls SET status = 'scheduled', next_attempt_at = %s, last_error = %s,"
+        execute(
+            cur, "UPDATE calls SET status = 'scheduled', next_attempt_at = %s, last_error = %s,"
             " updated_at = clock_timestamp() WHERE id = %s",
             (due, ended.error, first.call_id),
         )
@@ -239,8 +240,8 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
     """Add input results to a call's `responses`, each once: a response whose `id` the call
     already holds (a repeated webhook) is skipped. Stored whatever the call's state, since an
     input result may arrive after the call's end. Returns how many were added."""
-    cur.execute(
-        "SELECT c.responses FROM calls c JOIN attempts a ON a.call_id = c.id AND a.number = %s"
+    execute(
+        cur, "SELECT c.responses FROM calls c JOIN attempts a ON a.call_id = c.id AND a.number = %s"
         " WHERE c.id = %s FOR UPDATE OF c",
         (attempt, call_id),
     )
@@ -250,7 +251,7 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
     held = {r.get("id") for r in row["responses"] if isinstance(r, dict)}
     new = [r for r in responses if r.get("id") is None or r["id"] not in held]
     if new:
-        cur.execute("UPDATE calls SET responses = responses || %s, updated_at = clock_timestamp()"
+        execute(cur, "UPDATE calls SET responses = responses || %s, updated_at = clock_timestamp()"
                     " WHERE id = %s", (Json(new), call_id))
     return len(new)
 
@@ -263,16 +264,16 @@ def finish_call(
     batch when this was its last call. The caller holds the call's row lock; `attempts` are the
     call's attempts when the caller has them all. Returns the batch row and the call row."""
     status = final_status(outcome)
-    cur.execute(
-        "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
+    execute(
+        cur, "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
         " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s RETURNING *",
         (status.value, outcome.value, error, call["id"]),
     )
     final = cur.fetchone()
     column = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
               CallStatus.CANCELLED: "cancelled_calls"}[status]
-    cur.execute(
-        f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s"  # noqa: S608
+    execute(
+        cur, f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s"  # noqa: S608
         " RETURNING *, clock_timestamp() AS event_time",
         (call["batch_id"],),
     )
@@ -287,8 +288,8 @@ def finish_call(
     if done == batch["total_calls"] and batch["status"] in ("queued", "running", "paused"):
         end_status = (BatchStatus.CANCELLED if batch["status"] == "cancelled"
                       else batch_final_status(batch["completed_calls"]))
-        cur.execute(
-            "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
+        execute(
+            cur, "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
             " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
             (end_status.value, batch["id"]),
         )
@@ -302,21 +303,21 @@ def list_calls(
     cur: RealDictCursor, batch_id: str, limit: int, after_seq: int, status: str | None
 ) -> list[dict[str, Any]]:
     if status is None:
-        cur.execute(
-            "SELECT * FROM calls WHERE batch_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+        execute(
+            cur, "SELECT * FROM calls WHERE batch_id = %s AND seq > %s ORDER BY seq LIMIT %s",
             (batch_id, after_seq, limit),
         )
     else:
-        cur.execute(
-            "SELECT * FROM calls WHERE batch_id = %s AND status = %s AND seq > %s ORDER BY seq LIMIT %s",
+        execute(
+            cur, "SELECT * FROM calls WHERE batch_id = %s AND status = %s AND seq > %s ORDER BY seq LIMIT %s",
             (batch_id, status, after_seq, limit),
         )
     return list(cur.fetchall())
 
 
 def calls_for_rebuild(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
-    cur.execute(
-        "SELECT id, seq, priority, status, next_attempt_at FROM calls WHERE batch_id = %s"
+    execute(
+        cur, "SELECT id, seq, priority, status, next_attempt_at FROM calls WHERE batch_id = %s"
         " AND status IN ('queued', 'scheduled', 'dialing', 'ringing', 'in_progress')",
         (batch_id,),
     )
@@ -324,15 +325,15 @@ def calls_for_rebuild(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]
 
 
 def call_states(cur: RealDictCursor, call_ids: list[str]) -> dict[str, str]:
-    cur.execute("SELECT id, status FROM calls WHERE id = ANY(%s)", (call_ids,))
+    execute(cur, "SELECT id, status FROM calls WHERE id = ANY(%s)", (call_ids,))
     return {row["id"]: row["status"] for row in cur.fetchall()}
 
 
 def stale_attempts(cur: RealDictCursor, older_than: float, limit: int = 500) -> list[dict[str, Any]]:
     """Live attempts that have heard nothing from the provider for `older_than` seconds."""
-    cur.execute(
-        "SELECT a.*, c.phone_number, c.batch_id FROM attempts a JOIN calls c ON c.id = a.call_id"
-        " WHERE a.status <> 'ended' AND a.last_event_at < clock_timestamp() - %s"
+    execute(
+        cur, "SELECT a.*, c.phone_number, c.batch_id FROM attempts a JOIN calls c ON c.id = a.call_id"
+        " WHERE a.status <> 'ended' AND a.last_event_at < clock_timestamp() - %s::interval"
         " ORDER BY a.last_event_at LIMIT %s",
         (timedelta(seconds=older_than), limit),
     )
@@ -340,20 +341,20 @@ def stale_attempts(cur: RealDictCursor, older_than: float, limit: int = 500) -> 
 
 
 def touch_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> None:
-    cur.execute(
-        "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
+    execute(
+        cur, "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
         (call_id, attempt),
     )
 
 
 def batches_with_due_retries(cur: RealDictCursor) -> list[str]:
-    cur.execute(
-        "SELECT DISTINCT batch_id FROM calls WHERE status = 'scheduled'"
+    execute(
+        cur, "SELECT DISTINCT batch_id FROM calls WHERE status = 'scheduled'"
         " AND next_attempt_at <= clock_timestamp()"
     )
     return [row["batch_id"] for row in cur.fetchall()]
 
 
 def list_live(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
-    cur.execute("SELECT id FROM calls WHERE batch_id = %s AND status IN %s", (batch_id, LIVE))
+    execute(cur, "SELECT id FROM calls WHERE batch_id = %s AND status = ANY(%s)", (batch_id, list(LIVE)))
     return list(cur.fetchall())

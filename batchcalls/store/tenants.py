@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 
 from batchcalls.signing import new_webhook_secret
-from batchcalls.store.db import Database
+from batchcalls.store.db import Cursor, Database, execute
 
 KEY_PREFIX = "bc_live_"
 
@@ -43,8 +43,8 @@ def create_key(db: Database, tenant_name: str) -> tuple[Tenant, str]:
 
 def tenant_for_key(db: Database, api_key: str) -> Tenant | None:
     with db.transaction() as cur:
-        cur.execute(
-            "SELECT t.id, t.name, t.webhook_secrets FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        execute(
+            cur, "SELECT t.id, t.name, t.webhook_secrets FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
             " WHERE k.key_hash = %s AND k.revoked_at IS NULL",
             (hash_key(api_key),),
         )
@@ -54,10 +54,10 @@ def tenant_for_key(db: Database, api_key: str) -> Tenant | None:
     return Tenant(row["id"], row["name"], tuple(row["webhook_secrets"]))
 
 
-def webhook_secrets_for_batch(cur: object, batch_id: str) -> tuple[str, ...]:
-    cur.execute(  # type: ignore[attr-defined]
-        "SELECT t.webhook_secrets FROM batches b JOIN tenants t ON t.id = b.tenant_id WHERE b.id = %s",
+def webhook_secrets_for_batch(cur: Cursor, batch_id: str) -> tuple[str, ...]:
+    execute(
+        cur, "SELECT t.webhook_secrets FROM batches b JOIN tenants t ON t.id = b.tenant_id WHERE b.id = %s",
         (batch_id,),
     )
-    row = cur.fetchone()  # type: ignore[attr-defined]
+    row = cur.fetchone()
     return tuple(row["webhook_secrets"]) if row else ()
