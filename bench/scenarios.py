@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchcalls.metrics import LATENCY_SAMPLES_KEY
+from batchcalls.metrics import FLUSH_SECONDS, LATENCY_SAMPLES_KEY
 from bench import noop
 from bench.receiver import Receiver
 from bench.stack import MemorySampler, Stack
@@ -92,6 +92,7 @@ def slot_utilisation(stack: Stack, receiver: Receiver, sizes: Sizes) -> dict[str
     measured = finished - started
     # "Slot freed -> next create": the slots that calls ending gave to the next call; the batch's
     # first placements (no slot was freed) are reported beside them.
+    time.sleep(2 * FLUSH_SECONDS)  # the workers' last samples reach Redis
     tagged = [v.decode().split(":") for v in stack.redis().lrange(LATENCY_SAMPLES_KEY, 0, -1)]
     samples = sorted(float(s) for kind, s in tagged if kind == "freed")
     starts = sorted(float(s) for kind, s in tagged if kind == "other")

@@ -14,6 +14,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or load_settings()
     app = Celery("batchcalls", broker=settings.redis_url)
     app.conf.update(
+        # kombu's Redis transport, reusing one Redis client per channel (workers/broker.py).
+        broker_transport="workers.broker:Transport",
         # A task whose worker dies is delivered again (every task is idempotent).
         task_acks_late=True,
         task_reject_on_worker_lost=True,

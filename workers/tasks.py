@@ -14,7 +14,7 @@ from typing import Any
 import psycopg2
 import redis
 from celery import Task
-from celery.signals import setup_logging, worker_init, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 
 from batchcalls import logs
 from batchcalls.delivery import Relay
@@ -62,7 +62,13 @@ def _warm_provider(**_: object) -> None:
     if warm is not None:
         threading.Thread(target=warm, name="provider-warm-up", daemon=True).start()
 
-  # the worker entry point: `celery -A workers.tasks worker`
+
+@worker_process_shutdown.connect
+def _flush_metrics(**_: object) -> None:
+    """A pool process that stops writes the counts it has not written yet."""
+    if _engine is not None and _engine[0] == os.getpid() and _engine[1].metrics is not None:
+        _engine[1].metrics.flush()
+
 
 _engine: tuple[int, Engine, Relay] | None = None
 

@@ -148,7 +148,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         raise ValueError("apply_events takes events of one attempt of one call")
     execute(
         cur, "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
-        " b.retry_config AS batch_retry_config, b.status AS batch_status, c.*"
+        " b.retry_config AS batch_retry_config, b.status AS batch_status, b.callback_url AS batch_callback_url, c.*"
         " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
         " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
         (first.call_id, first.attempt),
@@ -159,6 +159,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         return [ignored] * len(events)
     attempt = {f: row.pop(f"attempt_{f}") for f in _ATTEMPT_FIELDS}
     retry_config, batch_status = row.pop("batch_retry_config"), row.pop("batch_status")
+    callback_url = row.pop("batch_callback_url")
     # Replay the events on the rows in memory, as one statement per event would have done.
     results: list[EventResult | None] = []
     moved = call_moved = False
@@ -231,7 +232,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     else:
         # The attempt just updated is the call's only one on a first attempt: no need to read them.
         attempts = [attempt_row] if ended.attempt == 1 else None
-        batch, final = finish_call(cur, row, ended.outcome, ended.error, attempts)
+        batch, final = finish_call(cur, row, ended.outcome, ended.error, callback_url, attempts)
         results[index] = EventResult(Applied.FINAL, batch, None, final)
     return results  # type: ignore[return-value]  # all decided
 
@@ -257,33 +258,35 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
 
 
 def finish_call(
-    cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None,
+    cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None, callback_url: str | None,
     attempts: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Move a call to its final state, count it on its batch, write its event, and finish the
-    batch when this was its last call. The caller holds the call's row lock; `attempts` are the
-    call's attempts when the caller has them all. Returns the batch row and the call row."""
+    """Move a call to its final state, write its event, count it on its batch, and finish the
+    batch when this was its last call. The caller holds the call's row lock and has read the
+    batch's `callback_url`; `attempts` are the call's attempts when the caller has them all.
+    Returns the batch row and the call row."""
     status = final_status(outcome)
     execute(
         cur, "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
-        " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s RETURNING *",
+        " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s"
+        " RETURNING *, clock_timestamp() AS event_time",
         (status.value, outcome.value, error, call["id"]),
     )
     final = cur.fetchone()
-    column = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
-              CallStatus.CANCELLED: "cancelled_calls"}[status]
-    execute(
-        cur, f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s"  # noqa: S608
-        " RETURNING *, clock_timestamp() AS event_time",
-        (call["batch_id"],),
-    )
-    batch = cur.fetchone()
-    event_time = batch.pop("event_time")
+    event_time = final.pop("event_time")
     event_type = {CallStatus.COMPLETED: EventType.CALL_COMPLETED,
                   CallStatus.FAILED: EventType.CALL_FAILED}.get(status)
     if event_type is not None:
         data = full_call(cur, final) if attempts is None else call_view(final, attempts)
-        add_event(cur, event_type, batch["id"], data, known=(event_time, batch["callback_url"]))
+        add_event(cur, event_type, call["batch_id"], data, known=(event_time, callback_url))
+    # The batch's row last: every call of the batch that ends takes its lock, and holds it until
+    # it commits. Taken first, it was held through the event's payload and insert as well, and
+    # calls ending together queued behind it (the engine's throughput limit).
+    column = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
+              CallStatus.CANCELLED: "cancelled_calls"}[status]
+    execute(cur, f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
+            (call["batch_id"],))
+    batch = cur.fetchone()
     done = batch["completed_calls"] + batch["failed_calls"] + batch["cancelled_calls"]
     if done == batch["total_calls"] and batch["status"] in ("queued", "running", "paused"):
         end_status = (BatchStatus.CANCELLED if batch["status"] == "cancelled"

@@ -69,7 +69,8 @@ def test_a_worker_holding_unacked_tasks_survives_redis_restarts(tmp_path: Path) 
             server.stop()
             server = start_redis(tmp_path / "servers", port=port)
             connects = restart + 2  # the first connection, and one after each restart so far
-            _wait_for(lambda n=connects: log_path.read_bytes().count(b"Connected to redis") >= n, 30,
+            # "Connected to workers.broker:Transport://...": the product's Redis transport.
+            _wait_for(lambda n=connects: log_path.read_bytes().count(b"Connected to ") >= n, 30,
                       f"the worker to reconnect after restart {restart + 1}")
             assert worker.poll() is None, log_path.read_text()[-3000:]
         # Still consuming: tasks sent after the last restart run.
