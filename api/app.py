@@ -13,7 +13,7 @@ from api.auth import authenticate, bearer_key
 from api.batches import bp as batches_bp
 from api.errors import register_errors
 from api.provider_webhooks import bp as provider_webhooks_bp
-from batchcalls import logs
+from batchcalls import logs, validation
 from batchcalls.engine import Engine
 from batchcalls.gates import Gates
 from batchcalls.metrics import FleetCollector
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     if not logging.getLogger().handlers:
         logs.configure()
+    validation.warm_up()  # before the first request, not during it
     app = Flask("batchcalls")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -54,13 +54,25 @@ def _check_provider(**_: object) -> None:
 
 
 @worker_process_init.connect
-def _warm_provider(**_: object) -> None:
-    """Each pool process builds its engine and opens its provider connection before its first
-    task (a provider without `warm` has nothing to open). In a thread: Celery kills a pool
-    process whose init takes more than a few seconds, and the provider may be slow to answer."""
-    warm = getattr(_parts()[0].provider, "warm", None)
+def _warm_up(**_: object) -> None:
+    """Each pool process builds its engine and opens its Postgres, Redis and provider
+    connections before its first task, which would otherwise pay for them (a provider without
+    `warm` has nothing to open). In a thread: Celery kills a pool process whose init takes more
+    than a few seconds, and a server may be slow to answer."""
+    engine = _parts()[0]
+    threading.Thread(target=_open_connections, args=(engine,), name="warm-up", daemon=True).start()
+
+
+def _open_connections(engine: Engine) -> None:
+    try:
+        with engine.db.transaction() as cur:
+            cur.execute("SELECT 1")
+        engine.gates.redis.ping()
+    except TRANSIENT as exc:  # the first task retries as usual
+        log.warning("could not open connections before the first task error=%s", logs.quoted(exc))
+    warm = getattr(engine.provider, "warm", None)
     if warm is not None:
-        threading.Thread(target=warm, name="provider-warm-up", daemon=True).start()
+        warm()
 
 
 @worker_process_shutdown.connect

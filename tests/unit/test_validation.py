@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+from unittest import mock
 
+import phonenumbers
 import pytest
 
 from api.schemas import MAX_METADATA_BYTES, flatten_errors, load_batch_request
+from batchcalls import validation
 from batchcalls.errors import (
     ConcurrencyLimit,
     InvalidPhoneNumber,
@@ -454,3 +457,11 @@ def test_checks_run_in_order() -> None:
     assert type(excinfo.value) is InvalidRequest
     bad_everything["retry_config"] = {"max_attempts": 2}
     assert build(bad_everything).retry.max_attempts == 2
+
+
+def test_warm_up_leaves_no_region_to_compile_on_a_request() -> None:
+    validation.warm_up()
+    examples = [phonenumbers.format_number(phonenumbers.example_number(region), phonenumbers.PhoneNumberFormat.E164)
+                for region in ("GB", "US", "IN", "BR", "JP", "NG", "DE", "AU")]
+    with mock.patch("re.compile", side_effect=AssertionError("compiled during a request")):
+        assert all(validation.normalize_phone_number(number) == number for number in examples)
