@@ -57,10 +57,16 @@ def _sweep(engine: Engine) -> Sweep:
         stale = calls.stale_attempts(cur, engine.settings.stale_attempt_seconds)
     for batch in active:
         batch_id = batch["id"]
+        # Redis first, Postgres second: a call that moves on between the two reads is then
+        # never counted as lost (see `_lost_calls`). Read the other way round, a call dialed
+        # and ended in between was waiting in Postgres and in no Redis queue: a running
+        # 100,000-call batch was rebuilt (all its waiting calls read into a worker) every sweep.
+        present = engine.gates.exists(batch_id)
+        depth = engine.gates.depth(batch_id)
         with engine.db.transaction() as cur:
             counts = batches.status_counts(cur, batch_id)
             live_ids = [r["id"] for r in calls.list_live(cur, batch_id)]
-        lost = not engine.gates.exists(batch_id) or _lost_calls(engine, batch_id, counts)
+        lost = not present or _lost_calls(depth, counts)
         if lost and engine.rebuild(batch_id):
             sweep.rebuilt += 1
         engine.gates.renew(batch_id, live_ids)
@@ -74,9 +80,14 @@ def _sweep(engine: Engine) -> Sweep:
     return sweep
 
 
-def _lost_calls(engine: Engine, batch_id: str, counts: dict[str, int]) -> bool:
-    """True when Postgres has waiting calls that no Redis queue or slot accounts for."""
-    ready, delayed, leased = engine.gates.depth(batch_id)
+def _lost_calls(depth: tuple[int, int, int], counts: dict[str, int]) -> bool:
+    """True when Postgres has waiting calls that no Redis queue or slot accounts for: more
+    waiting calls than the ready and delayed queues hold plus the slots leased to calls not yet
+    live. `depth` (ready, delayed, leased) must be read before `counts` (calls by status): calls
+    only move from a Redis queue to a slot, from a slot to live, and from live to final or to
+    waiting again, so every call waiting at the second read was queued or leased at the first,
+    and the test holds without a false alarm however the batch moves in between."""
+    ready, delayed, leased = depth
     waiting = counts.get("queued", 0) + counts.get("scheduled", 0)
     live = sum(counts.get(s, 0) for s in calls.LIVE)
     return waiting > ready + delayed + max(0, leased - live)

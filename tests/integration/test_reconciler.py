@@ -1,0 +1,111 @@
+"""The reconciler's lost-state check on real PostgreSQL and Redis, with an engine in this process:
+a batch that moves while the sweep reads it is not taken for lost (and rebuilt: every waiting
+call read into one worker), while a batch whose ready queue Redis really lost is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+
+from batchcalls import voices
+from batchcalls.engine import Engine
+from batchcalls.gates import Gates
+from batchcalls.models import ProviderEvent
+from batchcalls.reconciler import reconcile
+from batchcalls.states import AttemptStatus, Outcome
+from batchcalls.store.db import Database, close_pools
+from batchcalls.store.migrate import upgrade
+from batchcalls.store.tenants import create_key
+from batchcalls.telephony.simulator import SimulatorProvider
+from batchcalls.validation import build_batch
+from config.settings import Settings
+from tests.support.servers import TestServers, more_test_servers
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class _Queue:
+    """The engine's task queue, kept in lists: this test runs each step itself."""
+
+    places: list[str] = field(default_factory=list)
+
+    def dispatch(self, *args: Any, **kwargs: Any) -> None: ...
+    def place_call(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
+        self.places.append(call_id)
+    def place_calls(self, batch_id: str, call_ids: list[str], *args: Any, **kwargs: Any) -> None:
+        self.places.extend(call_ids)
+    def wake(self, *args: Any, **kwargs: Any) -> None: ...
+    def deliver(self, *args: Any, **kwargs: Any) -> None: ...
+    def record_event(self, *args: Any, **kwargs: Any) -> None: ...
+    def record_events(self, *args: Any, **kwargs: Any) -> None: ...
+    def record_responses(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+@pytest.fixture
+def engine(servers: TestServers) -> Iterator[Engine]:
+    with more_test_servers(servers) as own:  # the sweep looks at every active batch
+        upgrade(own.database_url)
+        settings = Settings(database_url=own.database_url, redis_url=own.redis_url)
+        client = redis.Redis.from_url(own.redis_url)
+        provider = SimulatorProvider(schedule=lambda event, delay: None, ring_seconds=60, call_seconds=60)
+        yield Engine(settings, Database(own.database_url), Gates(client, settings.lease_seconds), _Queue(),
+                     provider)
+        client.close()
+        close_pools()
+
+
+def _running_batch(engine: Engine) -> tuple[str, list[str]]:
+    """A batch of 10 calls at concurrency 2, its first two calls dialed: (batch id, live calls)."""
+    tenant, _ = create_key(engine.db, "reconciler-test")
+    body = {"calls": [{"phone_number": f"+44207946{i:04d}", "script": {"text": "Hi"}} for i in range(10)],
+            "concurrency": 2}
+    batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
+                                None, body)
+    engine.dispatch(batch_id)
+    queue = engine.tasks
+    assert isinstance(queue, _Queue)
+    live = list(queue.places)
+    for call_id in live:
+        engine.place_call(call_id, batch_id=batch_id)
+    queue.places.clear()
+    return batch_id, live
+
+
+def _end(engine: Engine, call_id: str) -> None:
+    """The provider reports the call answered and done: its slot goes to the next call."""
+    at = time.time()
+    engine.record_events([ProviderEvent(call_id, 1, AttemptStatus.ANSWERED, at),
+                          ProviderEvent(call_id, 1, AttemptStatus.ENDED, at, Outcome.COMPLETED)])
+
+
+def test_calls_that_end_while_the_sweep_reads_the_batch_are_not_a_lost_state(engine: Engine) -> None:
+    batch_id, live = _running_batch(engine)
+    depth = engine.gates.depth
+
+    def moving_depth(batch: str) -> tuple[int, int, int]:
+        # One call ends just before the sweep reads Redis, and one just after: whichever of
+        # Redis and Postgres the sweep reads first, a call moved on between the two reads.
+        _end(engine, live[0])
+        found = depth(batch)
+        _end(engine, live[1])
+        return found
+
+    engine.gates.depth = moving_depth  # type: ignore[assignment]
+    sweep = reconcile(engine)
+    assert sweep.rebuilt == 0
+
+
+def test_a_ready_queue_redis_lost_is_rebuilt_from_postgres(engine: Engine) -> None:
+    batch_id, _ = _running_batch(engine)
+    ready_key = f"bc:{{{batch_id}}}:ready"
+    assert engine.gates.redis.zcard(ready_key) == 8
+    engine.gates.redis.delete(ready_key)
+    sweep = reconcile(engine)
+    assert sweep.rebuilt == 1
+    assert engine.gates.redis.zcard(ready_key) == 8
