@@ -35,7 +35,7 @@ class CeleryTaskQueue:
         if freed:
             kwargs["freed"] = True
         self._send("batchcalls.place_call", (batch_id, call_id), kwargs, priority=priority,
-                           countdown=countdown or None)
+                   countdown=countdown or None)
 
     def place_calls(self, batch_id: str, call_ids: list[str], priority: int,
                     granted_at: float | None = None, freed: bool = False) -> None:
@@ -52,7 +52,7 @@ class CeleryTaskQueue:
 
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None:
         self._send("batchcalls.record_event", (event.to_message(),),
-                           countdown=countdown or None, priority=EVENT_PRIORITY)
+                   countdown=countdown or None, priority=EVENT_PRIORITY)
 
     def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None:
         """Events of one call due at the same instant, applied in order by one task."""
@@ -60,7 +60,7 @@ class CeleryTaskQueue:
             self.record_event(events[0], countdown)
             return
         self._send("batchcalls.record_events", ([e.to_message() for e in events],),
-                           countdown=countdown or None, priority=EVENT_PRIORITY)
+                   countdown=countdown or None, priority=EVENT_PRIORITY)
 
     def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None:
         self._send("batchcalls.record_responses", (call_id, attempt, responses), priority=1)

@@ -48,7 +48,8 @@ def test_forty_calls_never_exceed_concurrency_and_fill_it(stack: Stack) -> None:
     body = {"calls": [{"phone_number": number(i, 0), "script": {"text": f"Hello {i}"}} for i in range(40)],
             "concurrency": 4, "callback_url": stack.receiver.url}
     batch = stack.submit(body)
-    assert batch["status"] == "queued" and batch["total_calls"] == 40
+    # The 202 shows the batch as it is when the answer is written: its first calls may be dialing.
+    assert batch["status"] in ("queued", "running") and batch["total_calls"] == 40
     final = stack.wait_finished(batch["batch_id"], timeout=90)
     assert final["status"] == "completed"
     assert final["completed_calls"] == 40 and final["failed_calls"] == 0
