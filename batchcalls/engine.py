@@ -271,8 +271,6 @@ class Engine:
             with self.db.transaction() as cur:
                 calls.undo_attempt(cur, call_id, attempt)
             reserved_at = None
-        if batch_started is not None and batch_started["callback_url"]:
-            self.kick_delivery(batch_id)
         request = DialRequest(call_id, attempt, started["phone_number"], started["script"], started["voice_id"])
         log.info("dialing call_id=%s batch_id=%s attempt=%d", call_id, batch_id, attempt)
         created_at = time.time()
@@ -285,6 +283,11 @@ class Engine:
             if self.metrics is not None:
                 waited = None if granted_at is None or reserved_at is not None else created_at - granted_at
                 self.metrics.call_dialed(None if waited is None else max(0.0, waited), freed=freed)
+            # After the create, never between the rate check and it: the kick may send a task
+            # (the process's first send opens a broker connection, 15 ms and more), and a
+            # create that late was past its calls-per-second instant: 11 in a 1 s window.
+            if batch_started is not None and batch_started["callback_url"]:
+                self.kick_delivery(batch_id)
         with self.db.autocommit() as cur:
             calls.set_provider_call_id(cur, call_id, attempt, provider_call_id)
 
