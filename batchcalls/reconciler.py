@@ -32,6 +32,7 @@ class Sweep:
     dispatched: int = 0
     resolved: int = 0
     deliveries: int = 0
+    event_drains: int = 0
 
 
 def reconcile(engine: Engine) -> Sweep:
@@ -77,6 +78,8 @@ def _sweep(engine: Engine) -> Sweep:
     for batch_id in due_events:
         engine.tasks.deliver(batch_id)
         sweep.deliveries += 1
+    # Provider events queued for the workers that nobody is applying (their task was lost).
+    sweep.event_drains = engine.tasks.recover_events()
     return sweep
 
 

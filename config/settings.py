@@ -12,6 +12,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw) if raw not in (None, "") else default
 
 
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     return float(raw) if raw not in (None, "") else default
@@ -56,6 +63,8 @@ class Settings:
     webhook_retry_hours: float = 25.0
     # Server-side prepared statements (off behind a pooler in transaction mode, e.g. PgBouncer).
     pg_prepared_statements: bool = True
+    # Redis streams that provider events due now travel through (workers/inbox.py).
+    event_shards: int = 16
     # Simulator.
     sim_ring_seconds: float = 0.5
     sim_call_seconds: float = 2.0
@@ -121,6 +130,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_timeout_seconds=_float(env, "BATCHCALLS_WEBHOOK_TIMEOUT_SECONDS", 10.0),
         webhook_retry_hours=_float(env, "BATCHCALLS_WEBHOOK_RETRY_HOURS", 25.0),
         pg_prepared_statements=_flag(env, "BATCHCALLS_PG_PREPARED_STATEMENTS", default=True),
+        event_shards=_positive_int(env, "BATCHCALLS_EVENT_SHARDS", 16),
         sim_ring_seconds=_float(env, "BATCHCALLS_SIM_RING_SECONDS", 0.5),
         sim_call_seconds=_float(env, "BATCHCALLS_SIM_CALL_SECONDS", 2.0),
         sim_cps=_optional_float(env, "BATCHCALLS_SIM_CPS"),

@@ -6,7 +6,8 @@ from celery import Celery
 
 from config.settings import Settings, load_settings
 
-TASK_NAMES = ("dispatch", "place_call", "place_calls", "record_event", "record_events", "record_responses",
+TASK_NAMES = ("dispatch", "place_call", "place_calls", "record_event", "record_events", "drain_events",
+              "record_responses",
               "wake", "deliver", "reconcile")
 
 

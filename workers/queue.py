@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 from celery import Celery
 
 from batchcalls.engine import EVENT_PRIORITY
 from batchcalls.models import ProviderEvent
+from workers.inbox import Inbox
 
 # What Flower shows of a task's arguments is cut at this length, as Celery's own repr cuts it.
 REPR_MAX = 1024
@@ -50,17 +53,35 @@ class CeleryTaskQueue:
     def deliver(self, batch_id: str, countdown: float = 0) -> None:
         self._send("batchcalls.deliver", (batch_id,), countdown=countdown or None, priority=3)
 
+    @functools.cached_property
+    def inbox(self) -> Inbox:
+        settings = self.app.conf.batchcalls_settings
+        return Inbox(redis.Redis.from_url(settings.redis_url), settings.event_shards, self.drain_events)
+
+    def drain_events(self, shard: int) -> None:
+        self._send("batchcalls.drain_events", (shard,), priority=EVENT_PRIORITY)
+
+    def recover_events(self) -> int:
+        return self.inbox.sweep()
+
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None:
-        self._send("batchcalls.record_event", (event.to_message(),),
-                   countdown=countdown or None, priority=EVENT_PRIORITY)
+        """An event due now goes to the event inbox (workers/inbox.py), a later one to a
+        `record_event` task with a countdown."""
+        if countdown <= 0:
+            self.inbox.put([event])
+            return
+        self._send("batchcalls.record_event", (event.to_message(),), countdown=countdown, priority=EVENT_PRIORITY)
 
     def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None:
-        """Events of one call due at the same instant, applied in order by one task."""
+        """Events of one call due at the same instant, applied in order by one drain or task."""
+        if countdown <= 0:
+            self.inbox.put(events)
+            return
         if len(events) == 1:
             self.record_event(events[0], countdown)
             return
         self._send("batchcalls.record_events", ([e.to_message() for e in events],),
-                   countdown=countdown or None, priority=EVENT_PRIORITY)
+                   countdown=countdown, priority=EVENT_PRIORITY)
 
     def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None:
         self._send("batchcalls.record_responses", (call_id, attempt, responses), priority=1)

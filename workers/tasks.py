@@ -11,7 +11,6 @@ import os
 import threading
 from typing import Any
 
-import psycopg2
 import redis
 from celery import Task
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
@@ -27,11 +26,11 @@ from batchcalls.reconciler import reconcile as reconcile_once
 from batchcalls.store.db import Database
 from batchcalls.telephony.factory import make_provider
 from workers.celery_app import create_celery
+from workers.inbox import TRANSIENT
 from workers.queue import CeleryTaskQueue
 
 log = logging.getLogger("batchcalls.tasks")
 
-TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
 
 app = create_celery()
 
@@ -144,6 +143,16 @@ def record_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     """Several events (of one call, due together), applied in order; each exactly once."""
     applied, placed = _parts()[0].record_events_placing([ProviderEvent.from_message(event) for event in events])
     return {"applied": applied, "placed": placed}
+
+
+@app.task(base=EngineTask, name="batchcalls.drain_events")
+def drain_events(shard: int) -> dict[str, Any]:
+    """Provider events of one inbox shard, many per task (workers/inbox.py); the result names
+    the calls dialed in the slots they freed."""
+    engine = _parts()[0]
+    assert isinstance(engine.tasks, CeleryTaskQueue)
+    done = engine.tasks.inbox.drain(shard, lambda events: engine.record_events_placing(events)[1])
+    return done.__dict__
 
 
 @app.task(base=EngineTask, name="batchcalls.record_responses")

@@ -1,0 +1,216 @@
+"""The event inbox: provider events that apply now travel through Redis streams and are applied
+many at a time by `drain_events` tasks, instead of one Celery task each.
+
+A Celery task costs a worker more than applying an event (receiving, acknowledging and reporting
+it to Flower). A drain reads its stream fifty entries per round trip, so under load, when the
+drain task has waited in the queue behind other work, one task applies hundreds of events;
+on an idle fleet a drain starts at once and applies the one event that woke it.
+
+- Events are sharded by call id: one call's events stay in one stream, in order.
+- A shard has at most one drain queued or running. `put` adds its entry and sets the shard's
+  drain flag (SET NX) in one round trip, and sends a task only when it set the flag.
+- A shard's drains read under one fixed consumer name. What a drain read and did not
+  acknowledge (it died, or Postgres went away) is read first by the shard's next drain: Postgres
+  applies each event exactly once, so reading one again is harmless.
+- A drain stops after DRAIN_MAX_EVENTS events or DRAIN_MAX_SECONDS and sends its successor,
+  so that other tasks get the pool process in between.
+- `sweep` (the reconciler's) sends a drain for a shard that holds entries and has no drain: a
+  flag whose task was lost expires after FLAG_SECONDS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import redis
+
+from batchcalls.logs import quoted
+from batchcalls.models import ProviderEvent
+
+log = logging.getLogger("batchcalls.inbox")
+
+GROUP = CONSUMER = "drain"
+FLAG_SECONDS = 30
+READ_COUNT = 50
+DRAIN_MAX_EVENTS = 500
+DRAIN_MAX_SECONDS = 1.0
+
+# What a drain does with one entry's events (of one call): returns the call placed in a slot
+# they freed, if any.
+Apply = Callable[[list[ProviderEvent]], "str | None"]
+Entry = tuple[bytes, dict[bytes, bytes]]
+# Errors after which the work is tried again later (by a task's retry), never dropped.
+TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
+
+
+def stream_key(shard: int) -> str:
+    return f"bc:{{events-{shard}}}:stream"
+
+
+def flag_key(shard: int) -> str:
+    return f"bc:{{events-{shard}}}:drain"
+
+
+def shard_of(call_id: str, shards: int) -> int:
+    return zlib.crc32(call_id.encode()) % shards
+
+
+@dataclass
+class Drained:
+    """What one drain task did; its task returns this, so Flower shows where calls were dialed."""
+
+    events: int = 0
+    dropped: int = 0
+    placed: list[str] = field(default_factory=list)
+    more: bool = False  # it stopped at its budget and sent its successor
+
+
+@dataclass
+class Inbox:
+    client: redis.Redis
+    shards: int
+    kick: Callable[[int], None]  # sends the `drain_events` task of a shard
+    transient: tuple[type[BaseException], ...] = TRANSIENT
+
+    def put(self, events: list[ProviderEvent]) -> None:
+        """Queue events of one call (due now, in order) as one entry."""
+        shard = shard_of(events[0].call_id, self.shards)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(stream_key(shard), {"e": json.dumps([e.to_message() for e in events])})
+        pipe.set(flag_key(shard), "1", nx=True, ex=FLAG_SECONDS)
+        flagged = pipe.execute()[1]
+        if flagged:
+            self._kick(shard)
+
+    def _kick(self, shard: int) -> None:
+        try:
+            self.kick(shard)
+        except BaseException:
+            # No task will drain the shard: let the next `put` (or the sweep) send one.
+            self.client.delete(flag_key(shard))
+            raise
+
+    def drain(self, shard: int, apply: Apply) -> Drained:
+        """Apply the shard's events until its stream is empty or the budget is spent."""
+        key, done = stream_key(shard), Drained()
+        started = time.monotonic()
+        entries = self._first_read(key)
+        rechecked = False
+        while True:
+            if not entries:
+                entries = self._read(key, ">")
+            if not entries:
+                if rechecked:  # what is left is being read by another drain (see `sweep`)
+                    self.client.delete(flag_key(shard))
+                    return done
+                if not self._still_ours_after_release(shard):
+                    return done
+                rechecked = True
+                continue
+            rechecked = False
+            applied = self._apply(shard, entries, apply, done, started)
+            self._ack(shard, [entry_id for entry_id, _ in entries[:applied]])
+            if applied < len(entries) or done.events >= DRAIN_MAX_EVENTS:
+                done.more = True  # the rest is pending: the successor reads it first
+                self._kick(shard)
+                return done
+            entries = []
+
+    def _first_read(self, key: str) -> list[Entry]:
+        """Make sure the consumer group exists (a new stream, or Redis lost its data), and read
+        what this shard's drains read before and did not acknowledge."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xgroup_create(key, GROUP, id="0", mkstream=True)
+        pipe.xreadgroup(GROUP, CONSUMER, {key: "0"}, count=READ_COUNT)
+        created, pending = pipe.execute(raise_on_error=False)
+        if isinstance(created, Exception) and "BUSYGROUP" not in str(created):
+            raise created
+        if isinstance(pending, Exception):
+            raise pending
+        return _entries(pending)
+
+    def _read(self, key: str, start: str) -> list[Entry]:
+        return _entries(self.client.xreadgroup(GROUP, CONSUMER, {key: start}, count=READ_COUNT))
+
+    def _still_ours_after_release(self, shard: int) -> bool:
+        """Give the flag back, then look once more: an entry added after our last read, whose
+        `put` found the flag still set, must not wait for the sweep. True when it is ours."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(flag_key(shard))
+        pipe.xlen(stream_key(shard))
+        left = pipe.execute()[1]
+        return bool(left) and bool(self.client.set(flag_key(shard), "1", nx=True, ex=FLAG_SECONDS))
+
+    def _apply(self, shard: int, entries: list[Entry], apply: Apply, done: Drained, started: float) -> int:
+        """Apply entries in order; returns how many were dealt with (applied, or dropped as
+        malformed or failing for good). A transient error is raised after acknowledging those."""
+        for index, (entry_id, fields) in enumerate(entries):
+            if index and (time.monotonic() - started > DRAIN_MAX_SECONDS or done.events >= DRAIN_MAX_EVENTS):
+                return index
+            try:
+                events = _events(fields)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("dropping a malformed inbox entry id=%s error=%s", entry_id.decode(), quoted(exc))
+                done.dropped += 1
+                continue
+            try:
+                placed = apply(events)
+            except self.transient:
+                self._ack(shard, [entry_id for entry_id, _ in entries[:index]])
+                raise
+            except Exception:
+                # As a failing Celery task is: logged and not run again.
+                log.exception("dropping inbox events that failed call_id=%s", events[0].call_id)
+                done.dropped += 1
+                continue
+            done.events += len(events)
+            if placed is not None:
+                done.placed.append(placed)
+        return len(entries)
+
+    def _ack(self, shard: int, ids: list[bytes]) -> None:
+        """Acknowledge and delete applied entries (the stream holds only what is still to do),
+        and keep the flag while this drain goes on."""
+        pipe = self.client.pipeline(transaction=False)
+        if ids:
+            pipe.xack(stream_key(shard), GROUP, *ids)
+            pipe.xdel(stream_key(shard), *ids)
+        pipe.expire(flag_key(shard), FLAG_SECONDS)
+        pipe.execute()
+
+    def sweep(self) -> int:
+        """Send a drain for each shard that holds entries and has no drain; returns how many."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(self.shards):
+            pipe.xlen(stream_key(shard))
+        kicked = 0
+        for shard, length in enumerate(pipe.execute()):
+            if length and self.client.set(flag_key(shard), "1", nx=True, ex=FLAG_SECONDS):
+                log.warning("sending a drain for provider events nobody was applying shard=%d entries=%d",
+                            shard, length)
+                self._kick(shard)
+                kicked += 1
+        return kicked
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """XREADGROUP's reply for one stream: [(id, fields)] (fields empty for an entry deleted
+    while pending: it is dropped as malformed, and acknowledged)."""
+    if not reply:
+        return []
+    _, entries = reply[0]
+    return [(entry_id, fields or {}) for entry_id, fields in entries]
+
+
+def _events(fields: dict[bytes, bytes]) -> list[ProviderEvent]:
+    events = [ProviderEvent.from_message(message) for message in json.loads(fields[b"e"])]
+    if not events or len({e.call_id for e in events}) != 1:
+        raise ValueError("an entry holds the events of one call")
+    return events
