@@ -13,6 +13,9 @@ from importlib import resources
 
 import redis
 
+# A batch's state being written (`load_batch`) is marked for this long after each chunk: the
+# reconciler leaves it alone meanwhile instead of taking it for lost.
+LOADING_MS = 5000
 PRIORITY_SHIFT = 2**32  # ready score = priority * 2**32 + seq: priority first, then submission order
 
 
@@ -27,6 +30,10 @@ def priority_of(score: float) -> int:
 def _keys(batch_id: str) -> list[str]:
     tag = "{" + batch_id + "}"
     return [f"bc:{tag}:meta", f"bc:{tag}:ready", f"bc:{tag}:delayed", f"bc:{tag}:leases"]
+
+
+def _loading_key(batch_id: str) -> str:
+    return f"bc:{{{batch_id}}}:loading"
 
 
 def _script(name: str) -> str:
@@ -65,8 +72,10 @@ class Gates:
     ) -> None:
         """Write a batch's state: `ready` (call id, score), `delayed` (call id, score, due Unix
         seconds), `leased` call ids. The meta hash is written last, so a half-written state is
-        never taken for a whole one."""
+        never taken for a whole one; until then the batch is marked `loading` (see `loading`)."""
         meta, ready_key, delayed_key, leases_key = _keys(batch_id)
+        loading = _loading_key(batch_id)
+        self.redis.set(loading, "1", px=LOADING_MS)  # at once: the batch is in Postgres already
         pipe = self.redis.pipeline(transaction=False)
         # Many members per ZADD: one command per member was a tenth of a 100,000-call submit.
         members: dict[str, int] = {}
@@ -74,6 +83,7 @@ class Gates:
             members[call_id] = score
             if len(members) >= chunk:
                 pipe.zadd(ready_key, members)
+                pipe.pexpire(loading, LOADING_MS)
                 pipe.execute()
                 members = {}
         if members:
@@ -84,7 +94,13 @@ class Gates:
         for call_id in leased:
             pipe.zadd(leases_key, {call_id: now_ms + self.lease_ms}, nx=True)
         pipe.hset(meta, mapping={"concurrency": concurrency, "paused": "1" if paused else "0"})
+        pipe.delete(loading)
         pipe.execute()
+
+    def loading(self, batch_id: str) -> bool:
+        """True while a `load_batch` of the batch is under way, and up to LOADING_MS after one
+        stopped half-way (its process died): a 100,000-call batch takes seconds to write."""
+        return bool(self.redis.exists(_loading_key(batch_id)))
 
     def exists(self, batch_id: str) -> bool:
         # `concurrency`, not the key: `set_paused` on a lost state leaves a meta hash without it.

@@ -58,6 +58,10 @@ def _sweep(engine: Engine) -> Sweep:
         stale = calls.stale_attempts(cur, engine.settings.stale_attempt_seconds)
     for batch in active:
         batch_id = batch["id"]
+        if engine.gates.loading(batch_id):
+            # Its state is being written (a large submit, or a rebuild): read half-written,
+            # it looks lost, and rebuilding it read every waiting call into this process.
+            continue
         # Redis first, Postgres second: a call that moves on between the two reads is then
         # never counted as lost (see `_lost_calls`). Read the other way round, a call dialed
         # and ended in between was waiting in Postgres and in no Redis queue: a running

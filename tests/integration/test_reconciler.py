@@ -1,9 +1,11 @@
 """The reconciler's lost-state check on real PostgreSQL and Redis, with an engine in this process:
-a batch that moves while the sweep reads it is not taken for lost (and rebuilt: every waiting
-call read into one worker), while a batch whose ready queue Redis really lost is."""
+a batch that moves while the sweep reads it, or whose state is still being written, is not taken
+for lost (and rebuilt: every waiting call read into one worker), while a batch whose ready queue
+Redis really lost, or whose writer died half-way, is."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,9 +14,10 @@ from typing import Any
 import pytest
 import redis
 
+from batchcalls import gates as gates_mod
 from batchcalls import voices
 from batchcalls.engine import Engine
-from batchcalls.gates import Gates
+from batchcalls.gates import Gates, ready_score
 from batchcalls.models import ProviderEvent
 from batchcalls.reconciler import reconcile
 from batchcalls.states import AttemptStatus, Outcome
@@ -110,3 +113,47 @@ def test_a_ready_queue_redis_lost_is_rebuilt_from_postgres(engine: Engine) -> No
     sweep = reconcile(engine)
     assert sweep.rebuilt == 1
     assert engine.gates.redis.zcard(ready_key) == 8
+
+
+def _slow_ready(engine: Engine, batch_id: str, stop_after: int | None = None) -> Iterator[tuple[str, int]]:
+    """The batch's waiting calls, as a submit writes them to Redis, a chunk at a time (slowly)."""
+    for index, (call_id, score) in enumerate(_waiting(engine, batch_id)):
+        if stop_after is not None and index == stop_after:
+            raise RuntimeError("the process writing the batch died")
+        yield call_id, score
+        time.sleep(0.05)
+
+
+def _waiting(engine: Engine, batch_id: str) -> list[tuple[str, int]]:
+    with engine.db.transaction() as cur:
+        cur.execute("SELECT id, seq, priority FROM calls WHERE batch_id = %s AND status = 'queued'"
+                    " ORDER BY seq", (batch_id,))
+        return [(r["id"], ready_score(r["priority"], r["seq"])) for r in cur.fetchall()]
+
+
+def test_a_batch_whose_state_is_being_written_is_not_taken_for_lost(engine: Engine) -> None:
+    batch_id, live = _running_batch(engine)
+    engine.gates.forget(batch_id)  # as a submit stands before its Redis state is written
+    loader = threading.Thread(target=engine.gates.load_batch,
+                              args=(batch_id, 2, _slow_ready(engine, batch_id), (), live), kwargs={"chunk": 2})
+    loader.start()
+    ready_key = f"bc:{{{batch_id}}}:ready"
+    while engine.gates.redis.zcard(ready_key) < 2:  # the first chunk is written
+        time.sleep(0.005)
+    sweep = reconcile(engine)
+    loader.join()
+    assert sweep.rebuilt == 0
+    assert engine.gates.exists(batch_id) and engine.gates.redis.zcard(ready_key) == 8
+
+
+def test_a_batch_whose_writer_died_half_way_is_rebuilt_once_its_mark_runs_out(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gates_mod, "LOADING_MS", 400)
+    batch_id, live = _running_batch(engine)
+    engine.gates.forget(batch_id)
+    with pytest.raises(RuntimeError):
+        engine.gates.load_batch(batch_id, 2, _slow_ready(engine, batch_id, stop_after=5), (), live, chunk=2)
+    assert reconcile(engine).rebuilt == 0  # still marked: it might be a writer that is slow
+    time.sleep(0.5)
+    assert reconcile(engine).rebuilt == 1
+    assert engine.gates.exists(batch_id) and engine.gates.redis.zcard(f"bc:{{{batch_id}}}:ready") == 8

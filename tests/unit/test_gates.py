@@ -263,11 +263,13 @@ def test_load_batch_writes_meta_last(
     gates: Gates, client: redis.Redis, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     flushes: list[tuple[bool, list[Any]]] = []
+    marked: list[bool] = []
     original = redis.client.Pipeline.execute
 
     def spy(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> list[Any]:
         commands = [args[0] for args, _ in pipe.command_stack]
         flushes.append((bool(client.exists("bc:{b}:meta")), commands))
+        marked.append(gates.loading("b"))
         return original(pipe, raise_on_error)
 
     monkeypatch.setattr(redis.client.Pipeline, "execute", spy)
@@ -275,7 +277,8 @@ def test_load_batch_writes_meta_last(
     assert len(flushes) == 3
     assert not any(meta_seen for meta_seen, _ in flushes)  # no flush ran after meta was written
     assert [cmd for _, cmds in flushes for cmd in cmds].count("HSET") == 1
-    assert flushes[-1][1][-1] == "HSET"
+    assert flushes[-1][1][-2:] == ["HSET", "DEL"]  # the meta, and the end of the loading mark
+    assert marked == [True, True, True] and not gates.loading("b")
     assert client.hgetall("bc:{b}:meta") == {b"concurrency": b"2", b"paused": b"0"}
     assert gates.depth("b") == (5, 1, 1)
 
