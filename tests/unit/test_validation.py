@@ -465,3 +465,31 @@ def test_warm_up_leaves_no_region_to_compile_on_a_request() -> None:
                 for region in ("GB", "US", "IN", "BR", "JP", "NG", "DE", "AU")]
     with mock.patch("re.compile", side_effect=AssertionError("compiled during a request")):
         assert all(validation.normalize_phone_number(number) == number for number in examples)
+
+
+def _neighbours(number: phonenumbers.PhoneNumber) -> list[phonenumbers.PhoneNumber]:
+    """The number, and numbers near it: last digits changed, a digit more, a digit less."""
+    digits = str(number.national_number)
+    variants = {digits, digits[:-1], digits + "0", digits + "9"}
+    variants |= {digits[:-1] + d for d in "0123456789"}
+    variants |= {digits[:-2] + d + digits[-1] for d in "0123456789"} if len(digits) > 2 else set()
+    return [phonenumbers.PhoneNumber(country_code=number.country_code, national_number=int(v))
+            for v in variants if v]
+
+
+def test_is_valid_number_agrees_with_phonenumbers_on_every_region_and_its_neighbours() -> None:
+    examples = [phonenumbers.example_number_for_type(region, kind)
+                for region in sorted(phonenumbers.SUPPORTED_REGIONS) for kind in phonenumbers.PhoneNumberType.values()]
+    examples += [phonenumbers.example_number_for_non_geo_entity(cc)
+                 for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)]
+    checked = valid = 0
+    for example in examples:
+        if example is None:
+            continue
+        for number in _neighbours(example):
+            ours, theirs = validation.is_valid_number(number), phonenumbers.is_valid_number(number)
+            assert ours == theirs, (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                                    ours, theirs)
+            checked += 1
+            valid += theirs
+    assert checked > 30_000 and valid > 1_000 and checked - valid > 1_000  # both answers were compared
