@@ -8,6 +8,8 @@ from typing import Any
 
 import redis
 from celery import Celery
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from batchcalls.engine import EVENT_PRIORITY
 from batchcalls.models import ProviderEvent
@@ -56,7 +58,11 @@ class CeleryTaskQueue:
     @functools.cached_property
     def inbox(self) -> Inbox:
         settings = self.app.conf.batchcalls_settings
-        return Inbox(redis.Redis.from_url(settings.redis_url), settings.event_shards, self.drain_events)
+        # Retried over about two seconds, as kombu retries a publish: a Redis that restarts
+        # would otherwise lose the events sent meanwhile (an entry sent twice is harmless).
+        client = redis.Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 6),
+                                      retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        return Inbox(client, settings.event_shards, self.drain_events)
 
     def drain_events(self, shard: int) -> None:
         self._send("batchcalls.drain_events", (shard,), priority=EVENT_PRIORITY)

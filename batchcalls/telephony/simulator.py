@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus, Outcome
 from batchcalls.telephony.base import DialRequest, LiveAttempt
+
+log = logging.getLogger("batchcalls.simulator")
 
 Step = tuple[float, AttemptStatus, Outcome | None]
 
@@ -72,13 +76,20 @@ class SimulatorProvider:
             finally:
                 os.close(fd)
         events = self._events(request.call_id, request.attempt, request.phone_number, provider_call_id, start)
-        if self.schedule_many is None:
-            for event in events:
-                self.schedule(event, event.at - start)
-        else:
-            for _, due in itertools.groupby(events, key=lambda e: e.at):
-                together = list(due)
-                self.schedule_many(together, together[0].at - start)
+        try:
+            if self.schedule_many is None:
+                for event in events:
+                    self.schedule(event, event.at - start)
+            else:
+                for _, due in itertools.groupby(events, key=lambda e: e.at):
+                    together = list(due)
+                    self.schedule_many(together, together[0].at - start)
+        except Exception as exc:  # noqa: BLE001
+            # The call exists (it is in the log): its events are lost, as a provider's webhooks
+            # can be, and the reconciler asks `poll`. Raised, the create would look unconfirmed,
+            # and the call would end failed instead of as the network decided.
+            log.warning("simulator lost a call's events call_id=%s attempt=%d error=%s",
+                        request.call_id, request.attempt, quoted(exc))
         return provider_call_id
 
     def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:

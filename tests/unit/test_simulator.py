@@ -153,6 +153,23 @@ def test_create_call_logs_one_json_line_per_call(clock: Clock, tmp_path: Path) -
     ]
 
 
+def test_a_call_whose_events_cannot_be_sent_is_still_created_and_polled(clock: Clock, tmp_path: Path) -> None:
+    """Events the simulator cannot hand over (Redis restarting) are lost like webhooks: the
+    create still answers, so the attempt is confirmed and `poll` tells where it stands."""
+    def broker_down(event: ProviderEvent, delay: float) -> None:
+        raise ConnectionError("Redis is restarting")
+
+    log_path = tmp_path / "sim.log"
+    provider = SimulatorProvider(broker_down, ring_seconds=0.5, call_seconds=2.0, log_path=str(log_path))
+    provider_call_id = provider.create_call(request(number("0")))
+    assert json.loads(log_path.read_text())["uuid"] == provider_call_id
+    clock.now += 3.0
+    live = LiveAttempt(call_id="call-1", attempt=1, phone_number=number("0"), status="dialing",
+                       provider_call_id=provider_call_id, dialed_at=T0)
+    polled = provider.poll(live)
+    assert polled is not None and (polled.status, polled.outcome) == (ENDED, Outcome.COMPLETED)
+
+
 def test_without_log_path_nothing_is_written(clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     SimulatorProvider(Scheduled()).create_call(request(number("0")))
