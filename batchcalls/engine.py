@@ -275,22 +275,26 @@ class Engine:
         request = DialRequest(call_id, attempt, started["phone_number"], started["script"], started["voice_id"])
         log.info("dialing call_id=%s batch_id=%s attempt=%d", call_id, batch_id, attempt)
         created_at = time.time()
+        # `batch.started` is delivered after the create, never between the rate check and it:
+        # the kick may send a task (a process's first send opens a broker connection, 15 ms and
+        # more), and a create that late was past its calls-per-second instant (11 in a 1 s
+        # window). And after the provider id is stored: a kick that fails must not lose it.
+        kick = batch_started is not None and bool(batch_started["callback_url"])
         try:
             provider_call_id = self.provider.create_call(request)
         except ProviderError as exc:
             self._provider_refused(started, attempt, exc)
+            if kick:
+                self.kick_delivery(batch_id)
             return
         finally:
             if self.metrics is not None:
                 waited = None if granted_at is None or reserved_at is not None else created_at - granted_at
                 self.metrics.call_dialed(None if waited is None else max(0.0, waited), freed=freed)
-            # After the create, never between the rate check and it: the kick may send a task
-            # (the process's first send opens a broker connection, 15 ms and more), and a
-            # create that late was past its calls-per-second instant: 11 in a 1 s window.
-            if batch_started is not None and batch_started["callback_url"]:
-                self.kick_delivery(batch_id)
         with self.db.autocommit() as cur:
             calls.set_provider_call_id(cur, call_id, attempt, provider_call_id)
+        if kick:
+            self.kick_delivery(batch_id)
 
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
         """A call that was not dialed: if it is final, its slot is not anyone's."""

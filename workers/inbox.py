@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,11 +83,15 @@ class Inbox:
     def put(self, events: list[ProviderEvent]) -> None:
         """Queue events of one call (due now, in order) as one entry."""
         shard = shard_of(events[0].call_id, self.shards)
+        token = uuid.uuid4().hex
         pipe = self.client.pipeline(transaction=False)
         pipe.xadd(stream_key(shard), {"e": json.dumps([e.to_message() for e in events])})
-        pipe.set(flag_key(shard), "1", nx=True, ex=FLAG_SECONDS)
-        flagged = pipe.execute()[1]
-        if flagged:
+        pipe.set(flag_key(shard), token, nx=True, ex=FLAG_SECONDS)
+        pipe.get(flag_key(shard))
+        _, _, holder = pipe.execute()
+        # The flag is ours when it holds our token: a pipeline the client sent again after a
+        # lost reply finds the flag its first sending set, and must still send the drain.
+        if holder is not None and holder.decode() == token:
             self._kick(shard)
 
     def _kick(self, shard: int) -> None:

@@ -147,11 +147,13 @@ def record_events(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 @app.task(base=EngineTask, name="batchcalls.drain_events")
 def drain_events(shard: int) -> dict[str, Any]:
-    """Provider events of one inbox shard, many per task (workers/inbox.py); the result names
-    the calls dialed in the slots they freed."""
+    """Provider events of one inbox shard, many per task (workers/inbox.py)."""
     engine = _parts()[0]
     assert isinstance(engine.tasks, CeleryTaskQueue)
-    done = engine.tasks.inbox.drain(shard, lambda events: engine.record_events_placing(events)[1])
+    # A freed slot's next call goes out as a `place_call` task, not dialed here: a shard's
+    # events are applied one after another, and a provider's create (on Vonage an HTTPS
+    # request, up to its timeout) would hold up every event behind it.
+    done = engine.tasks.inbox.drain(shard, lambda events: engine.record_events_placing(events, place_here=False)[1])
     return done.__dict__
 
 

@@ -15,6 +15,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
+from kombu.exceptions import KombuError
+
 from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus, Outcome
@@ -84,7 +87,7 @@ class SimulatorProvider:
                 for _, due in itertools.groupby(events, key=lambda e: e.at):
                     together = list(due)
                     self.schedule_many(together, together[0].at - start)
-        except Exception as exc:  # noqa: BLE001
+        except (redis.RedisError, KombuError, OSError) as exc:
             # The call exists (it is in the log): its events are lost, as a provider's webhooks
             # can be, and the reconciler asks `poll`. Raised, the create would look unconfirmed,
             # and the call would end failed instead of as the network decided.
