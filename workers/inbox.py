@@ -26,7 +26,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -43,9 +43,8 @@ READ_COUNT = 50
 DRAIN_MAX_EVENTS = 500
 DRAIN_MAX_SECONDS = 1.0
 
-# What a drain does with one entry's events (of one call): returns the call placed in a slot
-# they freed, if any.
-Apply = Callable[[list[ProviderEvent]], "str | None"]
+# What a drain does with one entry's events (of one call).
+Apply = Callable[[list[ProviderEvent]], object]
 Entry = tuple[bytes, dict[bytes, bytes]]
 # Errors after which the work is tried again later (by a task's retry), never dropped.
 TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
@@ -65,11 +64,10 @@ def shard_of(call_id: str, shards: int) -> int:
 
 @dataclass
 class Drained:
-    """What one drain task did; its task returns this, so Flower shows where calls were dialed."""
+    """What one drain task did (its task returns this, for Flower)."""
 
     events: int = 0
     dropped: int = 0
-    placed: list[str] = field(default_factory=list)
     more: bool = False  # it stopped at its budget and sent its successor
 
 
@@ -151,7 +149,11 @@ class Inbox:
         pipe.delete(flag_key(shard))
         pipe.xlen(stream_key(shard))
         left = pipe.execute()[1]
-        return bool(left) and bool(self.client.set(flag_key(shard), "1", nx=True, ex=FLAG_SECONDS))
+        return bool(left) and self._take_flag(shard)
+
+    def _take_flag(self, shard: int) -> bool:
+        """Set the shard's drain flag if no drain holds it (`put` does this in its pipeline)."""
+        return bool(self.client.set(flag_key(shard), uuid.uuid4().hex, nx=True, ex=FLAG_SECONDS))
 
     def _apply(self, shard: int, entries: list[Entry], apply: Apply, done: Drained, started: float) -> int:
         """Apply entries in order; returns how many were dealt with (applied, or dropped as
@@ -166,7 +168,7 @@ class Inbox:
                 done.dropped += 1
                 continue
             try:
-                placed = apply(events)
+                apply(events)
             except self.transient:
                 self._ack(shard, [entry_id for entry_id, _ in entries[:index]])
                 raise
@@ -176,8 +178,6 @@ class Inbox:
                 done.dropped += 1
                 continue
             done.events += len(events)
-            if placed is not None:
-                done.placed.append(placed)
         return len(entries)
 
     def _ack(self, shard: int, ids: list[bytes]) -> None:
@@ -197,7 +197,7 @@ class Inbox:
             pipe.xlen(stream_key(shard))
         kicked = 0
         for shard, length in enumerate(pipe.execute()):
-            if length and self.client.set(flag_key(shard), "1", nx=True, ex=FLAG_SECONDS):
+            if length and self._take_flag(shard):
                 log.warning("sending a drain for provider events nobody was applying shard=%d entries=%d",
                             shard, length)
                 self._kick(shard)

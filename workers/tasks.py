@@ -153,7 +153,7 @@ def drain_events(shard: int) -> dict[str, Any]:
     # A freed slot's next call goes out as a `place_call` task, not dialed here: a shard's
     # events are applied one after another, and a provider's create (on Vonage an HTTPS
     # request, up to its timeout) would hold up every event behind it.
-    done = engine.tasks.inbox.drain(shard, lambda events: engine.record_events_placing(events, place_here=False)[1])
+    done = engine.tasks.inbox.drain(shard, engine.record_events)
     return done.__dict__
 
 

@@ -89,8 +89,8 @@ def test_flower_lists_the_workers_and_the_tasks_of_a_running_batch(stack: Stack,
     while time.time() < deadline:
         tasks = requests.get(f"{flower}/api/tasks", auth=AUTH, timeout=10).json()
         # Dialing tasks name their batch and call(s) in their arguments; a call dialed in the
-        # slot another call's ending freed is named in the result of the task that applied
-        # that event (a drain of the event inbox, or a delayed event's own task).
+        # slot another call's ending freed is named in the result of that delayed event's own
+        # task (a drain of the event inbox hands such calls to `place_call` tasks).
         placed = [t for t in tasks.values()
                   if t["name"] in ("batchcalls.place_call", "batchcalls.place_calls") and batch_id in (t["args"] or "")]
         events = [t for t in tasks.values() if t["name"] in EVENT_TASKS]
