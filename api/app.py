@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from api.auth import authenticate, bearer_key
 from api.batches import bp as batches_bp
+from api.batches import warm_up as warm_up_batches
 from api.errors import register_errors
 from api.provider_webhooks import bp as provider_webhooks_bp
 from batchcalls import logs, validation
@@ -29,14 +30,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     if not logging.getLogger().handlers:
         logs.configure()
-    validation.warm_up()  # before the first request, not during it
+    # Before the first request, not during it: patterns compiled, modules imported.
+    validation.warm_up()
+    warm_up_batches(settings.max_concurrency)
     app = Flask("batchcalls")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db = Database(settings.database_url, prepare=settings.pg_prepared_statements)
     client = redis.Redis.from_url(settings.redis_url)
-    engine = Engine(settings, db, Gates(client, settings.lease_seconds),
-                    CeleryTaskQueue(create_celery(settings)))
+    tasks = CeleryTaskQueue(create_celery(settings))
+    tasks.warm_up()
+    engine = Engine(settings, db, Gates(client, settings.lease_seconds), tasks)
     app.extensions["batchcalls.engine"] = engine
 
     # One budget per API key across every route (application_limits): default_limits would give

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from celery import Task
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
+from kombu.exceptions import KombuError
 
 from batchcalls import logs
 from batchcalls.delivery import Relay
@@ -54,7 +55,7 @@ def _check_provider(**_: object) -> None:
 
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
-    """Each pool process builds its engine and opens its Postgres, Redis and provider
+    """Each pool process builds its engine and opens its Postgres, Redis, broker and provider
     connections before its first task, which would otherwise pay for them (a provider without
     `warm` has nothing to open). In a thread: Celery kills a pool process whose init takes more
     than a few seconds, and a server may be slow to answer."""
@@ -67,7 +68,9 @@ def _open_connections(engine: Engine) -> None:
         with engine.db.transaction() as cur:
             cur.execute("SELECT 1")
         engine.gates.redis.ping()
-    except TRANSIENT as exc:  # the first task retries as usual
+        assert isinstance(engine.tasks, CeleryTaskQueue)
+        engine.tasks.warm_up(connect=True)
+    except (*TRANSIENT, KombuError, OSError) as exc:  # the first task retries as usual
         log.warning("could not open connections before the first task error=%s", logs.quoted(exc))
     warm = getattr(engine.provider, "warm", None)
     if warm is not None:
