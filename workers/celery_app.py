@@ -34,11 +34,12 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        # Task events for Flower, sent by the workers (received, started, succeeded: one
-        # buffered publish per event-loop turn). No `task-sent` events: one more Redis publish
-        # for every task a sender sends, on the engine's hot path, for a state Flower shows
-        # as well from `task-received`.
+        # Task events for Flower, sent by the workers (received, started, succeeded), published
+        # together every 10 ms by the worker's consumer (workers/consumer.py). No `task-sent`
+        # events: one more Redis publish for every task a sender sends, on the engine's hot
+        # path, for a state Flower shows as well from `task-received`.
         worker_send_task_events=True,
+        worker_consumer="workers.consumer:Consumer",
         task_send_sent_event=False,
         broker_connection_retry_on_startup=True,
         beat_schedule={
