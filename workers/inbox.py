@@ -104,11 +104,11 @@ class Inbox:
         """Apply the shard's events until its stream is empty or the budget is spent."""
         key, done = stream_key(shard), Drained()
         started = time.monotonic()
-        entries = self._first_read(key)
+        entries, pending = self._first_read(key)
         rechecked = False
         while True:
-            if not entries:
-                entries = self._read(key, ">")
+            if not entries and pending:  # what was pending is done: on to new entries
+                entries, pending = self._read(key, ">"), False
             if not entries:
                 if rechecked:  # what is left is being read by another drain (see `sweep`)
                     self.client.delete(flag_key(shard))
@@ -116,28 +116,37 @@ class Inbox:
                 if not self._still_ours_after_release(shard):
                     return done
                 rechecked = True
+                entries = self._read(key, ">")
                 continue
             rechecked = False
             applied = self._apply(shard, entries, apply, done, started)
-            self._ack(shard, [entry_id for entry_id, _ in entries[:applied]])
+            ids = [entry_id for entry_id, _ in entries[:applied]]
             if applied < len(entries) or done.events >= DRAIN_MAX_EVENTS:
+                self._ack(shard, ids)
                 done.more = True  # the rest is pending: the successor reads it first
                 self._kick(shard)
                 return done
-            entries = []
+            entries, pending = self._ack(shard, ids, read_from="0" if pending else ">")
 
-    def _first_read(self, key: str) -> list[Entry]:
+    def _first_read(self, key: str) -> tuple[list[Entry], bool]:
         """Make sure the consumer group exists (a new stream, or Redis lost its data), and read
-        what this shard's drains read before and did not acknowledge."""
+        what this shard's drains read before and did not acknowledge, then new entries, in one
+        round trip. Returns the entries in order, and whether more may be pending: when a full
+        read of pending ones came back, the new ones just read are pending behind them."""
         pipe = self.client.pipeline(transaction=False)
         pipe.xgroup_create(key, GROUP, id="0", mkstream=True)
         pipe.xreadgroup(GROUP, CONSUMER, {key: "0"}, count=READ_COUNT)
-        created, pending = pipe.execute(raise_on_error=False)
+        pipe.xreadgroup(GROUP, CONSUMER, {key: ">"}, count=READ_COUNT)
+        created, pending, new = pipe.execute(raise_on_error=False)
         if isinstance(created, Exception) and "BUSYGROUP" not in str(created):
             raise created
-        if isinstance(pending, Exception):
-            raise pending
-        return _entries(pending)
+        for reply in (pending, new):
+            if isinstance(reply, Exception):
+                raise reply
+        held = _entries(pending)
+        if len(held) >= READ_COUNT:
+            return held, True
+        return held + _entries(new), False
 
     def _read(self, key: str, start: str) -> list[Entry]:
         return _entries(self.client.xreadgroup(GROUP, CONSUMER, {key: start}, count=READ_COUNT))
@@ -180,15 +189,23 @@ class Inbox:
             done.events += len(events)
         return len(entries)
 
-    def _ack(self, shard: int, ids: list[bytes]) -> None:
+    def _ack(self, shard: int, ids: list[bytes], read_from: str | None = None) -> tuple[list[Entry], bool]:
         """Acknowledge and delete applied entries (the stream holds only what is still to do),
-        and keep the flag while this drain goes on."""
+        and keep the flag while this drain goes on; with `read_from` ("0": pending entries,
+        ">": new ones), read the next entries in the same round trip. Returns them, and
+        whether more may be pending."""
         pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.xack(stream_key(shard), GROUP, *ids)
             pipe.xdel(stream_key(shard), *ids)
         pipe.expire(flag_key(shard), FLAG_SECONDS)
-        pipe.execute()
+        if read_from is not None:
+            pipe.xreadgroup(GROUP, CONSUMER, {stream_key(shard): read_from}, count=READ_COUNT)
+        replies = pipe.execute()
+        if read_from is None:
+            return [], False
+        entries = _entries(replies[-1])
+        return entries, read_from == "0" and len(entries) >= READ_COUNT
 
     def sweep(self) -> int:
         """Send a drain for each shard that holds entries and has no drain; returns how many."""

@@ -78,6 +78,23 @@ def test_what_a_dead_drain_read_is_applied_first_by_the_next(inbox: Inbox, clien
     assert client.xlen(stream_key(0)) == 0
 
 
+def test_more_pending_entries_than_one_read_holds_are_all_applied_before_new_ones(
+        inbox: Inbox, client: redis.Redis) -> None:
+    held = [f"held-{i:03d}" for i in range(inbox_mod.READ_COUNT * 2 + 5)]
+    for name in held:
+        inbox.put([ended(name)])
+    client.xgroup_create(stream_key(0), GROUP, id="0")
+    client.xreadgroup(GROUP, CONSUMER, {stream_key(0): ">"})  # read, then the process died
+    new = [f"new-{i:03d}" for i in range(inbox_mod.READ_COUNT + 3)]
+    for name in new:
+        inbox.put([ended(name)])
+    recorder = Recorder()
+    inbox.drain(0, recorder)
+    assert recorder.calls == held + new
+    assert client.xlen(stream_key(0)) == 0
+    assert client.xpending(stream_key(0), GROUP)["pending"] == 0
+
+
 def test_a_transient_error_keeps_the_event_for_the_next_drain(inbox: Inbox, client: redis.Redis) -> None:
     for name in "abc":
         inbox.put([ended(name)])
@@ -136,19 +153,21 @@ def test_a_drain_stops_at_its_budget_and_sends_its_successor(inbox: Inbox, clien
 def test_an_event_added_as_the_drain_gives_up_its_flag_is_not_stranded(inbox: Inbox, kicks: list[int],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     inbox.put([ended("a")])
-    reads = 0
-    original = Inbox._read
+    original, raced = Inbox._ack, False
 
-    def read_then_race(self: Inbox, key: str, start: str) -> list[inbox_mod.Entry]:
-        nonlocal reads
-        entries = original(self, key, start)
-        reads += 1
-        if reads == 2:  # the empty read after "a": an event arrives, its put sees the flag
+    def ack_then_race(self: Inbox, shard: int, ids: list[bytes],
+                      read_from: str | None = None) -> tuple[list[inbox_mod.Entry], bool]:
+        nonlocal raced
+        entries, pending = original(self, shard, ids, read_from)
+        if not raced:
+            # The empty read after "a" (with its acknowledgement): an event arrives, and its
+            # put finds the flag still set.
             assert entries == []
             self.put([ended("late")])
-        return entries
+            raced = True
+        return entries, pending
 
-    monkeypatch.setattr(Inbox, "_read", read_then_race)
+    monkeypatch.setattr(Inbox, "_ack", ack_then_race)
     recorder = Recorder()
     inbox.drain(0, recorder)
     assert recorder.calls == ["a", "late"]
