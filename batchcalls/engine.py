@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -59,6 +59,20 @@ EVENT_PRIORITY = 5
 DELIVERY_GATHER_SECONDS = 0.2
 PLACE_CHUNK_MAX = 20
 PLACE_SPREAD = 8
+
+
+@dataclass
+class Gathered:
+    """The Redis work applied provider events leave, by batch, until `Engine.flush_events`."""
+
+    kick: dict[str, bool] = field(default_factory=dict)  # batch -> urgent (its last events)
+    renew: dict[str, list[str]] = field(default_factory=dict)
+    release: dict[str, list[str]] = field(default_factory=dict)
+    delay: dict[str, list[tuple[str, int, float]]] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+    def clear(self) -> None:
+        self.kick, self.renew, self.release, self.delay, self.finished = {}, {}, {}, {}, set()
 
 
 class TaskQueue(Protocol):
@@ -360,14 +374,16 @@ class Engine:
         """Apply a provider event (from a webhook, the simulator or a poll) exactly once."""
         return self.record_events([event])[0]
 
-    def record_events(self, events: list[ProviderEvent]) -> list[str]:
+    def record_events(self, events: list[ProviderEvent], gathered: Gathered | None = None) -> list[str]:
         """Apply events of one call in order, each exactly once, in one transaction (the events
         of a call that came due together); then act on where the call ended up: a freed slot is
-        given to the next call by a `place_call` task. Returns how each event applied."""
-        return self.record_events_placing(events, place_here=False)[0]
+        given to the next call by a `place_call` task. With `gathered`, that Redis work waits
+        for `flush_events`, to be done once per batch for the events of many calls. Returns how
+        each event applied."""
+        return self.record_events_placing(events, place_here=False, gathered=gathered)[0]
 
     def record_events_placing(
-        self, events: list[ProviderEvent], place_here: bool = True,
+        self, events: list[ProviderEvent], place_here: bool = True, gathered: Gathered | None = None,
     ) -> tuple[list[str], str | None]:
         """`record_events` for an event task: with `place_here`, a slot the events free is given
         to the next call in this task. Returns how each event applied, and the call placed here
@@ -375,7 +391,7 @@ class Engine:
         not place here: a sweep must not wait on the provider for every call it resolves."""
         if len({e.call_id for e in events}) != 1:
             raise ValueError("record_events takes events of one call")
-        last, placed = None, None
+        last = None
         with self.db.transaction() as cur:
             if len({e.attempt for e in events}) == 1:
                 results = calls.apply_events(cur, events)
@@ -384,35 +400,55 @@ class Engine:
             for result in results:
                 if result.call is not None:
                     last = result
+        work = Gathered() if gathered is None else gathered
         if last is not None:
             assert last.call is not None
-            placed = self._after_event(events[-1], last.call, last.applied, last.batch, last.due, place_here)
+            self._after_event(events[-1], last.call, last.applied, last.batch, last.due, work)
+        placed = self.flush_events(work, place_here) if gathered is None else None
         return [result.applied for result in results], placed
 
     def _after_event(self, event: ProviderEvent, call: dict[str, Any], applied: str,
-                     batch: dict[str, Any] | None, due: datetime | None, place_here: bool) -> str | None:
-        """Renew, park or free the call's slot as the event says; returns the call placed here."""
+                     batch: dict[str, Any] | None, due: datetime | None, work: Gathered) -> None:
+        """Note how the event leaves the call's slot: renewed, parked for a retry, or freed."""
         batch_id = call["batch_id"]
         if applied == Applied.LIVE:
-            self.gates.renew(batch_id, [event.call_id])
+            work.renew.setdefault(batch_id, []).append(event.call_id)
         elif applied == Applied.SCHEDULED:
             assert due is not None
             score = gates_mod.ready_score(call["priority"], call["seq"])
-            return self._dispatch(batch_id, [event.call_id], [(event.call_id, score, due.timestamp())], place_here)[1]
+            work.release.setdefault(batch_id, []).append(event.call_id)
+            work.delay.setdefault(batch_id, []).append((event.call_id, score, due.timestamp()))
         elif applied == Applied.FINAL:
             log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
             if self.metrics is not None:
                 self.metrics.call_finished(call["outcome"])
             finished = batch is not None and batch["finished_at"] is not None
-            # The event first: placing the next call here may take a provider round trip.
             if batch is not None and batch["callback_url"]:
-                self.kick_delivery(batch_id, urgent=finished)
-            placed = self._dispatch(batch_id, [event.call_id], None, place_here and not finished)[1]
+                work.kick[batch_id] = work.kick.get(batch_id, False) or finished
+            work.release.setdefault(batch_id, []).append(event.call_id)
             if batch is not None and finished:
                 log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
-                self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis
-            return placed
-        return None
+                work.finished.add(batch_id)
+
+    def flush_events(self, work: Gathered, place_here: bool = False) -> str | None:
+        """Do the Redis work that applied events left, in one round of calls per batch: kick
+        delivery first (placing a call here may take a provider round trip), renew the slots of
+        live calls, give freed slots to the next calls (with `place_here`, the first of them in
+        this task), and forget finished batches. Returns the call placed here."""
+        kick, renew, release, delay, finished = work.kick, work.renew, work.release, work.delay, work.finished
+        work.clear()
+        for batch_id, urgent in kick.items():
+            self.kick_delivery(batch_id, urgent=urgent)
+        for batch_id, ids in renew.items():
+            self.gates.renew(batch_id, ids)
+        placed = None
+        for batch_id in dict.fromkeys([*release, *delay]):
+            here = self._dispatch(batch_id, release.get(batch_id), delay.get(batch_id),
+                                  place_here and placed is None and batch_id not in finished)[1]
+            placed = placed or here
+        for batch_id in finished:
+            self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis
+        return placed
 
     # -- delivery kicks -------------------------------------------------------------------------
 

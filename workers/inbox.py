@@ -100,8 +100,9 @@ class Inbox:
             self.client.delete(flag_key(shard))
             raise
 
-    def drain(self, shard: int, apply: Apply) -> Drained:
-        """Apply the shard's events until its stream is empty or the budget is spent."""
+    def drain(self, shard: int, apply: Apply, after_read: Callable[[], object] | None = None) -> Drained:
+        """Apply the shard's events until its stream is empty or the budget is spent; after
+        the entries of each read are applied (or some, and an error is raised), `after_read`."""
         key, done = stream_key(shard), Drained()
         started = time.monotonic()
         entries, pending = self._first_read(key)
@@ -119,7 +120,11 @@ class Inbox:
                 entries = self._read(key, ">")
                 continue
             rechecked = False
-            applied = self._apply(shard, entries, apply, done, started)
+            try:
+                applied = self._apply(shard, entries, apply, done, started)
+            finally:
+                if after_read is not None:
+                    after_read()
             ids = [entry_id for entry_id, _ in entries[:applied]]
             if applied < len(entries) or done.events >= DRAIN_MAX_EVENTS:
                 self._ack(shard, ids)

@@ -8,60 +8,28 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-import redis
 
 from batchcalls import gates as gates_mod
 from batchcalls import voices
 from batchcalls.engine import Engine
-from batchcalls.gates import Gates, ready_score
+from batchcalls.gates import ready_score
 from batchcalls.models import ProviderEvent
 from batchcalls.reconciler import reconcile
 from batchcalls.states import AttemptStatus, Outcome
-from batchcalls.store.db import Database, close_pools
-from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import create_key
-from batchcalls.telephony.simulator import SimulatorProvider
 from batchcalls.validation import build_batch
-from config.settings import Settings
-from tests.support.servers import TestServers, more_test_servers
+from tests.support.engine import ListQueue, engine_on
+from tests.support.servers import TestServers
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class _Queue:
-    """The engine's task queue, kept in lists: this test runs each step itself."""
-
-    places: list[str] = field(default_factory=list)
-
-    def dispatch(self, *args: Any, **kwargs: Any) -> None: ...
-    def place_call(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
-        self.places.append(call_id)
-    def place_calls(self, batch_id: str, call_ids: list[str], *args: Any, **kwargs: Any) -> None:
-        self.places.extend(call_ids)
-    def wake(self, *args: Any, **kwargs: Any) -> None: ...
-    def deliver(self, *args: Any, **kwargs: Any) -> None: ...
-    def record_event(self, *args: Any, **kwargs: Any) -> None: ...
-    def record_events(self, *args: Any, **kwargs: Any) -> None: ...
-    def recover_events(self) -> int: return 0
-    def record_responses(self, *args: Any, **kwargs: Any) -> None: ...
-
-
 @pytest.fixture
 def engine(servers: TestServers) -> Iterator[Engine]:
-    with more_test_servers(servers) as own:  # the sweep looks at every active batch
-        upgrade(own.database_url)
-        settings = Settings(database_url=own.database_url, redis_url=own.redis_url)
-        client = redis.Redis.from_url(own.redis_url)
-        provider = SimulatorProvider(schedule=lambda event, delay: None, ring_seconds=60, call_seconds=60)
-        yield Engine(settings, Database(own.database_url), Gates(client, settings.lease_seconds), _Queue(),
-                     provider)
-        client.close()
-        close_pools()
+    with engine_on(servers) as built:
+        yield built
 
 
 def _running_batch(engine: Engine) -> tuple[str, list[str]]:
@@ -73,7 +41,7 @@ def _running_batch(engine: Engine) -> tuple[str, list[str]]:
                                 None, body)
     engine.dispatch(batch_id)
     queue = engine.tasks
-    assert isinstance(queue, _Queue)
+    assert isinstance(queue, ListQueue)
     live = list(queue.places)
     for call_id in live:
         engine.place_call(call_id, batch_id=batch_id)
