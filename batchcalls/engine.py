@@ -434,20 +434,24 @@ class Engine:
         """Do the Redis work that applied events left, in one round of calls per batch: kick
         delivery first (placing a call here may take a provider round trip), renew the slots of
         live calls, give freed slots to the next calls (with `place_here`, the first of them in
-        this task), and forget finished batches. Returns the call placed here."""
-        kick, renew, release, delay, finished = work.kick, work.renew, work.release, work.delay, work.finished
-        work.clear()
-        for batch_id, urgent in kick.items():
+        this task), and forget finished batches. Each piece leaves `work` once done: when one
+        raises, what is left stays for the caller to flush again. Returns the call placed here."""
+        for batch_id, urgent in list(work.kick.items()):
             self.kick_delivery(batch_id, urgent=urgent)
-        for batch_id, ids in renew.items():
+            del work.kick[batch_id]
+        for batch_id, ids in list(work.renew.items()):
             self.gates.renew(batch_id, ids)
+            del work.renew[batch_id]
         placed = None
-        for batch_id in dict.fromkeys([*release, *delay]):
-            here = self._dispatch(batch_id, release.get(batch_id), delay.get(batch_id),
-                                  place_here and placed is None and batch_id not in finished)[1]
+        for batch_id in list(dict.fromkeys([*work.release, *work.delay])):
+            here = self._dispatch(batch_id, work.release.get(batch_id), work.delay.get(batch_id),
+                                  place_here and placed is None and batch_id not in work.finished)[1]
+            work.release.pop(batch_id, None)
+            work.delay.pop(batch_id, None)
             placed = placed or here
-        for batch_id in finished:
+        for batch_id in list(work.finished):
             self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis
+            work.finished.discard(batch_id)
         return placed
 
     # -- delivery kicks -------------------------------------------------------------------------

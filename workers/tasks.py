@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import redis
@@ -60,6 +61,10 @@ def _warm_up(**_: object) -> None:
     `warm` has nothing to open). In a thread: Celery kills a pool process whose init takes more
     than a few seconds, and a server may be slow to answer."""
     engine = _parts()[0]
+    if isinstance(engine.tasks, CeleryTaskQueue):
+        # Here, not in the thread: a task sent while the thread built the producer pool would
+        # build a second one.
+        engine.tasks.warm_up()
     threading.Thread(target=_open_connections, args=(engine,), name="warm-up", daemon=True).start()
 
 
@@ -68,13 +73,16 @@ def _open_connections(engine: Engine) -> None:
         with engine.db.transaction() as cur:
             cur.execute("SELECT 1")
         engine.gates.redis.ping()
-        assert isinstance(engine.tasks, CeleryTaskQueue)
-        engine.tasks.warm_up(connect=True)
-    except (*TRANSIENT, KombuError, OSError) as exc:  # the first task retries as usual
+    except TRANSIENT as exc:  # the first task retries as usual
         log.warning("could not open connections before the first task error=%s", logs.quoted(exc))
     warm = getattr(engine.provider, "warm", None)
     if warm is not None:
         warm()
+    try:
+        if isinstance(engine.tasks, CeleryTaskQueue):
+            engine.tasks.warm_up(connect=True)
+    except (*TRANSIENT, KombuError, OSError) as exc:  # a broker that is slow to answer waits 2 s here
+        log.warning("could not open the broker connection before the first task error=%s", logs.quoted(exc))
 
 
 @worker_process_shutdown.connect
@@ -160,8 +168,32 @@ def drain_events(shard: int) -> dict[str, Any]:
     # per batch after them: one round trip for many calls of a batch, not one for each.
     work = Gathered()
     done = engine.tasks.inbox.drain(shard, lambda events: engine.record_events(events, work),
-                                    lambda: engine.flush_events(work))
+                                    lambda: _flush(engine, work, shard))
     return done.__dict__
+
+
+# A drain's Redis work is retried in the drain for about three seconds: given up, it is lost
+# for every call of the read (their events, applied, are not applied again), and their slots
+# come back only when their leases run out.
+FLUSH_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def _flush(engine: Engine, work: Gathered, shard: int) -> None:
+    for pause in FLUSH_RETRY_SECONDS:
+        try:
+            engine.flush_events(work)
+            return
+        except (*TRANSIENT, KombuError) as exc:
+            log.warning("retrying the Redis work of applied provider events shard=%d error=%s",
+                        shard, logs.quoted(exc))
+            time.sleep(pause)
+        except Exception:
+            # As `_apply` treats an event that fails for good: logged, and the drain goes on
+            # (raised, it would hold the shard's flag, and its events, for half a minute).
+            log.exception("dropping the Redis work of applied provider events shard=%d", shard)
+            work.clear()
+            return
+    engine.flush_events(work)  # the last try raises, and the task retries
 
 
 @app.task(base=EngineTask, name="batchcalls.record_responses")

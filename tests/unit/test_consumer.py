@@ -65,3 +65,14 @@ def test_shutdown_publishes_what_is_buffered() -> None:
         consumer.shutdown()
     dispatcher.flush.assert_called_once_with(errors=False)
     celery_shutdown.assert_called_once()
+
+
+def test_a_lost_connection_publishes_the_buffer_before_the_consumer_restarts() -> None:
+    consumer, hub, dispatcher = _consumer()
+    consumer.on_send_event_buffered()
+    with mock.patch("celery.worker.consumer.Consumer.on_close") as celery_on_close:
+        consumer.on_close()  # the restart then drops the loop's timers
+    dispatcher.flush.assert_called_once_with(errors=False)
+    celery_on_close.assert_called_once()
+    consumer.on_send_event_buffered()  # the next event schedules a flush at once
+    assert len(hub.timers) == 2

@@ -107,12 +107,15 @@ def test_a_transient_error_keeps_the_event_for_the_next_drain(inbox: Inbox, clie
         return recorder(events)
 
     flaky.failed = False  # type: ignore[attr-defined]
+    flushed: list[list[str]] = []
     with pytest.raises(redis.ConnectionError):
-        inbox.drain(0, flaky)
+        inbox.drain(0, flaky, lambda: flushed.append(recorder.calls))
     assert recorder.calls == ["a"]
+    assert flushed == [["a"]]  # what was applied has its Redis work done before the error
     assert client.xlen(stream_key(0)) == 2  # "a" acknowledged and deleted; "b" and "c" kept
-    inbox.drain(0, flaky)  # the task's retry
+    inbox.drain(0, flaky, lambda: flushed.append(recorder.calls))  # the task's retry
     assert recorder.calls == ["a", "b", "c"]
+    assert flushed[-1] == ["a", "b", "c"]
     assert client.xlen(stream_key(0)) == 0
 
 
