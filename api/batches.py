@@ -141,7 +141,6 @@ def warm_up(max_concurrency: int) -> None:
     """Check a sample body as `create_batch` checks one, without I/O (the callback URL is not
     looked up): the checks compile their patterns on first use (marshmallow's URL pattern
     alone takes 50 ms), which a process's first POST would otherwise pay."""
-    check_storable_text(_WARM_UP_BODY)
     build_batch(load_batch_request(_WARM_UP_BODY), max_concurrency=max_concurrency, voices=voice_catalog())
 
 

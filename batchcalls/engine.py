@@ -443,10 +443,10 @@ class Engine:
             self.gates.renew(batch_id, ids)
             del work.renew[batch_id]
         placed = None
-        for batch_id in list(dict.fromkeys([*work.release, *work.delay])):
-            here = self._dispatch(batch_id, work.release.get(batch_id), work.delay.get(batch_id),
+        for batch_id in list(work.release):  # a call parked for a retry is released too
+            here = self._dispatch(batch_id, work.release[batch_id], work.delay.get(batch_id),
                                   place_here and placed is None and batch_id not in work.finished)[1]
-            work.release.pop(batch_id, None)
+            del work.release[batch_id]
             work.delay.pop(batch_id, None)
             placed = placed or here
         for batch_id in list(work.finished):

@@ -41,14 +41,15 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         """The broker connection was lost and the consumer restarts, dropping the loop's timers:
         the buffer is published now. With the connection gone, Celery keeps what fails to go in
         the dispatcher's outbound buffer, which the restarted consumer sends first."""
-        self._flush_due = None
-        if self.event_dispatcher:
-            self.event_dispatcher.flush(errors=False)
+        self._publish_buffer()
         super().on_close()
 
     def shutdown(self) -> None:
         """Events still buffered go out before the connection closes."""
+        self._publish_buffer()
+        super().shutdown()
+
+    def _publish_buffer(self) -> None:
         self._flush_due = None
         if self.event_dispatcher:
             self.event_dispatcher.flush(errors=False)
-        super().shutdown()

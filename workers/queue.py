@@ -29,15 +29,17 @@ class CeleryTaskQueue:
         self.app.send_task(name, args, kwargs, argsrepr=repr(tuple(args))[:REPR_MAX],
                            kwargsrepr=repr(kwargs or {})[:REPR_MAX], **options)
 
-    def warm_up(self, connect: bool = False) -> None:
+    def warm_up(self) -> None:
         """Import and build what the first `send_task` would (the result backend, the message
-        builder, the producer pool: about 85 ms); with `connect`, also open the connections
-        of the producer and the event inbox (a process's first send paid 10 to 20 ms for it)."""
+        builder, the producer pool: about 85 ms), without connecting to the broker."""
         _ = self.app.backend, self.app.amqp.producer_pool.connections.connection.transport
-        if connect:
-            with self.app.producer_or_acquire() as producer:
-                producer.connection.ensure_connection(max_retries=1)
-            self.inbox.client.ping()
+
+    def open_connections(self) -> None:
+        """Open the producer's and the event inbox's connections (a process's first send paid
+        10 to 20 ms for them); after `warm_up`."""
+        with self.app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1)
+        self.inbox.client.ping()
 
     def dispatch(self, batch_id: str, priority: int) -> None:
         self._send("batchcalls.dispatch", (batch_id,), priority=priority)

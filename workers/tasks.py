@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 import redis
 from celery import Task
 from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 from kombu.exceptions import KombuError
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from batchcalls import logs
 from batchcalls.delivery import Relay
@@ -80,7 +81,7 @@ def _open_connections(engine: Engine) -> None:
         warm()
     try:
         if isinstance(engine.tasks, CeleryTaskQueue):
-            engine.tasks.warm_up(connect=True)
+            engine.tasks.open_connections()
     except (*TRANSIENT, KombuError, OSError) as exc:  # a broker that is slow to answer waits 2 s here
         log.warning("could not open the broker connection before the first task error=%s", logs.quoted(exc))
 
@@ -172,28 +173,26 @@ def drain_events(shard: int) -> dict[str, Any]:
     return done.__dict__
 
 
-# A drain's Redis work is retried in the drain for about three seconds: given up, it is lost
-# for every call of the read (their events, applied, are not applied again), and their slots
-# come back only when their leases run out.
-FLUSH_RETRY_SECONDS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+# A drain's Redis work is retried in the drain for about three seconds (0.05 s, doubling, six
+# times): given up, it is lost for every call of the read (their events, applied, are not
+# applied again), and their slots come back only when their leases run out.
+FLUSH_RETRIES = 6
+_FLUSH_RETRY = Retry(ExponentialBackoff(cap=1.6, base=0.025), FLUSH_RETRIES, supported_errors=(*TRANSIENT, KombuError))
 
 
 def _flush(engine: Engine, work: Gathered, shard: int) -> None:
-    for pause in FLUSH_RETRY_SECONDS:
-        try:
-            engine.flush_events(work)
-            return
-        except (*TRANSIENT, KombuError) as exc:
-            log.warning("retrying the Redis work of applied provider events shard=%d error=%s",
-                        shard, logs.quoted(exc))
-            time.sleep(pause)
-        except Exception:
-            # As `_apply` treats an event that fails for good: logged, and the drain goes on
-            # (raised, it would hold the shard's flag, and its events, for half a minute).
-            log.exception("dropping the Redis work of applied provider events shard=%d", shard)
-            work.clear()
-            return
-    engine.flush_events(work)  # the last try raises, and the task retries
+    def retrying(exc: Exception) -> None:
+        log.warning("retrying the Redis work of applied provider events shard=%d error=%s", shard, logs.quoted(exc))
+
+    try:
+        _FLUSH_RETRY.call_with_retry(lambda: engine.flush_events(work), retrying)
+    except (*TRANSIENT, KombuError):
+        raise  # still failing: the task retries
+    except Exception:
+        # As `_apply` treats an event that fails for good: logged, and the drain goes on
+        # (raised, it would hold the shard's flag, and its events, for half a minute).
+        log.exception("dropping the Redis work of applied provider events shard=%d", shard)
+        work.clear()
 
 
 @app.task(base=EngineTask, name="batchcalls.record_responses")

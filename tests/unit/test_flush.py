@@ -56,14 +56,14 @@ def test_a_flush_that_fails_keeps_what_it_did_not_do_for_the_next() -> None:
 def test_the_drain_retries_a_failing_flush_and_raises_only_when_it_keeps_failing() -> None:
     engine, work = mock.Mock(), Gathered()
     engine.flush_events.side_effect = [redis.ConnectionError("away"), redis.TimeoutError("slow"), None]
-    with mock.patch.object(tasks.time, "sleep") as sleep:
+    with mock.patch("redis.retry.sleep") as sleep:
         tasks._flush(engine, work, shard=3)
         assert engine.flush_events.call_count == 3 and sleep.call_count == 2
         engine.flush_events.reset_mock(side_effect=True)
         engine.flush_events.side_effect = redis.ConnectionError("still away")
         with pytest.raises(redis.ConnectionError):
             tasks._flush(engine, work, shard=3)
-    assert engine.flush_events.call_count == len(tasks.FLUSH_RETRY_SECONDS) + 1
+    assert engine.flush_events.call_count == tasks.FLUSH_RETRIES + 1
 
 
 def test_the_drain_drops_work_that_fails_for_good_and_goes_on() -> None:
