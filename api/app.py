@@ -6,14 +6,15 @@ import logging
 
 import redis
 from flask import Flask, Response, g, jsonify, request
-from flask_limiter import Limiter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api.auth import authenticate, bearer_key
+from api.auth import authenticate
 from api.batches import bp as batches_bp
 from api.batches import warm_up as warm_up_batches
 from api.errors import register_errors
 from api.provider_webhooks import bp as provider_webhooks_bp
+from api.ratelimit import RequestLimits
 from batchcalls import logs, validation
 from batchcalls.engine import Engine
 from batchcalls.gates import Gates
@@ -43,31 +44,27 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = Engine(settings, db, Gates(client, settings.lease_seconds), tasks)
     app.extensions["batchcalls.engine"] = engine
 
-    # One budget per API key across every route (application_limits): default_limits would give
-    # each route its own budget, multiplying the documented limit by the number of routes.
-    limiter = Limiter(
-        key_func=lambda: bearer_key() or request.remote_addr or "anonymous",
-        app=app,
-        application_limits=[settings.rate_limit],
-        storage_uri=settings.redis_url,
-        strategy="moving-window",
-        headers_enabled=True,
-        # With Redis down, serve requests unlimited rather than fail them all.
-        swallow_errors=True,
-    )
-
-    @limiter.request_filter
-    def only_the_api() -> bool:
-        """The per-key budget is for /v1; provider webhooks, health and metrics are not counted."""
-        return not request.path.startswith("/v1/")
+    if settings.trusted_proxies:
+        # The client address (the failed-authentication budget's subject) from X-Forwarded-For,
+        # as the nearest `trusted_proxies` proxies wrote it; without them the header is ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+    budgets = RequestLimits(settings.redis_url, tenant_limit=settings.rate_limit,
+                            auth_failure_limit=settings.auth_failure_limit)
 
     @app.before_request
     def require_key() -> None:
+        """/v1 only: provider webhooks, health and metrics are neither authenticated nor counted."""
         if request.path.startswith("/v1/"):
-            authenticate(db)
+            authenticate(db, budgets)
+
+    @app.after_request
+    def advertise_budget(response: Response) -> Response:
+        standing = g.get("rate_limit")
+        if standing is not None:
+            standing.apply(response)
+        return response
 
     @app.get("/healthz")
-    @limiter.exempt
     def healthz() -> tuple[Response, int]:
         checks = {}
         try:
@@ -89,7 +86,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry.register(FleetCollector(db, client))
 
     @app.get("/metrics")
-    @limiter.exempt
     def metrics() -> Response:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
@@ -98,5 +94,4 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.provider == "vonage" and not settings.vonage_signature_secret:
         log.warning("VONAGE_SIGNATURE_SECRET is not set: Vonage webhooks are accepted unsigned")
     register_errors(app)
-    _ = g
     return app

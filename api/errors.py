@@ -25,8 +25,7 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 TOO_LARGE_MESSAGE = "request body is larger than BATCHCALLS_MAX_BODY_BYTES allows"
 
 _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "invalid_request",
-               429: "rate_limited"}
+               405: "method_not_allowed", 413: "payload_too_large", 415: "invalid_request"}
 
 
 def register_errors(app: Flask) -> None:
@@ -38,16 +37,10 @@ def register_errors(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        retry_after = None
-        if status == 429:
-            retry_after = int(getattr(exc, "retry_after", 0) or 1)
-            limit = getattr(exc, "limit", None)
-            if limit is not None and hasattr(limit, "limit"):
-                retry_after = max(1, int(limit.limit.get_expiry()))
         message = exc.description or exc.name
         if status == 413:
             message = TOO_LARGE_MESSAGE
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), message, None, retry_after)
+        return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

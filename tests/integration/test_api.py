@@ -15,6 +15,7 @@ import copy
 import http.client
 import json
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,8 @@ from flask import Flask
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+from batchcalls.store.db import Database
+from batchcalls.store.tenants import create_key
 from tests.integration.conftest import Api, new_tenant
 
 pytestmark = pytest.mark.integration
@@ -418,21 +421,108 @@ def test_concurrency_up_to_the_maximum_is_accepted_and_the_default_is_capped(api
 # -- 429 rate_limited -------------------------------------------------------------------------
 
 
-def test_too_many_requests_for_one_key_is_429_rate_limited_with_retry_after(api_factory: ApiFactory) -> None:
+RATE_LIMIT_FIELD = re.compile(r'"(?P<policy>[a-z-]+)";r=(?P<r>\d+);t=(?P<t>\d+)')
+
+
+def standing(response: TestResponse) -> tuple[str, str, int, int]:
+    """(RateLimit-Policy, the policy RateLimit names, r, t) of an answer (IETF draft fields)."""
+    match = RATE_LIMIT_FIELD.fullmatch(response.headers["RateLimit"])
+    assert match, response.headers["RateLimit"]
+    return (response.headers["RateLimit-Policy"], match["policy"], int(match["r"]), int(match["t"]))
+
+
+def some_address() -> str:
+    """A client address of this test's own, so that no other test (or run) spent its budget."""
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
+def from_address(api: Api, address: str, key: str, path: str = "/v1/batches",
+                 headers: dict[str, str] | None = None) -> TestResponse:
+    return api.client.get(path, headers={"Authorization": f"Bearer {key}", **(headers or {})},
+                          environ_base={"REMOTE_ADDR": address})
+
+
+def test_too_many_requests_for_one_tenant_is_429_whichever_of_its_keys(api_factory: ApiFactory) -> None:
     api = api_factory(BATCHCALLS_RATE_LIMIT="3 per minute")
-    # The budget is the key's across every route, whatever the answers were.
-    assert api.get("/v1/batches").status_code == 200
+    _, second_key = create_key(Database(api.pg.dsn), api.tenant.name)  # another key of the same tenant
+    # The budget is the tenant's across every route and every key, whatever the answers were.
+    first = api.get("/v1/batches")
+    assert first.status_code == 200
+    assert standing(first)[:3] == ('"tenant";q=3;w=60', "tenant", 2)
+    assert 1 <= standing(first)[3] <= 60
     assert api.post(batch(concurrency=0)).status_code == 422
-    assert api.get("/v1/batches/batch_nosuchbatch").status_code == 404
+    third = api.client.get("/v1/batches/batch_nosuchbatch", headers={"Authorization": f"Bearer {second_key}"})
+    assert third.status_code == 404 and standing(third)[2] == 0
     for _ in range(3):
         assert api.client.get("/healthz").status_code == 200  # not counted, never limited
     response = assert_refused(api, 429, "rate_limited", body=batch())
     assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert standing(response)[:3] == ('"tenant";q=3;w=60', "tenant", 0)
+    assert int(response.headers["Retry-After"]) >= standing(response)[3]
     assert_error(api.get("/v1/batches"), 429, "rate_limited")
-    # Another key on the same app has its own budget.
+    assert_error(api.client.get("/v1/batches", headers={"Authorization": f"Bearer {second_key}"}),
+                 429, "rate_limited")
+    # Another tenant on the same app has its own budget.
     _, other_key = new_tenant(api.pg.dsn)
     response = api.client.get("/v1/batches", headers={"Authorization": f"Bearer {other_key}"})
     assert response.status_code == 200
+    assert standing(response)[2] == 2
+
+
+def test_a_flood_of_invalid_keys_from_one_address_is_429_before_any_key_is_looked_up(
+    api_factory: ApiFactory,
+) -> None:
+    api = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="5 per minute")
+    address = some_address()
+    for i in range(5):
+        response = from_address(api, address, "bc_live_" + secrets.token_urlsafe(30))
+        assert_error(response, 401, "unauthorized")
+        assert standing(response)[:3] == ('"failed-auth";q=5;w=60', "failed-auth", 4 - i)
+    for key in ("bc_live_" + secrets.token_urlsafe(30), api.key):
+        # Refused before the key is looked up: the valid key is refused too.
+        response = from_address(api, address, key)
+        error = assert_error(response, 429, "rate_limited")
+        assert "address" in error["message"]
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        assert standing(response)[:3] == ('"failed-auth";q=5;w=60', "failed-auth", 0)
+    response = api.client.post("/v1/batches", json=batch(), headers=api.headers(),
+                               environ_base={"REMOTE_ADDR": address})
+    assert_error(response, 429, "rate_limited")
+    assert api.stored() == (0, 0)
+    # Another address is not affected, and a valid key does not spend the failure budget.
+    other = some_address()
+    assert from_address(api, other, api.key).status_code == 200
+    assert_error(from_address(api, other, "bc_live_" + secrets.token_urlsafe(30)), 401, "unauthorized")
+
+
+def test_x_forwarded_for_names_the_client_only_behind_trusted_proxies(api_factory: ApiFactory) -> None:
+    untrusting = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="2 per minute")
+    address = some_address()
+    answers = [from_address(untrusting, address, "wrong", headers={"X-Forwarded-For": some_address()}).status_code
+               for _ in range(3)]
+    assert answers == [401, 401, 429]  # a made-up X-Forwarded-For does not buy a new budget
+    behind_proxy = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="2 per minute", BATCHCALLS_TRUSTED_PROXIES="1")
+    proxy, client = some_address(), some_address()
+    answers = [from_address(behind_proxy, proxy, "wrong", headers={"X-Forwarded-For": client}).status_code
+               for _ in range(3)]
+    assert answers == [401, 401, 429]
+    # Other clients behind the same proxy have their own budgets.
+    assert from_address(behind_proxy, proxy, "wrong", headers={"X-Forwarded-For": some_address()}).status_code == 401
+    assert from_address(behind_proxy, proxy, behind_proxy.key,
+                        headers={"X-Forwarded-For": some_address()}).status_code == 200
+
+
+def test_no_redis_key_name_holds_an_api_key(api_factory: ApiFactory) -> None:
+    api = api_factory(BATCHCALLS_RATE_LIMIT="1000 per minute", BATCHCALLS_AUTH_FAILURE_LIMIT="1000 per minute")
+    wrong = ["bc_live_" + secrets.token_urlsafe(30) for _ in range(3)]
+    assert api.get("/v1/batches").status_code == 200
+    accepted(api, batch())
+    for key in wrong:
+        assert_error(api.client.get("/v1/batches", headers={"Authorization": f"Bearer {key}"}), 401, "unauthorized")
+    names = [name.decode(errors="replace") for name in api.redis.scan_iter(count=1000)]
+    assert any(name.startswith("LIMITS") for name in names)  # the budgets are there
+    for key in [api.key, *wrong]:
+        assert not [name for name in names if key in name or key[len("bc_live_"):] in name]
 
 
 # -- 503 over_capacity ------------------------------------------------------------------------
