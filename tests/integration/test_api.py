@@ -14,6 +14,7 @@ import contextlib
 import copy
 import http.client
 import json
+import logging
 import re
 import secrets
 import threading
@@ -30,8 +31,10 @@ from flask import Flask
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+from api.app import create_app
 from batchcalls.store.db import Database
 from batchcalls.store.tenants import create_key
+from config.settings import load_settings
 from tests.integration.conftest import Api, new_tenant
 
 pytestmark = pytest.mark.integration
@@ -942,6 +945,20 @@ def test_healthz_answers_without_a_key(api: Api) -> None:
     response = api.client.get("/healthz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
+
+
+def test_healthz_says_unavailable_without_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever asks learns which check failed, not the host, port or error text (the log has those)."""
+    down = "postgresql://healthz-user@127.0.0.1:1/healthz_db"  # nothing listens on port 1
+    app = create_app(load_settings({"DATABASE_URL": down, "REDIS_URL": "redis://127.0.0.1:1/0"}))
+    with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
+        response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unavailable",
+                                   "checks": {"database": "unavailable", "redis": "unavailable",
+                                              "broker": "unavailable"}}
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "check=database" in logged and "check=redis" in logged
 
 
 # -- Known gap (outside api/) -----------------------------------------------------------------
