@@ -20,11 +20,14 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 import psycopg2.extensions
 import pytest
+import redis
 import requests
 from celery.utils.nodenames import anon_nodename
 from flask import Flask
@@ -32,10 +35,18 @@ from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from api.app import create_app
+from batchcalls.embedded import EmbeddedServer, start_redis
+from batchcalls.reconciler import reconcile
+from batchcalls.store import batches as store_batches
 from batchcalls.store.db import Database
+from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import create_key
 from config.settings import load_settings
 from tests.integration.conftest import Api, new_tenant
+from tests.support.servers import more_test_servers
+
+if TYPE_CHECKING:
+    from tests.support.servers import TestServers
 
 pytestmark = pytest.mark.integration
 
@@ -573,6 +584,98 @@ def test_a_batch_that_would_exceed_the_waiting_calls_limit_is_503_over_capacity(
         cur.execute("UPDATE batches SET status = 'completed', completed_calls = 3, finished_at = now()"
                     " WHERE id = %s", (fits.get_json()["batch_id"],))
     assert api.post(batch(3)).status_code == 202
+
+
+# -- 503 unavailable: Redis down -------------------------------------------------------------
+
+
+@dataclass
+class OwnRedis:
+    """A Redis server of the test's own, to stop and start again on the same port."""
+
+    directory: Path
+    server: EmbeddedServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        self.server = start_redis(self.directory, port=port)
+
+
+@pytest.fixture
+def api_on_own_redis(servers: TestServers, tmp_path: Path) -> Iterator[tuple[Api, OwnRedis]]:
+    """An app on a fresh database (so a reconciler sweep sees only this test's batches) and a
+    Redis server of its own (its gates and its broker)."""
+    own = OwnRedis(tmp_path / "redis", start_redis(tmp_path / "redis"))
+    try:
+        with more_test_servers(servers) as fresh:
+            upgrade(fresh.database_url)
+            app = create_app(load_settings({"DATABASE_URL": fresh.database_url, "REDIS_URL": own.url}))
+            tenant, key = create_key(Database(fresh.database_url), "own-redis")
+            pg = psycopg2.connect(fresh.database_url)
+            pg.autocommit = True
+            try:
+                yield Api(app, app.test_client(), tenant, key, pg, redis.Redis.from_url(own.url)), own
+            finally:
+                pg.close()
+    finally:
+        with contextlib.suppress(Exception):
+            own.stop()
+
+
+def test_a_batch_posted_while_redis_is_down_is_503_unavailable_and_not_stored(
+    api_on_own_redis: tuple[Api, OwnRedis],
+) -> None:
+    api, own = api_on_own_redis
+    assert accepted(api, batch(2))["total_calls"] == 2
+    own.stop()
+    response = api.post(batch(3))
+    error = assert_error(response, 503, "unavailable")
+    assert "nothing was stored" in error["message"]
+    assert int(response.headers["Retry-After"]) >= 1
+    assert api.stored() == (1, 2)
+    # Once Redis is back, the same POST is accepted.
+    own.start()
+    assert accepted(api, batch(3))["total_calls"] == 3
+    assert api.stored() == (2, 5)
+
+
+def test_a_batch_stored_just_before_redis_fails_is_accepted_and_the_reconciler_queues_it(
+    api_on_own_redis: tuple[Api, OwnRedis], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    api, own = api_on_own_redis
+    insert_batch = store_batches.insert_batch
+
+    def insert_then_lose_redis(*args: Any, **kwargs: Any) -> Any:
+        submitted = insert_batch(*args, **kwargs)
+        own.stop()  # committed; Redis goes down before the batch reaches it
+        return submitted
+
+    monkeypatch.setattr(store_batches, "insert_batch", insert_then_lose_redis)
+    with caplog.at_level(logging.WARNING, logger="batchcalls.engine"):
+        body = accepted(api, batch(4, concurrency=2), headers={"Idempotency-Key": "redis-fails-after-commit"})
+    monkeypatch.undo()
+    batch_id = body["batch_id"]
+    assert (body["status"], body["total_calls"]) == ("queued", 4)
+    assert api.stored() == (1, 4)
+    assert any("not queued" in record.getMessage() and batch_id in record.getMessage() for record in caplog.records)
+    # Redis comes back empty; the reconciler's sweep finds the batch missing there and queues it.
+    own.start()
+    engine = api.app.extensions["batchcalls.engine"]
+    assert not engine.gates.exists(batch_id)
+    assert reconcile(engine).rebuilt == 1
+    ready, delayed, leased = engine.gates.depth(batch_id)
+    assert (ready + leased, delayed, leased) == (4, 0, 2)
+    # A retry of the POST answers the same batch.
+    replay = api.post(batch(4, concurrency=2), headers={"Idempotency-Key": "redis-fails-after-commit"})
+    assert replay.status_code == 202 and replay.get_json()["batch_id"] == batch_id
+    assert api.stored() == (1, 4)
 
 
 # -- 413 payload_too_large --------------------------------------------------------------------
