@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 import redis
@@ -9,7 +10,7 @@ from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from api.auth import authenticate
+from api.auth import authenticate, bearer_key
 from api.batches import bp as batches_bp
 from api.batches import warm_up as warm_up_batches
 from api.errors import register_errors
@@ -17,6 +18,7 @@ from api.provider_webhooks import bp as provider_webhooks_bp
 from api.ratelimit import RequestLimits
 from batchcalls import logs, validation
 from batchcalls.engine import Engine
+from batchcalls.errors import Unauthorized
 from batchcalls.gates import Gates
 from batchcalls.logs import quoted
 from batchcalls.metrics import FleetCollector
@@ -87,10 +89,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify({"status": "ok" if healthy else "unavailable", "checks": checks}), 200 if healthy else 503
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(db, client))
+    registry.register(FleetCollector(db, client, cache_seconds=settings.metrics_cache_seconds))
 
     @app.get("/metrics")
     def metrics() -> Response:
+        if settings.metrics_token is not None:
+            token = bearer_key()
+            if token is None or not hmac.compare_digest(token.encode(), settings.metrics_token.encode()):
+                raise Unauthorized("send `Authorization: Bearer <BATCHCALLS_METRICS_TOKEN>`")
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(batches_bp)

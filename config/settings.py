@@ -62,6 +62,10 @@ class Settings:
     auth_failure_limit: str = "20 per minute"
     # Proxies in front of the API whose X-Forwarded-For is trusted for the client address (0: none).
     trusted_proxies: int = 0
+    # When set, GET /metrics asks for `Authorization: Bearer <this>`.
+    metrics_token: str | None = None
+    # GET /metrics reads Postgres at most once per this many seconds.
+    metrics_cache_seconds: float = 5.0
     public_base_url: str = "http://127.0.0.1:8000"
     # Engine timing. The lease outlives every gap between renewals; every countdown stays far
     # below the broker's visibility timeout (a countdown beyond it is delivered more than once).
@@ -134,6 +138,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_limit=env.get("BATCHCALLS_RATE_LIMIT") or "1200 per minute",
         auth_failure_limit=env.get("BATCHCALLS_AUTH_FAILURE_LIMIT") or "20 per minute",
         trusted_proxies=_non_negative_int(env, "BATCHCALLS_TRUSTED_PROXIES", 0),
+        metrics_token=env.get("BATCHCALLS_METRICS_TOKEN") or None,
+        metrics_cache_seconds=_float(env, "BATCHCALLS_METRICS_CACHE_SECONDS", 5.0),
         public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000",
         lease_seconds=_float(env, "BATCHCALLS_LEASE_SECONDS", 60.0),
         reconcile_seconds=_float(env, "BATCHCALLS_RECONCILE_SECONDS", 5.0),

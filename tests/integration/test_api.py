@@ -1064,6 +1064,21 @@ def test_healthz_says_unavailable_without_the_error(caplog: pytest.LogCaptureFix
     assert "check=database" in logged and "check=redis" in logged
 
 
+# -- /metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_answers_only_with_the_metrics_token_when_one_is_set(api_factory: ApiFactory) -> None:
+    open_api = api_factory()
+    assert open_api.client.get("/metrics").status_code == 200
+    api = api_factory(BATCHCALLS_METRICS_TOKEN="scrape-secret-1")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {api.key}"},
+                    {"Authorization": "Basic scrape-secret-1"}):
+        assert_error(api.client.get("/metrics", headers=headers), 401, "unauthorized")
+    response = api.client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
+    assert response.status_code == 200
+    assert "batchcalls_batches_active" in response.get_data(as_text=True)
+
+
 # -- Known gap (outside api/) -----------------------------------------------------------------
 
 

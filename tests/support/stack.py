@@ -39,6 +39,7 @@ TEST_ENV = {
     "BATCHCALLS_PROVIDER": "simulator",
     "BATCHCALLS_RATE_LIMIT": "100000 per minute",
     "BATCHCALLS_AUTH_FAILURE_LIMIT": "100000 per minute",
+    "BATCHCALLS_METRICS_CACHE_SECONDS": "0",  # tests watch gauges move within a short batch
 }
 
 
