@@ -387,13 +387,77 @@ def test_phone_numbers_are_judged_before_scripts(api: Api) -> None:
         (with_calls(call(0, script={"text": "a", "steps": [{"text": "b"}]})), {"calls[0].script"}),
         (with_calls(call(0, voice_id="voice_robot_9")), {"calls[0].voice_id"}),
         (with_calls(call(0, voice_id="voice_male_1"), call(1, voice_id="")), {"calls[1].voice_id"}),
+        (with_calls(call(0, script={"steps": [{"text": "Hi"}] * 51})), {"calls[0].script.steps"}),
+        (with_calls(call(0, script={"steps": [{"text": "Hi"}] * 50_000})), {"calls[0].script.steps"}),
+        (with_calls(call(0, script={"type": "t" * 65, "text": "Hi"})), {"calls[0].script.type"}),
     ],
     ids=["missing", "missing-twice", "empty-object", "no-text-or-steps", "empty-text", "blank-text", "no-steps",
          "empty-step", "text-1501", "step-1501", "unknown-step-type", "step-type-not-a-string",
-         "text-and-steps", "unknown-voice", "empty-voice"],
+         "text-and-steps", "unknown-voice", "empty-voice", "51-steps", "50000-steps", "script-type-65"],
 )
 def test_script_and_voice_errors_are_422_invalid_script(api: Api, body: Any, fields: set[str]) -> None:
     assert_refused(api, 422, "invalid_script", fields, body=body)
+
+
+DEEP = "__deep__"
+
+
+def deep_json(depth: int, kind: str) -> str:
+    """`depth` arrays (or objects) nested in one another, as JSON text."""
+    if kind == "array":
+        return "[" * depth + '"x"' + "]" * depth
+    return '{"a":' * depth + '"x"' + "}" * depth
+
+
+# Bodies holding DEEP at each place a JSON value can go, with the field a refusal names.
+DEEP_PLACES = {
+    "metadata": (batch(metadata={"a": DEEP}), "metadata"),
+    "call": (with_calls(DEEP), "calls[0]"),
+    "phone": (with_calls({"phone_number": DEEP, "script": {"text": "Hi"}}), "calls[0].phone_number"),
+    "script": (with_calls(call(0, script=DEEP)), "calls[0].script"),
+    "text": (with_calls(call(0, script={"text": DEEP})), "calls[0].script.text"),
+    "script-type": (with_calls(call(0, script={"type": DEEP, "steps": [{"text": "Hi"}]})), "calls[0].script.type"),
+    "steps": (with_calls(call(0, script={"steps": DEEP})), "calls[0].script.steps"),
+    "step": (with_calls(call(0, script={"steps": [DEEP]})), "calls[0].script.steps[0]"),
+    "step-type": (with_calls(call(0, script={"steps": [{"type": DEEP, "text": "Hi"}]})),
+                  "calls[0].script.steps[0].type"),
+    "step-text": (with_calls(call(0, script={"steps": [{"text": DEEP}]})), "calls[0].script.steps[0].text"),
+    "dtmf": (with_calls(call(0, script={"steps": [{"type": "input", "dtmf": DEEP}]})),
+             "calls[0].script.steps[0].dtmf"),
+    "agent-headers": (with_calls(call(0, script={"steps": [{"type": "agent", "url": "wss://a.example/x",
+                                                            "headers": DEEP}]})),
+                      "calls[0].script.steps[0].headers"),
+    "voice": (with_calls(call(0, voice_id=DEEP)), "calls[0].voice_id"),
+    "retry_on": (batch(retry_config={"retry_on": DEEP}), "retry_config.retry_on"),
+    "callback": (batch(callback_url=DEEP), "callback_url"),
+    "unknown": (batch(extra=DEEP), "extra"),
+}
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+def test_deeply_nested_values_anywhere_in_the_body_are_refused_naming_the_field(api: Api, kind: str) -> None:
+    """Never a 500 (RecursionError), never the value echoed back: 400 when the body is too deep to
+    parse at all, else 422 naming the field. The depths around the parser's limit are where a
+    value parses and then broke whatever walked it recursively (metadata 940 deep was a 500)."""
+    for depth in (9, 100, *range(880, 1001, 3), 5000):
+        for place, (body, field) in DEEP_PLACES.items():
+            data = json.dumps(body).replace(json.dumps(DEEP), deep_json(depth, kind)).encode()
+            response = api.post(data=data)
+            text = response.get_data(as_text=True)
+            assert response.status_code in (400, 422), (depth, place, text[:500])
+            assert len(text) < 10_000, (depth, place, text[:500])
+            if response.status_code == 422:
+                details = response.get_json()["error"]["details"]
+                assert any(path == field or path.startswith((field + ".", field + "[")) for path in details), (
+                    depth, place, details)
+    assert api.stored() == (0, 0)
+
+
+def test_an_unknown_step_type_of_1_mb_is_named_cut_short(api: Api) -> None:
+    body = with_calls(call(0, script={"steps": [{"type": "v" * 1_000_000, "text": "Hi"}]}))
+    response = assert_refused(api, 422, "invalid_script", {"calls[0].script.steps[0].type"}, body=body)
+    assert len(response.get_data()) < 1000
+    assert "(1000000 characters)" in response.get_json()["error"]["message"]
 
 
 def test_a_missing_script_among_other_shape_errors_is_invalid_request(api: Api) -> None:
