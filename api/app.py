@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 import redis
 from flask import Flask, Response, g, jsonify, request
-from flask_limiter import Limiter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.auth import authenticate, bearer_key
 from api.batches import bp as batches_bp
 from api.batches import warm_up as warm_up_batches
 from api.errors import register_errors
 from api.provider_webhooks import bp as provider_webhooks_bp
+from api.ratelimit import RequestLimits
 from batchcalls import logs, validation
 from batchcalls.engine import Engine
+from batchcalls.errors import Unauthorized
 from batchcalls.gates import Gates
+from batchcalls.logs import quoted
 from batchcalls.metrics import FleetCollector
 from batchcalls.store.db import Database
 from config.settings import Settings, load_settings
@@ -43,54 +47,56 @@ def create_app(settings: Settings | None = None) -> Flask:
     engine = Engine(settings, db, Gates(client, settings.lease_seconds), tasks)
     app.extensions["batchcalls.engine"] = engine
 
-    # One budget per API key across every route (application_limits): default_limits would give
-    # each route its own budget, multiplying the documented limit by the number of routes.
-    limiter = Limiter(
-        key_func=lambda: bearer_key() or request.remote_addr or "anonymous",
-        app=app,
-        application_limits=[settings.rate_limit],
-        storage_uri=settings.redis_url,
-        strategy="moving-window",
-        headers_enabled=True,
-        # With Redis down, serve requests unlimited rather than fail them all.
-        swallow_errors=True,
-    )
-
-    @limiter.request_filter
-    def only_the_api() -> bool:
-        """The per-key budget is for /v1; provider webhooks, health and metrics are not counted."""
-        return not request.path.startswith("/v1/")
+    if settings.trusted_proxies:
+        # The client address (the failed-authentication budget's subject) from X-Forwarded-For,
+        # as the nearest `trusted_proxies` proxies wrote it; without them the header is ignored.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
+    budgets = RequestLimits(settings.redis_url, tenant_limit=settings.rate_limit,
+                            auth_failure_limit=settings.auth_failure_limit)
 
     @app.before_request
     def require_key() -> None:
+        """/v1 only: provider webhooks, health and metrics are neither authenticated nor counted."""
         if request.path.startswith("/v1/"):
-            authenticate(db)
+            authenticate(db, budgets)
+
+    @app.after_request
+    def advertise_budget(response: Response) -> Response:
+        standing = g.get("rate_limit")
+        if standing is not None:
+            standing.apply(response)
+        return response
 
     @app.get("/healthz")
-    @limiter.exempt
     def healthz() -> tuple[Response, int]:
+        # Only ok/unavailable: an error's text (host names, addresses) is for the log, not for
+        # whoever asks.
         checks = {}
         try:
             with db.transaction() as cur:
                 cur.execute("SELECT 1")
             checks["database"] = "ok"
         except Exception as exc:  # noqa: BLE001 - a health check reports every failure
-            checks["database"] = f"error: {exc}"[:200]
+            log.warning("health check failed check=database error=%s", quoted(exc))
+            checks["database"] = "unavailable"
         try:
             client.ping()
-            checks["redis"] = "ok"
-            checks["broker"] = "ok"
+            checks["redis"] = checks["broker"] = "ok"
         except Exception as exc:  # noqa: BLE001
-            checks["redis"] = checks["broker"] = f"error: {exc}"[:200]
+            log.warning("health check failed check=redis error=%s", quoted(exc))
+            checks["redis"] = checks["broker"] = "unavailable"
         healthy = all(v == "ok" for v in checks.values())
         return jsonify({"status": "ok" if healthy else "unavailable", "checks": checks}), 200 if healthy else 503
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(db, client))
+    registry.register(FleetCollector(db, client, cache_seconds=settings.metrics_cache_seconds))
 
     @app.get("/metrics")
-    @limiter.exempt
     def metrics() -> Response:
+        if settings.metrics_token is not None:
+            token = bearer_key()
+            if token is None or not hmac.compare_digest(token.encode(), settings.metrics_token.encode()):
+                raise Unauthorized("send `Authorization: Bearer <BATCHCALLS_METRICS_TOKEN>`")
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(batches_bp)
@@ -98,5 +104,4 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.provider == "vonage" and not settings.vonage_signature_secret:
         log.warning("VONAGE_SIGNATURE_SECRET is not set: Vonage webhooks are accepted unsigned")
     register_errors(app)
-    _ = g
     return app

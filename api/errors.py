@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from batchcalls.errors import BatchcallsError, OverCapacity, RateLimited
+from batchcalls.errors import BatchcallsError, OverCapacity, RateLimited, Unavailable
 
 log = logging.getLogger("batchcalls.api")
 
@@ -25,29 +25,22 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 TOO_LARGE_MESSAGE = "request body is larger than BATCHCALLS_MAX_BODY_BYTES allows"
 
 _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "invalid_request",
-               429: "rate_limited"}
+               405: "method_not_allowed", 413: "payload_too_large", 415: "invalid_request"}
 
 
 def register_errors(app: Flask) -> None:
     @app.errorhandler(BatchcallsError)
     def domain_error(exc: BatchcallsError) -> Response:
-        retry_after = exc.retry_after if isinstance(exc, (RateLimited, OverCapacity)) else None
+        retry_after = exc.retry_after if isinstance(exc, (RateLimited, OverCapacity, Unavailable)) else None
         return error_response(exc.http_status, exc.code, exc.message, exc.details, retry_after)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        retry_after = None
-        if status == 429:
-            retry_after = int(getattr(exc, "retry_after", 0) or 1)
-            limit = getattr(exc, "limit", None)
-            if limit is not None and hasattr(limit, "limit"):
-                retry_after = max(1, int(limit.limit.get_expiry()))
         message = exc.description or exc.name
         if status == 413:
             message = TOO_LARGE_MESSAGE
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), message, None, retry_after)
+        return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from batchcalls.errors import InvalidRequest, InvalidScript
+from batchcalls.scripts import MAX_STEPS
 
 MAX_METADATA_BYTES = 16 * 1024
+# The metadata object itself is the first level.
+MAX_METADATA_DEPTH = 8
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
 # marshmallow's own wording, so hand-checked fields read like the others.
@@ -59,8 +62,10 @@ def _script_problems(script: object) -> Problems:
             problems["steps"] = [NOT_A_LIST]
         else:
             # Only "each step is an object" is checked here: what a step holds depends on its
-            # type, and an unknown type is an invalid_script error (batchcalls.scripts).
-            bad = {i: [NOT_A_MAPPING] for i, step in enumerate(steps) if type(step) is not dict}
+            # type, and an unknown type is an invalid_script error (batchcalls.scripts), as is
+            # a list of too many steps (not looked through, to keep the answer short).
+            bad = {} if len(steps) > MAX_STEPS else {
+                i: [NOT_A_MAPPING] for i, step in enumerate(steps) if type(step) is not dict}
             if bad:
                 problems["steps"] = bad
     return problems
@@ -126,7 +131,28 @@ class Seconds(fields.Float):
         return super()._validated(value)
 
 
-def _metadata_size(value: dict[str, Any]) -> None:
+def nesting_depth(value: object, *, at_most: int) -> int:
+    """How deeply objects and arrays nest in `value` (a scalar: 0, `{}` or `[]`: 1), counted
+    without recursion and only up to `at_most + 1`: enough to say a value is too deep."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack and deepest <= at_most:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _metadata_problems(value: dict[str, Any]) -> None:
+    # Depth first: measuring the size serialises the value, recursively.
+    if nesting_depth(value, at_most=MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+        raise ValidationError(f"Must nest objects and arrays at most {MAX_METADATA_DEPTH} deep.")
     try:
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     except (TypeError, ValueError) as e:
@@ -158,7 +184,7 @@ class BatchRequestSchema(Schema):
     # callbacks are delivered; here it only has to be an http(s) URL.
     callback_url = fields.Url(allow_none=True, require_tld=False, schemes={"http", "https"})
     priority = fields.Integer(strict=True, validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY))
-    metadata = fields.Dict(keys=fields.String(), validate=_metadata_size)
+    metadata = fields.Dict(keys=fields.String(), validate=_metadata_problems)
 
 
 _SCHEMA = BatchRequestSchema()

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 
 from batchcalls import gates as gates_mod
 from batchcalls.delivery import Kicks
-from batchcalls.errors import ProviderError
+from batchcalls.errors import ProviderError, Unavailable
 from batchcalls.gates import Gates
 from batchcalls.logs import quoted
 from batchcalls.metrics import Metrics
@@ -59,6 +59,8 @@ EVENT_PRIORITY = 5
 DELIVERY_GATHER_SECONDS = 0.2
 PLACE_CHUNK_MAX = 20
 PLACE_SPREAD = 8
+# What a batch refused for want of Redis tells its client to wait before trying again (seconds).
+SUBMIT_RETRY_AFTER = 5
 
 
 @dataclass
@@ -107,17 +109,32 @@ class Engine:
 
     def submit(self, tenant: Tenant, batch: NewBatch, idempotency_key: str | None, body: Any) -> tuple[str, bool]:
         """Store the batch and its calls in one transaction, queue them in Redis, and wake the
-        dispatcher. Returns (batch id, created)."""
+        dispatcher. Returns (batch id, created).
+
+        Raises `Unavailable`, with nothing stored, when Redis cannot be reached before the
+        batch is stored. Once it is stored it stands: should Redis fail after that, the
+        reconciler queues it (as it does a batch whose API process died there), so the batch is
+        accepted all the same rather than refused, which a client would retry into a second batch."""
+        try:
+            self.gates.redis.ping()
+        except RedisError as exc:
+            log.warning("batch refused, Redis unavailable error=%s", quoted(exc))
+            raise Unavailable("the service cannot queue calls right now (Redis is unavailable);"
+                              " nothing was stored, retry later", SUBMIT_RETRY_AFTER) from exc
         submitted = batches.insert_batch(
             self.db, tenant.id, batch, idempotency_key=idempotency_key,
             request_hash=request_hash(body), max_queued_calls=self.settings.max_queued_calls,
         )
         if submitted.created:
-            self.gates.load_batch(
-                submitted.batch_id, batch.concurrency,
-                ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio in submitted.calls),
-            )
-            self.tasks.dispatch(submitted.batch_id, batch.priority)
+            try:
+                self.gates.load_batch(
+                    submitted.batch_id, batch.concurrency,
+                    ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio in submitted.calls),
+                )
+                self.tasks.dispatch(submitted.batch_id, batch.priority)
+            except Exception as exc:  # noqa: BLE001 - Redis or the broker; the batch is stored either way
+                log.warning("batch stored but not queued, the reconciler will queue it batch_id=%s error=%s",
+                            submitted.batch_id, quoted(f"{type(exc).__name__}: {exc}"))
         return submitted.batch_id, submitted.created
 
     # -- dispatch -----------------------------------------------------------------------------

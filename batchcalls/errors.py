@@ -76,6 +76,17 @@ class OverCapacity(BatchcallsError):
         self.retry_after = retry_after
 
 
+class Unavailable(BatchcallsError):
+    """A service the request needs (Redis) cannot be reached; nothing was done, retry later."""
+
+    code = "unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
 class ProviderError(BatchcallsError):
     """A provider refused or failed a request. `definite` is False when the call may exist."""
 

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -32,6 +32,8 @@ LATENCY_SAMPLES_KEY = "bc:metrics:dispatch_latency_samples"
 LATENCY_SAMPLES = 10_000
 # Counts reach Redis (and /metrics) within about this long.
 FLUSH_SECONDS = 0.5
+# How long `GET /metrics` answers from its last read of Postgres.
+DATABASE_CACHE_SECONDS = 5.0
 BROKER_QUEUES = ["celery"] + [f"celery:{n}" for n in range(1, 10)]
 
 
@@ -118,9 +120,33 @@ class Metrics:
 
 
 class FleetCollector(Collector):
-    def __init__(self, db: Database, client: redis.Redis) -> None:
+    """`GET /metrics`'s figures. Postgres's (calls by status, active batches) are read at most
+    once per `cache_seconds` whatever the rate of scrapes (scrapes meanwhile, concurrent ones
+    included, are answered from the last read): /metrics asks no key, so a burst of scrapes
+    must not turn into a burst of queries. The counters, from Redis, are read at every scrape."""
+
+    def __init__(self, db: Database, client: redis.Redis, *, cache_seconds: float = DATABASE_CACHE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.redis = client
+        self.cache_seconds = cache_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._figures: tuple[dict[str, int], list[str]] | None = None
+        self._read_at = 0.0
+
+    def _database_figures(self) -> tuple[dict[str, int], list[str]]:
+        """(calls by status among the live and scheduled ones, active batch ids), cached."""
+        with self._lock:
+            if self._figures is None or self._clock() - self._read_at >= self.cache_seconds:
+                with self.db.transaction() as cur:
+                    cur.execute("SELECT status, count(*) AS n FROM calls"
+                                " WHERE status IN ('scheduled', 'dialing', 'ringing', 'in_progress') GROUP BY status")
+                    by_status = {row["status"]: row["n"] for row in cur.fetchall()}
+                    cur.execute("SELECT id FROM batches WHERE status IN ('queued', 'running', 'paused')")
+                    active = [row["id"] for row in cur.fetchall()]
+                self._figures, self._read_at = (by_status, active), self._clock()
+            return self._figures
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in self.redis.hgetall(KEY).items()}
@@ -142,12 +168,7 @@ class FleetCollector(Collector):
         yield HistogramMetricFamily("batchcalls_dispatch_latency_seconds",
                                     "From a slot being granted to the provider being asked to dial",
                                     buckets=buckets, sum_value=raw.get("dispatch_latency_sum", 0))
-        with self.db.transaction() as cur:
-            cur.execute("SELECT status, count(*) AS n FROM calls"
-                        " WHERE status IN ('scheduled', 'dialing', 'ringing', 'in_progress') GROUP BY status")
-            by_status = {row["status"]: row["n"] for row in cur.fetchall()}
-            cur.execute("SELECT id FROM batches WHERE status IN ('queued', 'running', 'paused')")
-            active = [row["id"] for row in cur.fetchall()]
+        by_status, active = self._database_figures()
         live = GaugeMetricFamily("batchcalls_calls_live", "Calls dialing, ringing or in progress", labels=["status"])
         for status in ("dialing", "ringing", "in_progress"):
             live.add_metric([status], by_status.get(status, 0))

@@ -22,6 +22,13 @@ from typing import Any
 MAX_TEXT_CHARS = 1500
 
 DEFAULT_STEP_TYPE = "text"
+# A script is a short conversation; each step is a Vonage NCCO action (at most 50 per call's NCCO
+# here, well within what a call can play).
+MAX_STEPS = 50
+# A script's own `type` is a label ("sales_call") shown as each call's `script_type`.
+MAX_SCRIPT_TYPE_CHARS = 64
+# How much of an unknown step type an error message repeats.
+SHOWN_TYPE_CHARS = 40
 
 # Problems keyed by a path relative to the script: "" for the script itself, "text",
 # "steps", "steps[2].text".
@@ -172,15 +179,26 @@ def _add(problems: Problems, path: str, messages: list[str]) -> None:
         problems.setdefault(path, []).extend(messages)
 
 
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, cut to its first SHOWN_TYPE_CHARS characters."""
+    if len(text) <= SHOWN_TYPE_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_TYPE_CHARS]!r}... ({len(text)} characters)"
+
+
 def _step_problems(step: object, prefix: str, problems: Problems) -> None:
     if not isinstance(step, Mapping):
         _add(problems, prefix, ["must be an object"])
         return
     step_type = step.get("type", DEFAULT_STEP_TYPE)
-    kind = STEP_KINDS.get(step_type) if isinstance(step_type, str) else None
+    known = ", ".join(sorted(STEP_KINDS))
+    if not isinstance(step_type, str):
+        # Never repeated back: it may be any JSON value, nested or large.
+        _add(problems, f"{prefix}.type", [f"must be a string naming a step type; known: {known}"])
+        return
+    kind = STEP_KINDS.get(step_type)
     if kind is None:
-        known = ", ".join(sorted(STEP_KINDS))
-        _add(problems, f"{prefix}.type", [f"unknown step type {step_type!r}; known: {known}"])
+        _add(problems, f"{prefix}.type", [f"unknown step type {_shown(step_type)}; known: {known}"])
         return
     for name in step:
         if name != "type" and name not in kind.fields:
@@ -194,6 +212,9 @@ def script_problems_by_path(script: Mapping[str, Any]) -> Problems:
     relative to the script ("" for the script itself, "text", "steps[0].text"). Empty when the
     script is fine."""
     problems: Problems = {}
+    script_type = script.get("type")
+    if isinstance(script_type, str) and len(script_type) > MAX_SCRIPT_TYPE_CHARS:
+        _add(problems, "type", [f"must be at most {MAX_SCRIPT_TYPE_CHARS} characters (it has {len(script_type)})"])
     has_text, has_steps = "text" in script, "steps" in script
     if has_text and has_steps:
         _add(problems, "", ["give either text or steps, not both"])
@@ -205,6 +226,8 @@ def script_problems_by_path(script: Mapping[str, Any]) -> Problems:
             _add(problems, "steps", ["must be a list of steps"])
         elif not steps:
             _add(problems, "steps", ["must hold at least one step"])
+        elif len(steps) > MAX_STEPS:
+            _add(problems, "steps", [f"must hold at most {MAX_STEPS} steps (it has {len(steps)})"])
         else:
             for index, step in enumerate(steps):
                 _step_problems(step, f"steps[{index}]", problems)

@@ -19,6 +19,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more, not {value}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     return float(raw) if raw not in (None, "") else default
@@ -51,6 +58,14 @@ class Settings:
     allow_http_callbacks: bool = False
     callback_allowlist: tuple[str, ...] = ()
     rate_limit: str = "1200 per minute"
+    # Requests failing authentication allowed per client address; then 429 before any key lookup.
+    auth_failure_limit: str = "20 per minute"
+    # Proxies in front of the API whose X-Forwarded-For is trusted for the client address (0: none).
+    trusted_proxies: int = 0
+    # When set, GET /metrics asks for `Authorization: Bearer <this>`.
+    metrics_token: str | None = None
+    # GET /metrics reads Postgres at most once per this many seconds.
+    metrics_cache_seconds: float = 5.0
     public_base_url: str = "http://127.0.0.1:8000"
     # Engine timing. The lease outlives every gap between renewals; every countdown stays far
     # below the broker's visibility timeout (a countdown beyond it is delivered more than once).
@@ -121,6 +136,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         allow_http_callbacks=_flag(env, "BATCHCALLS_ALLOW_HTTP_CALLBACKS"),
         callback_allowlist=allowlist,
         rate_limit=env.get("BATCHCALLS_RATE_LIMIT") or "1200 per minute",
+        auth_failure_limit=env.get("BATCHCALLS_AUTH_FAILURE_LIMIT") or "20 per minute",
+        trusted_proxies=_non_negative_int(env, "BATCHCALLS_TRUSTED_PROXIES", 0),
+        metrics_token=env.get("BATCHCALLS_METRICS_TOKEN") or None,
+        metrics_cache_seconds=_float(env, "BATCHCALLS_METRICS_CACHE_SECONDS", 5.0),
         public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000",
         lease_seconds=_float(env, "BATCHCALLS_LEASE_SECONDS", 60.0),
         reconcile_seconds=_float(env, "BATCHCALLS_RECONCILE_SECONDS", 5.0),

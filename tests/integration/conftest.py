@@ -116,10 +116,12 @@ def api_factory(
     servers: TestServers, api_database: str, pg: psycopg2.extensions.connection, _retire_api_test_batches: None
 ) -> Callable[..., Api]:
     """`api_factory(BATCHCALLS_RATE_LIMIT="3 per minute", ...)`: an app with those settings
-    (the rate limit is generous unless given) and a tenant of its own."""
+    (the rate limits are generous unless given: every test client's address is 127.0.0.1) and
+    a tenant of its own."""
 
     def make(**env: str) -> Api:
-        settings = load_settings({"BATCHCALLS_RATE_LIMIT": "100000 per minute", **env,
+        settings = load_settings({"BATCHCALLS_RATE_LIMIT": "100000 per minute",
+                                  "BATCHCALLS_AUTH_FAILURE_LIMIT": "100000 per minute", **env,
                                   "DATABASE_URL": api_database, "REDIS_URL": servers.redis_url})
         app = create_app(settings)
         tenant, key = new_tenant(api_database)

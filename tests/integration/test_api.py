@@ -14,22 +14,39 @@ import contextlib
 import copy
 import http.client
 import json
+import logging
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import phonenumbers
 import psycopg2.extensions
 import pytest
+import redis
 import requests
 from celery.utils.nodenames import anon_nodename
 from flask import Flask
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+from api.app import create_app
+from batchcalls.embedded import EmbeddedServer, start_redis
+from batchcalls.reconciler import reconcile
+from batchcalls.store import batches as store_batches
+from batchcalls.store.db import Database
+from batchcalls.store.migrate import upgrade
+from batchcalls.store.tenants import create_key
+from config.settings import load_settings
 from tests.integration.conftest import Api, new_tenant
+from tests.support.servers import more_test_servers
+
+if TYPE_CHECKING:
+    from tests.support.servers import TestServers
 
 pytestmark = pytest.mark.integration
 
@@ -370,13 +387,77 @@ def test_phone_numbers_are_judged_before_scripts(api: Api) -> None:
         (with_calls(call(0, script={"text": "a", "steps": [{"text": "b"}]})), {"calls[0].script"}),
         (with_calls(call(0, voice_id="voice_robot_9")), {"calls[0].voice_id"}),
         (with_calls(call(0, voice_id="voice_male_1"), call(1, voice_id="")), {"calls[1].voice_id"}),
+        (with_calls(call(0, script={"steps": [{"text": "Hi"}] * 51})), {"calls[0].script.steps"}),
+        (with_calls(call(0, script={"steps": [{"text": "Hi"}] * 50_000})), {"calls[0].script.steps"}),
+        (with_calls(call(0, script={"type": "t" * 65, "text": "Hi"})), {"calls[0].script.type"}),
     ],
     ids=["missing", "missing-twice", "empty-object", "no-text-or-steps", "empty-text", "blank-text", "no-steps",
          "empty-step", "text-1501", "step-1501", "unknown-step-type", "step-type-not-a-string",
-         "text-and-steps", "unknown-voice", "empty-voice"],
+         "text-and-steps", "unknown-voice", "empty-voice", "51-steps", "50000-steps", "script-type-65"],
 )
 def test_script_and_voice_errors_are_422_invalid_script(api: Api, body: Any, fields: set[str]) -> None:
     assert_refused(api, 422, "invalid_script", fields, body=body)
+
+
+DEEP = "__deep__"
+
+
+def deep_json(depth: int, kind: str) -> str:
+    """`depth` arrays (or objects) nested in one another, as JSON text."""
+    if kind == "array":
+        return "[" * depth + '"x"' + "]" * depth
+    return '{"a":' * depth + '"x"' + "}" * depth
+
+
+# Bodies holding DEEP at each place a JSON value can go, with the field a refusal names.
+DEEP_PLACES = {
+    "metadata": (batch(metadata={"a": DEEP}), "metadata"),
+    "call": (with_calls(DEEP), "calls[0]"),
+    "phone": (with_calls({"phone_number": DEEP, "script": {"text": "Hi"}}), "calls[0].phone_number"),
+    "script": (with_calls(call(0, script=DEEP)), "calls[0].script"),
+    "text": (with_calls(call(0, script={"text": DEEP})), "calls[0].script.text"),
+    "script-type": (with_calls(call(0, script={"type": DEEP, "steps": [{"text": "Hi"}]})), "calls[0].script.type"),
+    "steps": (with_calls(call(0, script={"steps": DEEP})), "calls[0].script.steps"),
+    "step": (with_calls(call(0, script={"steps": [DEEP]})), "calls[0].script.steps[0]"),
+    "step-type": (with_calls(call(0, script={"steps": [{"type": DEEP, "text": "Hi"}]})),
+                  "calls[0].script.steps[0].type"),
+    "step-text": (with_calls(call(0, script={"steps": [{"text": DEEP}]})), "calls[0].script.steps[0].text"),
+    "dtmf": (with_calls(call(0, script={"steps": [{"type": "input", "dtmf": DEEP}]})),
+             "calls[0].script.steps[0].dtmf"),
+    "agent-headers": (with_calls(call(0, script={"steps": [{"type": "agent", "url": "wss://a.example/x",
+                                                            "headers": DEEP}]})),
+                      "calls[0].script.steps[0].headers"),
+    "voice": (with_calls(call(0, voice_id=DEEP)), "calls[0].voice_id"),
+    "retry_on": (batch(retry_config={"retry_on": DEEP}), "retry_config.retry_on"),
+    "callback": (batch(callback_url=DEEP), "callback_url"),
+    "unknown": (batch(extra=DEEP), "extra"),
+}
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+def test_deeply_nested_values_anywhere_in_the_body_are_refused_naming_the_field(api: Api, kind: str) -> None:
+    """Never a 500 (RecursionError), never the value echoed back: 400 when the body is too deep to
+    parse at all, else 422 naming the field. The depths around the parser's limit are where a
+    value parses and then broke whatever walked it recursively (metadata 940 deep was a 500)."""
+    for depth in (9, 100, *range(880, 1001, 3), 5000):
+        for place, (body, field) in DEEP_PLACES.items():
+            data = json.dumps(body).replace(json.dumps(DEEP), deep_json(depth, kind)).encode()
+            response = api.post(data=data)
+            text = response.get_data(as_text=True)
+            assert response.status_code in (400, 422), (depth, place, text[:500])
+            assert len(text) < 10_000, (depth, place, text[:500])
+            if response.status_code == 422:
+                details = response.get_json()["error"]["details"]
+                assert any(path == field or path.startswith((field + ".", field + "[")) for path in details), (
+                    depth, place, details)
+    assert api.stored() == (0, 0)
+
+
+def test_an_unknown_step_type_of_1_mb_is_named_cut_short(api: Api) -> None:
+    body = with_calls(call(0, script={"steps": [{"type": "v" * 1_000_000, "text": "Hi"}]}))
+    response = assert_refused(api, 422, "invalid_script", {"calls[0].script.steps[0].type"}, body=body)
+    assert len(response.get_data()) < 1000
+    assert "(1000000 characters)" in response.get_json()["error"]["message"]
 
 
 def test_a_missing_script_among_other_shape_errors_is_invalid_request(api: Api) -> None:
@@ -418,21 +499,108 @@ def test_concurrency_up_to_the_maximum_is_accepted_and_the_default_is_capped(api
 # -- 429 rate_limited -------------------------------------------------------------------------
 
 
-def test_too_many_requests_for_one_key_is_429_rate_limited_with_retry_after(api_factory: ApiFactory) -> None:
+RATE_LIMIT_FIELD = re.compile(r'"(?P<policy>[a-z-]+)";r=(?P<r>\d+);t=(?P<t>\d+)')
+
+
+def standing(response: TestResponse) -> tuple[str, str, int, int]:
+    """(RateLimit-Policy, the policy RateLimit names, r, t) of an answer (IETF draft fields)."""
+    match = RATE_LIMIT_FIELD.fullmatch(response.headers["RateLimit"])
+    assert match, response.headers["RateLimit"]
+    return (response.headers["RateLimit-Policy"], match["policy"], int(match["r"]), int(match["t"]))
+
+
+def some_address() -> str:
+    """A client address of this test's own, so that no other test (or run) spent its budget."""
+    return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
+
+
+def from_address(api: Api, address: str, key: str, path: str = "/v1/batches",
+                 headers: dict[str, str] | None = None) -> TestResponse:
+    return api.client.get(path, headers={"Authorization": f"Bearer {key}", **(headers or {})},
+                          environ_base={"REMOTE_ADDR": address})
+
+
+def test_too_many_requests_for_one_tenant_is_429_whichever_of_its_keys(api_factory: ApiFactory) -> None:
     api = api_factory(BATCHCALLS_RATE_LIMIT="3 per minute")
-    # The budget is the key's across every route, whatever the answers were.
-    assert api.get("/v1/batches").status_code == 200
+    _, second_key = create_key(Database(api.pg.dsn), api.tenant.name)  # another key of the same tenant
+    # The budget is the tenant's across every route and every key, whatever the answers were.
+    first = api.get("/v1/batches")
+    assert first.status_code == 200
+    assert standing(first)[:3] == ('"tenant";q=3;w=60', "tenant", 2)
+    assert 1 <= standing(first)[3] <= 60
     assert api.post(batch(concurrency=0)).status_code == 422
-    assert api.get("/v1/batches/batch_nosuchbatch").status_code == 404
+    third = api.client.get("/v1/batches/batch_nosuchbatch", headers={"Authorization": f"Bearer {second_key}"})
+    assert third.status_code == 404 and standing(third)[2] == 0
     for _ in range(3):
         assert api.client.get("/healthz").status_code == 200  # not counted, never limited
     response = assert_refused(api, 429, "rate_limited", body=batch())
     assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert standing(response)[:3] == ('"tenant";q=3;w=60', "tenant", 0)
+    assert int(response.headers["Retry-After"]) >= standing(response)[3]
     assert_error(api.get("/v1/batches"), 429, "rate_limited")
-    # Another key on the same app has its own budget.
+    assert_error(api.client.get("/v1/batches", headers={"Authorization": f"Bearer {second_key}"}),
+                 429, "rate_limited")
+    # Another tenant on the same app has its own budget.
     _, other_key = new_tenant(api.pg.dsn)
     response = api.client.get("/v1/batches", headers={"Authorization": f"Bearer {other_key}"})
     assert response.status_code == 200
+    assert standing(response)[2] == 2
+
+
+def test_a_flood_of_invalid_keys_from_one_address_is_429_before_any_key_is_looked_up(
+    api_factory: ApiFactory,
+) -> None:
+    api = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="5 per minute")
+    address = some_address()
+    for i in range(5):
+        response = from_address(api, address, "bc_live_" + secrets.token_urlsafe(30))
+        assert_error(response, 401, "unauthorized")
+        assert standing(response)[:3] == ('"failed-auth";q=5;w=60', "failed-auth", 4 - i)
+    for key in ("bc_live_" + secrets.token_urlsafe(30), api.key):
+        # Refused before the key is looked up: the valid key is refused too.
+        response = from_address(api, address, key)
+        error = assert_error(response, 429, "rate_limited")
+        assert "address" in error["message"]
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        assert standing(response)[:3] == ('"failed-auth";q=5;w=60', "failed-auth", 0)
+    response = api.client.post("/v1/batches", json=batch(), headers=api.headers(),
+                               environ_base={"REMOTE_ADDR": address})
+    assert_error(response, 429, "rate_limited")
+    assert api.stored() == (0, 0)
+    # Another address is not affected, and a valid key does not spend the failure budget.
+    other = some_address()
+    assert from_address(api, other, api.key).status_code == 200
+    assert_error(from_address(api, other, "bc_live_" + secrets.token_urlsafe(30)), 401, "unauthorized")
+
+
+def test_x_forwarded_for_names_the_client_only_behind_trusted_proxies(api_factory: ApiFactory) -> None:
+    untrusting = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="2 per minute")
+    address = some_address()
+    answers = [from_address(untrusting, address, "wrong", headers={"X-Forwarded-For": some_address()}).status_code
+               for _ in range(3)]
+    assert answers == [401, 401, 429]  # a made-up X-Forwarded-For does not buy a new budget
+    behind_proxy = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="2 per minute", BATCHCALLS_TRUSTED_PROXIES="1")
+    proxy, client = some_address(), some_address()
+    answers = [from_address(behind_proxy, proxy, "wrong", headers={"X-Forwarded-For": client}).status_code
+               for _ in range(3)]
+    assert answers == [401, 401, 429]
+    # Other clients behind the same proxy have their own budgets.
+    assert from_address(behind_proxy, proxy, "wrong", headers={"X-Forwarded-For": some_address()}).status_code == 401
+    assert from_address(behind_proxy, proxy, behind_proxy.key,
+                        headers={"X-Forwarded-For": some_address()}).status_code == 200
+
+
+def test_no_redis_key_name_holds_an_api_key(api_factory: ApiFactory) -> None:
+    api = api_factory(BATCHCALLS_RATE_LIMIT="1000 per minute", BATCHCALLS_AUTH_FAILURE_LIMIT="1000 per minute")
+    wrong = ["bc_live_" + secrets.token_urlsafe(30) for _ in range(3)]
+    assert api.get("/v1/batches").status_code == 200
+    accepted(api, batch())
+    for key in wrong:
+        assert_error(api.client.get("/v1/batches", headers={"Authorization": f"Bearer {key}"}), 401, "unauthorized")
+    names = [name.decode(errors="replace") for name in api.redis.scan_iter(count=1000)]
+    assert any(name.startswith("LIMITS") for name in names)  # the budgets are there
+    for key in [api.key, *wrong]:
+        assert not [name for name in names if key in name or key[len("bc_live_"):] in name]
 
 
 # -- 503 over_capacity ------------------------------------------------------------------------
@@ -480,6 +648,98 @@ def test_a_batch_that_would_exceed_the_waiting_calls_limit_is_503_over_capacity(
         cur.execute("UPDATE batches SET status = 'completed', completed_calls = 3, finished_at = now()"
                     " WHERE id = %s", (fits.get_json()["batch_id"],))
     assert api.post(batch(3)).status_code == 202
+
+
+# -- 503 unavailable: Redis down -------------------------------------------------------------
+
+
+@dataclass
+class OwnRedis:
+    """A Redis server of the test's own, to stop and start again on the same port."""
+
+    directory: Path
+    server: EmbeddedServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        self.server = start_redis(self.directory, port=port)
+
+
+@pytest.fixture
+def api_on_own_redis(servers: TestServers, tmp_path: Path) -> Iterator[tuple[Api, OwnRedis]]:
+    """An app on a fresh database (so a reconciler sweep sees only this test's batches) and a
+    Redis server of its own (its gates and its broker)."""
+    own = OwnRedis(tmp_path / "redis", start_redis(tmp_path / "redis"))
+    try:
+        with more_test_servers(servers) as fresh:
+            upgrade(fresh.database_url)
+            app = create_app(load_settings({"DATABASE_URL": fresh.database_url, "REDIS_URL": own.url}))
+            tenant, key = create_key(Database(fresh.database_url), "own-redis")
+            pg = psycopg2.connect(fresh.database_url)
+            pg.autocommit = True
+            try:
+                yield Api(app, app.test_client(), tenant, key, pg, redis.Redis.from_url(own.url)), own
+            finally:
+                pg.close()
+    finally:
+        with contextlib.suppress(Exception):
+            own.stop()
+
+
+def test_a_batch_posted_while_redis_is_down_is_503_unavailable_and_not_stored(
+    api_on_own_redis: tuple[Api, OwnRedis],
+) -> None:
+    api, own = api_on_own_redis
+    assert accepted(api, batch(2))["total_calls"] == 2
+    own.stop()
+    response = api.post(batch(3))
+    error = assert_error(response, 503, "unavailable")
+    assert "nothing was stored" in error["message"]
+    assert int(response.headers["Retry-After"]) >= 1
+    assert api.stored() == (1, 2)
+    # Once Redis is back, the same POST is accepted.
+    own.start()
+    assert accepted(api, batch(3))["total_calls"] == 3
+    assert api.stored() == (2, 5)
+
+
+def test_a_batch_stored_just_before_redis_fails_is_accepted_and_the_reconciler_queues_it(
+    api_on_own_redis: tuple[Api, OwnRedis], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    api, own = api_on_own_redis
+    insert_batch = store_batches.insert_batch
+
+    def insert_then_lose_redis(*args: Any, **kwargs: Any) -> Any:
+        submitted = insert_batch(*args, **kwargs)
+        own.stop()  # committed; Redis goes down before the batch reaches it
+        return submitted
+
+    monkeypatch.setattr(store_batches, "insert_batch", insert_then_lose_redis)
+    with caplog.at_level(logging.WARNING, logger="batchcalls.engine"):
+        body = accepted(api, batch(4, concurrency=2), headers={"Idempotency-Key": "redis-fails-after-commit"})
+    monkeypatch.undo()
+    batch_id = body["batch_id"]
+    assert (body["status"], body["total_calls"]) == ("queued", 4)
+    assert api.stored() == (1, 4)
+    assert any("not queued" in record.getMessage() and batch_id in record.getMessage() for record in caplog.records)
+    # Redis comes back empty; the reconciler's sweep finds the batch missing there and queues it.
+    own.start()
+    engine = api.app.extensions["batchcalls.engine"]
+    assert not engine.gates.exists(batch_id)
+    assert reconcile(engine).rebuilt == 1
+    ready, delayed, leased = engine.gates.depth(batch_id)
+    assert (ready + leased, delayed, leased) == (4, 0, 2)
+    # A retry of the POST answers the same batch.
+    replay = api.post(batch(4, concurrency=2), headers={"Idempotency-Key": "redis-fails-after-commit"})
+    assert replay.status_code == 202 and replay.get_json()["batch_id"] == batch_id
+    assert api.stored() == (1, 4)
 
 
 # -- 413 payload_too_large --------------------------------------------------------------------
@@ -852,6 +1112,35 @@ def test_healthz_answers_without_a_key(api: Api) -> None:
     response = api.client.get("/healthz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "broker": "ok"}}
+
+
+def test_healthz_says_unavailable_without_the_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever asks learns which check failed, not the host, port or error text (the log has those)."""
+    down = "postgresql://healthz-user@127.0.0.1:1/healthz_db"  # nothing listens on port 1
+    app = create_app(load_settings({"DATABASE_URL": down, "REDIS_URL": "redis://127.0.0.1:1/0"}))
+    with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
+        response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unavailable",
+                                   "checks": {"database": "unavailable", "redis": "unavailable",
+                                              "broker": "unavailable"}}
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "check=database" in logged and "check=redis" in logged
+
+
+# -- /metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_answers_only_with_the_metrics_token_when_one_is_set(api_factory: ApiFactory) -> None:
+    open_api = api_factory()
+    assert open_api.client.get("/metrics").status_code == 200
+    api = api_factory(BATCHCALLS_METRICS_TOKEN="scrape-secret-1")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {api.key}"},
+                    {"Authorization": "Basic scrape-secret-1"}):
+        assert_error(api.client.get("/metrics", headers=headers), 401, "unauthorized")
+    response = api.client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
+    assert response.status_code == 200
+    assert "batchcalls_batches_active" in response.get_data(as_text=True)
 
 
 # -- Known gap (outside api/) -----------------------------------------------------------------

@@ -38,6 +38,8 @@ TEST_ENV = {
     "BATCHCALLS_CALLBACK_ALLOWLIST": "127.0.0.1",
     "BATCHCALLS_PROVIDER": "simulator",
     "BATCHCALLS_RATE_LIMIT": "100000 per minute",
+    "BATCHCALLS_AUTH_FAILURE_LIMIT": "100000 per minute",
+    "BATCHCALLS_METRICS_CACHE_SECONDS": "0",  # tests watch gauges move within a short batch
 }
 
 

@@ -1,15 +1,23 @@
-"""Metrics add up in the process and reach Redis together, by a background flush (fakeredis)."""
+"""Metrics add up in the process and reach Redis together, by a background flush (fakeredis);
+/metrics reads Postgres at most once per interval."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Iterator
+from typing import Any
+from unittest import mock
 
 import fakeredis
 import pytest
 import redis
+from prometheus_client import CollectorRegistry, generate_latest
 
-from batchcalls.metrics import KEY, LATENCY_SAMPLES_KEY, Metrics
+from batchcalls.metrics import KEY, LATENCY_SAMPLES_KEY, FleetCollector, Metrics
 
 
 def _counts(client: redis.Redis) -> dict[str, float]:
@@ -82,3 +90,44 @@ def test_a_forked_child_does_not_write_its_parents_counts_again() -> None:
     assert child_wrote == repr({"calls_total:completed": 1.0})
     metrics.flush()
     assert _counts(client) == {"calls_total:completed": 1}
+
+
+class _CountingDatabase:
+    """A Database whose every transaction is counted and answers two live calls and one batch."""
+
+    def __init__(self) -> None:
+        self.transactions = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._lock:
+            self.transactions += 1
+        rows = iter([[{"status": "dialing", "n": 2}], [{"id": "batch_one"}]])
+        cursor = mock.Mock()
+        cursor.fetchall.side_effect = lambda: next(rows)
+        time.sleep(0.05)  # a query takes a while: concurrent scrapes overlap it
+        yield cursor
+
+
+def _scrape(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
+
+
+def test_a_burst_of_scrapes_reads_the_database_once_per_interval() -> None:
+    db = _CountingDatabase()
+    now = [1000.0]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(db, fakeredis.FakeRedis(), cache_seconds=5, clock=lambda: now[0]))  # type: ignore[arg-type]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda _: _scrape(registry), range(40)))
+    assert db.transactions == 1
+    assert all('batchcalls_calls_live{status="dialing"} 2.0' in text for text in texts)
+    assert all("batchcalls_batches_active 1.0" in text for text in texts)
+    now[0] += 4.9
+    _scrape(registry)
+    assert db.transactions == 1
+    now[0] += 0.1  # the interval is over: the next scrape reads again, once
+    for _ in range(10):
+        _scrape(registry)
+    assert db.transactions == 2

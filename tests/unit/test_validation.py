@@ -10,7 +10,7 @@ from unittest import mock
 import phonenumbers
 import pytest
 
-from api.schemas import MAX_METADATA_BYTES, flatten_errors, load_batch_request
+from api.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, flatten_errors, load_batch_request, nesting_depth
 from batchcalls import validation
 from batchcalls.errors import (
     ConcurrencyLimit,
@@ -20,7 +20,14 @@ from batchcalls.errors import (
 )
 from batchcalls.models import DEFAULT_PRIORITY, NewBatch
 from batchcalls.retry import RetryPolicy
-from batchcalls.scripts import MAX_TEXT_CHARS, normalize_script, script_problems
+from batchcalls.scripts import (
+    MAX_SCRIPT_TYPE_CHARS,
+    MAX_STEPS,
+    MAX_TEXT_CHARS,
+    SHOWN_TYPE_CHARS,
+    normalize_script,
+    script_problems,
+)
 from batchcalls.states import Outcome
 from batchcalls.validation import build_batch, normalize_phone_number
 from batchcalls.voices import voice_catalog
@@ -237,6 +244,32 @@ def test_metadata_is_limited_to_16_kb() -> None:
     assert list(details_of(excinfo)) == ["metadata"]
 
 
+def nested(depth: int, *, kind: str = "object") -> Any:
+    """`depth` objects (or arrays) nested in one another, built without recursion."""
+    value: Any = "x"
+    for _ in range(depth):
+        value = {"a": value} if kind == "object" else [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["object", "array"])
+def test_metadata_nests_at_most_8_deep(kind: str) -> None:
+    # The metadata object is the first level.
+    fits = load_batch_request({"calls": [call()], "metadata": {"a": nested(MAX_METADATA_DEPTH - 1, kind=kind)}})
+    assert fits["metadata"]["a"] == nested(MAX_METADATA_DEPTH - 1, kind=kind)
+    for depth in (MAX_METADATA_DEPTH, 980, 50_000):  # 980 deep was a RecursionError (500)
+        with pytest.raises(InvalidRequest) as excinfo:
+            load_batch_request({"calls": [call()], "metadata": {"a": nested(depth, kind=kind)}})
+        assert type(excinfo.value) is InvalidRequest
+        assert details_of(excinfo) == {"metadata": [f"Must nest objects and arrays at most {MAX_METADATA_DEPTH} deep."]}
+
+
+def test_nesting_depth_counts_without_recursion_and_stops_early() -> None:
+    assert [nesting_depth(v, at_most=8) for v in ("x", 3, None, {}, [], {"a": [1, {"b": {}}]}, [[], [[[]]]])] == [
+        0, 0, 0, 1, 1, 4, 4]
+    assert nesting_depth(nested(100_000), at_most=8) == 9
+
+
 @pytest.mark.parametrize("url", [None, "https://crm.example.com/hooks/batch", "http://localhost:8080/hook"])
 def test_callback_url_is_kept(url: str | None) -> None:
     body = with_valid_numbers(SEED_BASIC)
@@ -359,6 +392,45 @@ def test_script_problems_read_as_messages() -> None:
     assert problems[0] == "steps[0].text: must not be empty"
     assert problems[1].startswith("steps[1].type: unknown step type 'video'")
     assert script_problems({}) == ["needs text or steps"]
+
+
+def test_an_unknown_step_type_is_shown_cut_short() -> None:
+    long_type = "v" * 1_000_000
+    with pytest.raises(InvalidScript) as excinfo:
+        build({"calls": [call(script={"steps": [{"type": long_type, "text": "Hi"}]})]})
+    (message,) = details_of(excinfo)["calls[0].script.steps[0].type"]
+    assert message.startswith(f"unknown step type {'v' * SHOWN_TYPE_CHARS!r}... (1000000 characters); known:")
+    assert len(excinfo.value.message) < 300
+
+
+@pytest.mark.parametrize("step_type", [7, None, ["text"], {"a": "text"}, nested(900, kind="array")])
+def test_a_step_type_that_is_not_a_string_is_invalid_script_and_not_repeated(step_type: Any) -> None:
+    with pytest.raises(InvalidScript) as excinfo:
+        build({"calls": [call(script={"steps": [{"type": step_type, "text": "Hi"}]})]})
+    assert details_of(excinfo) == {
+        "calls[0].script.steps[0].type": ["must be a string naming a step type; known: agent, input, text"]}
+
+
+def test_a_script_holds_at_most_50_steps() -> None:
+    steps = [{"text": f"Step {i}."} for i in range(MAX_STEPS)]
+    assert len(build({"calls": [call(script={"steps": steps})]}).calls[0].script["steps"]) == MAX_STEPS
+    for count in (MAX_STEPS + 1, 50_000):
+        many = [{"text": "Hi"}] * count
+        with pytest.raises(InvalidScript) as excinfo:
+            build({"calls": [call(), call(script={"steps": many})]})
+        assert details_of(excinfo) == {"calls[1].script.steps": [f"must hold at most {MAX_STEPS} steps (it has {count})"]}
+    # Too many steps, none of them an object: still the one problem, not one per step.
+    with pytest.raises(InvalidScript) as excinfo:
+        build({"calls": [call(script={"steps": ["Hi"] * 50_000})]})
+    assert list(details_of(excinfo)) == ["calls[0].script.steps"]
+
+
+def test_a_scripts_type_is_at_most_64_characters() -> None:
+    assert build({"calls": [call(script={"type": "t" * MAX_SCRIPT_TYPE_CHARS, "text": "Hi"})]})
+    with pytest.raises(InvalidScript) as excinfo:
+        build({"calls": [call(script={"type": "t" * 1_000_000, "text": "Hi"})]})
+    assert details_of(excinfo) == {
+        "calls[0].script.type": [f"must be at most {MAX_SCRIPT_TYPE_CHARS} characters (it has 1000000)"]}
 
 
 # --- Concurrency, retry, priority and the order of checks ------------------------------------
