@@ -186,7 +186,7 @@ def up(port: int, workers: int, flower: bool) -> None:
 
     Uses DATABASE_URL and REDIS_URL when set, else embedded PostgreSQL and Redis servers under
     BATCHCALLS_DATA_DIR."""
-    from batchcalls.supervisor import Stopped, run_system
+    from batchcalls.supervisor import FLOWER_USER, Stopped, run_system
 
     try:
         with run_system(port=port, workers=workers, flower=flower) as system:
@@ -194,8 +194,9 @@ def up(port: int, workers: int, flower: bool) -> None:
             click.echo(f"API key (tenant dev): {system.api_key}")
             click.echo(f"Webhook secret (tenant dev): {system.webhook_secret}")
             if system.flower_url:
-                auth = ("user and password from FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH")
-                        else "no password: FLOWER_BASIC_AUTH is unset")
+                auth = (f"user {FLOWER_USER}, password {system.flower_password}: made up for this run, "
+                        "as FLOWER_BASIC_AUTH is unset" if system.flower_password
+                        else "user and password from FLOWER_BASIC_AUTH")
                 click.echo(f"Flower: {system.flower_url} ({auth})")
             click.echo(f"Logs: {system.log_dir}   Stop with Ctrl-C.")
             while True:

@@ -318,6 +318,8 @@ def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_cre
         assert any(name.startswith("worker1@") for name in workers), workers
         children = up.descendants(at_least=8)
         assert any("flower" in p.cmdline() for p in children), [p.cmdline() for p in children]
+        # The password is in Flower's environment, not on any command line `ps` shows.
+        assert not [p.cmdline() for p in children if any("flower-pass" in arg for arg in p.cmdline())]
         up.terminate()
         assert up.process.returncode == 0, up.stderr()
         time.sleep(0.5)
@@ -326,6 +328,68 @@ def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_cre
             requests.get(f"{flower}/healthcheck", timeout=5)
     finally:
         up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_with_flower_and_no_password_makes_one_up_and_flower_asks_for_it(own_servers: dict[str, str]) -> None:
+    data = data_dir("bc-cli-flower-nopass-")
+    env = {k: v for k, v in os.environ.items() if k not in ("FLOWER_BASIC_AUTH", "FLOWER_UNAUTHENTICATED_API")}
+    up = Up.start({**env, **FAST_SIM, **own_servers}, data, 1, "--flower")
+    try:
+        up.wait_started()
+        found = up.wait_for(FLOWER, 10)
+        flower, said = found.group(1), found.group(2)
+        made_up = re.fullmatch(r"user (\S+), password (\S+): made up for this run, as FLOWER_BASIC_AUTH is unset", said)
+        assert made_up, found.group(0)
+        credentials = (made_up.group(1), made_up.group(2))
+        # Its API (which can shut workers down) and its pages refuse anyone without the password.
+        for path in ("/api/workers", "/"):
+            assert requests.get(f"{flower}{path}", timeout=10).status_code == 401
+            assert requests.get(f"{flower}{path}", auth=(credentials[0], "wrong"), timeout=10).status_code == 401
+        assert requests.post(f"{flower}/api/worker/shutdown/worker1@x", timeout=10).status_code == 401
+        assert requests.get(f"{flower}/", auth=credentials, timeout=10).status_code == 200
+        assert requests.get(f"{flower}/api/workers", auth=credentials, timeout=30).status_code == 200
+        children = up.descendants(at_least=8)
+        assert not [p.cmdline() for p in children if any(credentials[1] in arg for arg in p.cmdline())]
+        assert sum(credentials[1] in line for line in up.output) == 1  # shown once
+    finally:
+        up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_reuses_its_dev_key_until_it_is_revoked(own_servers: dict[str, str]) -> None:
+    data = data_dir("bc-cli-devkey-")
+    env = {**os.environ, **FAST_SIM, **own_servers}
+    started: list[str] = []
+    try:
+        for _ in range(2):
+            up = Up.start(env, data)
+            try:
+                up.wait_started()
+                assert requests.get(f"{up.api_url}/v1/batches", headers=up.headers(), timeout=10).status_code == 200
+                started.append(up.api_key)
+                up.terminate()
+            finally:
+                up.kill()
+        assert started[0] == started[1], "a second start made a new dev key"
+        kept = data / "dev-api-key"
+        assert kept.read_text().strip() == started[0]
+        assert kept.stat().st_mode & 0o777 == 0o600
+
+        revoked = batchcalls_command(own_servers, "keys", "revoke", started[0])
+        assert revoked.code == 0, revoked.stdout + revoked.stderr
+        up = Up.start(env, data)
+        try:
+            up.wait_started()
+            assert up.api_key != started[0]
+            assert requests.get(f"{up.api_url}/v1/batches", headers=up.headers(), timeout=10).status_code == 200
+            assert kept.read_text().strip() == up.api_key and kept.stat().st_mode & 0o777 == 0o600
+            up.terminate()
+        finally:
+            up.kill()
+        listed = batchcalls_command(own_servers, "keys", "list", "--tenant", "dev", "--json")
+        assert [k["status"] for k in json.loads(listed.stdout)["keys"]] == ["revoked", "active"], listed.stdout
+    finally:
         shutil.rmtree(data, ignore_errors=True)
 
 
