@@ -45,6 +45,7 @@ from batchcalls.supervisor import free_port
 from config.settings import load_settings
 from tests.support import servers as support
 from tests.support.servers import _fresh_database, _fresh_redis_db, more_test_servers
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -693,7 +694,7 @@ def _verifies(record: Any, secret: str) -> tuple[bool, bool]:
     return by_stripe, by_standard
 
 
-def _delivered(stack: Any, api_key: str) -> list[Any]:
+def _delivered(stack: Stack, api_key: str) -> list[Any]:
     body = {"calls": [{"phone_number": "+442079461230", "script": {"text": "Hi"}}], "callback_url": stack.receiver.url}
     response = requests.post(f"{stack.api_url}/v1/batches", json=body, headers={"Authorization": f"Bearer {api_key}"},
                              timeout=60)
@@ -704,7 +705,20 @@ def _delivered(stack: Any, api_key: str) -> list[Any]:
     return records
 
 
-def test_webhook_secret_rotate_signs_with_both_secrets_during_the_overlap_then_only_the_new(stack: Any) -> None:
+@pytest.fixture(scope="module")
+def rotation_stack(servers: support.TestServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Workers, beat, the API and a callback receiver on a database and Redis database of their own."""
+    with more_test_servers(servers) as own:
+        stack = start_stack(own.database_url, own.redis_url, Path(tmp_path_factory.mktemp("rotation")), workers=1)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def test_webhook_secret_rotate_signs_with_both_secrets_during_the_overlap_then_only_the_new(
+        rotation_stack: Stack) -> None:
+    stack = rotation_stack
     tenant_name = "rotate-" + os.urandom(4).hex()
     tenant, api_key = create_key(stack.db, tenant_name)
     old_secret = tenant.webhook_secrets[0]
@@ -739,7 +753,8 @@ def test_webhook_secret_rotate_signs_with_both_secrets_during_the_overlap_then_o
         assert _verifies(record, old_secret) == (False, False)
 
 
-def test_rotated_webhook_secret_stops_signing_when_its_overlap_ends(stack: Any) -> None:
+def test_rotated_webhook_secret_stops_signing_when_its_overlap_ends(rotation_stack: Stack) -> None:
+    stack = rotation_stack
     tenant_name = "rotate-" + os.urandom(4).hex()
     tenant, api_key = create_key(stack.db, tenant_name)
     batch_id = _delivered(stack, api_key)[0].event["batch_id"]
