@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,121 @@ def keys_create(tenant: str, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
+    from batchcalls.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
+_OVERLAP = click.option("--overlap", default="24h", show_default=True, callback=_duration, metavar="DURATION",
+                        help="How long the previous ones stay valid (e.g. 24h, 90m, 0 for none).")
+
+
+def _json_or_lines(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        for key, value in result.items():
+            click.echo(f"{key}: {'-' if value is None else value}")
+
+
+@keys.command("list")
+@click.option("--tenant", help="Only this tenant's keys.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_list(tenant: str | None, as_json: bool) -> None:
+    """List API keys: id, prefix, tenant, status and times (never the key itself)."""
+    from batchcalls.errors import BatchcallsError
+    from batchcalls.store.db import Database
+    from batchcalls.store.keys import list_keys
+    from batchcalls.timefmt import isoformat_ms
+
+    with _database_url() as url:
+        try:
+            found = list_keys(Database(url), tenant)
+        except BatchcallsError as exc:
+            raise click.ClickException(exc.message) from exc
+    rows = [{"id": k.id, "prefix": k.prefix, "tenant": k.tenant, "status": k.status,
+             "created_at": isoformat_ms(k.created_at), "last_used_at": isoformat_ms(k.last_used_at),
+             "expires_at": isoformat_ms(k.expires_at), "revoked_at": isoformat_ms(k.revoked_at)} for k in found]
+    if as_json:
+        click.echo(json.dumps({"keys": rows}))
+        return
+    columns = ["id", "prefix", "tenant", "status", "created_at", "last_used_at", "expires_at", "revoked_at"]
+    table = [columns] + [["-" if row[c] is None else str(row[c]) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+
+
+@keys.command("revoke")
+@click.argument("key")
+def keys_revoke(key: str) -> None:
+    """Revoke KEY (an id or prefix as `keys list` shows it, or the key itself): it stops
+    authenticating at once."""
+    from batchcalls.errors import BatchcallsError
+    from batchcalls.store.db import Database
+    from batchcalls.store.keys import revoke_key
+    from batchcalls.timefmt import isoformat_ms
+
+    with _database_url() as url:
+        try:
+            info, revoked_now = revoke_key(Database(url), key)
+        except BatchcallsError as exc:
+            raise click.ClickException(exc.message) from exc
+    about = f"key {info.id} ({info.prefix}, tenant {info.tenant})"
+    click.echo(f"revoked {about}" if revoked_now
+               else f"{about} was already revoked at {isoformat_ms(info.revoked_at)}")
+
+
+@keys.command("rotate")
+@click.option("--tenant", required=True, help="The tenant whose keys are rotated.")
+@_OVERLAP
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def keys_rotate(tenant: str, overlap: timedelta, as_json: bool) -> None:
+    """Make a new API key for TENANT; its previous keys stop working when the overlap ends."""
+    from batchcalls.errors import BatchcallsError
+    from batchcalls.store.db import Database
+    from batchcalls.store.keys import rotate_key
+    from batchcalls.timefmt import isoformat_ms
+
+    with _database_url() as url:
+        try:
+            rotated = rotate_key(Database(url), tenant, overlap=overlap)
+        except BatchcallsError as exc:
+            raise click.ClickException(exc.message) from exc
+    _json_or_lines({"tenant": rotated.tenant, "api_key": rotated.new, "key_id": rotated.key_id,
+                    "previous_keys_valid_until": isoformat_ms(rotated.old_valid_until)}, as_json)
+
+
+@main.group("webhook-secret")
+def webhook_secret() -> None:
+    """Webhook signing secrets."""
+
+
+@webhook_secret.command("rotate")
+@click.option("--tenant", required=True, help="The tenant whose secret is rotated.")
+@_OVERLAP
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def webhook_secret_rotate(tenant: str, overlap: timedelta, as_json: bool) -> None:
+    """Make a new webhook secret for TENANT. Events are signed with it at once, and also with the
+    previous secret until the overlap ends (one signature per secret in each header)."""
+    from batchcalls.errors import BatchcallsError
+    from batchcalls.store.db import Database
+    from batchcalls.store.keys import rotate_webhook_secret
+    from batchcalls.timefmt import isoformat_ms
+
+    with _database_url() as url:
+        try:
+            rotated = rotate_webhook_secret(Database(url), tenant, overlap=overlap)
+        except BatchcallsError as exc:
+            raise click.ClickException(exc.message) from exc
+    _json_or_lines({"tenant": rotated.tenant, "webhook_secret": rotated.new,
+                    "previous_secrets_valid_until": isoformat_ms(rotated.old_valid_until)}, as_json)
+
+
 @main.command()
 @click.option("--port", type=int, default=8000, show_default=True, help="Port of the API on 127.0.0.1.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Celery worker processes.")
@@ -70,7 +186,7 @@ def up(port: int, workers: int, flower: bool) -> None:
 
     Uses DATABASE_URL and REDIS_URL when set, else embedded PostgreSQL and Redis servers under
     BATCHCALLS_DATA_DIR."""
-    from batchcalls.supervisor import Stopped, run_system
+    from batchcalls.supervisor import FLOWER_USER, Stopped, run_system
 
     try:
         with run_system(port=port, workers=workers, flower=flower) as system:
@@ -78,8 +194,9 @@ def up(port: int, workers: int, flower: bool) -> None:
             click.echo(f"API key (tenant dev): {system.api_key}")
             click.echo(f"Webhook secret (tenant dev): {system.webhook_secret}")
             if system.flower_url:
-                auth = ("user and password from FLOWER_BASIC_AUTH" if os.environ.get("FLOWER_BASIC_AUTH")
-                        else "no password: FLOWER_BASIC_AUTH is unset")
+                auth = (f"user {FLOWER_USER}, password {system.flower_password}: made up for this run, "
+                        "as FLOWER_BASIC_AUTH is unset" if system.flower_password
+                        else "user and password from FLOWER_BASIC_AUTH")
                 click.echo(f"Flower: {system.flower_url} ({auth})")
             click.echo(f"Logs: {system.log_dir}   Stop with Ctrl-C.")
             while True:

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,14 @@ import requests
 
 from batchcalls.embedded import default_data_dir, embedded_servers
 from batchcalls.store.db import Database, close_pools
+from batchcalls.store.keys import KeyNotFound, revoke_key
 from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import create_key
+from batchcalls.store.tenants import Tenant, create_key, tenant_for_key
 
 ROOT = Path(__file__).resolve().parents[1]
+DEV_TENANT = "dev"
+DEV_KEY_FILE = "dev-api-key"  # under the data directory, readable by its owner only
+FLOWER_USER = "flower"
 
 
 class Stopped(Exception):
@@ -82,6 +87,58 @@ def _program(name: str) -> list[str]:
     return [found or name]
 
 
+def flower_command(port: int) -> list[str]:
+    """Flower's command line. It carries no credentials, since any local user can read a command
+    line (`ps`): Flower reads them from FLOWER_BASIC_AUTH in its environment."""
+    return [*_program("celery"), "-A", "workers.tasks", "flower", f"--port={port}", "--address=127.0.0.1"]
+
+
+def flower_credentials(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """FLOWER_BASIC_AUTH (user:password) from `environ`, or one made up for this run; and whether
+    it was made up. Flower is never served without a password: its API can shut workers down."""
+    given = environ.get("FLOWER_BASIC_AUTH", "").strip()
+    if given:
+        return given, False
+    return f"{FLOWER_USER}:{secrets.token_urlsafe(18)}", True
+
+
+def _read_key_file(path: Path) -> tuple[str, bool]:
+    """The key kept in `path` ("" when there is none) and whether only its owner can read it."""
+    try:
+        private = path.stat().st_mode & 0o077 == 0
+        return path.read_text().strip(), private
+    except FileNotFoundError:
+        return "", True
+
+
+def _write_key_file(path: Path, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # whatever the umask, or a partial file left by an earlier run
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    os.replace(partial, path)
+
+
+def dev_key(db: Database, data_dir: Path) -> tuple[Tenant, str]:
+    """The dev tenant's API key kept under `data_dir`, while it still authenticates; else a new
+    one, kept there for the next start. A key file others could read is not trusted: its key
+    is revoked and replaced."""
+    path = data_dir / DEV_KEY_FILE
+    kept, private = _read_key_file(path)
+    if kept and private:
+        tenant = tenant_for_key(db, kept)
+        if tenant is not None and tenant.name == DEV_TENANT:
+            return tenant, kept
+    elif kept:
+        with suppress(KeyNotFound):  # not a key of this database: nothing to revoke
+            revoke_key(db, kept)
+    tenant, api_key = create_key(db, DEV_TENANT)
+    _write_key_file(path, api_key)
+    return tenant, api_key
+
+
 @dataclass
 class System:
     api_url: str
@@ -91,6 +148,7 @@ class System:
     env: dict[str, str]
     log_dir: Path
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    flower_password: str | None = None  # made up for this run (FLOWER_BASIC_AUTH unset), shown once
     signals: _Signals = field(default_factory=_Signals, repr=False)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -150,7 +208,7 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
             # However we unwind, stop the servers without interruption (runs before they stop).
             servers.callback(setattr, signals, "unwinding", True)
             upgrade(database_url)
-            tenant, api_key = create_key(Database(database_url), "dev")
+            tenant, api_key = dev_key(Database(database_url), data_dir)
             close_pools()
             port = port or 8000
             log_dir = data_dir / "logs"
@@ -171,13 +229,10 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
                 system.spawn("beat", [*_program("celery"), "-A", "workers.tasks", "beat", "--loglevel", "INFO",
                                       "--schedule", str(log_dir / "beat-schedule")])
                 if flower_port:
-                    # Flower 2.2 refuses its HTTP API without credentials; a local run without
-                    # FLOWER_BASIC_AUTH opens it on 127.0.0.1 only.
-                    auth = os.environ.get("FLOWER_BASIC_AUTH")
-                    system.spawn("flower", [*_program("celery"), "-A", "workers.tasks", "flower",
-                                            f"--port={flower_port}", "--address=127.0.0.1",
-                                            *([f"--basic-auth={auth}"] if auth else [])],
-                                 env=None if auth else {"FLOWER_UNAUTHENTICATED_API": "1"})
+                    auth, made_up = flower_credentials(os.environ)
+                    if made_up:
+                        system.flower_password = auth.partition(":")[2]
+                    system.spawn("flower", flower_command(flower_port), env={"FLOWER_BASIC_AUTH": auth})
                 _wait_healthy(f"{system.api_url}/healthz", system)
                 if system.flower_url:  # so that where `up` says Flower is, it answers
                     _wait_healthy(f"{system.flower_url}/healthcheck", system, "Flower")

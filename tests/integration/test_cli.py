@@ -8,6 +8,7 @@ import base64
 import codecs
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import pty
@@ -27,18 +28,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg2
 import pytest
 import requests
+import standardwebhooks
+import stripe
 
 from api.app import create_app
+from batchcalls.store.db import close_pools
 from batchcalls.store.migrate import available
+from batchcalls.store.tenants import create_key, webhook_secrets_for_batch
 from batchcalls.supervisor import free_port
 from config.settings import load_settings
 from tests.support import servers as support
 from tests.support.servers import _fresh_database, _fresh_redis_db, more_test_servers
+from tests.support.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -312,6 +319,8 @@ def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_cre
         assert any(name.startswith("worker1@") for name in workers), workers
         children = up.descendants(at_least=8)
         assert any("flower" in p.cmdline() for p in children), [p.cmdline() for p in children]
+        # The password is in Flower's environment, not on any command line `ps` shows.
+        assert not [p.cmdline() for p in children if any("flower-pass" in arg for arg in p.cmdline())]
         up.terminate()
         assert up.process.returncode == 0, up.stderr()
         time.sleep(0.5)
@@ -320,6 +329,68 @@ def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_cre
             requests.get(f"{flower}/healthcheck", timeout=5)
     finally:
         up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_with_flower_and_no_password_makes_one_up_and_flower_asks_for_it(own_servers: dict[str, str]) -> None:
+    data = data_dir("bc-cli-flower-nopass-")
+    env = {k: v for k, v in os.environ.items() if k not in ("FLOWER_BASIC_AUTH", "FLOWER_UNAUTHENTICATED_API")}
+    up = Up.start({**env, **FAST_SIM, **own_servers}, data, 1, "--flower")
+    try:
+        up.wait_started()
+        found = up.wait_for(FLOWER, 10)
+        flower, said = found.group(1), found.group(2)
+        made_up = re.fullmatch(r"user (\S+), password (\S+): made up for this run, as FLOWER_BASIC_AUTH is unset", said)
+        assert made_up, found.group(0)
+        credentials = (made_up.group(1), made_up.group(2))
+        # Its API (which can shut workers down) and its pages refuse anyone without the password.
+        for path in ("/api/workers", "/"):
+            assert requests.get(f"{flower}{path}", timeout=10).status_code == 401
+            assert requests.get(f"{flower}{path}", auth=(credentials[0], "wrong"), timeout=10).status_code == 401
+        assert requests.post(f"{flower}/api/worker/shutdown/worker1@x", timeout=10).status_code == 401
+        assert requests.get(f"{flower}/", auth=credentials, timeout=10).status_code == 200
+        assert requests.get(f"{flower}/api/workers", auth=credentials, timeout=30).status_code == 200
+        children = up.descendants(at_least=8)
+        assert not [p.cmdline() for p in children if any(credentials[1] in arg for arg in p.cmdline())]
+        assert sum(credentials[1] in line for line in up.output) == 1  # shown once
+    finally:
+        up.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def test_up_reuses_its_dev_key_until_it_is_revoked(own_servers: dict[str, str]) -> None:
+    data = data_dir("bc-cli-devkey-")
+    env = {**os.environ, **FAST_SIM, **own_servers}
+    started: list[str] = []
+    try:
+        for _ in range(2):
+            up = Up.start(env, data)
+            try:
+                up.wait_started()
+                assert requests.get(f"{up.api_url}/v1/batches", headers=up.headers(), timeout=10).status_code == 200
+                started.append(up.api_key)
+                up.terminate()
+            finally:
+                up.kill()
+        assert started[0] == started[1], "a second start made a new dev key"
+        kept = data / "dev-api-key"
+        assert kept.read_text().strip() == started[0]
+        assert kept.stat().st_mode & 0o777 == 0o600
+
+        revoked = batchcalls_command(own_servers, "keys", "revoke", started[0])
+        assert revoked.code == 0, revoked.stdout + revoked.stderr
+        up = Up.start(env, data)
+        try:
+            up.wait_started()
+            assert up.api_key != started[0]
+            assert requests.get(f"{up.api_url}/v1/batches", headers=up.headers(), timeout=10).status_code == 200
+            assert kept.read_text().strip() == up.api_key and kept.stat().st_mode & 0o777 == 0o600
+            up.terminate()
+        finally:
+            up.kill()
+        listed = batchcalls_command(own_servers, "keys", "list", "--tenant", "dev", "--json")
+        assert [k["status"] for k in json.loads(listed.stdout)["keys"]] == ["revoked", "active"], listed.stdout
+    finally:
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -490,6 +561,218 @@ def test_keys_create_and_db_upgrade_without_database_url_use_the_embedded_server
     finally:
         kill_all(processes_of(data))
         shutil.rmtree(data, ignore_errors=True)
+
+
+# --- keys list, revoke, rotate; webhook-secret rotate -------------------------------------------
+
+
+@dataclass
+class KeysDb:
+    """A fresh, upgraded database, the CLI's environment for it, and the API on it."""
+
+    env: dict[str, str]
+    client: Any
+
+    def status_for(self, key: str) -> int:
+        return int(self.client.get("/v1/batches", headers={"Authorization": f"Bearer {key}"}).status_code)
+
+    def run(self, *args: str) -> Run:
+        return batchcalls_command(self.env, *args)
+
+    def json(self, *args: str) -> Any:
+        done = self.run(*args, "--json")
+        assert done.code == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    def wait_status(self, key: str, expected: int, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while self.status_for(key) != expected:
+            assert time.time() < deadline, f"the key still answers {self.status_for(key)} after {timeout}s"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def keys_db(servers: support.TestServers) -> Iterator[KeysDb]:
+    with more_test_servers(servers) as fresh:
+        env = {"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url}
+        assert batchcalls_command(env, "db", "upgrade").code == 0
+        app = create_app(load_settings({**env, "BATCHCALLS_RATE_LIMIT": "100000 per minute"}))
+        yield KeysDb(env, app.test_client())
+        close_pools()  # the app's pooled connections, before the database is dropped
+
+
+def test_keys_list_shows_each_key_and_its_dates_but_never_the_key(keys_db: KeysDb) -> None:
+    first, second, other = created_key(keys_db.env, "acme"), created_key(keys_db.env, "acme"), created_key(
+        keys_db.env, "globex")
+    assert keys_db.status_for(first["api_key"]) == 200  # used once: its last use is recorded
+
+    listed = keys_db.json("keys", "list")["keys"]
+    assert [(k["tenant"], k["status"]) for k in listed] == [("acme", "active"), ("acme", "active"), ("globex", "active")]
+    assert [k["prefix"] for k in listed] == [made["api_key"][:14] for made in (first, second, other)]
+    assert len({k["id"] for k in listed}) == 3
+    assert set(listed[0]) == {"id", "prefix", "tenant", "status", "created_at", "last_used_at", "expires_at",
+                              "revoked_at"}
+    assert listed[0]["last_used_at"] and listed[1]["last_used_at"] is None
+    assert all(k["created_at"].endswith("Z") and k["expires_at"] is None and k["revoked_at"] is None for k in listed)
+    assert [k["tenant"] for k in keys_db.json("keys", "list", "--tenant", "globex")["keys"]] == ["globex"]
+
+    table = keys_db.run("keys", "list")
+    assert table.code == 0 and all(k["prefix"] in table.stdout for k in listed), table.stdout
+    for made in (first, second, other):
+        for shown in (table.stdout, json.dumps(listed)):
+            assert made["api_key"] not in shown and hashlib.sha256(made["api_key"].encode()).hexdigest() not in shown
+
+    unknown = keys_db.run("keys", "list", "--tenant", "nobody")
+    assert unknown.code == 1 and "no tenant 'nobody'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_keys_revoke_stops_the_key_at_once_and_only_that_key(keys_db: KeysDb) -> None:
+    first, second = created_key(keys_db.env, "acme"), created_key(keys_db.env, "acme")
+    assert keys_db.status_for(first["api_key"]) == 200
+    revoked = keys_db.run("keys", "revoke", first["api_key"][:14])  # the prefix `keys list` shows
+    assert revoked.code == 0, revoked.stdout + revoked.stderr
+    assert "revoked key" in revoked.stdout and first["api_key"] not in revoked.stdout
+    assert keys_db.status_for(first["api_key"]) == 401
+    assert keys_db.status_for(second["api_key"]) == 200
+
+    by_id = keys_db.json("keys", "list")["keys"]
+    assert [k["status"] for k in by_id] == ["revoked", "active"] and by_id[0]["revoked_at"]
+    assert keys_db.run("keys", "revoke", str(by_id[1]["id"])).code == 0  # by id
+    assert keys_db.status_for(second["api_key"]) == 401
+    again = keys_db.run("keys", "revoke", str(by_id[1]["id"]))
+    assert again.code == 0 and "already revoked" in again.stdout
+    for unknown in ("999999", "bc_live_nosuch", "whatever"):
+        missing = keys_db.run("keys", "revoke", unknown)
+        assert missing.code == 1 and "no API key" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_keys_rotate_keeps_the_old_key_valid_for_the_overlap_then_refuses_it(keys_db: KeysDb) -> None:
+    first = created_key(keys_db.env, "acme")
+    other = created_key(keys_db.env, "globex")
+    rotated = keys_db.json("keys", "rotate", "--tenant", "acme", "--overlap", "1h")
+    assert set(rotated) == {"tenant", "api_key", "key_id", "previous_keys_valid_until"} and rotated["tenant"] == "acme"
+    assert rotated["api_key"] != first["api_key"] and rotated["previous_keys_valid_until"].endswith("Z")
+    # Within the overlap both keys work, for the same tenant.
+    assert keys_db.status_for(first["api_key"]) == 200 and keys_db.status_for(rotated["api_key"]) == 200
+    listed = {k["id"]: k for k in keys_db.json("keys", "list", "--tenant", "acme")["keys"]}
+    assert listed[rotated["key_id"]]["status"] == "active" and listed[rotated["key_id"]]["expires_at"] is None
+    old = [k for k in listed.values() if k["id"] != rotated["key_id"]]
+    assert [(k["status"], k["expires_at"]) for k in old] == [("expiring", rotated["previous_keys_valid_until"])]
+
+    # A second rotation with a short overlap: the two earlier keys stop when it ends, the newest works.
+    newest = keys_db.json("keys", "rotate", "--tenant", "acme", "--overlap", "2s")
+    keys_db.wait_status(first["api_key"], 401)
+    keys_db.wait_status(rotated["api_key"], 401)
+    assert keys_db.status_for(newest["api_key"]) == 200
+    assert keys_db.status_for(other["api_key"]) == 200  # another tenant's key is untouched
+    assert [k["status"] for k in keys_db.json("keys", "list", "--tenant", "acme")["keys"]] == [
+        "expired", "expired", "active"]
+
+    # No overlap: the previous key stops at once.
+    last = keys_db.json("keys", "rotate", "--tenant", "acme", "--overlap", "0")
+    assert keys_db.status_for(newest["api_key"]) == 401 and keys_db.status_for(last["api_key"]) == 200
+
+    for args, says in [(("--tenant", "nobody"), "no tenant 'nobody'"), (("--tenant", "acme", "--overlap", "1x"), "--overlap")]:
+        refused = keys_db.run("keys", "rotate", *args)
+        assert refused.code != 0 and says in refused.stderr and "Traceback" not in refused.stderr
+    assert [k["tenant"] for k in keys_db.json("keys", "list")["keys"]].count("nobody") == 0
+
+
+def _verifies(record: Any, secret: str) -> tuple[bool, bool]:
+    """(stripe accepts, standardwebhooks accepts) the delivered event with `secret`."""
+    try:
+        stripe.WebhookSignature.verify_header(record.body.decode(), record.headers["batchcalls-signature"], secret,
+                                              tolerance=600)
+        by_stripe = True
+    except stripe.SignatureVerificationError:
+        by_stripe = False
+    try:
+        standardwebhooks.Webhook(secret).verify(record.body, record.headers)
+        by_standard = True
+    except standardwebhooks.WebhookVerificationError:
+        by_standard = False
+    return by_stripe, by_standard
+
+
+def _delivered(stack: Stack, api_key: str) -> list[Any]:
+    body = {"calls": [{"phone_number": "+442079461230", "script": {"text": "Hi"}}], "callback_url": stack.receiver.url}
+    response = requests.post(f"{stack.api_url}/v1/batches", json=body, headers={"Authorization": f"Bearer {api_key}"},
+                             timeout=60)
+    assert response.status_code == 202, response.text
+    batch_id = response.json()["batch_id"]
+    stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=60)
+    records: list[Any] = stack.receiver.records(batch_id)
+    return records
+
+
+@pytest.fixture(scope="module")
+def rotation_stack(servers: support.TestServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Workers, beat, the API and a callback receiver on a database and Redis database of their own."""
+    with more_test_servers(servers) as own:
+        stack = start_stack(own.database_url, own.redis_url, Path(tmp_path_factory.mktemp("rotation")), workers=1)
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def test_webhook_secret_rotate_signs_with_both_secrets_during_the_overlap_then_only_the_new(
+        rotation_stack: Stack) -> None:
+    stack = rotation_stack
+    tenant_name = "rotate-" + os.urandom(4).hex()
+    tenant, api_key = create_key(stack.db, tenant_name)
+    old_secret = tenant.webhook_secrets[0]
+    env = {"DATABASE_URL": stack.env["DATABASE_URL"], "REDIS_URL": stack.env["REDIS_URL"]}
+    rotated = batchcalls_command(env, "webhook-secret", "rotate", "--tenant", tenant_name, "--overlap", "1h", "--json")
+    assert rotated.code == 0, rotated.stdout + rotated.stderr
+    printed = json.loads(rotated.stdout)
+    new_secret = printed["webhook_secret"]
+    assert WEBHOOK_SECRET.fullmatch(new_secret) and new_secret != old_secret
+    assert printed["tenant"] == tenant_name and printed["previous_secrets_valid_until"].endswith("Z")
+
+    during = _delivered(stack, api_key)
+    assert during
+    for record in during:
+        assert record.headers["webhook-signature"].count("v1,") == 2, record.headers
+        assert record.headers["batchcalls-signature"].count("v1=") == 2, record.headers
+        # A receiver still on the old secret and one already on the new both accept.
+        assert _verifies(record, old_secret) == (True, True)
+        assert _verifies(record, new_secret) == (True, True)
+
+    # The overlap ends (a rotation with none): only the newest secret signs; the others are refused.
+    last = batchcalls_command(env, "webhook-secret", "rotate", "--tenant", tenant_name, "--overlap", "0", "--json")
+    assert last.code == 0, last.stdout + last.stderr
+    newest = json.loads(last.stdout)["webhook_secret"]
+    after = _delivered(stack, api_key)
+    assert after
+    for record in after:
+        assert record.headers["webhook-signature"].count("v1,") == 1, record.headers
+        assert record.headers["batchcalls-signature"].count("v1=") == 1, record.headers
+        assert _verifies(record, newest) == (True, True)
+        assert _verifies(record, new_secret) == (False, False)
+        assert _verifies(record, old_secret) == (False, False)
+
+
+def test_rotated_webhook_secret_stops_signing_when_its_overlap_ends(rotation_stack: Stack) -> None:
+    stack = rotation_stack
+    tenant_name = "rotate-" + os.urandom(4).hex()
+    tenant, api_key = create_key(stack.db, tenant_name)
+    batch_id = _delivered(stack, api_key)[0].event["batch_id"]
+    env = {"DATABASE_URL": stack.env["DATABASE_URL"], "REDIS_URL": stack.env["REDIS_URL"]}
+    rotated = batchcalls_command(env, "webhook-secret", "rotate", "--tenant", tenant_name, "--overlap", "2s", "--json")
+    assert rotated.code == 0, rotated.stdout + rotated.stderr
+    new_secret = json.loads(rotated.stdout)["webhook_secret"]
+    deadline = time.time() + 60
+    while True:
+        with stack.db.transaction() as cur:
+            signing = webhook_secrets_for_batch(cur, batch_id)
+        if signing == (new_secret,):
+            break
+        assert set(signing) == {new_secret, tenant.webhook_secrets[0]}, signing
+        assert time.time() < deadline, f"the old secret still signs 60 s after a 2 s overlap: {signing}"
+        time.sleep(0.2)
+    refused = batchcalls_command(env, "webhook-secret", "rotate", "--tenant", "nobody-" + tenant_name)
+    assert refused.code == 1 and "no tenant" in refused.stderr and "Traceback" not in refused.stderr
 
 
 # --- submit and status -----------------------------------------------------------------------

@@ -166,8 +166,17 @@ def shell_variables(command: str) -> set[str]:
     return set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", command))
 
 
+def program_argv(command: str) -> list[str]:
+    """The program and its arguments: the words after any leading `NAME=value` assignments (which
+    set the program's environment, not its command line)."""
+    words = shlex.split(command)
+    while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):
+        words.pop(0)
+    return words
+
+
 def program(command: str) -> str:
-    return shlex.split(command)[0]
+    return program_argv(command)[0]
 
 
 # -- Procfile <-> docker-compose.yml ---------------------------------------------------------------
@@ -198,16 +207,50 @@ def test_worker_sends_task_events_for_flower() -> None:
     assert "--events" in shlex.split(procfile()["worker"])
 
 
-def test_flower_requires_basic_auth_from_the_environment() -> None:
+FAKE_PROGRAM = "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'auth': os.environ.get('FLOWER_BASIC_AUTH')}))"
+
+
+def test_flower_requires_basic_auth_from_the_environment_and_keeps_it_off_its_command_line() -> None:
     line = procfile()["flower"]
-    assert re.search(r"--basic-auth=\"?\$\{FLOWER_BASIC_AUTH", line)
+    assert program(line) == "celery"
+    fake = line.replace(" celery ", f" {shlex.quote(sys.executable)} -c {shlex.quote(FAKE_PROGRAM)} ", 1)
     # Unset, the shell refuses to start Flower instead of serving it without a password.
-    result = subprocess.run(["sh", "-c", line.replace("celery", "echo", 1)], capture_output=True, text=True,
+    result = subprocess.run(["sh", "-c", fake], capture_output=True, text=True,
                             env={"PATH": os.environ.get("PATH", "")}, timeout=10)
     assert result.returncode != 0 and "FLOWER_BASIC_AUTH" in result.stderr
-    result = subprocess.run(["sh", "-c", line.replace("celery", "echo", 1)], capture_output=True, text=True,
-                            env={"PATH": os.environ.get("PATH", ""), "FLOWER_BASIC_AUTH": "a:b c"}, timeout=10)
-    assert result.returncode == 0 and "--basic-auth=a:b c" in result.stdout
+    result = subprocess.run(["sh", "-c", fake], capture_output=True, text=True,
+                            env={"PATH": os.environ.get("PATH", ""), "FLOWER_BASIC_AUTH": "ops:pa ss"}, timeout=10)
+    assert result.returncode == 0, result.stderr
+    ran = json.loads(result.stdout)
+    assert ran["auth"] == "ops:pa ss"  # Flower gets it in its environment...
+    assert not any("pa ss" in arg or "basic" in arg.lower() for arg in ran["argv"]), ran["argv"]  # ...not in argv
+
+
+SECRET_VARIABLES = {"FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "DATABASE_URL", "REDIS_URL",
+                    "VONAGE_PRIVATE_KEY", "VONAGE_SIGNATURE_SECRET"}
+
+
+@pytest.mark.parametrize("process", PROCESS_SERVICE)
+def test_no_command_line_carries_a_secret(process: str) -> None:
+    """A process's arguments are readable by every local user (`ps`); secrets go in its environment."""
+    argv = " ".join(program_argv(procfile()[process]))
+    assert not shell_variables(argv) & SECRET_VARIABLES, argv
+    assert "--basic-auth" not in argv and "password" not in argv.lower(), argv
+
+
+def test_supervisor_runs_flower_without_credentials_on_its_command_line() -> None:
+    from batchcalls.supervisor import flower_command, flower_credentials
+
+    argv = flower_command(5555)
+    assert argv[-4:] == ["workers.tasks", "flower", "--port=5555", "--address=127.0.0.1"]
+    assert not any("auth" in arg or ":" in arg.partition("=")[2] for arg in argv[-4:]), argv
+    assert flower_credentials({"FLOWER_BASIC_AUTH": "ops:secret"}) == ("ops:secret", False)
+    # Unset (or blank), a password is made up: Flower is never served without one.
+    for environ in ({}, {"FLOWER_BASIC_AUTH": " "}):
+        made, made_up = flower_credentials(environ)
+        user, _, password = made.partition(":")
+        assert made_up and user == "flower" and len(password) >= 20 and re.fullmatch(r"[A-Za-z0-9_-]+", password)
+    assert flower_credentials({})[0] != flower_credentials({})[0]
 
 
 # -- services ----------------------------------------------------------------------------------------
@@ -359,8 +402,13 @@ def test_procfile_options_are_known_to_the_program(process: str) -> None:
 
 def test_flower_options_are_known_to_flower() -> None:
     options = sorted({token.split("=")[0][2:] for token in shlex.split(procfile()["flower"]) if token.startswith("--")})
-    assert "basic-auth" in options
+    assert "basic-auth" not in options
     check = "import sys, flower.options, tornado.options as t; sys.exit(' '.join(o for o in sys.argv[1:] if o not in t.options) or None)"
     result = _run([sys.executable, "-c", check, *options])
     assert result.returncode == 0, result.stderr
+    # Flower takes its credentials from FLOWER_BASIC_AUTH in its environment (FLOWER_ + option name).
+    reads = "import flower.command as c, flower.options as o; c.apply_env_options(); print(o.options.basic_auth)"
+    result = subprocess.run([sys.executable, "-c", reads], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "FLOWER_BASIC_AUTH": "ops:secret"})
+    assert result.returncode == 0 and result.stdout.strip() == "['ops:secret']", result.stdout + result.stderr
     assert _run([str(VENV_BIN / "celery"), "-A", "workers.tasks", "flower", "--help"]).returncode == 0
