@@ -12,7 +12,7 @@ The formatter turns the leading words into `msg="..."`, so every line is `key=va
 A value that may hold spaces, quotes or `=` (an error message, a URL) goes through `quoted()`,
 and a URL through `redact_url()` first: a callback URL's query string or user info may hold
 the receiver's token. As a safety net the formatter also redacts every `scheme://` URL it finds
-in a line. Lines of other libraries (Celery's own) become `msg="..."` whole.
+in a line, and every API key and webhook secret of ours (known by their prefixes). Lines of other libraries (Celery's own) become `msg="..."` whole.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"\\<>]+")
 # numbers, scripts) and headers (the application's JWT). They log at INFO at most.
 _QUIETED = ("urllib3", "vonage_http_client", "vonage")
 REDACTED = "[redacted]"
+# Our own credentials, recognised by their prefixes wherever a line carries one (a library's
+# line may: Flask-Limiter's names the key a client went over its limit with). The prefixes are
+# KEY_PREFIX of batchcalls.store.tenants and SECRET_PREFIX of batchcalls.signing.
+_CREDENTIAL = re.compile(r"\b(bc_live_|whsec_)[A-Za-z0-9_+/=-]+")
 
 
 def redact_url(url: str) -> str:
@@ -96,6 +100,8 @@ class LineFormatter(logging.Formatter):
             line += "\n" + self.formatException(record.exc_info)
         if "://" in line:
             line = _URL.sub(lambda found: redact_url(found.group(0)), line)
+        if "bc_live_" in line or "whsec_" in line:
+            line = _CREDENTIAL.sub(rf"\1{REDACTED}", line)
         return line
 
 

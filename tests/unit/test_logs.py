@@ -17,6 +17,8 @@ import pytest
 
 from batchcalls import logs, reconciler
 from batchcalls.logs import LineFormatter, quoted, redact_in, redact_url
+from batchcalls.signing import SECRET_PREFIX
+from batchcalls.store.tenants import KEY_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
@@ -161,6 +163,14 @@ def test_the_formatter_redacts_any_url_a_line_carries() -> None:
     assert fields["error"] == "refused by https://crm.example/h (twice)"
     line = formatted("Connected to redis://:**@127.0.0.1:6379/0", name="celery.worker.consumer.connection")
     assert parse_logfmt(line)["msg"] == "Connected to redis://127.0.0.1:6379/0"
+
+
+def test_the_formatter_redacts_our_api_keys_and_webhook_secrets() -> None:
+    key, secret = KEY_PREFIX + "AbC_d-e" * 5, SECRET_PREFIX + "q+/W=" * 8
+    line = formatted("ratelimit 1200 per 1 minute (%s) exceeded at endpoint: %s", key, "batches", name="flask-limiter")
+    assert parse_logfmt(line)["msg"] == "ratelimit 1200 per 1 minute (bc_live_[redacted]) exceeded at endpoint: batches"
+    line = formatted("oops secret=%s", quoted(f"{secret} and {secret}"))
+    assert parse_logfmt(line)["secret"] == "whsec_[redacted] and whsec_[redacted]"
 
 
 def test_libraries_that_log_request_contents_stay_above_debug() -> None:
