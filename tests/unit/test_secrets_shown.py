@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from batchcalls.errors import ConfigurationError
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus
+from batchcalls.telephony.vonage import load_private_key
 from config.settings import load_settings
 from workers.celery_app import create_celery
 from workers.queue import CeleryTaskQueue
@@ -55,3 +59,14 @@ def test_an_event_task_shows_how_many_answers_it_carries_not_what_they_say() -> 
         assert "4921" not in call["argsrepr"] and "card" not in call["argsrepr"]
         assert "'responses': '<1 responses>'" in call["argsrepr"] and "'call_id': 'call_1'" in call["argsrepr"]
     assert sent.calls[0]["args"][0]["responses"] == said  # the task itself still gets them
+
+
+def test_a_key_pasted_without_its_begin_line_is_not_echoed_in_the_error() -> None:
+    body = "MIIEowIBAAKCAQEA" + "x" * 300
+    for value in (body, "\\n".join([body[:64], body[64:128], body[128:]])):
+        with pytest.raises(ConfigurationError) as excinfo:
+            load_private_key(value)
+        assert "MIIEowIBAAKCAQEA" not in str(excinfo.value)
+        assert "neither PEM text nor a readable key file" in str(excinfo.value)
+    with pytest.raises(ConfigurationError, match="/nonexistent/private.key: No such file"):
+        load_private_key("/nonexistent/private.key")
