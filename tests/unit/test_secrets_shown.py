@@ -70,3 +70,11 @@ def test_a_key_pasted_without_its_begin_line_is_not_echoed_in_the_error() -> Non
         assert "neither PEM text nor a readable key file" in str(excinfo.value)
     with pytest.raises(ConfigurationError, match="/nonexistent/private.key: No such file"):
         load_private_key("/nonexistent/private.key")
+
+
+def test_the_settings_repr_shows_no_secret() -> None:
+    settings = load_settings(SECRETS)
+    shown = repr(settings)
+    assert [secret for secret in SHOWN_NEVER if secret in shown] == []
+    assert "vonage_application_id='app-1'" in shown and "database_url='********'" in shown
+    assert "vonage_signature_secret=None" in repr(load_settings({}))
