@@ -9,7 +9,8 @@ Where it looks: every log line of the API, the workers and beat; every error bod
 answers; every task event the workers publish (what Flower's task pages show: `argsrepr`,
 `kwargsrepr`, results, exceptions) and the arguments of active, reserved and scheduled tasks
 (Flower's worker page, `celery inspect`); Celery's configuration dump (`celery inspect conf`,
-Flower's Config tab).
+Flower's Config tab); and Flower itself, running beside the stack (its `/api/tasks` and
+`/api/workers`, and its log).
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ class SecretStack:
     fake: FakeVonage
     application: Application
     api_url: str  # gunicorn's
+    flower_url: str
     app: Celery  # a client of the stack's broker, as Flower is
     task_events: TaskEvents
     error_bodies: list[str] = field(default_factory=list)
@@ -192,19 +194,28 @@ def secret_stack(servers: test_servers.TestServers, tmp_path_factory: pytest.Tem
                                     "1", "api.app:create_app()"], cwd=ROOT, env={**stack.env, "BATCHCALLS_RATE_LIMIT": RATE_LIMIT},
                                    stdout=api_log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+            flower_url = f"http://127.0.0.1:{free_port()}"
+            flower_log = open(stack.log_dir / "flower.log", "ab")  # noqa: SIM115 - closed below
+            flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.tasks", "flower",
+                                       "--address=127.0.0.1", f"--port={urlsplit(flower_url).port}"], cwd=ROOT,
+                                      env={**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}, stdout=flower_log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
             app = create_celery(load_settings(stack.env))
             events = None
             try:
                 wait_for(lambda: _answers(f"{api_url}/healthz"), 30, "the API answered")
                 wait_for(lambda: len(app.control.ping(timeout=1)) == 2, 60, "both workers answered")
+                wait_for(lambda: _answers(f"{flower_url}/healthcheck"), 30, "Flower answered")
                 events = TaskEvents(app)
-                yield SecretStack(stack, fake, application, api_url, app, events)
+                yield SecretStack(stack, fake, application, api_url, flower_url, app, events)
             finally:
                 if events is not None:
                     events.stop()
-                api.terminate()
-                api.wait(15)
+                for process in (api, flower):
+                    process.terminate()
+                    process.wait(15)
                 api_log.close()
+                flower_log.close()
                 stack.stop()
     finally:
         fake.stop()
@@ -293,8 +304,15 @@ def test_a_whole_batch_leaks_no_secret_and_no_callees_answer(secret_stack: Secre
         assert s.over_the_rate_limit(key)
     assert len(s.error_bodies) >= 7, s.error_bodies
 
+    # What Flower shows: its task list (arguments, results) and its workers (configuration,
+    # active, reserved and scheduled tasks).
+    flower_tasks = requests.get(f"{s.flower_url}/api/tasks", timeout=30).json()
+    assert {t["name"] for t in flower_tasks.values()} >= {"batchcalls.place_call", "batchcalls.deliver"}
+    flower_workers = requests.get(f"{s.flower_url}/api/workers", params={"refresh": 1}, timeout=60).json()
+    assert all(w.get("conf") for w in flower_workers.values()) and len(flower_workers) == 2, flower_workers.keys()
+
     logs = {path.name: path.read_text(errors="replace") for path in sorted(s.stack.log_dir.glob("*.log"))}
-    assert set(logs) >= {"api.log", "beat.log", "w1.log", "w2.log"}
+    assert set(logs) >= {"api.log", "beat.log", "w1.log", "w2.log", "flower.log"}
     everything = "\n".join(logs.values())
     assert "level=debug" in logs["w1.log"] and "level=debug" in logs["beat.log"]  # DEBUG lines were written
 
@@ -310,6 +328,8 @@ def test_a_whole_batch_leaks_no_secret_and_no_callees_answer(secret_stack: Secre
         "error bodies": found_in("\n".join(s.error_bodies), secret | personal),
         "task events (Flower's task pages)": found_in(task_events, secret | personal),
         "held tasks (Flower's worker page)": found_in(held_tasks, secret | personal),
+        "Flower's /api/tasks": found_in(json.dumps(flower_tasks), secret | personal),
+        "Flower's /api/workers": found_in(json.dumps(flower_workers), secret | personal),
     }
     found = {where: names for where, names in leaks.items() if names}
     assert not found, json.dumps(found, indent=1)
