@@ -3,8 +3,9 @@
 body's SHA-256), else it gets 401 and changes nothing.
 
 They answer fast (Vonage retries a webhook not answered within seconds): a status event becomes
-a `record_event` task, an input result a `record_responses` task, and the input webhook answers
-with the NCCO of the script's next segment. Translation lives in
+a `record_event` task; an input result is stored here, before the input webhook answers with the
+NCCO of the script's next segment (what a callee said or typed never rides in a task's
+arguments, which Flower and `celery inspect` show). Translation lives in
 `batchcalls.telephony.vonage_webhooks`.
 """
 
@@ -97,7 +98,7 @@ def vonage_input() -> Response:
     name = step.get("name")
     responses = vw.responses_from_input(payload, attempt, step_index, name if isinstance(name, str) else None,
                                         time.time())
-    engine.tasks.record_responses(call_id, attempt, responses)
+    engine.record_responses(call_id, attempt, responses)
     voice = voice_catalog().get(call["voice_id"]) if call["voice_id"] else None
     settings = engine.settings
     actions = ncco.render(

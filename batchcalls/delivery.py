@@ -24,7 +24,7 @@ from redis.lock import Lock
 from batchcalls.callbacks import check_callback_url
 from batchcalls.errors import InvalidRequest
 from batchcalls.events import backoff_seconds
-from batchcalls.logs import quoted
+from batchcalls.logs import quoted, redact_in, redact_url
 from batchcalls.metrics import Metrics
 from batchcalls.signing import signature_headers
 from batchcalls.store import batches, outbox
@@ -194,7 +194,8 @@ class Relay:
                         retry_in = backoff_seconds(event["delivery_attempts"] + 1)
                         outbox.mark_failed(cur, event["seq"], error, retry_in, give_up)
                     log.warning("event delivery failed batch_id=%s event_id=%s url=%s error=%s retry_in=%s", batch_id,
-                                event["id"], quoted(url), quoted(error), "never" if give_up else f"{retry_in:.1f}")
+                                event["id"], quoted(redact_url(url)), quoted(redact_in(error, url)),
+                                "never" if give_up else f"{retry_in:.1f}")
                     if not give_up:
                         return delivered, retry_in
             finally:

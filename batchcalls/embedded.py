@@ -39,7 +39,7 @@ import platformdirs
 import psutil
 
 from batchcalls.errors import BatchcallsError
-from batchcalls.logs import quoted
+from batchcalls.logs import quoted, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _start(
     while (claim := _claim(lock_path)) is None:
         state = _read_state(lock_path)
         if _serving(state):
-            log.info("using the embedded server another process runs server=%s url=%s", name, quoted(state["url"]))
+            log.info("using the embedded server another process runs server=%s url=%s", name, quoted(redact_url(state["url"])))
             return EmbeddedServer(name, state["url"], state["pid"], owned=False)
         if time.monotonic() > deadline:
             raise EmbeddedServerError(f"another process holds {lock_path} but serves no {name}")
@@ -143,7 +143,7 @@ def _start(
     except BaseException:
         claim.close()
         raise
-    log.info("started embedded server server=%s url=%s seconds=%.1f", name, quoted(url), time.monotonic() - started)
+    log.info("started embedded server server=%s url=%s seconds=%.1f", name, quoted(redact_url(url)), time.monotonic() - started)
 
     def stop() -> None:
         try:

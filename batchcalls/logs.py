@@ -9,8 +9,10 @@ The formatter turns the leading words into `msg="..."`, so every line is `key=va
 
     ts=2026-01-01T00:00:00.000Z level=info logger=batchcalls.engine pid=7 msg="rebuilt Redis state" batch_id=batch_1 ready=3
 
-A value that may hold spaces, quotes or `=` (an error message, a URL) goes through `quoted()`.
-Lines of other libraries (Celery's own) become `msg="..."` whole.
+A value that may hold spaces, quotes or `=` (an error message, a URL) goes through `quoted()`,
+and a URL through `redact_url()` first: a callback URL's query string or user info may hold
+the receiver's token. As a safety net the formatter also redacts every `scheme://` URL it finds
+in a line, and every API key and webhook secret of ours (known by their prefixes). Lines of other libraries (Celery's own) become `msg="..."` whole.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import re
 import sys
 import time
+from urllib.parse import urlsplit
 
 _KEY = r"[A-Za-z_][A-Za-z0-9_.:-]*"
 _VALUE = r'(?:"(?:[^"\\\n]|\\.)*"|[^\s"=]*)'
@@ -28,6 +31,41 @@ _VALUE = r'(?:"(?:[^"\\\n]|\\.)*"|[^\s"=]*)'
 _PAIRS = re.compile(rf"(?:^|(?<= )){_KEY}={_VALUE}(?: {_KEY}={_VALUE})*$")
 _NEEDS_QUOTES = re.compile(r'[\s"=\\]|[^\x20-\x7e]')
 _LONGEST_SPLIT = 4000  # a longer message (a dump of some sort) is one msg, not searched for pairs
+# A URL as it shows in a line, bare or inside a quoted value (which ends at a quote or an escape).
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"\\<>]+")
+# Libraries whose DEBUG lines carry what a request holds: urllib3 writes each request's path
+# with its query string (a callback's token), the Vonage SDK each request's body (phone
+# numbers, scripts) and headers (the application's JWT). They log at INFO at most.
+_QUIETED = ("urllib3", "vonage_http_client", "vonage")
+REDACTED = "[redacted]"
+# Our own credentials, recognised by their prefixes wherever a line carries one (a library's
+# line may: Flask-Limiter's names the key a client went over its limit with). The prefixes are
+# KEY_PREFIX of batchcalls.store.tenants and SECRET_PREFIX of batchcalls.signing.
+_CREDENTIAL = re.compile(r"\b(bc_live_|whsec_)[A-Za-z0-9_+/=-]+")
+
+
+def redact_url(url: str) -> str:
+    """`url` without its user info, query and fragment (where credentials and tokens ride), for
+    a log line: `https://u:p@crm.example/hooks?token=x` -> `https://crm.example/hooks`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme or parts.netloc else parts.path
+
+
+def redact_in(text: str, url: str) -> str:
+    """`text` (an error message about a request to `url`) with the URL's user info, query and
+    fragment replaced by REDACTED wherever they show."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return text
+    userinfo = parts.netloc.rpartition("@")[0]
+    for secret in sorted((s for s in (parts.query, parts.fragment, userinfo) if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def quoted(value: object) -> str:
@@ -60,6 +98,10 @@ class LineFormatter(logging.Formatter):
             line += f" {pairs}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        if "://" in line:
+            line = _URL.sub(lambda found: redact_url(found.group(0)), line)
+        if "bc_live_" in line or "whsec_" in line:
+            line = _CREDENTIAL.sub(rf"\1{REDACTED}", line)
         return line
 
 
@@ -70,3 +112,5 @@ def configure(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or os.environ.get("BATCHCALLS_LOG_LEVEL", "INFO"))
+    for name in _QUIETED:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -113,6 +113,20 @@ class Settings:
         if self.provider == "vonage":
             return f"vonage:{self.vonage_application_id}"
         return "simulator"
+
+    def __repr__(self) -> str:
+        """Every field but the secrets' values: a repr ends up in logs, tracebacks and dumps."""
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in SECRET_FIELDS and value:
+                value = "********"
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+# Fields whose values are credentials (the URLs may hold passwords).
+SECRET_FIELDS = frozenset({"database_url", "redis_url", "vonage_private_key", "vonage_signature_secret"})
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

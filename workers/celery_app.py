@@ -1,4 +1,10 @@
-"""The Celery application, built from settings when `create_celery` runs."""
+"""The Celery application, built from settings when `create_celery` runs.
+
+The settings live on the app object (`BatchcallsCelery.settings`), never in `app.conf`: Celery's
+configuration is what `celery inspect conf` and Flower's Config tab show, and Celery hides only
+keys whose names look secret (and masks the broker URL's password), not the fields of an object
+stored under another name. What `app.conf` holds is Celery's own settings and the broker URL.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,15 @@ TASK_NAMES = ("dispatch", "place_call", "place_calls", "record_event", "record_e
               "wake", "deliver", "reconcile")
 
 
-def create_celery(settings: Settings | None = None) -> Celery:
+class BatchcallsCelery(Celery):  # type: ignore[misc]
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("batchcalls", broker=settings.redis_url)
+        self.settings = settings
+
+
+def create_celery(settings: Settings | None = None) -> BatchcallsCelery:
     settings = settings or load_settings()
-    app = Celery("batchcalls", broker=settings.redis_url)
+    app = BatchcallsCelery(settings)
     app.conf.update(
         # kombu's Redis transport, reusing one Redis client per channel (workers/broker.py).
         broker_transport="workers.broker:Transport",
@@ -49,6 +61,5 @@ def create_celery(settings: Settings | None = None) -> Celery:
         },
         timezone="UTC",
     )
-    app.conf.batchcalls_settings = settings
     return app
 

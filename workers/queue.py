@@ -1,4 +1,9 @@
-"""The engine's TaskQueue on Celery: every task is sent by name, so senders need no task code."""
+"""The engine's TaskQueue on Celery: every task is sent by name, so senders need no task code.
+
+A task's arguments are ids, counts and provider statuses: Flower and `celery inspect` show them
+(`argsrepr` on task pages; the arguments themselves for active, reserved and scheduled tasks), so
+no phone number, script text or callee's answer is ever one.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from celery import Celery
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from batchcalls.engine import EVENT_PRIORITY
 from batchcalls.models import ProviderEvent
+from workers.celery_app import BatchcallsCelery
 from workers.inbox import Inbox
 
 # What Flower shows of a task's arguments is cut at this length, as Celery's own repr cuts it.
@@ -20,13 +25,15 @@ REPR_MAX = 1024
 
 
 class CeleryTaskQueue:
-    def __init__(self, app: Celery) -> None:
+    def __init__(self, app: BatchcallsCelery) -> None:
         self.app = app
 
-    def _send(self, name: str, args: Sequence[Any], kwargs: dict[str, Any] | None = None, **options: Any) -> None:
-        """`send_task` with the arguments' repr made by the builtin `repr`: Celery's own
-        (`saferepr`, pure Python) took a third of the CPU of sending a task."""
-        self.app.send_task(name, args, kwargs, argsrepr=repr(tuple(args))[:REPR_MAX],
+    def _send(self, name: str, args: Sequence[Any], kwargs: dict[str, Any] | None = None, *,
+              shown: Sequence[Any] | None = None, **options: Any) -> None:
+        """`send_task` with the arguments' repr (what Flower's task pages show, `shown` when
+        given) made by the builtin `repr`: Celery's own (`saferepr`, pure Python) took a third of
+        the CPU of sending a task."""
+        self.app.send_task(name, args, kwargs, argsrepr=repr(tuple(args if shown is None else shown))[:REPR_MAX],
                            kwargsrepr=repr(kwargs or {})[:REPR_MAX], **options)
 
     def warm_up(self) -> None:
@@ -69,7 +76,7 @@ class CeleryTaskQueue:
 
     @functools.cached_property
     def inbox(self) -> Inbox:
-        settings = self.app.conf.batchcalls_settings
+        settings = self.app.settings
         # Retried over about two seconds, as kombu retries a publish: a Redis that restarts
         # would otherwise lose the events sent meanwhile (an entry sent twice is harmless).
         client = redis.Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 6),
@@ -88,7 +95,9 @@ class CeleryTaskQueue:
         if countdown <= 0:
             self.inbox.put([event])
             return
-        self._send("batchcalls.record_event", (event.to_message(),), countdown=countdown, priority=EVENT_PRIORITY)
+        message = event.to_message()
+        self._send("batchcalls.record_event", (message,), shown=(shown_event(message),), countdown=countdown,
+                   priority=EVENT_PRIORITY)
 
     def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None:
         """Events of one call due at the same instant, applied in order by one drain or task."""
@@ -98,8 +107,14 @@ class CeleryTaskQueue:
         if len(events) == 1:
             self.record_event(events[0], countdown)
             return
-        self._send("batchcalls.record_events", ([e.to_message() for e in events],),
+        messages = [e.to_message() for e in events]
+        self._send("batchcalls.record_events", (messages,), shown=([shown_event(m) for m in messages],),
                    countdown=countdown, priority=EVENT_PRIORITY)
 
-    def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> None:
-        self._send("batchcalls.record_responses", (call_id, attempt, responses), priority=1)
+
+def shown_event(message: dict[str, Any]) -> dict[str, Any]:
+    """An event message as its task's repr shows it: what the callee answered (speech, digits)
+    counted, not shown."""
+    if not message.get("responses"):
+        return message
+    return {**message, "responses": f"<{len(message['responses'])} responses>"}

@@ -49,7 +49,7 @@ def _check_provider(**_: object) -> None:
     """A worker whose provider cannot work (a missing Vonage setting, a bad key) refuses to start,
     rather than failing every call. Celery logs and swallows a handler's exception: exit instead."""
     try:
-        make_provider(app.conf.batchcalls_settings, CeleryTaskQueue(app))
+        make_provider(app.settings, CeleryTaskQueue(app))
     except ConfigurationError as exc:
         log.critical("cannot start the worker error=%s", logs.quoted(exc))
         raise SystemExit(f"cannot start the worker: {exc}") from exc
@@ -100,7 +100,7 @@ def _parts() -> tuple[Engine, Relay]:
     """One engine per worker process, built after fork."""
     global _engine
     if _engine is None or _engine[0] != os.getpid():
-        settings = app.conf.batchcalls_settings
+        settings = app.settings
         client = redis.Redis.from_url(settings.redis_url)
         queue = CeleryTaskQueue(app)
         db = Database(settings.database_url, prepare=settings.pg_prepared_statements)
@@ -197,6 +197,7 @@ def _flush(engine: Engine, work: Gathered, shard: int) -> None:
 
 @app.task(base=EngineTask, name="batchcalls.record_responses")
 def record_responses(call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
+    """Input results queued by an API of an earlier release; the API now stores them itself."""
     return _parts()[0].record_responses(call_id, attempt, responses)
 
 

@@ -83,6 +83,9 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _ALREADY_OVER = frozenset({400, 404, 409, 410})
 
 
+MAX_PATH_SHOWN = 255
+
+
 def load_private_key(value: str) -> rsa.RSAPrivateKey:
     """The application's RSA private key from `VONAGE_PRIVATE_KEY`: PEM text (PKCS#8 or PKCS#1;
     literal `\\n` sequences, as environment variables carry them, are line breaks) or the path of
@@ -96,8 +99,11 @@ def load_private_key(value: str) -> rsa.RSAPrivateKey:
         try:
             data = path.read_bytes()
         except OSError as exc:
+            # Named only when it may be a path: a key pasted without its BEGIN line is key material,
+            # and this message is logged.
+            named = f"{path}: " if len(text) <= MAX_PATH_SHOWN and "\\n" not in text else ""
             raise ConfigurationError(
-                f"VONAGE_PRIVATE_KEY is neither PEM text nor a readable key file: {path}: {exc.strerror}"
+                f"VONAGE_PRIVATE_KEY is neither PEM text nor a readable key file: {named}{exc.strerror}"
             ) from exc
         where = f"VONAGE_PRIVATE_KEY file {path}"
     try:

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from batchcalls import reconciler
-from batchcalls.logs import LineFormatter, quoted
+from batchcalls import logs, reconciler
+from batchcalls.logs import LineFormatter, quoted, redact_in, redact_url
+from batchcalls.signing import SECRET_PREFIX
+from batchcalls.store.tenants import KEY_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
@@ -87,10 +89,10 @@ def test_the_rebuilt_line_carries_the_batch_id_as_a_field() -> None:
 
 
 def test_values_with_spaces_quotes_and_equals_signs_are_quoted() -> None:
-    error = 'HTTP 500 "oops" at https://crm.example/hook?a=1\nsecond line'
+    error = 'HTTP 500 "oops" at https://crm.example/hook\nsecond line a=1'
     fields = parse_logfmt(formatted("event delivery failed batch_id=%s url=%s error=%s retry_in=%.1f",
-                                    "batch_1", quoted("https://crm.example/hook?a=1"), quoted(error), 2.0))
-    assert fields["url"] == "https://crm.example/hook?a=1"
+                                    "batch_1", quoted("https://crm.example/hook"), quoted(error), 2.0))
+    assert fields["url"] == "https://crm.example/hook"
     assert fields["error"] == error and fields["retry_in"] == "2.0" and fields["batch_id"] == "batch_1"
     assert quoted("batch_1") == "batch_1" and quoted("") == '""'
 
@@ -123,6 +125,69 @@ def test_a_real_code_path_writes_batch_id_and_call_id(caplog: pytest.LogCaptureF
     assert (fields["batch_id"], fields["call_id"], fields["attempt"]) == ("batch_17", "call_42", "2")
     assert fields["reason"] == "the provider never confirmed this call"
     assert fields["level"] == "warning" and fields["msg"] == "ending a silent attempt as failed"
+
+
+# -- URLs: no credentials, tokens or fragments in a line -----------------------------------------
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://crm.example/hooks?token=s3cr3t", "https://crm.example/hooks"),
+    ("https://user:pa55@crm.example:8443/hooks/x?a=1&token=s3cr3t#frag", "https://crm.example:8443/hooks/x"),
+    ("https://crm.example", "https://crm.example"),
+    ("https://crm.example?token=s3cr3t", "https://crm.example"),
+    ("http://[::1]:8080/h#token=s3cr3t", "http://[::1]:8080/h"),
+    ("https://:pa55@crm.example/", "https://crm.example/"),
+    ("redis://:pa55@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("crm.example/hooks?token=s3cr3t", "crm.example/hooks"),
+    ("http://[::1/h?token=s3cr3t", "<invalid URL>"),
+])
+def test_a_logged_url_loses_its_user_info_query_and_fragment(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_an_error_about_a_url_loses_the_urls_secrets_wherever_they_show() -> None:
+    url = "https://bob:pa55@crm.example/hooks?token=s3cr3t&x=1#f-r-a-g"
+    error = "MaxRetryError: Max retries exceeded with url: /hooks?token=s3cr3t&x=1 (bob:pa55) f-r-a-g"
+    assert redact_in(error, url) == "MaxRetryError: Max retries exceeded with url: /hooks?[redacted] ([redacted]) [redacted]"
+    assert redact_in("HTTP 500", url) == "HTTP 500"
+    assert redact_in("HTTP 500", "http://[::1") == "HTTP 500"
+
+
+def test_the_formatter_redacts_any_url_a_line_carries() -> None:
+    """A safety net for lines that did not call `redact_url` (another library's, a forgotten one)."""
+    line = formatted("event delivery failed url=%s error=%s", quoted("https://u:p@crm.example/h?token=s3cr3t"),
+                     quoted("refused by https://crm.example/h?token=s3cr3t#x (twice)"))
+    assert "s3cr3t" not in line and "u:p" not in line
+    fields = parse_logfmt(line)
+    assert fields["url"] == "https://crm.example/h"
+    assert fields["error"] == "refused by https://crm.example/h (twice)"
+    line = formatted("Connected to redis://:**@127.0.0.1:6379/0", name="celery.worker.consumer.connection")
+    assert parse_logfmt(line)["msg"] == "Connected to redis://127.0.0.1:6379/0"
+
+
+def test_the_formatter_redacts_our_api_keys_and_webhook_secrets() -> None:
+    key, secret = KEY_PREFIX + "AbC_d-e" * 5, SECRET_PREFIX + "q+/W=" * 8
+    line = formatted("ratelimit 1200 per 1 minute (%s) exceeded at endpoint: %s", key, "batches", name="flask-limiter")
+    assert parse_logfmt(line)["msg"] == "ratelimit 1200 per 1 minute (bc_live_[redacted]) exceeded at endpoint: batches"
+    line = formatted("oops secret=%s", quoted(f"{secret} and {secret}"))
+    assert parse_logfmt(line)["secret"] == "whsec_[redacted] and whsec_[redacted]"
+
+
+def test_libraries_that_log_request_contents_stay_above_debug() -> None:
+    """urllib3 logs each request's path and query at DEBUG; the Vonage SDK its body and headers."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("urllib3", "vonage_http_client")}
+    try:
+        logs.configure("DEBUG")
+        assert root.isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("vonage_http_client.http_client").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("urllib3.connectionpool").isEnabledFor(logging.INFO)
+    finally:
+        root.handlers[:], level, levels = saved
+        root.setLevel(level)
+        for name, value in levels.items():
+            logging.getLogger(name).setLevel(value)
 
 
 # -- every log call in the code ---------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""What Celery shows of its configuration and of a task's arguments (`celery inspect conf`,
+Flower's Config tab and task pages) holds no secret and no callee's answer (pure: no broker)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from batchcalls.errors import ConfigurationError
+from batchcalls.models import ProviderEvent
+from batchcalls.states import AttemptStatus
+from batchcalls.telephony.vonage import load_private_key
+from config.settings import load_settings
+from workers.celery_app import create_celery
+from workers.queue import CeleryTaskQueue
+
+SECRETS = {
+    "DATABASE_URL": "postgresql://bc:pg-Pa55-word@db.internal:5432/batchcalls",
+    "REDIS_URL": "redis://:redis-Pa55-word@redis.internal:6379/0",
+    "VONAGE_APPLICATION_ID": "app-1",
+    "VONAGE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----",
+    "VONAGE_SIGNATURE_SECRET": "signature-secret-0123456789",
+}
+SHOWN_NEVER = ("pg-Pa55-word", "redis-Pa55-word", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "signature-secret-0123456789")
+
+
+def test_the_celery_configuration_holds_no_setting_of_ours_and_no_secret() -> None:
+    app = create_celery(load_settings(SECRETS))
+    for with_defaults in (False, True):
+        # What the worker's `conf` control command answers (celery/worker/control.py).
+        dump = json.dumps(app.conf.table(with_defaults=with_defaults), default=repr)
+        for secret in SHOWN_NEVER:
+            assert secret not in dump, (secret, with_defaults)
+    assert app.conf.table()["broker_url"] == "redis://:********@redis.internal:6379/0"
+    assert app.settings.vonage_signature_secret == "signature-secret-0123456789"
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def send_task(self, name: str, args: Any, kwargs: Any, **options: Any) -> None:
+        self.calls.append({"name": name, "args": args, **options})
+
+
+def test_an_event_task_shows_how_many_answers_it_carries_not_what_they_say() -> None:
+    app = create_celery(load_settings(SECRETS))
+    sent = Sent()
+    app.send_task = sent.send_task
+    queue = CeleryTaskQueue(app)
+    said = [{"step": 1, "digits": "4921", "speech": [{"text": "my card number is 4921", "confidence": 0.9}]}]
+    answered = ProviderEvent("call_1", 1, AttemptStatus.ANSWERED, 1.0, provider_call_id="u-1", responses=said)
+    queue.record_event(answered, countdown=2)
+    queue.record_events([answered, ProviderEvent("call_1", 1, AttemptStatus.RINGING, 0.5)], countdown=2)
+    assert [c["name"] for c in sent.calls] == ["batchcalls.record_event", "batchcalls.record_events"]
+    for call in sent.calls:
+        assert "4921" not in call["argsrepr"] and "card" not in call["argsrepr"]
+        assert "'responses': '<1 responses>'" in call["argsrepr"] and "'call_id': 'call_1'" in call["argsrepr"]
+    assert sent.calls[0]["args"][0]["responses"] == said  # the task itself still gets them
+
+
+def test_a_key_pasted_without_its_begin_line_is_not_echoed_in_the_error() -> None:
+    body = "MIIEowIBAAKCAQEA" + "x" * 300
+    for value in (body, "\\n".join([body[:64], body[64:128], body[128:]])):
+        with pytest.raises(ConfigurationError) as excinfo:
+            load_private_key(value)
+        assert "MIIEowIBAAKCAQEA" not in str(excinfo.value)
+        assert "neither PEM text nor a readable key file" in str(excinfo.value)
+    with pytest.raises(ConfigurationError, match="/nonexistent/private.key: No such file"):
+        load_private_key("/nonexistent/private.key")
+
+
+def test_the_settings_repr_shows_no_secret() -> None:
+    settings = load_settings(SECRETS)
+    shown = repr(settings)
+    assert [secret for secret in SHOWN_NEVER if secret in shown] == []
+    assert "vonage_application_id='app-1'" in shown and "database_url='********'" in shown
+    assert "vonage_signature_secret=None" in repr(load_settings({}))
