@@ -148,7 +148,8 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 
 BATCH_ID = {"in": "path", "name": "batch_id", "required": True, "description": "The batch's id.",
             "schema": {"type": "string"}, "example": "batch_xyz789"}
-CURSOR = _query("cursor", "`next_cursor` of the previous page.", {"type": "string"})
+CURSOR = _query("cursor", "`next_cursor` of the previous page; any other value is a 422.",
+                {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+$"})
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
@@ -309,6 +310,10 @@ SCHEMAS: dict[str, type[Schema] | Schema] = {
 _NAMES: dict[type[Schema], str] = {CallSchema: "NewCall"}
 
 
+# What a marshmallow schema cannot say about its fields together (batchcalls.scripts checks it).
+CROSS_FIELD_RULES = {"Script": {"oneOf": [{"required": ["text"]}, {"required": ["steps"]}]}}
+
+
 def _schema_name(schema: type[Schema] | Schema) -> str:
     cls = schema if isinstance(schema, type) else type(schema)
     return _NAMES.get(cls) or cls.__name__.removesuffix("Schema")
@@ -337,6 +342,8 @@ def build_document(*, max_concurrency: int, voices: Mapping[str, object], rate_l
     for path, operations in _paths(SEED_EXAMPLES).items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
+    for name, rules in CROSS_FIELD_RULES.items():
+        document["components"]["schemas"][name].update(rules)
     webhooks = _webhooks()
     for hook in webhooks.values():
         body = hook["post"]["requestBody"]["content"]["application/json"]

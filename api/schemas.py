@@ -18,6 +18,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from batchcalls.errors import InvalidRequest, InvalidScript
 from batchcalls.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
+from batchcalls.scripts import MAX_TEXT_CHARS
 
 MAX_METADATA_BYTES = 16 * 1024
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
@@ -190,12 +191,16 @@ class BatchRequestSchema(Schema):
 # names equal to CALL_FIELDS, SCRIPT_FIELDS and STEP_KINDS.
 
 
+# Text spoken by a step: what `batchcalls.scripts` accepts.
+_SPOKEN = [validate.Length(min=1, max=MAX_TEXT_CHARS), validate.Regexp(r"\S")]
+
+
 class TextStepSchema(Schema):
     """A step spoken to the callee."""
 
     type = fields.String(validate=validate.OneOf(["text"]), metadata=_doc("`text` (the default)."))
-    text = fields.String(required=True, metadata=_doc("1 to 1,500 characters, not blank.",
-                                                      example="Hello, I'm calling about our new product."))
+    text = fields.String(required=True, validate=_SPOKEN, metadata=_doc(
+        "Not blank.", example="Hello, I'm calling about our new product."))
 
 
 class InputStepSchema(Schema):
@@ -228,10 +233,9 @@ class ScriptSchema(Schema):
 
     type = fields.String(metadata=_doc("A label of the script, shown as the call's `script_type`.",
                                        example="sales_call"))
-    text = fields.String(metadata=_doc("1 to 1,500 characters, not blank.",
-                                       example="Hello, this is a test call."))
+    text = fields.String(validate=_SPOKEN, metadata=_doc("Not blank.", example="Hello, this is a test call."))
     steps = fields.List(fields.Dict(metadata={"one_of": [TextStepSchema, InputStepSchema, AgentStepSchema]}),
-                        metadata=_doc("At least one step: text, input or agent."))
+                        validate=validate.Length(min=1), metadata=_doc("Text, input or agent steps."))
 
 
 class CallSchema(Schema):

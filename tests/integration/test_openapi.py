@@ -63,6 +63,15 @@ def test_reading_the_contract_does_not_spend_a_keys_rate_limit(api_factory: Call
     assert api.get("/v1/batches").status_code == 429
 
 
+def test_a_method_a_route_does_not_have_is_405_naming_those_it_has(api: Api) -> None:
+    for path, allowed in (("/docs", {"GET", "HEAD", "OPTIONS"}), ("/healthz", {"GET", "HEAD", "OPTIONS"}),
+                          ("/v1/batches", {"GET", "HEAD", "OPTIONS", "POST"})):
+        response = api.client.open(path, method="TRACE", headers=api.headers())
+        assert response.status_code == 405, path
+        assert response.json is not None and response.json["error"]["code"] == "method_not_allowed"
+        assert set(response.headers["Allow"].split(", ")) == allowed, path
+
+
 def test_every_route_the_app_serves_is_documented(api: Api) -> None:
     document = api.client.get("/v1/openapi.json").json
     assert document is not None

@@ -26,6 +26,7 @@ from api.schemas import (
     TextStepSchema,
     load_batch_request,
 )
+from batchcalls.errors import BatchcallsError
 from batchcalls.events import EventType, make_event
 from batchcalls.scripts import STEP_KINDS
 from batchcalls.signing import signature_headers
@@ -149,6 +150,30 @@ def test_request_schema_refuses_unknown_fields_like_the_api(document: dict[str, 
     body = {"calls": [{"phone_number": "+14155552671", "script": {"text": "Hi."}, "colour": "red"}]}
     with pytest.raises(jsonschema.ValidationError):
         validate(document, body, component("BatchRequest"))
+
+
+SCRIPTS = [
+    {"text": "Hello."}, {"type": "survey", "steps": [{"text": "Hi."}, {"type": "input", "dtmf": True}]},
+    {"text": "Hello.", "steps": [{"text": "Hi."}]}, {"type": "survey"}, {"text": " "}, {"text": ""},
+    {"text": "x" * 1500}, {"text": "x" * 1501}, {"steps": []}, {"steps": [{"type": "agent", "url": "wss://a.example"}]},
+    {"steps": [{"type": "dance"}]}, {"steps": [{"text": "Hi.", "colour": "red"}]},
+]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: json.dumps(s)[:40])
+def test_the_document_and_the_real_checks_agree_on_scripts(document: dict[str, Any], script: dict[str, Any]) -> None:
+    body = {"calls": [{"phone_number": "+14155552671", "script": script}]}
+    try:
+        validate(document, body, component("BatchRequest"))
+        documented = True
+    except jsonschema.ValidationError:
+        documented = False
+    try:
+        build_batch(load_batch_request(body), max_concurrency=100, voices=voice_catalog())
+        accepted = True
+    except BatchcallsError:
+        accepted = False
+    assert documented == accepted
 
 
 # --- routes, errors, security ---------------------------------------------------------------
