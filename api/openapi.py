@@ -295,7 +295,7 @@ SEED_EXAMPLES = {
                        {"text": "Hi, I'm calling to follow up on your support ticket."}]}}],
         "concurrency": 5, "priority": 5,
         "retry_config": {"max_attempts": 3, "delay": 300, "backoff_multiplier": 2, "retry_on": ["busy", "no_answer"]},
-        "callback_url": "https://crm.example.com/hooks/batchcalls", "metadata": {"campaign": "spring"}}},
+        "callback_url": "https://example.com/hooks/batchcalls", "metadata": {"campaign": "spring"}}},
 }
 
 SCHEMAS: dict[str, type[Schema] | Schema] = {

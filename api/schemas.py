@@ -177,7 +177,7 @@ class BatchRequestSchema(Schema):
     # callbacks are delivered; here it only has to be an http(s) URL.
     callback_url = fields.Url(allow_none=True, require_tld=False, schemes={"http", "https"}, metadata=_doc(
         "Where the batch's signed events are POSTed (see `webhooks`); https unless the operator"
-        " allows http.", example="https://crm.example.com/hooks/batchcalls", format="uri"))
+        " allows http.", example="https://example.com/hooks/batchcalls", format="uri"))
     priority = fields.Integer(strict=True, validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
                               metadata=_doc("0 (highest) to 9; the default of every call of the batch.",
                                             example=5))

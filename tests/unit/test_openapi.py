@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 from flask import Flask
+from openapi_spec_validator import validate as validate_spec
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
@@ -195,6 +196,10 @@ def _response(document: dict[str, Any], path: str, method: str, status: str) -> 
     if "$ref" in response:
         response = document["components"]["responses"][response["$ref"].rsplit("/", 1)[-1]]
     return response  # type: ignore[no-any-return]
+
+
+def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    validate_spec(document)  # raises on the first problem
 
 
 def test_every_route_and_error_code_of_the_design_is_documented(document: dict[str, Any]) -> None:
