@@ -14,6 +14,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, current_app, jsonify, render_template
+from markupsafe import Markup, escape
 from marshmallow import Schema, fields
 
 from api import doc_schemas as docs
@@ -355,6 +356,13 @@ def build_document(*, max_concurrency: int, voices: Mapping[str, object], rate_l
 def _document() -> dict[str, Any]:
     build: Callable[[], dict[str, Any]] = current_app.extensions["batchcalls.openapi"]
     return build()
+
+
+@bp.app_template_filter("code_spans")
+def code_spans(text: str) -> Markup:
+    """`name` in a description as <code>name</code>, everything else escaped."""
+    parts = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts)))
 
 
 @bp.get(OPENAPI_PATH)

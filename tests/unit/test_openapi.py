@@ -274,3 +274,8 @@ def test_reference_page_fetches_nothing_from_elsewhere(page: str) -> None:
     for target in re.findall(r"""\b(?:src|href|action)\s*=\s*["']?([^"'\s>]*)""", page):
         assert target.startswith(("#", "/")) and not target.startswith("//"), target
     assert "@import" not in page and "url(" not in page
+
+
+def test_descriptions_show_code_and_escape_everything_else() -> None:
+    assert openapi.code_spans("send `Authorization: Bearer <key>` <b>now</b>") == (
+        "send <code>Authorization: Bearer &lt;key&gt;</code> &lt;b&gt;now&lt;/b&gt;")
