@@ -10,6 +10,7 @@ from flask import Flask, Response, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from api import openapi
 from api.auth import authenticate, bearer_key
 from api.batches import bp as batches_bp
 from api.batches import warm_up as warm_up_batches
@@ -23,6 +24,7 @@ from batchcalls.gates import Gates
 from batchcalls.logs import quoted
 from batchcalls.metrics import FleetCollector
 from batchcalls.store.db import Database
+from batchcalls.voices import voice_catalog
 from config.settings import Settings, load_settings
 from workers.celery_app import create_celery
 from workers.queue import CeleryTaskQueue
@@ -56,8 +58,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.before_request
     def require_key() -> None:
-        """/v1 only: provider webhooks, health and metrics are neither authenticated nor counted."""
-        if request.path.startswith("/v1/"):
+        """/v1 only: provider webhooks, health and metrics are neither authenticated nor counted,
+        nor is the published contract (public documentation, nothing of any tenant's)."""
+        if request.path.startswith("/v1/") and request.path not in openapi.PUBLIC_PATHS:
             authenticate(db, budgets)
 
     @app.after_request
@@ -100,6 +103,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(batches_bp)
+    # Built once per process, at start: a broken document fails the start, not a request.
+    document = openapi.build_document(max_concurrency=settings.max_concurrency, voices=voice_catalog(),
+                                      rate_limit=settings.rate_limit)
+    app.extensions["batchcalls.openapi"] = lambda: document
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(provider_webhooks_bp)
     if settings.provider == "vonage" and not settings.vonage_signature_secret:
         log.warning("VONAGE_SIGNATURE_SECRET is not set: Vonage webhooks are accepted unsigned")

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from batchcalls.errors import BatchcallsError, OverCapacity, RateLimited, Unavailable
 
@@ -40,7 +40,11 @@ def register_errors(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 413:
             message = TOO_LARGE_MESSAGE
-        return error_response(status, _HTTP_CODES.get(status, "http_error"), message)
+        response = error_response(status, _HTTP_CODES.get(status, "http_error"), message)
+        # A 405 names the methods the route has (RFC 9110 requires Allow).
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
