@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -31,7 +32,7 @@ from vonage_voice.models import CreateCallRequest, Phone, Talk, ToPhone
 from batchcalls.errors import ProviderError
 from batchcalls.telephony import vonage_webhooks as vw
 from batchcalls.telephony.base import DialRequest
-from batchcalls.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem
+from batchcalls.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem, webhook_url_key
 from batchcalls.voices import voice_catalog
 from config.settings import load_settings
 from tests.fakes.vonage import Application, FakeVonage, compact, make_application, make_certificate, sign_webhook
@@ -513,6 +514,31 @@ def test_the_simulator_serves_no_vonage_webhooks(api_factory: Callable[..., Api]
         response = api.client.post(path, data=b'{"status": "completed"}', content_type="application/json")
         assert response.status_code == 404, path
         assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_unsigned_in_development_a_webhook_still_needs_its_url_token(
+    api_factory: Callable[..., Api], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With VONAGE_ALLOW_UNSIGNED=1 nobody signs, but a forged `completed` must still name a URL
+    we gave Vonage: its token is keyed (then) from the application's private key."""
+    application = make_application()
+    env = {"BATCHCALLS_PROVIDER": "vonage", "VONAGE_ALLOW_UNSIGNED": "1", "VONAGE_FROM_NUMBER": FROM,
+           "VONAGE_APPLICATION_ID": application.application_id, "VONAGE_PRIVATE_KEY": application.private_key_env}
+    with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
+        api = api_factory(**env)
+    assert "accepted unsigned" in caplog.text
+    call_id = "call_" + os.urandom(10).hex()
+    completed = compact({"uuid": "u-1", "status": "completed", "timestamp": "2030-01-01T00:00:00.000Z"})
+    key = webhook_url_key(api.app.extensions["batchcalls.engine"].settings)
+    for url in (f"{vw.EVENT_PATH}?call_id={call_id}&attempt=1",
+                vw.event_url("", call_id, 1, key=vw.url_key(b"guessed")),
+                vw.event_url("", call_id, 1, key=vw.url_key(application.signature_secret.encode()))):
+        response = api.client.post(url, data=completed, content_type="application/json")
+        assert response.status_code == 401, url
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    answer = compact({"uuid": "u-1", "dtmf": {"digits": "1"}})
+    response = api.client.post(vw.input_url("", call_id, 1, 1, key=key), data=answer, content_type="application/json")
+    assert response.status_code == 200 and response.get_json() == []  # taken unsigned: an unknown call
 
 
 @pytest.mark.parametrize("process", ["worker", "api"])
