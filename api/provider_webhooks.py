@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -47,7 +47,6 @@ log = logging.getLogger("batchcalls.api")
 bp = Blueprint("provider_webhooks", __name__)
 
 _URL_KEY = "batchcalls.vonage_url_key"
-T = TypeVar("T")
 
 
 def register(app: Flask, settings: Settings) -> None:
@@ -66,24 +65,25 @@ def _engine() -> Engine:
     return engine
 
 
-def _verified(ids: Callable[[], vw.WebhookIds | None], handle: Callable[[dict[str, Any], vw.WebhookIds | None], T]) -> T:
-    """Check a webhook in the order that reads least for a forgery (size, signature header, URL
-    token, then the body and its hash), take its token once, and `handle` its JSON body. When
-    `handle` fails, the token is given back so that Vonage's retry of the request is taken."""
+@contextmanager
+def _verified(ids: vw.WebhookIds | None) -> Iterator[dict[str, Any]]:
+    """The webhook's JSON body, once every check has passed, in the order that reads least for a
+    forgery: size, signature header, URL token, then the body and its hash; its signature is
+    then taken once. When handling the body fails, the signature is given back, so that Vonage's
+    retry of the request is taken."""
     if request.content_length is not None and request.content_length > vw.MAX_BODY_BYTES:
         raise _too_large()
     secret = _engine().settings.vonage_signature_secret
-    now = time.time()
-    claims = vw.verify_token(request.headers.get("Authorization"), secret, now=now) if secret else None
-    found = ids()
-    if found is not None:
-        vw.check_url_token(current_app.extensions[_URL_KEY], found)
+    claims = vw.verify_token(request.headers.get("Authorization"), secret, now=time.time()) if secret else None
+    if ids is not None:
+        vw.check_url_token(current_app.extensions[_URL_KEY], ids)
     body = _body()
     if claims is None:
-        return handle(_json(body), found)
+        yield _json(body)
+        return
     vw.check_payload_hash(claims, body)
     with _taken_once(vw.replay_key(claims)):
-        return handle(_json(body), found)
+        yield _json(body)
 
 
 def _body() -> bytes:
@@ -147,29 +147,27 @@ def _ids(*, with_step: bool) -> vw.WebhookIds | None:
 
 @bp.post(vw.EVENT_PATH)
 def vonage_event() -> ResponseReturnValue:
-    return _verified(lambda: _ids(with_step=False), _event)
-
-
-def _event(payload: dict[str, Any], ids: vw.WebhookIds | None) -> ResponseReturnValue:
-    if ids is None:
-        log.info("Vonage event without our call id ignored status=%s", quoted(payload.get("status")))
+    ids = _ids(with_step=False)
+    with _verified(ids) as payload:
+        if ids is None:
+            log.info("Vonage event without our call id ignored status=%s", quoted(payload.get("status")))
+            return "", 204
+        # An event whose uuid is not the attempt's Vonage call changes nothing (`calls.apply_events`).
+        event = vw.event_from_webhook(ids.call_id, ids.attempt, payload, time.time())
+        if event is not None:
+            _engine().tasks.record_event(event, countdown=vw.settle_seconds(payload.get("status")))
         return "", 204
-    # An event whose uuid is not the attempt's Vonage call changes nothing (`calls.apply_events`).
-    event = vw.event_from_webhook(ids.call_id, ids.attempt, payload, time.time())
-    if event is not None:
-        _engine().tasks.record_event(event, countdown=vw.settle_seconds(payload.get("status")))
-    return "", 204
 
 
 @bp.post(vw.INPUT_PATH)
-def vonage_input() -> ResponseReturnValue:
+def vonage_input() -> Response:
     """Store the callee's answer, and tell Vonage how the script goes on."""
-    return _verified(lambda: _ids(with_step=True), _input)
+    ids = _ids(with_step=True)
+    with _verified(ids) as payload:
+        return _input(payload, ids) if ids is not None else jsonify([])
 
 
-def _input(payload: dict[str, Any], ids: vw.WebhookIds | None) -> Response:
-    if ids is None:
-        return jsonify([])
+def _input(payload: dict[str, Any], ids: vw.WebhookIds) -> Response:
     assert ids.step is not None
     call_id, attempt, step_index = ids.call_id, ids.attempt, ids.step
     engine = _engine()
@@ -207,4 +205,5 @@ def _input(payload: dict[str, Any], ids: vw.WebhookIds | None) -> Response:
 def vonage_answer() -> ResponseReturnValue:
     """Outbound calls carry their NCCO inline; this answers calls made *to* the application's
     number (Vonage requires an answer URL): an empty NCCO, so they end at once."""
-    return _verified(lambda: None, lambda payload, ids: jsonify([]))
+    with _verified(None):
+        return jsonify([])

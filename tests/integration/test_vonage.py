@@ -386,6 +386,112 @@ def test_forged_unsigned_and_stale_webhooks_get_401_and_change_nothing(vonage: V
     assert after["outcome"] == "rejected" and [r["digits"] for r in after["responses"]] == ["7"]
 
 
+# --- calls per second ----------------------------------------------------------------------------
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most creations in any half-open window [t, t + window)."""
+    times = sorted(times)
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, sum(1 for t in times[i:] if t < start + window))
+    return best
+
+
+def test_three_workers_never_exceed_three_creates_per_second_and_keep_close_to_it(vonage: VonageStack) -> None:
+    total = 36
+    body = {"calls": [{"phone_number": number(400 + i, 0), "script": {"text": f"Hi {i}"}} for i in range(total)],
+            "concurrency": total}
+    batch_id = vonage.submit(body)
+    final = vonage.stack.wait_finished(batch_id, timeout=120)
+    assert final["completed_calls"] == total
+    ids = {c["id"] for c in vonage.stack.all_calls(batch_id)}
+    requests_ = [c for c in vonage.fake.creates if c.ids is not None and c.ids[0] in ids]
+    created = sorted(c.at for c in requests_ if c.answer == "created")
+    throttled = [c for c in requests_ if c.answer == "throttled"]
+    span = created[-1] - created[0]
+    # The first CPS creations open the first window; every later one needs a new slot.
+    rate = (len(created) - CPS) / span
+    peak = max_in_window([c.at for c in requests_])
+    per_worker = {}
+    for log_file in sorted(vonage.stack.log_dir.glob("w*.log")):
+        text = log_file.read_text(errors="replace")
+        per_worker[log_file.stem] = sum(1 for line in text.splitlines()
+                                        if "dialing call_id=" in line and any(i in line for i in ids))
+    print(f"\n{len(created)} creates in {span:.2f}s: {rate:.2f}/s after the first window; busiest one-second"
+          f" window {peak} (limit {CPS}); 429s {len(throttled)}; dials per worker {per_worker}")
+    assert len(created) == total
+    timeline = [f"{c.at - created[0]:.3f} {c.answer}" for c in sorted(requests_, key=lambda c: c.at)]
+    assert peak <= CPS, timeline
+    # The best the gate allows is CPS / (1 s + 30 ms tolerance + 50 ms Vonage margin) = 2.78/s.
+    assert rate >= 0.8 * CPS, rate
+    assert len([n for n in per_worker.values() if n]) == 3, per_worker
+
+
+def test_a_429_puts_the_attempt_back_to_wait_and_does_not_fail_it(vonage: VonageStack) -> None:
+    vonage.fake.throttle_creates(2)
+    batch_id = vonage.submit({"calls": [{"phone_number": number(500, 0), "script": {"text": "Hi"}}]})
+    final = vonage.stack.wait_finished(batch_id, timeout=30)
+    assert final["status"] == "completed"
+    call = vonage.call(batch_id)
+    assert [a["outcome"] for a in call["attempts"]] == ["completed"]
+    answers = [c.answer for c in vonage.fake.creates_for(call["id"])]
+    assert answers == ["throttled", "throttled", "created"]
+
+
+# --- at most one call per attempt ------------------------------------------------------------------
+
+
+def test_a_create_dropped_before_vonage_placed_it_is_given_up_not_redialed(vonage: VonageStack) -> None:
+    vonage.fake.drop_creates(1, placed=False)
+    batch_id = vonage.submit({"calls": [{"phone_number": number(600, 0), "script": {"text": "Hi"}}],
+                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    call = vonage.call(batch_id)
+    first, second = call["attempts"]
+    assert first["outcome"] == "failed" and first["provider_call_id"] is None
+    assert second["outcome"] == "completed" and final["status"] == "completed"
+    assert [(c.ids, c.answer) for c in vonage.fake.creates_for(call["id"])] == [
+        ((call["id"], 1), "dropped"), ((call["id"], 2), "created")]
+    print(f"\nattempt 1 given up {ts(first['ended_at']) - ts(first['dialed_at']):.1f}s after its dropped create;"
+          f" last_error {call['last_error']!r}")
+
+
+def test_a_create_dropped_after_vonage_placed_it_is_resolved_by_its_events(vonage: VonageStack) -> None:
+    vonage.fake.drop_creates(1, placed=True)
+    batch_id = vonage.submit({"calls": [{"phone_number": number(610, 0), "script": {"text": "Hi"}}],
+                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    call = vonage.call(batch_id)
+    (attempt,) = call["attempts"]
+    (create,) = vonage.fake.creates_for(call["id"])
+    assert create.answer == "dropped" and create.uuid is not None
+    assert attempt["outcome"] == "completed" and final["status"] == "completed"
+    assert attempt["provider_call_id"] == create.uuid  # learnt from the `started` event, not the create
+
+
+def test_lost_webhooks_are_recovered_by_polling_vonage(vonage: VonageStack) -> None:
+    phone = number(620, 0)
+    vonage.fake.lost_events.add(phone)
+    batch_id = vonage.submit({"calls": [{"phone_number": phone, "script": {"text": "Hi"}}]})
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    call = vonage.call(batch_id)
+    assert final["status"] == "completed" and [a["outcome"] for a in call["attempts"]] == ["completed"]
+    uuid = call["attempts"][0]["provider_call_id"]
+    assert not [w for w in vonage.fake.webhooks if call["id"] in w.url]
+    assert ("GET", f"/v1/calls/{uuid}", 200) in vonage.fake.requests
+
+
+def test_no_attempt_was_ever_created_twice(vonage: VonageStack) -> None:
+    """Across every test above: each (call, attempt) reached Vonage in one request, apart from
+    requests Vonage refused with 429 (which created nothing)."""
+    keys = collections.Counter(c.ids for c in vonage.fake.creates if c.answer != "throttled")
+    assert keys and max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+
+
+# --- replays, other calls, provider times (after the timing tests: these leave calls live) ----------
+
+
 def test_a_replayed_signed_webhook_is_refused_and_reveals_nothing(vonage: VonageStack) -> None:
     phone = number(310, 0)
     batch_id, call = vonage.silent_call(phone)
@@ -542,7 +648,7 @@ def test_unsigned_in_development_a_webhook_still_needs_its_url_token(
 
 
 @pytest.mark.parametrize("process", ["worker", "api"])
-def test_vonage_without_a_signature_secret_does_not_start(tmp_path: Path, process: str) -> None:
+def test_vonage_without_a_signature_secret_does_not_start(process: str) -> None:
     application = make_application()
     env = {**os.environ, "BATCHCALLS_PROVIDER": "vonage", "VONAGE_APPLICATION_ID": application.application_id,
            "VONAGE_PRIVATE_KEY": application.private_key_env, "VONAGE_FROM_NUMBER": FROM,
@@ -555,109 +661,6 @@ def test_vonage_without_a_signature_secret_does_not_start(tmp_path: Path, proces
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
     assert done.returncode != 0
     assert b"needs VONAGE_SIGNATURE_SECRET" in done.stdout + done.stderr
-
-
-# --- calls per second ----------------------------------------------------------------------------
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    """The most creations in any half-open window [t, t + window)."""
-    times = sorted(times)
-    best = 0
-    for i, start in enumerate(times):
-        best = max(best, sum(1 for t in times[i:] if t < start + window))
-    return best
-
-
-def test_three_workers_never_exceed_three_creates_per_second_and_keep_close_to_it(vonage: VonageStack) -> None:
-    total = 36
-    body = {"calls": [{"phone_number": number(400 + i, 0), "script": {"text": f"Hi {i}"}} for i in range(total)],
-            "concurrency": total}
-    batch_id = vonage.submit(body)
-    final = vonage.stack.wait_finished(batch_id, timeout=120)
-    assert final["completed_calls"] == total
-    ids = {c["id"] for c in vonage.stack.all_calls(batch_id)}
-    requests_ = [c for c in vonage.fake.creates if c.ids is not None and c.ids[0] in ids]
-    created = sorted(c.at for c in requests_ if c.answer == "created")
-    throttled = [c for c in requests_ if c.answer == "throttled"]
-    span = created[-1] - created[0]
-    # The first CPS creations open the first window; every later one needs a new slot.
-    rate = (len(created) - CPS) / span
-    peak = max_in_window([c.at for c in requests_])
-    per_worker = {}
-    for log_file in sorted(vonage.stack.log_dir.glob("w*.log")):
-        text = log_file.read_text(errors="replace")
-        per_worker[log_file.stem] = sum(1 for line in text.splitlines()
-                                        if "dialing call_id=" in line and any(i in line for i in ids))
-    print(f"\n{len(created)} creates in {span:.2f}s: {rate:.2f}/s after the first window; busiest one-second"
-          f" window {peak} (limit {CPS}); 429s {len(throttled)}; dials per worker {per_worker}")
-    assert len(created) == total
-    timeline = [f"{c.at - created[0]:.3f} {c.answer}" for c in sorted(requests_, key=lambda c: c.at)]
-    assert peak <= CPS, timeline
-    # The best the gate allows is CPS / (1 s + 30 ms tolerance + 50 ms Vonage margin) = 2.78/s.
-    assert rate >= 0.8 * CPS, rate
-    assert len([n for n in per_worker.values() if n]) == 3, per_worker
-
-
-def test_a_429_puts_the_attempt_back_to_wait_and_does_not_fail_it(vonage: VonageStack) -> None:
-    vonage.fake.throttle_creates(2)
-    batch_id = vonage.submit({"calls": [{"phone_number": number(500, 0), "script": {"text": "Hi"}}]})
-    final = vonage.stack.wait_finished(batch_id, timeout=30)
-    assert final["status"] == "completed"
-    call = vonage.call(batch_id)
-    assert [a["outcome"] for a in call["attempts"]] == ["completed"]
-    answers = [c.answer for c in vonage.fake.creates_for(call["id"])]
-    assert answers == ["throttled", "throttled", "created"]
-
-
-# --- at most one call per attempt ------------------------------------------------------------------
-
-
-def test_a_create_dropped_before_vonage_placed_it_is_given_up_not_redialed(vonage: VonageStack) -> None:
-    vonage.fake.drop_creates(1, placed=False)
-    batch_id = vonage.submit({"calls": [{"phone_number": number(600, 0), "script": {"text": "Hi"}}],
-                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
-    final = vonage.stack.wait_finished(batch_id, timeout=60)
-    call = vonage.call(batch_id)
-    first, second = call["attempts"]
-    assert first["outcome"] == "failed" and first["provider_call_id"] is None
-    assert second["outcome"] == "completed" and final["status"] == "completed"
-    assert [(c.ids, c.answer) for c in vonage.fake.creates_for(call["id"])] == [
-        ((call["id"], 1), "dropped"), ((call["id"], 2), "created")]
-    print(f"\nattempt 1 given up {ts(first['ended_at']) - ts(first['dialed_at']):.1f}s after its dropped create;"
-          f" last_error {call['last_error']!r}")
-
-
-def test_a_create_dropped_after_vonage_placed_it_is_resolved_by_its_events(vonage: VonageStack) -> None:
-    vonage.fake.drop_creates(1, placed=True)
-    batch_id = vonage.submit({"calls": [{"phone_number": number(610, 0), "script": {"text": "Hi"}}],
-                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
-    final = vonage.stack.wait_finished(batch_id, timeout=60)
-    call = vonage.call(batch_id)
-    (attempt,) = call["attempts"]
-    (create,) = vonage.fake.creates_for(call["id"])
-    assert create.answer == "dropped" and create.uuid is not None
-    assert attempt["outcome"] == "completed" and final["status"] == "completed"
-    assert attempt["provider_call_id"] == create.uuid  # learnt from the `started` event, not the create
-
-
-def test_lost_webhooks_are_recovered_by_polling_vonage(vonage: VonageStack) -> None:
-    phone = number(620, 0)
-    vonage.fake.lost_events.add(phone)
-    batch_id = vonage.submit({"calls": [{"phone_number": phone, "script": {"text": "Hi"}}]})
-    final = vonage.stack.wait_finished(batch_id, timeout=60)
-    call = vonage.call(batch_id)
-    assert final["status"] == "completed" and [a["outcome"] for a in call["attempts"]] == ["completed"]
-    uuid = call["attempts"][0]["provider_call_id"]
-    assert not [w for w in vonage.fake.webhooks if call["id"] in w.url]
-    assert ("GET", f"/v1/calls/{uuid}", 200) in vonage.fake.requests
-
-
-def test_no_attempt_was_ever_created_twice(vonage: VonageStack) -> None:
-    """Across every test above: each (call, attempt) reached Vonage in one request, apart from
-    requests Vonage refused with 429 (which created nothing)."""
-    keys = collections.Counter(c.ids for c in vonage.fake.creates if c.answer != "throttled")
-    assert keys and max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
 
 
 # --- the SDK configuration, against the fake directly --------------------------------------------
