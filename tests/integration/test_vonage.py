@@ -26,6 +26,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from kombu.exceptions import OperationalError
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_voice.models import CreateCallRequest, Phone, Talk, ToPhone
 
@@ -645,6 +646,31 @@ def test_unsigned_in_development_a_webhook_still_needs_its_url_token(
     answer = compact({"uuid": "u-1", "dtmf": {"digits": "1"}})
     response = api.client.post(vw.input_url("", call_id, 1, 1, key=key), data=answer, content_type="application/json")
     assert response.status_code == 200 and response.get_json() == []  # taken unsigned: an unknown call
+
+
+def test_a_webhook_whose_handling_failed_is_taken_on_vonages_retry(
+    api_factory: Callable[..., Api], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Vonage retries a webhook it got no 2xx for, perhaps with the same token: a token is only
+    spent on a request that was handled."""
+    application = make_application()
+    api = api_factory(BATCHCALLS_PROVIDER="vonage", VONAGE_SIGNATURE_SECRET=application.signature_secret,
+                      VONAGE_FROM_NUMBER=FROM, VONAGE_APPLICATION_ID=application.application_id,
+                      VONAGE_PRIVATE_KEY=application.private_key_env)
+    url = vw.event_url("", "call_" + os.urandom(10).hex(), 1, key=vw.url_key(application.signature_secret.encode()))
+    body = compact({"uuid": "u-1", "status": "ringing"})
+    headers = {"Authorization": "Bearer " + sign_webhook(body, application.signature_secret,
+                                                         application.application_id)}
+
+    def broker_down(*_: object, **__: object) -> None:
+        raise OperationalError("broker unreachable")
+
+    monkeypatch.setattr(api.app.extensions["batchcalls.engine"].tasks, "record_event", broker_down)
+    assert api.client.post(url, data=body, headers=headers, content_type="application/json").status_code == 500
+    monkeypatch.undo()
+    assert api.client.post(url, data=body, headers=headers, content_type="application/json").status_code == 204
+    replay = api.client.post(url, data=body, headers=headers, content_type="application/json")
+    assert replay.status_code == 401  # handled once: now a replay
 
 
 @pytest.mark.parametrize("process", ["worker", "api"])
