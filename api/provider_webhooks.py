@@ -1,12 +1,23 @@
-"""Vonage's webhooks: call status events and input results. No API key: when
-`VONAGE_SIGNATURE_SECRET` is set, each request must carry Vonage's signature (a JWT over the
-body's SHA-256), else it gets 401 and changes nothing.
+"""Vonage's webhooks: call status events and input results, served only with
+`BATCHCALLS_PROVIDER=vonage` (the simulator hands its events to the workers directly).
 
-They answer fast (Vonage retries a webhook not answered within seconds): a status event becomes
-a `record_event` task; an input result is stored here, before the input webhook answers with the
-NCCO of the script's next segment (what a callee said or typed never rides in a task's
-arguments, which Flower and `celery inspect` show). Translation lives in
-`batchcalls.telephony.vonage_webhooks`.
+No API key; instead, before a request changes or reveals anything:
+
+- its body is at most `MAX_BODY_BYTES` (413 otherwise; Content-Length is checked before a byte
+  is read, a chunked body is read up to the limit);
+- it carries Vonage's signature (a JWT keyed with `VONAGE_SIGNATURE_SECRET`, checked from the
+  header before the body is read), young (`iat`), over this body (`payload_hash`), and not seen
+  before (its `jti` is remembered in Redis); only `VONAGE_ALLOW_UNSIGNED=1` skips this;
+- its URL is one we gave Vonage: the token in the query is an HMAC over the call id, attempt and
+  step (see `vonage_webhooks.url_token`), so a signed body cannot be replayed against another
+  call's URL, and an unsigned forgery must know a token only Vonage was given;
+- an input result names the Vonage call (`uuid`) the attempt is (when it is known).
+
+Else it gets 401 and changes nothing. They answer fast (Vonage retries a webhook not answered
+within seconds): a status event becomes a `record_event` task; an input result is stored here,
+before the input webhook answers with the NCCO of the script's next segment (what a callee said
+or typed never rides in a task's arguments, which Flower and `celery inspect` show).
+Translation lives in `batchcalls.telephony.vonage_webhooks`.
 """
 
 from __future__ import annotations
@@ -14,22 +25,40 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+import redis
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable
 
 from batchcalls import ncco
 from batchcalls.engine import Engine
-from batchcalls.errors import MalformedRequest
+from batchcalls.errors import MalformedRequest, PayloadTooLarge, Unauthorized
 from batchcalls.logs import quoted
 from batchcalls.store import calls
 from batchcalls.telephony import vonage_webhooks as vw
 from batchcalls.voices import voice_catalog
+from config.settings import Settings
 
 log = logging.getLogger("batchcalls.api")
 
 bp = Blueprint("provider_webhooks", __name__)
+
+_URL_KEY = "batchcalls.vonage_url_key"
+
+
+def register(app: Flask, settings: Settings) -> None:
+    """Serve Vonage's webhooks on `app` (for `BATCHCALLS_PROVIDER=vonage` only)."""
+    from batchcalls.telephony.vonage import webhook_url_key  # the SDK, only where Vonage is used
+
+    app.extensions[_URL_KEY] = webhook_url_key(settings)
+    app.register_blueprint(bp)
+    if not settings.vonage_signature_secret:
+        log.warning("VONAGE_SIGNATURE_SECRET is not set and VONAGE_ALLOW_UNSIGNED is: Vonage webhooks are"
+                    " accepted unsigned; for development only, never in production")
 
 
 def _engine() -> Engine:
@@ -37,12 +66,46 @@ def _engine() -> Engine:
     return engine
 
 
-def _verified_payload() -> dict[str, Any]:
-    """The request's JSON body, after its signature is checked (when a secret is configured)."""
-    body = request.get_data(cache=True)
+@contextmanager
+def _verified(ids: vw.WebhookIds | None) -> Iterator[dict[str, Any]]:
+    """The webhook's JSON body, once every check has passed, in the order that reads least for a
+    forgery: size, signature header, URL token, then the body and its hash; its signature is
+    then taken once. When handling the body fails, the signature is given back, so that Vonage's
+    retry of the request is taken."""
+    if request.content_length is not None and request.content_length > vw.MAX_BODY_BYTES:
+        raise _too_large()
     secret = _engine().settings.vonage_signature_secret
-    if secret:
-        vw.verify_signature(request.headers.get("Authorization"), body, secret)
+    claims = vw.verify_token(request.headers.get("Authorization"), secret, now=time.time()) if secret else None
+    if ids is not None:
+        vw.check_url_token(current_app.extensions[_URL_KEY], ids)
+    body = _body()
+    if claims is None:
+        yield _json(body)
+        return
+    vw.check_payload_hash(claims, body)
+    with _taken_once(vw.replay_key(claims)):
+        yield _json(body)
+
+
+def _body() -> bytes:
+    """The body, refused beyond `MAX_BODY_BYTES`. A chunked body has no Content-Length; the
+    WSGI server ends its stream, and a stream past the limit reads as cut off at the limit (no
+    error), so one byte more than the limit is read to tell."""
+    request.max_content_length = vw.MAX_BODY_BYTES + 1
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge as exc:
+        raise _too_large() from exc
+    if len(body) > vw.MAX_BODY_BYTES:
+        raise _too_large()
+    return body
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"webhook body is larger than {vw.MAX_BODY_BYTES} bytes")
+
+
+def _json(body: bytes) -> dict[str, Any]:
     if not body:
         return {}
     try:
@@ -54,46 +117,76 @@ def _verified_payload() -> dict[str, Any]:
     return payload
 
 
-def _ids() -> tuple[str, int] | None:
-    """Our call id and attempt number from the webhook URL we gave Vonage."""
-    call_id = request.args.get("call_id", "")
+@contextmanager
+def _taken_once(key: str) -> Iterator[None]:
+    """Mark a signed webhook's token as taken, fleet-wide, or refuse it when it already was."""
+    client = _engine().gates.redis
     try:
-        attempt = int(request.args.get("attempt", ""))
-    except ValueError:
+        fresh = client.set(key, b"1", nx=True, ex=vw.REPLAY_TTL_SECONDS)
+    except redis.RedisError as exc:
+        # Vonage retries a webhook it got no 2xx for.
+        raise ServiceUnavailable("cannot check the webhook token for a replay now") from exc
+    if not fresh:
+        raise Unauthorized("webhook signature was already used (jti)")
+    try:
+        yield
+    except Exception:
+        try:
+            client.delete(key)
+        except redis.RedisError:
+            log.warning("could not give back a webhook token after a failure; Vonage's retry will be refused")
+        raise
+
+
+def _ids(*, with_step: bool) -> vw.WebhookIds | None:
+    """Our ids from the webhook URL; None for a URL without a call id (a webhook about a call
+    that is not ours, e.g. one made to the application's number)."""
+    if "call_id" not in request.args:
         return None
-    return (call_id, attempt) if call_id and "\x00" not in call_id and attempt >= 1 else None
+    return vw.parse_ids(request.args, with_step=with_step)
 
 
 @bp.post(vw.EVENT_PATH)
 def vonage_event() -> ResponseReturnValue:
-    payload = _verified_payload()
-    ids = _ids()
-    if ids is None:
-        log.info("Vonage event without our call id ignored status=%s", quoted(payload.get("status")))
+    ids = _ids(with_step=False)
+    with _verified(ids) as payload:
+        if ids is None:
+            log.info("Vonage event without our call id ignored status=%s", quoted(payload.get("status")))
+            return "", 204
+        # An event whose uuid is not the attempt's Vonage call changes nothing (`calls.apply_events`).
+        event = vw.event_from_webhook(ids.call_id, ids.attempt, payload, time.time())
+        if event is not None:
+            _engine().tasks.record_event(event, countdown=vw.settle_seconds(payload.get("status")))
         return "", 204
-    event = vw.event_from_webhook(ids[0], ids[1], payload, time.time())
-    if event is not None:
-        _engine().tasks.record_event(event, countdown=vw.settle_seconds(payload.get("status")))
-    return "", 204
 
 
 @bp.post(vw.INPUT_PATH)
 def vonage_input() -> Response:
     """Store the callee's answer, and tell Vonage how the script goes on."""
-    payload = _verified_payload()
-    ids = _ids()
-    step_arg = request.args.get("step", "")
-    if ids is None or not step_arg.isdigit():
-        return jsonify([])
-    call_id, attempt = ids
-    step_index = int(step_arg)
+    ids = _ids(with_step=True)
+    with _verified(ids) as payload:
+        return _input(payload, ids) if ids is not None else jsonify([])
+
+
+def _input(payload: dict[str, Any], ids: vw.WebhookIds) -> Response:
+    assert ids.step is not None
+    call_id, attempt, step_index = ids.call_id, ids.attempt, ids.step
     engine = _engine()
     with engine.db.transaction() as cur:
         call = calls.load_call(cur, call_id)
+        attempts = calls.attempts_of(cur, [call_id])[call_id] if call is not None else []
     step = ncco.input_step(call["script"], step_index) if call is not None else None
-    if call is None or step is None:
-        log.warning("Vonage input for an unknown call ignored call_id=%s attempt=%d step=%s",
-                    quoted(call_id), attempt, quoted(step_arg))
+    found = [a for a in attempts if a["number"] == attempt]
+    if call is None or step is None or not found:
+        log.warning("Vonage input for an unknown call ignored call_id=%s attempt=%d step=%d",
+                    quoted(call_id), attempt, step_index)
+        return jsonify([])
+    known = found[0]["provider_call_id"]
+    uuid = payload.get("uuid")
+    if known is not None and uuid != known:
+        # Another Vonage call's result: it neither answers for this call nor gets its script.
+        log.warning("Vonage input about another call ignored call_id=%s attempt=%d uuid=%s",
+                    quoted(call_id), attempt, quoted(uuid))
         return jsonify([])
     name = step.get("name")
     responses = vw.responses_from_input(payload, attempt, step_index, name if isinstance(name, str) else None,
@@ -101,16 +194,17 @@ def vonage_input() -> Response:
     engine.record_responses(call_id, attempt, responses)
     voice = voice_catalog().get(call["voice_id"]) if call["voice_id"] else None
     settings = engine.settings
+    key = current_app.extensions[_URL_KEY]
     actions = ncco.render(
         call["script"], voice, start=step_index + 1, from_number=settings.vonage_from_number,
-        input_url=lambda i: vw.input_url(settings.public_base_url, call_id, attempt, i),
+        input_url=lambda i: vw.input_url(settings.public_base_url, call_id, attempt, i, key=key),
     )
     return jsonify(actions)
 
 
 @bp.route(vw.ANSWER_PATH, methods=["GET", "POST"])
-def vonage_answer() -> Response:
+def vonage_answer() -> ResponseReturnValue:
     """Outbound calls carry their NCCO inline; this answers calls made *to* the application's
     number (Vonage requires an answer URL): an empty NCCO, so they end at once."""
-    _verified_payload()
-    return jsonify([])
+    with _verified(None):
+        return jsonify([])

@@ -91,6 +91,8 @@ class Settings:
     vonage_private_key: str | None = None
     vonage_from_number: str | None = None
     vonage_signature_secret: str | None = None
+    # Accept Vonage webhooks without a signature (development only; see load_settings).
+    vonage_allow_unsigned: bool = False
     vonage_api_host: str = "api.nexmo.com"
     vonage_ca_bundle: str | None = None
     vonage_cps: float = 3.0
@@ -137,6 +139,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     provider = env.get("BATCHCALLS_PROVIDER") or ("vonage" if vonage_configured else "simulator")
     if provider not in {"vonage", "simulator"}:
         raise ValueError("BATCHCALLS_PROVIDER must be 'vonage' or 'simulator'")
+    signature_secret = env.get("VONAGE_SIGNATURE_SECRET") or None
+    allow_unsigned = _flag(env, "VONAGE_ALLOW_UNSIGNED")
+    if provider == "vonage" and signature_secret is None and not allow_unsigned:
+        # Unsigned, anyone who learns a call id could end its calls or read its script.
+        raise ValueError(
+            "BATCHCALLS_PROVIDER=vonage needs VONAGE_SIGNATURE_SECRET (the account's signature secret, with"
+            " which Vonage signs its webhooks); VONAGE_ALLOW_UNSIGNED=1 accepts unsigned webhooks, for"
+            " development only"
+        )
     allowlist = tuple(
         item.strip() for item in env.get("BATCHCALLS_CALLBACK_ALLOWLIST", "").split(",") if item.strip()
     )
@@ -172,7 +183,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         vonage_application_id=env.get("VONAGE_APPLICATION_ID") or None,
         vonage_private_key=env.get("VONAGE_PRIVATE_KEY") or None,
         vonage_from_number=env.get("VONAGE_FROM_NUMBER") or None,
-        vonage_signature_secret=env.get("VONAGE_SIGNATURE_SECRET") or None,
+        vonage_signature_secret=signature_secret,
+        vonage_allow_unsigned=allow_unsigned,
         vonage_api_host=env.get("VONAGE_API_HOST") or "api.nexmo.com",
         vonage_ca_bundle=env.get("VONAGE_CA_BUNDLE") or None,
         vonage_cps=_float(env, "VONAGE_CPS", 3.0),

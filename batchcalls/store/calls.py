@@ -148,7 +148,8 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         raise ValueError("apply_events takes events of one attempt of one call")
     execute(
         cur, "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
-        " b.retry_config AS batch_retry_config, b.status AS batch_status, b.callback_url AS batch_callback_url, c.*"
+        " b.retry_config AS batch_retry_config, b.status AS batch_status, b.callback_url AS batch_callback_url,"
+        " a.dialed_at AS attempt_dialed_at, clock_timestamp() AS clock_now, c.*"
         " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
         " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
         (first.call_id, first.attempt),
@@ -160,6 +161,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     attempt = {f: row.pop(f"attempt_{f}") for f in _ATTEMPT_FIELDS}
     retry_config, batch_status = row.pop("batch_retry_config"), row.pop("batch_status")
     callback_url = row.pop("batch_callback_url")
+    dialed_at, clock_now = row.pop("attempt_dialed_at"), row.pop("clock_now")
     # Replay the events on the rows in memory, as one statement per event would have done.
     results: list[EventResult | None] = []
     moved = call_moved = False
@@ -172,7 +174,9 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
             # `foreign`: an event about another provider call, replayed against this attempt's URL.
             results.append(ignored)
             continue
-        at = datetime.fromtimestamp(event.at, tz=UTC)
+        # A provider's time feeds the retry schedule (a retry is due after `ended_at`): it is
+        # kept between the dial and now, so no event can make a retry due at once or never.
+        at = min(max(datetime.fromtimestamp(event.at, tz=UTC), dialed_at), clock_now)
         moved = True
         attempt["status"] = event.status.value
         attempt["provider_call_id"] = attempt["provider_call_id"] or event.provider_call_id

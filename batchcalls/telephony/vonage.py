@@ -62,7 +62,7 @@ from batchcalls.errors import ConfigurationError, ProviderError
 from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 from batchcalls.telephony.base import DialRequest, LiveAttempt
-from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status
+from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status, url_key
 from batchcalls.voices import voice_catalog
 from config.settings import Settings
 
@@ -120,6 +120,19 @@ def pkcs8_pem(key: rsa.RSAPrivateKey) -> str:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     return pem.decode()
+
+
+def webhook_url_key(settings: Settings) -> bytes:
+    """The key of the tokens in the webhook URLs we give Vonage, the same in every process of the
+    fleet: derived from `VONAGE_SIGNATURE_SECRET`, or (unsigned, in development) from the
+    application's private key. Raises `ConfigurationError` when neither is there."""
+    if settings.vonage_signature_secret:
+        return url_key(settings.vonage_signature_secret.encode())
+    if not settings.vonage_private_key:
+        raise ConfigurationError("Vonage webhooks need VONAGE_SIGNATURE_SECRET (or, unsigned, VONAGE_PRIVATE_KEY)")
+    key = load_private_key(settings.vonage_private_key)
+    return url_key(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption()))
 
 
 def _auth(application_id: str, key: rsa.RSAPrivateKey) -> Auth:
@@ -226,6 +239,7 @@ class VonageProvider:
     private_key: rsa.RSAPrivateKey  # parsed once, when the provider is made
     from_number: str
     public_base_url: str
+    url_key: bytes = field(repr=False)  # see `webhook_url_key`
     api_host: str = "api.nexmo.com"
     ca_bundle: str | None = None
     voices: Mapping[str, Mapping[str, Any]] = field(default_factory=voice_catalog)
@@ -272,13 +286,14 @@ class VonageProvider:
             log.warning("voice no longer in the catalog, Vonage's default voice used call_id=%s attempt=%d voice_id=%s",
                         request.call_id, request.attempt, quoted(request.voice_id))
         actions = ncco.render(request.script, voice, from_number=self.from_number,
-                              input_url=partial(input_url, self.public_base_url, request.call_id, request.attempt))
+                              input_url=partial(input_url, self.public_base_url, request.call_id, request.attempt,
+                                                key=self.url_key))
         try:
             params = CreateCallRequest(
                 to=[ToPhone(number=_digits(request.phone_number))],
                 from_=Phone(number=_digits(self.from_number)),
                 ncco=[_sdk_action(action) for action in actions],
-                event_url=[event_url(self.public_base_url, request.call_id, request.attempt)],
+                event_url=[event_url(self.public_base_url, request.call_id, request.attempt, key=self.url_key)],
                 event_method="POST",
                 machine_detection=MACHINE_DETECTION,
             )
@@ -347,8 +362,12 @@ def make_vonage_provider(settings: Settings) -> VonageProvider:
         _auth(settings.vonage_application_id, key).generate_application_jwt()
     except (VonageError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"the Vonage SDK cannot sign with VONAGE_PRIVATE_KEY: {exc}") from exc
+    if not settings.vonage_signature_secret:
+        log.warning("VONAGE_SIGNATURE_SECRET is not set and VONAGE_ALLOW_UNSIGNED is: Vonage webhooks are"
+                    " accepted unsigned; for development only, never in production")
     return VonageProvider(
         application_id=settings.vonage_application_id, private_key=key, from_number=settings.vonage_from_number,
-        public_base_url=settings.public_base_url, api_host=settings.vonage_api_host,
+        public_base_url=settings.public_base_url, url_key=webhook_url_key(settings),
+        api_host=settings.vonage_api_host,
         ca_bundle=settings.vonage_ca_bundle,
     )

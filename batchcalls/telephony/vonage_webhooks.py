@@ -1,6 +1,7 @@
 """What Vonage tells us, in our terms: its call statuses mapped onto attempt states and outcomes
 (one table), its event and input webhooks translated to `ProviderEvent`s and responses, the URLs
-it is given for them, and the check of its signed webhooks.
+it is given for them (each with a token binding its ids), and the checks of its webhooks: the
+signature JWT (young, with a `jti`, over the body) and the URL token.
 
 Pure: no I/O. `api/provider_webhooks.py` serves the routes; `telephony/vonage.py` uses the same
 table for `poll`.
@@ -11,14 +12,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 import jwt
 
-from batchcalls.errors import Unauthorized
+from batchcalls.errors import MalformedRequest, Unauthorized
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus, Outcome
 from batchcalls.timefmt import isoformat_ms
@@ -28,6 +31,21 @@ log = logging.getLogger("batchcalls.vonage")
 EVENT_PATH = "/webhooks/vonage/event"
 INPUT_PATH = "/webhooks/vonage/input"
 ANSWER_PATH = "/webhooks/vonage/answer"
+
+# Vonage's webhook bodies are a few hundred bytes; anything far larger is not Vonage's.
+MAX_BODY_BYTES = 64 * 1024
+# A signed webhook is taken for this long after Vonage signed it (its `iat`), and a clock this
+# far ahead of ours is tolerated. Each token is taken once: its `jti` is remembered a little
+# longer than a token can be taken, so a replay within its age is refused too.
+MAX_TOKEN_AGE_SECONDS = 300
+CLOCK_SKEW_SECONDS = 30
+REPLAY_TTL_SECONDS = MAX_TOKEN_AGE_SECONDS + CLOCK_SKEW_SECONDS + 60
+# The URL token's key is derived from the fleet's secret with this label (see `url_key`).
+URL_KEY_LABEL = b"batchcalls vonage webhook url v1"
+URL_TOKEN_CHARS = 32  # 128 bits, hex
+_TOKEN = re.compile(f"[0-9a-f]{{{URL_TOKEN_CHARS}}}")
+_NUMBER = re.compile(r"[0-9]{1,6}")  # ASCII digits only
+_CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Every Vonage call status we act on. A status not here (`human`, `disconnected`, `transfer`,
 # recording and error notices) changes nothing.
@@ -65,16 +83,75 @@ def settle_seconds(status: object) -> float:
     return SETTLE_SECONDS.get(status, 0.0) if isinstance(status, str) else 0.0
 
 
-def event_url(base_url: str, call_id: str, attempt: int) -> str:
+def url_key(material: bytes) -> bytes:
+    """The key of the tokens in our webhook URLs, derived from a secret every process of the fleet
+    already holds (`VONAGE_SIGNATURE_SECRET`, else the application's private key): no new setting
+    to keep in step, and a URL token tells nothing about the secret it came from."""
+    return hmac.new(material, URL_KEY_LABEL, hashlib.sha256).digest()
+
+
+def url_token(key: bytes, call_id: str, attempt: int, step: int | None = None) -> str:
+    """The token that binds one webhook URL to its attempt (and input step): without the key
+    nobody can make the URL of another call, attempt or step."""
+    kind = "event" if step is None else f"input\x00{step}"
+    message = f"{kind}\x00{call_id}\x00{attempt}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:URL_TOKEN_CHARS]
+
+
+def url_token_matches(key: bytes, token: str, call_id: str, attempt: int, step: int | None = None) -> bool:
+    return hmac.compare_digest(token.encode(), url_token(key, call_id, attempt, step).encode())
+
+
+def event_url(base_url: str, call_id: str, attempt: int, *, key: bytes) -> str:
     """Where Vonage posts the call's status events: our ids ride in the query, so every event
-    names the attempt it is about, even one whose create request never answered."""
-    return f"{base_url.rstrip('/')}{EVENT_PATH}?{urlencode({'call_id': call_id, 'attempt': attempt})}"
+    names the attempt it is about, even one whose create request never answered; the token
+    binds them to the URL we gave."""
+    query = urlencode({"call_id": call_id, "attempt": attempt, "token": url_token(key, call_id, attempt)})
+    return f"{base_url.rstrip('/')}{EVENT_PATH}?{query}"
 
 
-def input_url(base_url: str, call_id: str, attempt: int, step: int) -> str:
+def input_url(base_url: str, call_id: str, attempt: int, step: int, *, key: bytes) -> str:
     """Where Vonage posts the result of the script's input step `step`."""
-    query = urlencode({"call_id": call_id, "attempt": attempt, "step": step})
+    query = urlencode({"call_id": call_id, "attempt": attempt, "step": step,
+                       "token": url_token(key, call_id, attempt, step)})
     return f"{base_url.rstrip('/')}{INPUT_PATH}?{query}"
+
+
+class WebhookIds(NamedTuple):
+    """What a webhook URL we gave Vonage names: our call, its attempt, the input step (input
+    webhooks only) and the token over them."""
+
+    call_id: str
+    attempt: int
+    step: int | None
+    token: str
+
+
+def parse_ids(query: Mapping[str, str], *, with_step: bool) -> WebhookIds:
+    """The ids of a webhook URL's query, strictly: numbers in ASCII decimal digits only (`²` is
+    a digit to `str.isdigit`, not to `int`). Raises `MalformedRequest` naming the field."""
+    call_id = query.get("call_id", "")
+    if not _CALL_ID.fullmatch(call_id):
+        raise MalformedRequest("call_id is not a call id", {"call_id": ["is not a call id"]})
+    numbers = {}
+    for name in ("attempt", "step") if with_step else ("attempt",):
+        raw = query.get(name, "")
+        if not _NUMBER.fullmatch(raw):
+            raise MalformedRequest(f"{name} must be a number in decimal digits",
+                                   {name: ["must be a number in decimal digits"]})
+        numbers[name] = int(raw)
+    if numbers["attempt"] < 1:
+        raise MalformedRequest("attempt must be at least 1", {"attempt": ["must be at least 1"]})
+    token = query.get("token", "")
+    if not _TOKEN.fullmatch(token):
+        raise Unauthorized("webhook URL has no valid token")
+    return WebhookIds(call_id, numbers["attempt"], numbers.get("step"), token)
+
+
+def check_url_token(key: bytes, ids: WebhookIds) -> None:
+    """`Unauthorized` unless the URL's token is the one we made for its ids."""
+    if not url_token_matches(key, ids.token, ids.call_id, ids.attempt, ids.step):
+        raise Unauthorized("webhook URL token does not match its ids")
 
 
 def parse_timestamp(value: object) -> float | None:
@@ -109,7 +186,9 @@ def event_from_webhook(call_id: str, attempt: int, payload: Mapping[str, Any], n
         return None
     # The human/machine event names the call `call_uuid`; the others name it `uuid`.
     uuid = payload.get("uuid") or payload.get("call_uuid")
-    at = parse_timestamp(payload.get("timestamp")) or now
+    # A time ahead of ours would put the attempt's end, and so its retry, in the future (the
+    # store also keeps it after the attempt was dialed).
+    at = min(parse_timestamp(payload.get("timestamp")) or now, now)
     detail = payload.get("detail")
     return translate_status(status, call_id, attempt, at, uuid if isinstance(uuid, str) else None,
                             detail if isinstance(detail, str) else None)
@@ -158,20 +237,45 @@ def _float_or_none(value: object) -> float | None:
     return None
 
 
-def verify_signature(authorization: str | None, body: bytes, secret: str) -> dict[str, Any]:
-    """The claims of a signed Vonage webhook, or `Unauthorized`.
+def verify_token(authorization: str | None, secret: str, *, now: float) -> dict[str, Any]:
+    """The claims of a signed Vonage webhook's JWT, checked from its header alone (before the
+    body is read), or `Unauthorized`.
 
     Vonage signs each webhook with a JWT (HS256, keyed with the account's signature secret) in
-    `Authorization: Bearer <jwt>`; its `payload_hash` claim is the SHA-256 (hex) of the body.
-    The SDK checks only the JWT: the hash is what ties the signature to this body, so a body
-    without a matching hash is refused too."""
+    `Authorization: Bearer <jwt>`, with `iat` (when it signed), `jti` (the token's unique id) and
+    `payload_hash` (the SHA-256, hex, of the body). A token is taken only while young (`iat`
+    within `MAX_TOKEN_AGE_SECONDS`, not ahead of our clock by more than `CLOCK_SKEW_SECONDS`)
+    and must carry a `jti`, so that the caller can take it once."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("webhook is not signed: expected Authorization: Bearer <jwt>")
     try:
-        claims: dict[str, Any] = jwt.decode(token.strip(), secret, algorithms=["HS256"])
+        # Times are checked below against the caller's clock.
+        claims: dict[str, Any] = jwt.decode(token.strip(), secret, algorithms=["HS256"],
+                                            options={"verify_exp": False, "verify_iat": False,
+                                                     "verify_nbf": False})
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"webhook signature is not valid: {exc}") from exc
+    issued: Any = claims.get("iat")
+    if not _is_number(issued):
+        raise Unauthorized("webhook signature has no issue time (iat)")
+    if now - issued > MAX_TOKEN_AGE_SECONDS:
+        raise Unauthorized("webhook signature is too old (iat)")
+    if issued - now > CLOCK_SKEW_SECONDS:
+        raise Unauthorized("webhook signature is issued in the future (iat)")
+    expires: Any = claims.get("exp")
+    if expires is not None and (not _is_number(expires) or now > expires + CLOCK_SKEW_SECONDS):
+        raise Unauthorized("webhook signature has expired (exp)")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 0 < len(jti) <= 200:
+        raise Unauthorized("webhook signature has no token id (jti)")
+    return claims
+
+
+def check_payload_hash(claims: Mapping[str, Any], body: bytes) -> None:
+    """`Unauthorized` unless the token's `payload_hash` is that of `body`. The SDK checks only
+    the JWT: the hash is what ties the signature to this body, so a body without a matching hash
+    is refused too."""
     claimed = claims.get("payload_hash")
     if claimed is None:
         if body:
@@ -180,4 +284,21 @@ def verify_signature(authorization: str | None, body: bytes, secret: str) -> dic
         claimed.lower(), hashlib.sha256(body).hexdigest()
     ):
         raise Unauthorized("webhook body does not match its signature's payload_hash")
+
+
+def verify_signature(authorization: str | None, body: bytes, secret: str, *, now: float) -> dict[str, Any]:
+    """The claims of a signed Vonage webhook whose token and body are both good, or `Unauthorized`."""
+    claims = verify_token(authorization, secret, now=now)
+    check_payload_hash(claims, body)
     return claims
+
+
+def replay_key(claims: Mapping[str, Any]) -> str:
+    """The Redis key that marks a signed webhook's token as taken."""
+    return "bc:vonage-jti:" + hashlib.sha256(str(claims["jti"]).encode()).hexdigest()[:40]
+
+
+def _is_number(value: object) -> bool:
+    """A finite JSON number (Python's JSON reader takes `NaN` and `Infinity`, which compare false
+    with everything)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

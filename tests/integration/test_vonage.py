@@ -11,7 +11,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import logging
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,19 +26,21 @@ from typing import Any
 import jwt
 import pytest
 import requests
+from kombu.exceptions import OperationalError
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_voice.models import CreateCallRequest, Phone, Talk, ToPhone
 
 from batchcalls.errors import ProviderError
+from batchcalls.telephony import vonage_webhooks as vw
 from batchcalls.telephony.base import DialRequest
-from batchcalls.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem
-from batchcalls.telephony.vonage_webhooks import event_url, input_url
+from batchcalls.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem, webhook_url_key
 from batchcalls.voices import voice_catalog
 from config.settings import load_settings
 from tests.fakes.vonage import Application, FakeVonage, compact, make_application, make_certificate, sign_webhook
+from tests.integration.conftest import Api
 from tests.integration.test_pipeline import number, ts
 from tests.support import servers as test_servers
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import ROOT, Stack, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +69,26 @@ class VonageStack:
 
     def signed(self, body: bytes) -> str:
         return "Bearer " + sign_webhook(body, self.application.signature_secret, self.application.application_id)
+
+    @property
+    def key(self) -> bytes:
+        """The URL tokens' key, as the API and the workers derive it from the signature secret."""
+        return vw.url_key(self.application.signature_secret.encode())
+
+    def event_url(self, call_id: str, attempt: int) -> str:
+        return vw.event_url(self.stack.api_url, call_id, attempt, key=self.key)
+
+    def input_url(self, call_id: str, attempt: int, step: int) -> str:
+        return vw.input_url(self.stack.api_url, call_id, attempt, step, key=self.key)
+
+    def silent_call(self, phone: str, body: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """A batch of one call that Vonage created and then never reports on: only the test's
+        own webhooks talk. (batch id, the call once its Vonage uuid is known)"""
+        self.fake.silent.add(phone)
+        batch_id = self.submit({"calls": [{"phone_number": phone, "script": TYPED}], **(body or {})})
+        call = wait_for(lambda: (c := self.call(batch_id))["attempts"] and c["attempts"][0]["provider_call_id"] and c,
+                        30, "the call was created at Vonage")
+        return batch_id, call
 
 
 def vonage_env(fake: FakeVonage, application: Application, cert: Path) -> dict[str, str]:
@@ -152,7 +179,8 @@ def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage
                       "style": catalog[voice]["style"]}],
             "to": [{"type": "phone", "number": digits(call["phone_number"])}],
             "from": {"type": "phone", "number": digits(FROM)},
-            "event_url": [f"{api}/webhooks/vonage/event?call_id={call['id']}&attempt=1"],
+            "event_url": [f"{api}/webhooks/vonage/event?call_id={call['id']}&attempt=1"
+                          f"&token={vw.url_token(vonage.key, call['id'], 1)}"],
             "event_method": "POST",
             "machine_detection": "hangup",
         }
@@ -171,7 +199,7 @@ def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage
         {"action": "talk", "text": "Hello, this is Acme calling about your order.", **voice, "bargeIn": True},
         {"action": "input", "type": ["dtmf", "speech"], "dtmf": {"maxDigits": 1, "timeOut": 5},
          "speech": {"language": "en-GB", "context": ["yes", "no"], "saveAudio": False},
-         "eventUrl": [input_url(api, typed["id"], 1, 1)], "eventMethod": "POST"},
+         "eventUrl": [vonage.input_url(typed["id"], 1, 1)], "eventMethod": "POST"},
     ]
     assert after_interest == [
         {"action": "talk", "text": "Thank you. Connecting you to our assistant.", **voice},
@@ -180,7 +208,7 @@ def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage
                        "content-type": "audio/l16;rate=16000", "headers": {"lead_id": "L-42"}}]},
         {"action": "talk", "text": "Anything else? Say it after the tone.", **voice, "bargeIn": True},
         {"action": "input", "type": ["speech"], "speech": {"endOnSilence": 1.0, "language": "en-GB"},
-         "eventUrl": [input_url(api, typed["id"], 1, 5)], "eventMethod": "POST"},
+         "eventUrl": [vonage.input_url(typed["id"], 1, 5)], "eventMethod": "POST"},
     ]
     assert after_comment == [{"action": "talk", "text": "Goodbye.", **voice}]
 
@@ -198,13 +226,14 @@ def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage
                                  {"text": "yes pleases", "confidence": 0.51}]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", comment["at"])
 
-    # Vonage repeats a webhook it thinks was lost: the same signed input result and status event again.
+    # Vonage repeats a webhook it thinks was lost (signed again): the same input result and
+    # status event are taken again and change nothing.
     inputs = [w for w in vonage.fake.webhooks if w.kind == "input" and typed["id"] in w.url]
     answered = [w for w in vonage.fake.webhooks if w.kind == "event" and typed["id"] in w.url
                 and w.payload["status"] == "answered"]
     assert len(inputs) == 2 and all(w.status == 200 for w in inputs)
     for sent in [*inputs, *answered]:
-        again = requests.post(sent.url, data=sent.body, headers=sent.headers, timeout=10)
+        again = vonage.post(sent.url, sent.body, vonage.signed(sent.body))
         assert again.status_code in (200, 204)
     time.sleep(1.5)
     again_call = typed_call()
@@ -265,63 +294,97 @@ def test_every_vonage_outcome_is_mapped_and_retried_per_retry_config(vonage: Von
 # --- signatures ----------------------------------------------------------------------------------
 
 
-def test_forged_and_unsigned_webhooks_get_401_and_change_nothing(vonage: VonageStack) -> None:
+def token(vonage: VonageStack, body: bytes, **claims: Any) -> str:
+    """A webhook JWT signed with the application's secret, with claims changed (None: left out)."""
+    payload = {**jwt.decode(sign_webhook(body, vonage.application.signature_secret, vonage.application.application_id),
+                            options={"verify_signature": False}), **claims}
+    return "Bearer " + jwt.encode({k: v for k, v in payload.items() if v is not None},
+                                  vonage.application.signature_secret, algorithm="HS256")
+
+
+def test_forged_unsigned_and_stale_webhooks_get_401_and_change_nothing(vonage: VonageStack) -> None:
     phone = number(300, 0)
-    vonage.fake.silent.add(phone)  # created at Vonage, then never heard of: only our forgeries talk
-    batch_id = vonage.submit({"calls": [{"phone_number": phone, "script": TYPED}]})
-    before = wait_for(lambda: (c := vonage.call(batch_id))["attempts"] and c["attempts"][0]["provider_call_id"] and c,
-                      30, "the call was created at Vonage")
+    batch_id, before = vonage.silent_call(phone)
     call_id, uuid = before["id"], before["attempts"][0]["provider_call_id"]
     api = vonage.stack.api_url
     completed = compact({"from": digits(FROM), "to": digits(phone), "uuid": uuid, "conversation_uuid": "CON-x",
                          "status": "completed", "direction": "outbound", "timestamp": "2030-01-01T00:00:00.000Z"})
     answer = compact({"uuid": uuid, "dtmf": {"digits": "9", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"})
     other_secret = "Bearer " + sign_webhook(completed, "x" * 64, vonage.application.application_id)
-    bodyless = "Bearer " + jwt.encode({"iat": int(time.time()), "iss": "Vonage"}, vonage.application.signature_secret,
-                                      algorithm="HS256")
     unsigned_alg = "Bearer " + jwt.encode({"payload_hash": hashlib.sha256(completed).hexdigest()}, None,
                                           algorithm="none")
-    forgeries = {
-        "no Authorization": None,
-        "not a JWT": "Bearer forged",
-        "signed with another secret": other_secret,
-        "signature of another body": vonage.signed(compact({"status": "ringing", "uuid": uuid})),
-        "no payload_hash": bodyless,
-        "alg none": unsigned_alg,
-    }
-    for name, authorization in forgeries.items():
-        response = vonage.post(event_url(api, call_id, 1), completed, authorization)
+    now = int(time.time())
+
+    def forgeries(body: bytes) -> dict[str, str | None]:
+        return {
+            "no Authorization": None,
+            "not a JWT": "Bearer forged",
+            "signed with another secret": other_secret,
+            "signature of another body": vonage.signed(compact({"status": "ringing", "uuid": uuid})),
+            "no payload_hash": token(vonage, body, payload_hash=None),
+            "alg none": unsigned_alg,
+            "five years old": token(vonage, body, iat=now - 5 * 365 * 86400),
+            "ten minutes old": token(vonage, body, iat=now - 600),
+            "issued in an hour": token(vonage, body, iat=now + 3600),
+            "no iat": token(vonage, body, iat=None),
+            "no jti": token(vonage, body, jti=None),
+        }
+
+    for name, authorization in forgeries(completed).items():
+        response = vonage.post(vonage.event_url(call_id, 1), completed, authorization)
         assert response.status_code == 401, name
         assert response.json()["error"]["code"] == "unauthorized"
-        response = vonage.post(input_url(api, call_id, 1, 1), answer,
-                               authorization if name != "signature of another body" else vonage.signed(b"{}"))
+    for name, authorization in forgeries(answer).items():
+        response = vonage.post(vonage.input_url(call_id, 1, 1), answer, authorization)
         assert response.status_code == 401, name
+        assert response.json()["error"]["code"] == "unauthorized"
     answer_url = f"{api}/webhooks/vonage/answer?uuid={uuid}"
     assert requests.get(answer_url, timeout=10).status_code == 401
-    assert requests.get(answer_url, headers={"Authorization": bodyless}, timeout=10).json() == []
-    time.sleep(1.5)
-    after = vonage.call(batch_id)
-    # Nothing the forgeries said happened: not completed, no response stored. (The reconciler may
-    # have moved the attempt from dialing to ringing: that is Vonage's GET answering its poll.)
-    assert after["status"] in ("dialing", "ringing") and after["outcome"] is None and after["responses"] == []
-    assert after["attempts"][0]["ended_at"] is None
-    assert vonage.stack.status(batch_id)["finished_at"] is None
+    assert requests.get(answer_url, headers={"Authorization": token(vonage, b"", payload_hash=None)},
+                        timeout=10).json() == []
+
+    # Genuinely signed bodies on URLs we did not give Vonage: the token binds the URL's ids.
+    event_base, input_base = f"{api}{vw.EVENT_PATH}", f"{api}{vw.INPUT_PATH}"
+    wrong_urls = {  # name: (event URL, input URL for step 1)
+        "no token": (f"{event_base}?call_id={call_id}&attempt=1", f"{input_base}?call_id={call_id}&attempt=1&step=1"),
+        "another call's token": (
+            f"{event_base}?call_id={call_id}&attempt=1&token={vw.url_token(vonage.key, 'another-call', 1)}",
+            f"{input_base}?call_id={call_id}&attempt=1&step=1&token={vw.url_token(vonage.key, 'another-call', 1, 1)}"),
+        "attempt 2's token": (vonage.event_url(call_id, 2).replace("attempt=2", "attempt=1"),
+                              vonage.input_url(call_id, 2, 1).replace("attempt=2", "attempt=1")),
+        "step 5's token": (vonage.event_url(call_id, 1) + "x", vonage.input_url(call_id, 1, 5).replace("step=5", "step=1")),
+        "the other route's token": (
+            f"{event_base}?call_id={call_id}&attempt=1&token={vw.url_token(vonage.key, call_id, 1, 1)}",
+            f"{input_base}?call_id={call_id}&attempt=1&step=1&token={vw.url_token(vonage.key, call_id, 1)}"),
+        "a token of another key": (vw.event_url(api, call_id, 1, key=vw.url_key(b"guessed")),
+                                   vw.input_url(api, call_id, 1, 1, key=vw.url_key(b"guessed"))),
+    }
+    for name, (event_url, input_url) in wrong_urls.items():
+        response = vonage.post(event_url, completed, vonage.signed(completed))
+        assert response.status_code == 401, name
+        assert response.json()["error"]["code"] == "unauthorized"
+        response = vonage.post(input_url, answer, vonage.signed(answer))
+        assert response.status_code == 401, name
+        assert response.json()["error"]["code"] == "unauthorized"
 
     # A genuinely signed event about another Vonage call, replayed against this call's URL, is
     # taken by the endpoint (the signature covers the body, not the URL) but changes nothing.
     replayed = compact({"from": digits(FROM), "to": digits(phone), "uuid": "another-call-uuid",
                         "conversation_uuid": "CON-y", "status": "completed", "direction": "outbound",
                         "timestamp": "2030-01-01T00:00:00.000Z"})
-    assert vonage.post(event_url(api, call_id, 1), replayed, vonage.signed(replayed)).status_code == 204
-    time.sleep(1.5)
-    assert vonage.call(batch_id)["outcome"] is None
+    assert vonage.post(vonage.event_url(call_id, 1), replayed, vonage.signed(replayed)).status_code == 204
 
-    # The same webhooks signed with the application's secret are taken.
-    assert vonage.post(input_url(api, call_id, 1, 1), answer, vonage.signed(answer)).status_code == 200
-    assert vonage.post(event_url(api, call_id, 1), completed, vonage.signed(completed)).status_code == 204
+    # Webhooks signed with the application's secret, on the URLs Vonage was given, are taken:
+    # the call ends as they say (rejected, with the one answer "7"), not as any forgery said.
+    genuine_answer = compact({"uuid": uuid, "dtmf": {"digits": "7", "timed_out": False},
+                              "timestamp": "2030-01-01T00:00:01.000Z"})
+    rejected = compact({"uuid": uuid, "status": "rejected", "detail": "declined", "timestamp": "2030-01-01T00:00:02.000Z"})
+    assert vonage.post(vonage.input_url(call_id, 1, 1), genuine_answer, vonage.signed(genuine_answer)).status_code == 200
+    assert vonage.post(vonage.event_url(call_id, 1), rejected, vonage.signed(rejected)).status_code == 204
     final = vonage.stack.wait_finished(batch_id, timeout=30)
-    assert final["status"] == "completed"
-    assert wait_for(lambda: vonage.call(batch_id)["responses"], 10, "the genuine response")[0]["digits"] == "9"
+    assert final["status"] == "failed" and final["failed_calls"] == 1  # its one call failed
+    after = wait_for(lambda: (c := vonage.call(batch_id))["responses"] and c, 10, "the genuine response")
+    assert after["outcome"] == "rejected" and [r["digits"] for r in after["responses"]] == ["7"]
 
 
 # --- calls per second ----------------------------------------------------------------------------
@@ -425,6 +488,205 @@ def test_no_attempt_was_ever_created_twice(vonage: VonageStack) -> None:
     requests Vonage refused with 429 (which created nothing)."""
     keys = collections.Counter(c.ids for c in vonage.fake.creates if c.answer != "throttled")
     assert keys and max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+
+
+# --- replays, other calls, provider times (after the timing tests: these leave calls live) ----------
+
+
+def test_a_replayed_signed_webhook_is_refused_and_reveals_nothing(vonage: VonageStack) -> None:
+    phone = number(310, 0)
+    batch_id, call = vonage.silent_call(phone)
+    uuid = call["attempts"][0]["provider_call_id"]
+    answer = compact({"uuid": uuid, "dtmf": {"digits": "3", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"})
+    authorization = vonage.signed(answer)
+    first = vonage.post(vonage.input_url(call["id"], 1, 1), answer, authorization)
+    assert first.status_code == 200 and first.json()[0]["action"] == "talk"  # the script's next part
+    again = vonage.post(vonage.input_url(call["id"], 1, 1), answer, authorization)
+    assert again.status_code == 401 and again.json()["error"]["code"] == "unauthorized"
+    assert "jti" in again.json()["error"]["message"]
+    event = compact({"uuid": uuid, "status": "busy", "timestamp": "2030-01-01T00:00:02.000Z"})
+    authorization = vonage.signed(event)
+    assert vonage.post(vonage.event_url(call["id"], 1), event, authorization).status_code == 204
+    assert vonage.post(vonage.event_url(call["id"], 1), event, authorization).status_code == 401
+    vonage.stack.wait_finished(batch_id, timeout=30)
+    assert [r["digits"] for r in wait_for(lambda: vonage.call(batch_id)["responses"], 10, "the response")] == ["3"]
+
+
+def test_an_input_result_of_another_vonage_call_gets_no_script(vonage: VonageStack) -> None:
+    """A captured signed input webhook of call A, replayed with call B's id, gets nothing: A's URL
+    token does not fit B's ids, and even on B's own URL A's uuid is not B's Vonage call."""
+    (batch_a, a), (batch_b, b) = vonage.silent_call(number(320, 0)), vonage.silent_call(number(321, 0))
+    captured = compact({"uuid": a["attempts"][0]["provider_call_id"], "dtmf": {"digits": "1", "timed_out": False},
+                        "timestamp": "2030-01-01T00:00:01.000Z"})
+    a_url = vonage.input_url(a["id"], 1, 1)
+    response = vonage.post(a_url.replace(a["id"], b["id"]), captured, vonage.signed(captured))
+    assert response.status_code == 401
+    response = vonage.post(vonage.input_url(b["id"], 1, 1), captured, vonage.signed(captured))
+    assert response.status_code == 200 and response.json() == []
+    # B's own result is answered with B's script, and is the only response B holds.
+    own = compact({"uuid": b["attempts"][0]["provider_call_id"], "dtmf": {"digits": "2", "timed_out": False},
+                   "timestamp": "2030-01-01T00:00:02.000Z"})
+    response = vonage.post(vonage.input_url(b["id"], 1, 1), own, vonage.signed(own))
+    assert response.status_code == 200 and response.json()[0]["text"] == "Thank you. Connecting you to our assistant."
+    busy = compact({"uuid": b["attempts"][0]["provider_call_id"], "status": "busy"})
+    assert vonage.post(vonage.event_url(b["id"], 1), busy, vonage.signed(busy)).status_code == 204
+    vonage.stack.wait_finished(batch_b, timeout=30)
+    assert [r["digits"] for r in wait_for(lambda: vonage.call(batch_b)["responses"], 10, "B's response")] == ["2"]
+    assert vonage.call(batch_a)["responses"] == []
+
+
+def test_a_provider_time_far_ahead_or_behind_cannot_move_a_retry(vonage: VonageStack) -> None:
+    """A `busy` dated in the year 9999 would have put the retry out of reach, one dated 2001 would
+    have made it due at once: the attempt's end is kept between its dial and now."""
+    retry = {"retry_config": {"max_attempts": 2, "delay": 1, "retry_on": ["busy"]}}
+    batch_id, call = vonage.silent_call(number(330, 0), retry)
+    future = compact({"uuid": call["attempts"][0]["provider_call_id"], "status": "busy",
+                      "timestamp": "9999-12-31T23:59:59.000Z"})
+    assert vonage.post(vonage.event_url(call["id"], 1), future, vonage.signed(future)).status_code == 204
+    retried = wait_for(lambda: len((c := vonage.call(batch_id))["attempts"]) == 2 and c, 30, "the retry dialed")
+    first = retried["attempts"][0]
+    assert ts(first["dialed_at"]) <= ts(first["ended_at"]) <= time.time()
+
+    later = {"retry_config": {"max_attempts": 2, "delay": 600, "retry_on": ["busy"]}}
+    batch_id, call = vonage.silent_call(number(331, 0), later)
+    past = compact({"uuid": call["attempts"][0]["provider_call_id"], "status": "busy",
+                    "timestamp": "2001-01-01T00:00:00.000Z"})
+    assert vonage.post(vonage.event_url(call["id"], 1), past, vonage.signed(past)).status_code == 204
+    scheduled = wait_for(lambda: (c := vonage.call(batch_id))["status"] == "scheduled" and c, 30, "the retry scheduled")
+    first = scheduled["attempts"][0]
+    assert ts(first["ended_at"]) >= ts(first["dialed_at"])
+    assert ts(scheduled["next_attempt_at"]) >= ts(first["dialed_at"]) + 600
+
+
+# --- malformed and oversized requests ------------------------------------------------------------
+
+
+def test_an_oversized_webhook_body_gets_413(vonage: VonageStack) -> None:
+    batch_id, call = vonage.silent_call(number(340, 0))
+    big = compact({"uuid": call["attempts"][0]["provider_call_id"], "status": "completed", "pad": "x" * 100_000})
+    response = vonage.post(vonage.event_url(call["id"], 1), big, vonage.signed(big))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    chunked = requests.post(vonage.event_url(call["id"], 1), data=iter([big[:50_000], big[50_000:]]),
+                            headers={"Content-Type": "application/json", "Authorization": vonage.signed(big)},
+                            timeout=10)
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
+    assert vonage.call(batch_id)["outcome"] is None
+
+
+def test_a_webhook_without_a_valid_signature_is_refused_before_its_body_is_read(vonage: VonageStack) -> None:
+    """The answer comes while the announced body has not been sent at all."""
+    host, port = vonage.stack.api_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(b"POST /webhooks/vonage/event?call_id=c&attempt=1 HTTP/1.1\r\n"
+                     b"Host: " + host.encode() + b"\r\nAuthorization: Bearer forged\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+        head = conn.recv(4096)
+    assert head.startswith(b"HTTP/1.1 401"), head[:100]
+
+
+@pytest.mark.parametrize("query", [
+    "step=%C2%B2", "step=%D9%A1", "step=%EF%BC%91", "step=-1", "step=1.5", "step=", "step=99999999", "step=0x1",
+    "attempt=%C2%B2", "attempt=0", "attempt=", "call_id=", "call_id=a%00b", "token=", "token=zz",
+])
+def test_odd_webhook_queries_get_a_clean_4xx(vonage: VonageStack, query: str) -> None:
+    call_id = "c-" + os.urandom(4).hex()
+    fields = dict(part.split("=", 1) for part in f"call_id={call_id}&attempt=1&step=1&token={'0' * 32}".split("&"))
+    fields.update([query.split("=", 1)])
+    url = f"{vonage.stack.api_url}/webhooks/vonage/input?" + "&".join(f"{k}={v}" for k, v in fields.items())
+    body = compact({"uuid": "u", "dtmf": {"digits": "1"}})
+    response = vonage.post(url, body, vonage.signed(body))
+    assert response.status_code in (400, 401), (query, response.status_code, response.text)
+    assert response.json()["error"]["code"] in ("invalid_request", "unauthorized")
+    event = vonage.post(url.replace("/input", "/event"), body, vonage.signed(body))
+    assert event.status_code in (204, 400, 401), (query, event.status_code)  # 204: `step` is no event field
+
+
+def test_an_input_step_the_script_does_not_have_gets_an_empty_ncco(vonage: VonageStack) -> None:
+    batch_id, call = vonage.silent_call(number(350, 0))
+    body = compact({"uuid": call["attempts"][0]["provider_call_id"], "dtmf": {"digits": "1"}})
+    for step in (0, 2, 99, 999999):  # not an input step of TYPED, or beyond its end
+        response = vonage.post(vonage.input_url(call["id"], 1, step), body, vonage.signed(body))
+        assert response.status_code == 200 and response.json() == [], step
+
+
+# --- where the routes are ------------------------------------------------------------------------
+
+
+def test_the_simulator_serves_no_vonage_webhooks(api_factory: Callable[..., Api]) -> None:
+    """The simulator hands its events to the workers; an HTTP route would only be a way in."""
+    api = api_factory()
+    assert api.app.url_map.bind("localhost").test(vw.EVENT_PATH, method="POST") is False
+    for path in (vw.EVENT_PATH + "?call_id=c&attempt=1", vw.INPUT_PATH + "?call_id=c&attempt=1&step=1",
+                 vw.ANSWER_PATH):
+        response = api.client.post(path, data=b'{"status": "completed"}', content_type="application/json")
+        assert response.status_code == 404, path
+        assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_unsigned_in_development_a_webhook_still_needs_its_url_token(
+    api_factory: Callable[..., Api], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With VONAGE_ALLOW_UNSIGNED=1 nobody signs, but a forged `completed` must still name a URL
+    we gave Vonage: its token is keyed (then) from the application's private key."""
+    application = make_application()
+    env = {"BATCHCALLS_PROVIDER": "vonage", "VONAGE_ALLOW_UNSIGNED": "1", "VONAGE_FROM_NUMBER": FROM,
+           "VONAGE_APPLICATION_ID": application.application_id, "VONAGE_PRIVATE_KEY": application.private_key_env}
+    with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
+        api = api_factory(**env)
+    assert "accepted unsigned" in caplog.text
+    call_id = "call_" + os.urandom(10).hex()
+    completed = compact({"uuid": "u-1", "status": "completed", "timestamp": "2030-01-01T00:00:00.000Z"})
+    key = webhook_url_key(api.app.extensions["batchcalls.engine"].settings)
+    for url in (f"{vw.EVENT_PATH}?call_id={call_id}&attempt=1",
+                vw.event_url("", call_id, 1, key=vw.url_key(b"guessed")),
+                vw.event_url("", call_id, 1, key=vw.url_key(application.signature_secret.encode()))):
+        response = api.client.post(url, data=completed, content_type="application/json")
+        assert response.status_code == 401, url
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    answer = compact({"uuid": "u-1", "dtmf": {"digits": "1"}})
+    response = api.client.post(vw.input_url("", call_id, 1, 1, key=key), data=answer, content_type="application/json")
+    assert response.status_code == 200 and response.get_json() == []  # taken unsigned: an unknown call
+
+
+def test_a_webhook_whose_handling_failed_is_taken_on_vonages_retry(
+    api_factory: Callable[..., Api], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Vonage retries a webhook it got no 2xx for, perhaps with the same token: a token is only
+    spent on a request that was handled."""
+    application = make_application()
+    api = api_factory(BATCHCALLS_PROVIDER="vonage", VONAGE_SIGNATURE_SECRET=application.signature_secret,
+                      VONAGE_FROM_NUMBER=FROM, VONAGE_APPLICATION_ID=application.application_id,
+                      VONAGE_PRIVATE_KEY=application.private_key_env)
+    url = vw.event_url("", "call_" + os.urandom(10).hex(), 1, key=vw.url_key(application.signature_secret.encode()))
+    body = compact({"uuid": "u-1", "status": "ringing"})
+    headers = {"Authorization": "Bearer " + sign_webhook(body, application.signature_secret,
+                                                         application.application_id)}
+
+    def broker_down(*_: object, **__: object) -> None:
+        raise OperationalError("broker unreachable")
+
+    monkeypatch.setattr(api.app.extensions["batchcalls.engine"].tasks, "record_event", broker_down)
+    assert api.client.post(url, data=body, headers=headers, content_type="application/json").status_code == 500
+    monkeypatch.undo()
+    assert api.client.post(url, data=body, headers=headers, content_type="application/json").status_code == 204
+    replay = api.client.post(url, data=body, headers=headers, content_type="application/json")
+    assert replay.status_code == 401  # handled once: now a replay
+
+
+@pytest.mark.parametrize("process", ["worker", "api"])
+def test_vonage_without_a_signature_secret_does_not_start(process: str) -> None:
+    application = make_application()
+    env = {**os.environ, "BATCHCALLS_PROVIDER": "vonage", "VONAGE_APPLICATION_ID": application.application_id,
+           "VONAGE_PRIVATE_KEY": application.private_key_env, "VONAGE_FROM_NUMBER": FROM,
+           "DATABASE_URL": "postgresql://127.0.0.1:9/none", "REDIS_URL": "redis://127.0.0.1:9/0",
+           "PYTHONPATH": str(ROOT)}
+    env.pop("VONAGE_SIGNATURE_SECRET", None)
+    env.pop("VONAGE_ALLOW_UNSIGNED", None)
+    command = {"worker": [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--pool", "solo"],
+               "api": [sys.executable, "-c", "from api.app import create_app; create_app()"]}[process]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
+    assert done.returncode != 0
+    assert b"needs VONAGE_SIGNATURE_SECRET" in done.stdout + done.stderr
 
 
 # --- the SDK configuration, against the fake directly --------------------------------------------

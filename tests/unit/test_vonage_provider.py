@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import os
 import ssl
 from pathlib import Path
@@ -26,6 +27,7 @@ from batchcalls.telephony.vonage import (
     create_error,
     load_private_key,
     pkcs8_pem,
+    webhook_url_key,
 )
 from config.settings import load_settings
 
@@ -69,11 +71,37 @@ def test_a_bad_key_is_a_clear_configuration_error(value: str, message: str) -> N
         load_private_key(value)
 
 
-def settings(**env: str) -> Any:
+def settings(**env: str | None) -> Any:
     base = {"DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://x/0", "BATCHCALLS_PROVIDER": "vonage",
             "VONAGE_APPLICATION_ID": "app-1", "VONAGE_PRIVATE_KEY": PKCS1.replace("\n", "\\n"),
-            "VONAGE_FROM_NUMBER": "+447700900001", "PUBLIC_BASE_URL": "https://calls.example"}
-    return load_settings({**base, **env})
+            "VONAGE_FROM_NUMBER": "+447700900001", "PUBLIC_BASE_URL": "https://calls.example",
+            "VONAGE_SIGNATURE_SECRET": "s" * 40}
+    return load_settings({k: v for k, v in {**base, **env}.items() if v is not None})
+
+
+@pytest.mark.parametrize("provider", ["vonage", ""])  # "": vonage, from the application id and key
+def test_vonage_without_a_signature_secret_refuses_to_start(provider: str) -> None:
+    """Unsigned, anyone who learns a call id could end its calls or read its script: the API
+    and every worker (both build their settings with `load_settings`) refuse to start."""
+    with pytest.raises(ValueError, match="needs VONAGE_SIGNATURE_SECRET"):
+        settings(BATCHCALLS_PROVIDER=provider, VONAGE_SIGNATURE_SECRET=None)
+    with pytest.raises(ValueError, match="needs VONAGE_SIGNATURE_SECRET"):
+        settings(BATCHCALLS_PROVIDER=provider, VONAGE_SIGNATURE_SECRET=None, VONAGE_ALLOW_UNSIGNED="0")
+
+
+def test_unsigned_vonage_webhooks_only_when_asked_for_and_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    unsigned = settings(VONAGE_SIGNATURE_SECRET=None, VONAGE_ALLOW_UNSIGNED="1")
+    assert unsigned.vonage_allow_unsigned and unsigned.vonage_signature_secret is None
+    with caplog.at_level(logging.WARNING, logger="batchcalls.vonage"):
+        provider = make_provider(unsigned, sink=None)  # type: ignore[arg-type]
+    assert "accepted unsigned" in caplog.text and "never in production" in caplog.text
+    # The URL tokens' key comes from the private key then, the same in every process.
+    assert isinstance(provider, VonageProvider)
+    assert provider.url_key == webhook_url_key(settings(VONAGE_SIGNATURE_SECRET=None, VONAGE_ALLOW_UNSIGNED="1",
+                                                        VONAGE_PRIVATE_KEY=PKCS8))
+    assert provider.url_key != webhook_url_key(settings())
+    # The simulator needs no secret.
+    assert load_settings({"DATABASE_URL": "x", "REDIS_URL": "y"}).provider == "simulator"
 
 
 def test_make_provider_builds_a_checked_vonage_provider() -> None:
