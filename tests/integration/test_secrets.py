@@ -191,7 +191,9 @@ def secret_stack(servers: test_servers.TestServers, tmp_path_factory: pytest.Tem
             stack = start_stack(with_password(database_url, DB_PASSWORD), redis_url, tmp / "stack", workers=2, **env)
             api_log = open(stack.log_dir / "api.log", "ab")  # noqa: SIM115 - closed below
             api = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{api_port}", "--workers",
-                                    "1", "api.app:create_app()"], cwd=ROOT, env={**stack.env, "BATCHCALLS_RATE_LIMIT": RATE_LIMIT},
+                                    "1", "api.app:create_app()"], cwd=ROOT,
+                                   env={**stack.env, "BATCHCALLS_RATE_LIMIT": RATE_LIMIT,
+                                        "BATCHCALLS_AUTH_FAILURE_LIMIT": RATE_LIMIT},
                                    stdout=api_log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
             flower_url = f"http://127.0.0.1:{free_port()}"
@@ -300,7 +302,7 @@ def test_a_whole_batch_leaks_no_secret_and_no_callees_answer(secret_stack: Secre
     typed = next(c for c in calls if c["phone_number"] == phones[0])
     assert [r["speech"][0]["text"] for r in typed["responses"] if r["speech"]] == [SPEECH]  # stored all the same
     assert any(r["digits"] == DIGITS for r in typed["responses"])
-    for key in (s.stack.api_key, "bc_live_not_a_key"):  # over the rate limit: Flask-Limiter logs the key
+    for key in (s.stack.api_key, "bc_live_not_a_key"):  # over the tenant budget, and over the failed-authentication one
         assert s.over_the_rate_limit(key)
     assert len(s.error_bodies) >= 7, s.error_bodies
 
