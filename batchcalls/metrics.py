@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from batchcalls.logs import quoted
+from batchcalls.queues import QUEUES
 from batchcalls.store.db import Database
 
 log = logging.getLogger("batchcalls.metrics")
@@ -32,7 +33,7 @@ LATENCY_SAMPLES_KEY = "bc:metrics:dispatch_latency_samples"
 LATENCY_SAMPLES = 10_000
 # Counts reach Redis (and /metrics) within about this long.
 FLUSH_SECONDS = 0.5
-BROKER_QUEUES = ["celery"] + [f"celery:{n}" for n in range(1, 10)]
+BROKER_QUEUES = [f"{queue}{step}" for queue in QUEUES for step in ["", *(f":{n}" for n in range(1, 10))]]
 
 
 class Metrics:
