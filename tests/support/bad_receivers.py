@@ -6,6 +6,7 @@ TCP or TLS. Each records the requests it read and what it sent."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
 import threading
@@ -34,6 +35,7 @@ class RawServer:
     answer: Callable[[socket.socket, RawServer], None]
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
+    spans: list[tuple[float, float]] = field(default_factory=list)  # each connection: (opened, closed)
     bytes_sent: int = 0
     cut_off: int = 0  # answers the sender stopped reading before they were complete
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,7 +73,21 @@ class RawServer:
                 self.connections += 1
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
+    def most_at_once(self, slack: float = 0.0) -> int:
+        """The most connections that were open at the same time, each counted as closed `slack`
+        seconds before the server saw it close (the server notices a hang-up a little late)."""
+        with self.lock:
+            edges = sorted([(opened, 1) for opened, _ in self.spans]
+                           + [(max(opened, closed - slack), -1) for opened, closed in self.spans],
+                           key=lambda edge: (edge[0], edge[1]))
+        live = most = 0
+        for _, step in edges:
+            live += step
+            most = max(most, live)
+        return most
+
     def _connection(self, conn: socket.socket) -> None:
+        opened = time.time()
         try:
             if self.tls is not None:
                 conn.settimeout(10)
@@ -90,6 +106,8 @@ class RawServer:
                 self.cut_off += 1
         finally:
             conn.close()
+            with self.lock:
+                self.spans.append((opened, time.time()))
 
 
 def _read_request(conn: socket.socket) -> Request | None:
@@ -126,6 +144,16 @@ def start_raw_server(answer: Callable[[socket.socket, RawServer], None], *, host
     return server
 
 
+def _wait_unless_hung_up(conn: socket.socket, seconds: float) -> bool:
+    """Wait `seconds`; False as soon as the sender hangs up (over plain TCP; over TLS, the next
+    send notices)."""
+    if isinstance(conn, ssl.SSLSocket):
+        time.sleep(seconds)
+        return True
+    readable, _, _ = select.select([conn], [], [], seconds)
+    return not (readable and conn.recv(1, socket.MSG_PEEK) == b"")
+
+
 def trickle(interval: float) -> Callable[[socket.socket, RawServer], None]:
     """Answer `200` one byte every `interval` seconds, a header line after another, for ever
     (until the sender hangs up or the server stops)."""
@@ -136,18 +164,19 @@ def trickle(interval: float) -> Callable[[socket.socket, RawServer], None]:
         while not server.stopped.is_set():
             for byte in reply:
                 server.sent(bytes([byte]), conn)
-                time.sleep(interval)
+                if not _wait_unless_hung_up(conn, interval):
+                    return
             n += 1
             reply = f"X-Slow-{n}: 1\r\n".encode()
     return answer
 
 
-def huge(size: int, chunk: int = 256 * 1024) -> Callable[[socket.socket, RawServer], None]:
-    """Answer `200` with a body of `size` bytes, sent as fast as the sender reads it."""
+def huge(size: int, chunk: int = 256 * 1024, status: str = "200 OK") -> Callable[[socket.socket, RawServer], None]:
+    """Answer `status` with a body of `size` bytes, sent as fast as the sender reads it."""
     block = b"x" * chunk
 
     def answer(conn: socket.socket, server: RawServer) -> None:
-        server.sent(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nContent-Type: text/plain\r\n\r\n".encode(), conn)
+        server.sent(f"HTTP/1.1 {status}\r\nContent-Length: {size}\r\nContent-Type: text/plain\r\n\r\n".encode(), conn)
         left = size
         while left > 0 and not server.stopped.is_set():
             piece = block[:min(left, chunk)]
