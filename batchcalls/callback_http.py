@@ -21,6 +21,7 @@ import contextvars
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import urllib3
@@ -127,32 +128,48 @@ class CallbackHTTP:
         self.pools = urllib3.PoolManager(num_pools=num_pools, retries=False, ssl_context=context)
         self.pools.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
 
-    def post(self, target: CallbackTarget, address: str, body: bytes, headers: dict[str, str], *,
+    def post(self, target: CallbackTarget, addresses: Sequence[str], body: bytes, headers: dict[str, str], *,
              timeout: float) -> int:
-        """POST `body` to `target` through a connection to `address` (one of the checked ones),
-        all of it within `timeout` seconds from now; the reply's status. Raises urllib3's
-        errors (`urllib3.exceptions.HTTPError`), OSError or ValueError when no status arrived in
-        time."""
-        token = _deadline.set(time.monotonic() + timeout)
+        """POST `body` to `target` through a connection to the first of `addresses` (checked ones)
+        that accepts one, all of it within `timeout` seconds from now; the reply's status.
+        Raises urllib3's errors (`urllib3.exceptions.HTTPError`), OSError or ValueError when no
+        status arrived in time."""
+        deadline = time.monotonic() + timeout
+        token = _deadline.set(deadline)
         try:
-            pool_kwargs = {"server_hostname": target.host} if target.scheme == "https" else None
-            pool = self.pools.connection_from_host(address, target.port, target.scheme, pool_kwargs=pool_kwargs)
-            response = pool.urlopen(
-                "POST", target.path, body=body, headers={**headers, "Host": target.host_header},
-                retries=False, redirect=False, assert_same_host=False, preload_content=False,
-                decode_content=False, release_conn=False, timeout=urllib3.Timeout(connect=timeout, read=timeout))
-            complete = False
-            try:
-                complete = _read_reply(response)
-            except (urllib3.exceptions.HTTPError, OSError):
-                pass  # the status arrived: what the reply says after it does not change the outcome
-            finally:
-                if not complete:
-                    response.close()  # the rest is never read: this connection cannot serve another POST
-                response.release_conn()
-            return int(response.status)
+            for i, address in enumerate(addresses):
+                try:
+                    return self._post_to(target, address, body, {**headers, "Host": target.host_header}, deadline)
+                except urllib3.exceptions.NewConnectionError:
+                    # Nothing was sent: the next address (e.g. IPv4 after an unreachable IPv6)
+                    # gets the time left.
+                    if i == len(addresses) - 1:
+                        raise
+            raise ValueError("no address to connect to")
         finally:
             _deadline.reset(token)
+
+    def _post_to(self, target: CallbackTarget, address: str, body: bytes, headers: dict[str, str],
+                 deadline: float) -> int:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the delivery deadline passed")
+        pool_kwargs = {"server_hostname": target.host} if target.scheme == "https" else None
+        pool = self.pools.connection_from_host(address, target.port, target.scheme, pool_kwargs=pool_kwargs)
+        response = pool.urlopen(
+            "POST", target.path, body=body, headers=headers, retries=False, redirect=False,
+            assert_same_host=False, preload_content=False, decode_content=False, release_conn=False,
+            timeout=urllib3.Timeout(connect=left, read=left))
+        complete = False
+        try:
+            complete = _read_reply(response)
+        except (urllib3.exceptions.HTTPError, OSError):
+            pass  # the status arrived: what the reply says after it does not change the outcome
+        finally:
+            if not complete:
+                response.close()  # the rest is never read: this connection cannot serve another POST
+            response.release_conn()
+        return int(response.status)
 
 
 def _read_reply(response: urllib3.BaseHTTPResponse) -> bool:

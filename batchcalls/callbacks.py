@@ -167,7 +167,7 @@ def check_callback_url(
 
     Cheap enough to run before every delivery: parsing, one resolution, a cached allowlist.
     An HTTP client that resolved the name again might get another answer: connect to one of the
-    returned `addresses` (`connect_address`).
+    returned `addresses` (`connect_addresses`).
     """
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         raise _refuse("must not contain whitespace or control characters")
@@ -227,14 +227,14 @@ def check_callback_url(
     return dataclasses.replace(target, addresses=tuple(str(a) for a in addresses))
 
 
-def connect_address(target: CallbackTarget, resolve: Resolver = default_resolve) -> str:
-    """The address to connect to for a checked target: the first one checked, or (a host name
-    on the allowlist, whose every address may be reached) the first it resolves to.
+def connect_addresses(target: CallbackTarget, resolve: Resolver = default_resolve) -> tuple[str, ...]:
+    """The addresses to connect to for a checked target, in order: the ones checked, or (a host
+    name on the allowlist, whose every address may be reached) the ones it resolves to.
 
     Raises OSError or UnicodeError when an allowlisted name does not resolve."""
     if target.addresses:
-        return target.addresses[0]
-    resolved = resolve(target.host, target.port)
+        return target.addresses
+    resolved = tuple(resolve(target.host, target.port))
     if not resolved:
         raise OSError(f"host {target.host!r} does not resolve")
-    return resolved[0]
+    return resolved

@@ -24,7 +24,7 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 
 from batchcalls.callback_http import CallbackHTTP
-from batchcalls.callbacks import CallbackTarget, Resolver, check_callback_url, connect_address, default_resolve
+from batchcalls.callbacks import CallbackTarget, Resolver, check_callback_url, connect_addresses, default_resolve
 from batchcalls.delivery_leases import DeliveryLeases
 from batchcalls.errors import InvalidRequest
 from batchcalls.events import backoff_seconds
@@ -258,18 +258,18 @@ class Relay:
                     if self.metrics is not None:
                         self.metrics.webhook(True, len(done))
 
-    def _target(self, url: str) -> tuple[CallbackTarget, str] | str:
-        """Where to POST (the checked target and the address to connect to), or why not."""
+    def _target(self, url: str) -> tuple[CallbackTarget, tuple[str, ...]] | str:
+        """Where to POST (the checked target and the addresses to connect to), or why not."""
         try:
             target = check_callback_url(url, allow_http=self.settings.allow_http_callbacks,
                                         allowlist=self.settings.callback_allowlist, resolve=self.resolve)
-            return target, connect_address(target, self.resolve)
+            return target, connect_addresses(target, self.resolve)
         except InvalidRequest as exc:
             return f"callback URL refused: {exc.message}"
         except (OSError, UnicodeError) as exc:
             return f"callback URL refused: host does not resolve ({type(exc).__name__})"
 
-    def _post(self, target: tuple[CallbackTarget, str] | str, secrets: tuple[str, ...], event_id: str,
+    def _post(self, target: tuple[CallbackTarget, tuple[str, ...]] | str, secrets: tuple[str, ...], event_id: str,
               payload: dict[str, Any]) -> str | None:
         """POST one event; None on a 2xx answer, else what went wrong."""
         if isinstance(target, str):

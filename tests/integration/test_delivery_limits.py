@@ -159,6 +159,16 @@ def test_tls_goes_to_the_checked_address_with_the_urls_host_and_server_name(
     assert error is not None and "certificate" in error.lower()
 
 
+def test_an_address_that_refuses_the_connection_gives_way_to_the_next_checked_one(
+        servers_to_stop: list[RawServer]) -> None:
+    server = start_raw_server(ok())
+    servers_to_stop.append(server)
+    relay = _relay(_settings(allowlist=("127.0.0.0/8",)),
+                   resolve=lambda host, port: ["127.0.0.2", "127.0.0.1"])  # nothing listens on the first
+    assert _post(relay, server.url("two.example.test")) is None
+    assert server.requests[0].headers["host"] == f"two.example.test:{server.port}"
+
+
 def test_the_relay_lock_outlives_every_post(servers: TestServers, servers_to_stop: list[RawServer],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A POST to a receiver that never finishes its answer ends while the relay still holds the

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from batchcalls.callbacks import check_callback_url, connect_address, is_allowed_address
+from batchcalls.callbacks import check_callback_url, connect_addresses, is_allowed_address
 from batchcalls.errors import InvalidRequest
 
 PUBLIC = "93.184.216.34"
@@ -207,7 +207,7 @@ def test_the_check_returns_the_addresses_it_approved() -> None:
     assert target.addresses == (PUBLIC, "2606:2800:220:1::1")
     assert (target.scheme, target.host, target.port) == ("https", "example.com", 8443)
     assert (target.host_header, target.path) == ("example.com:8443", "/a/b?token=x")
-    assert connect_address(target, no_dns) == PUBLIC
+    assert connect_addresses(target, no_dns) == (PUBLIC, "2606:2800:220:1::1")
     v6 = check_callback_url("https://[2606:2800:220:1::1]", allow_http=False, allowlist=(), resolve=no_dns)
     assert (v6.host_header, v6.path, v6.addresses) == ("[2606:2800:220:1::1]", "/", ("2606:2800:220:1::1",))
 
@@ -216,6 +216,6 @@ def test_an_allowlisted_name_is_resolved_only_to_connect() -> None:
     target = check_callback_url("http://crm.internal:8080/h", allow_http=True, allowlist=("crm.internal",),
                                 resolve=no_dns)
     assert target.addresses == ()
-    assert connect_address(target, resolver({"crm.internal": ["10.1.2.3"]})) == "10.1.2.3"
+    assert connect_addresses(target, resolver({"crm.internal": ["10.1.2.3", "10.1.2.4"]})) == ("10.1.2.3", "10.1.2.4")
     with pytest.raises(OSError):
-        connect_address(target, resolver({"crm.internal": []}))
+        connect_addresses(target, resolver({"crm.internal": []}))
