@@ -5,12 +5,19 @@ credentials, and reach only public addresses, unless its host name or an address
 on ``BATCHCALLS_CALLBACK_ALLOWLIST`` (host names, IPs or CIDRs). The API checks it when a batch is
 created and the delivery adapter checks it again right before every POST, because a name that
 resolved to a public address at submit time may resolve to an internal one later (DNS rebinding).
+The check returns the addresses it approved, and the delivery connects to one of them (never
+resolving the name again), so the address checked is the address reached.
+
+A public host is reached only on the usual web ports (`PUBLIC_PORTS`): any other port of a public
+host is refused unless the host (by name, or every address it resolves to) is on the allowlist,
+so that callbacks cannot be aimed at a mail server, a database or an SSH daemon on the Internet.
 
 The only I/O is name resolution, through the `resolve` parameter (`default_resolve` by default).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
@@ -26,6 +33,22 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# The ports a callback may use on a public host: HTTP's and HTTPS's, and their usual alternates.
+PUBLIC_PORTS = frozenset({80, 443, 8080, 8443})
+
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    """A callback URL as checked: where to connect and what to tell the server."""
+
+    scheme: str
+    host: str  # normalized: lower case, no trailing dot, no brackets; the TLS server name
+    port: int
+    host_header: str  # `Host`: the URL's host, and its port when not the scheme's default
+    path: str  # path and query, as sent in the request line
+    # The addresses checked; empty for a host name on the allowlist (any address of it may be
+    # reached, so it is not resolved to be checked).
+    addresses: tuple[str, ...]
 
 
 def default_resolve(host: str, port: int) -> list[str]:
@@ -130,20 +153,21 @@ def check_callback_url(
     allow_http: bool,
     allowlist: Sequence[str],
     resolve: Resolver = default_resolve,
-) -> None:
+) -> CallbackTarget:
     """Raise `InvalidRequest` (details ``{"callback_url": [message]}``) unless events may be
-    POSTed to `url`.
+    POSTed to `url`; else return where to connect.
 
     Refused: a scheme other than https (or http, when `allow_http`); no host; user info; a bad
     port; a host that is, or resolves to, any address that is private, loopback, link-local,
     multicast, reserved, unspecified or otherwise not global, including such an address inside
     an IPv4-mapped, 6to4 or Teredo IPv6 address; a host that does not resolve. A host name on
     `allowlist` is accepted without resolving it; an address inside an allowlisted IP or CIDR is
-    accepted whatever its kind.
+    accepted whatever its kind. A port outside `PUBLIC_PORTS` is refused unless the host name is
+    on `allowlist` or every address it resolves to is.
 
     Cheap enough to run before every delivery: parsing, one resolution, a cached allowlist.
-    Still, an HTTP client that resolves the name again may get another answer; connecting to a
-    checked address closes that gap entirely.
+    An HTTP client that resolved the name again might get another answer: connect to one of the
+    returned `addresses` (`connect_addresses`).
     """
     if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
         raise _refuse("must not contain whitespace or control characters")
@@ -162,11 +186,16 @@ def check_callback_url(
     host = _normalize_host(parts.hostname or "")
     if not host:
         raise _refuse("has no host")
+    default_port = _DEFAULT_PORTS[scheme]
     if port is None:
-        port = _DEFAULT_PORTS[scheme]
+        port = default_port
+    display = f"[{host}]" if ":" in host else host
+    target = CallbackTarget(scheme=scheme, host=host, port=port,
+                            host_header=display if port == default_port else f"{display}:{port}",
+                            path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""), addresses=())
 
     if host in _parse_allowlist(tuple(allowlist)).hosts:
-        return
+        return target
 
     try:
         literal: IPAddress | None = _as_address(host)
@@ -191,3 +220,21 @@ def check_callback_url(
             if literal is not None:
                 raise _refuse(f"must not point at a non-public address ({address})")
             raise _refuse(f"host {host!r} resolves to a non-public address ({address})")
+    if port not in PUBLIC_PORTS and not all(is_allowed_address(a, allowlist) for a in addresses):
+        ports = ", ".join(str(p) for p in sorted(PUBLIC_PORTS))
+        raise _refuse(f"port {port} is not allowed on a public host (only {ports}, unless the host is on"
+                      " BATCHCALLS_CALLBACK_ALLOWLIST)")
+    return dataclasses.replace(target, addresses=tuple(str(a) for a in addresses))
+
+
+def connect_addresses(target: CallbackTarget, resolve: Resolver = default_resolve) -> tuple[str, ...]:
+    """The addresses to connect to for a checked target, in order: the ones checked, or (a host
+    name on the allowlist, whose every address may be reached) the ones it resolves to.
+
+    Raises OSError or UnicodeError when an allowlisted name does not resolve."""
+    if target.addresses:
+        return target.addresses
+    resolved = tuple(resolve(target.host, target.port))
+    if not resolved:
+        raise OSError(f"host {target.host!r} does not resolve")
+    return resolved

@@ -229,7 +229,7 @@ def demo(file: str | None, timeout: float) -> None:
     seen: list[str] = []
     try:
         with ExitStack() as stack:
-            with console.status("starting PostgreSQL, Redis, the API, two workers and beat…"):
+            with console.status("starting PostgreSQL, Redis, the API, two workers, a delivery worker and beat…"):
                 system = stack.enter_context(run_system(port=free_port(), workers=2, extra_env=demo_env))
             console.print(f"Batchcalls API listening on {system.api_url}")
             receiver = LocalReceiver(system.webhook_secret)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +23,9 @@ import urllib3
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from batchcalls.callbacks import check_callback_url
+from batchcalls.callback_http import CallbackHTTP
+from batchcalls.callbacks import CallbackTarget, Resolver, check_callback_url, connect_addresses, default_resolve
+from batchcalls.delivery_leases import DeliveryLeases
 from batchcalls.errors import InvalidRequest
 from batchcalls.events import backoff_seconds
 from batchcalls.logs import quoted, redact_in, redact_url
@@ -35,12 +39,18 @@ from config.settings import Settings
 log = logging.getLogger("batchcalls.delivery")
 
 # The relay's lock outlives one POST (the webhook timeout) by this much, so a relay killed
-# mid-delivery holds up its batch's events for seconds, not minutes. Before a POST the lock is
-# renewed when its last renewal was sent more than half this margin ago: the lock is then ours
-# for the whole POST (at most the timeout) with half the margin to spare, at one Redis round trip
-# every few seconds instead of one per event.
+# mid-delivery holds up its batch's events for seconds, not minutes. Right before a POST the lock
+# is renewed when its last renewal was sent more than half this margin ago, and the POST's
+# wall-clock deadline (connect, send, status, headers and reply: batchcalls/callback_http.py)
+# starts after that check: the lock is then provably ours for the whole POST with at least half
+# the margin to spare, at one Redis round trip every few seconds instead of one per event. The
+# tenant's delivery lease (batchcalls/delivery_leases.py) has the same lifetime and cadence.
 LOCK_MARGIN_SECONDS = 5
 
+# A batch whose tenant already has its share of deliveries running tries again this long after
+# (plus up to as much again at random, so that a tenant's waiting batches do not come back
+# together); its events are not touched meanwhile.
+TENANT_BUSY_RETRY_SECONDS = 1.0
 
 
 # A kick marks the batch dirty; it needs a `deliver` task only when no relay holds the lock (a
@@ -124,17 +134,47 @@ class _Held:
         return True
 
 
+@dataclass
+class _TenantTurn:
+    """A relay's share of its tenant's deliveries: taken before its first POST, renewed on the
+    relay lock's cadence, given back when the relay lets go."""
+
+    leases: DeliveryLeases
+    tenant_id: int
+    token: str
+    sent_at: float | None = None
+
+    def ours(self) -> bool:
+        now = time.monotonic()
+        if self.sent_at is not None and now - self.sent_at <= LOCK_MARGIN_SECONDS / 2:
+            return True
+        if not self.leases.take(self.tenant_id, self.token):
+            return False
+        self.sent_at = now
+        return True
+
+    def end(self) -> None:
+        if self.sent_at is not None:
+            self.leases.give_back(self.tenant_id, self.token)
+            self.sent_at = None
+
+
 class Relay:
     def __init__(self, settings: Settings, db: Database, client: redis.Redis,
-                 http: urllib3.PoolManager | None = None, metrics: Metrics | None = None) -> None:
+                 http: CallbackHTTP | None = None, metrics: Metrics | None = None, *,
+                 resolve: Resolver = default_resolve) -> None:
         self.metrics = metrics
         self.settings = settings
         self.db = db
         self.redis = client
         # urllib3 (what requests is built on) without requests' per-request layers: a relay
         # POSTs one event after another, and requests spent more time than the receiver did.
-        # Keep-alive; no retries or redirects (the relay retries itself, a redirect is refused).
-        self.http = http or urllib3.PoolManager(retries=False)
+        # Keep-alive, pinned to the checked address, within a deadline, a bounded reply.
+        self.http = http or CallbackHTTP()
+        # Resolves callback hosts for the check; the POST goes to an address it approved.
+        self.resolve = resolve
+        self.leases = DeliveryLeases(client, limit=settings.webhook_tenant_concurrency,
+                                     lease_seconds=_lock_ms(settings) / 1000)
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
@@ -161,13 +201,21 @@ class Relay:
                 return Outcome(total, retry_in)
 
     def _deliver_due(self, batch_id: str, still_ours: Callable[[], bool]) -> tuple[int, float | None]:
-        delivered = 0
         with self.db.transaction() as cur:
             batch = batches.get_batch(cur, batch_id)
             secrets = webhook_secrets_for_batch(cur, batch_id)
         if batch is None or not batch["callback_url"]:
             return 0, None
         url = batch["callback_url"]
+        turn = _TenantTurn(self.leases, batch["tenant_id"], uuid.uuid4().hex)
+        try:
+            return self._deliver_pages(batch_id, url, secrets, still_ours, turn)
+        finally:
+            turn.end()
+
+    def _deliver_pages(self, batch_id: str, url: str, secrets: tuple[str, ...], still_ours: Callable[[], bool],
+                       turn: _TenantTurn) -> tuple[int, float | None]:
+        delivered = 0
         while True:
             with self.db.transaction() as cur:
                 pending = outbox.pending_events(cur, batch_id)
@@ -179,9 +227,14 @@ class Relay:
                     wait = (event["next_attempt_at"] - datetime.now(UTC)).total_seconds()
                     if wait > 0:
                         return delivered, wait  # in order: later events wait behind this one
+                    # Checked (and resolved) before the lock is: a slow resolver must not eat
+                    # into the time the lock is proven ours.
+                    target = self._target(url)
+                    if not turn.ours():
+                        return delivered, TENANT_BUSY_RETRY_SECONDS * (1 + random.random())
                     if not still_ours():
                         return delivered, None
-                    error = self._post(url, secrets, event["id"], event["payload"])
+                    error = self._post(target, secrets, event["id"], event["payload"])
                     if error is None:
                         done.append(event["seq"])
                         delivered += 1
@@ -206,21 +259,29 @@ class Relay:
                     if self.metrics is not None:
                         self.metrics.webhook(True, len(done))
 
-    def _post(self, url: str, secrets: tuple[str, ...], event_id: str, payload: dict[str, Any]) -> str | None:
-        """POST one event; None on a 2xx answer, else what went wrong."""
+    def _target(self, url: str) -> tuple[CallbackTarget, tuple[str, ...]] | str:
+        """Where to POST (the checked target and the addresses to connect to), or why not."""
         try:
-            check_callback_url(url, allow_http=self.settings.allow_http_callbacks,
-                               allowlist=self.settings.callback_allowlist)
+            target = check_callback_url(url, allow_http=self.settings.allow_http_callbacks,
+                                        allowlist=self.settings.callback_allowlist, resolve=self.resolve)
+            return target, connect_addresses(target, self.resolve)
         except InvalidRequest as exc:
             return f"callback URL refused: {exc.message}"
+        except (OSError, UnicodeError) as exc:
+            return f"callback URL refused: host does not resolve ({type(exc).__name__})"
+
+    def _post(self, target: tuple[CallbackTarget, tuple[str, ...]] | str, secrets: tuple[str, ...], event_id: str,
+              payload: dict[str, Any]) -> str | None:
+        """POST one event; None on a 2xx answer, else what went wrong."""
+        if isinstance(target, str):
+            return target
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "Batchcalls-Webhooks/1"}
         headers.update(signature_headers(secrets, event_id, body, int(time.time())))
         try:
-            response = self.http.request("POST", url, body=body, headers=headers, redirect=False,
-                                         timeout=urllib3.Timeout(total=self.settings.webhook_timeout_seconds))
+            status = self.http.post(target[0], target[1], body, headers, timeout=self.settings.webhook_timeout_seconds)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"[:300]
-        if 200 <= response.status < 300:
+        if 200 <= status < 300:
             return None
-        return f"HTTP {response.status}"
+        return f"HTTP {status}"

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from batchcalls.logs import quoted
+from batchcalls.queues import QUEUES
 from batchcalls.store.db import Database
 
 log = logging.getLogger("batchcalls.metrics")
@@ -34,7 +35,7 @@ LATENCY_SAMPLES = 10_000
 FLUSH_SECONDS = 0.5
 # How long `GET /metrics` answers from its last read of Postgres.
 DATABASE_CACHE_SECONDS = 5.0
-BROKER_QUEUES = ["celery"] + [f"celery:{n}" for n in range(1, 10)]
+BROKER_QUEUES = [f"{queue}{step}" for queue in QUEUES for step in ["", *(f":{n}" for n in range(1, 10))]]
 
 
 class Metrics:

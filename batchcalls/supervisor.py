@@ -1,5 +1,5 @@
-"""Run the whole system on one machine: migrations, the API, worker processes, beat and
-(optionally) Flower, as child processes that all stop when the supervisor does."""
+"""Run the whole system on one machine: migrations, the API, worker processes (call handling, and
+one for webhook deliveries), beat and (optionally) Flower, as child processes that all stop when the supervisor does."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from batchcalls.embedded import default_data_dir, embedded_servers
+from batchcalls.queues import CALLS_QUEUE, DELIVERY_QUEUE
 from batchcalls.store.db import Database, close_pools
 from batchcalls.store.keys import KeyNotFound, revoke_key
 from batchcalls.store.migrate import upgrade
@@ -225,7 +226,12 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
                 for i in range(workers):
                     system.spawn(f"worker{i + 1}", [*_program("celery"), "-A", "workers.tasks", "worker",
                                                     "--events", "--loglevel", "INFO", "--concurrency", "2",
-                                                    "-n", f"worker{i + 1}@%h"])
+                                                    "--queues", CALLS_QUEUE, "-n", f"worker{i + 1}@%h"])
+                # As in production (Procfile `delivery`): webhook deliveries in a worker of their
+                # own, so a slow receiver never holds up the calls.
+                system.spawn("delivery", [*_program("celery"), "-A", "workers.tasks", "worker", "--events",
+                                          "--loglevel", "INFO", "--concurrency", "2", "--queues", DELIVERY_QUEUE,
+                                          "-n", "delivery@%h"])
                 system.spawn("beat", [*_program("celery"), "-A", "workers.tasks", "beat", "--loglevel", "INFO",
                                       "--schedule", str(log_dir / "beat-schedule")])
                 if flower_port:

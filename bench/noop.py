@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> Celery:
     """The product's Celery app (same broker, same settings), routed to a queue of its own."""
     celery = create_celery(settings)
     celery.conf.task_default_queue = QUEUE
+    celery.conf.task_queues = None  # Celery declares the default queue alone, which workers consume
     celery.conf.beat_schedule = {}
     return celery
 

@@ -76,6 +76,8 @@ class Settings:
     visibility_timeout: int = 1800
     webhook_timeout_seconds: float = 10.0
     webhook_retry_hours: float = 25.0
+    # Deliveries running at once per tenant, fleet-wide (batchcalls/delivery_leases.py).
+    webhook_tenant_concurrency: int = 2
     # Server-side prepared statements (off behind a pooler in transaction mode, e.g. PgBouncer).
     pg_prepared_statements: bool = True
     # Redis streams that provider events due now travel through (workers/inbox.py).
@@ -173,6 +175,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         visibility_timeout=_int(env, "BATCHCALLS_VISIBILITY_TIMEOUT", 1800),
         webhook_timeout_seconds=_float(env, "BATCHCALLS_WEBHOOK_TIMEOUT_SECONDS", 10.0),
         webhook_retry_hours=_float(env, "BATCHCALLS_WEBHOOK_RETRY_HOURS", 25.0),
+        webhook_tenant_concurrency=_positive_int(env, "BATCHCALLS_WEBHOOK_TENANT_CONCURRENCY", 2),
         pg_prepared_statements=_flag(env, "BATCHCALLS_PG_PREPARED_STATEMENTS", default=True),
         event_shards=_positive_int(env, "BATCHCALLS_EVENT_SHARDS", 16),
         sim_ring_seconds=_float(env, "BATCHCALLS_SIM_RING_SECONDS", 0.5),

@@ -9,7 +9,9 @@ stored under another name. What `app.conf` holds is Celery's own settings and th
 from __future__ import annotations
 
 from celery import Celery
+from kombu.entity import Exchange, Queue
 
+from batchcalls.queues import CALLS_QUEUE, DELIVERY_QUEUE, QUEUES
 from config.settings import Settings, load_settings
 
 TASK_NAMES = ("dispatch", "place_call", "place_calls", "record_event", "record_events", "drain_events",
@@ -43,6 +45,12 @@ def create_celery(settings: Settings | None = None) -> BatchcallsCelery:
             "sep": ":",
         },
         task_default_priority=5,
+        # Deliveries on a queue of their own (batchcalls/queues.py); a worker without
+        # `--queues` consumes every queue listed here.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+                     for name in QUEUES],
+        task_default_queue=CALLS_QUEUE,
+        task_routes={"batchcalls.deliver": {"queue": DELIVERY_QUEUE}},
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],

@@ -29,6 +29,7 @@ import redis
 import requests
 
 from batchcalls.embedded import EmbeddedServer, start_postgres, start_redis
+from batchcalls.queues import CALLS_QUEUE, DELIVERY_QUEUE
 from batchcalls.store.db import Database, close_pools
 from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import create_key
@@ -176,9 +177,12 @@ class System:
         self.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
-    def start_worker(self, name: str) -> None:
-        self._spawn(name, [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--concurrency", "2",
-                           "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO"])
+    def start_worker(self, name: str, concurrency: int = 2, queues: str | None = None) -> None:
+        """A Celery worker process; without `queues` it consumes every queue, deliveries included,
+        so that the drills that kill workers kill the processes that deliver too."""
+        self._spawn(name, [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--concurrency",
+                           str(concurrency), "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+                           "--loglevel", "INFO", *(["--queues", queues] if queues else [])])
 
     def start_beat(self) -> None:
         self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers.tasks", "beat", "--loglevel", "INFO",
@@ -414,9 +418,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_system(workers: int = 3, chaos: str | None = None, **env: str) -> System:
+def start_system(workers: int = 3, chaos: str | None = None, delivery_workers: int = 0, delivery_concurrency: int = 4,
+                 **env: str) -> System:
     """`chaos` (BATCHCALLS_SIM_CHAOS's shares) makes the simulator's events misbehave, and has
-    what it did recorded for `System.chaos_done`."""
+    what it did recorded for `System.chaos_done`. With `delivery_workers`, the processes run as
+    in production: workers `w<n>` handle calls only and workers `d<n>` deliver events only."""
     workdir = Path(tempfile.mkdtemp(prefix="bc-drill-"))
     os.chmod(workdir, 0o755)
     if chaos is not None:
@@ -434,6 +440,8 @@ def start_system(workers: int = 3, chaos: str | None = None, **env: str) -> Syst
     system = System(workdir, full_env, pg, rd, pg_port, redis_port, start_receiver(), api_key, _free_port())
     system.start_api()
     for i in range(workers):
-        system.start_worker(f"w{i + 1}")
+        system.start_worker(f"w{i + 1}", queues=CALLS_QUEUE if delivery_workers else None)
+    for i in range(delivery_workers):
+        system.start_worker(f"d{i + 1}", concurrency=delivery_concurrency, queues=DELIVERY_QUEUE)
     system.start_beat()
     return system

@@ -279,6 +279,7 @@ def test_malformed_json_is_400_invalid_request(api: Api, data: bytes) -> None:
         (batch(callback_url="not a url"), {"callback_url"}),
         (batch(callback_url="ftp://example.com/hook"), {"callback_url"}),
         (batch(callback_url="https://127.0.0.1/hook"), {"callback_url"}),
+        (batch(callback_url="https://93.184.216.34:22/hook"), {"callback_url"}),  # a public host, not a web port
         # unknown fields, at every level
         (batch(colour="blue"), {"colour"}),
         (with_calls(call(0), call(1, name="Ann")), {"calls[1].name"}),

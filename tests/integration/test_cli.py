@@ -230,6 +230,8 @@ def test_up_serves_the_api_and_sigterm_stops_every_process_it_started(own_server
         children = up.descendants(at_least=7)
         names = " ".join(" ".join(p.cmdline()) for p in children)
         assert "gunicorn" in names and "worker" in names and "beat" in names
+        # Deliveries in a worker of their own, call handling in the others (as the Procfile runs them).
+        assert "--queues deliveries" in names and "--queues celery" in names
         stopped_in = up.terminate()
         print(f"\n`up` (external servers) ready in {took:.1f}s; stopped in {stopped_in:.1f}s "
               f"with {len(children)} child processes")

@@ -59,12 +59,14 @@ class Stack:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def start_worker(self, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, concurrency: int = 2, queues: str | None = None) -> subprocess.Popen[bytes]:
+        """A Celery worker process; without `queues` it consumes every queue (call handling and
+        deliveries: fewer processes than production's dedicated delivery worker, the same tasks)."""
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--events",
              "--loglevel", "INFO", "--concurrency", str(concurrency), "-n", f"{name}@%h",
-             "--without-mingle", "--without-gossip"],
+             "--without-mingle", "--without-gossip", *(["--queues", queues] if queues else [])],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.workers[name] = proc

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from batchcalls.callbacks import check_callback_url, is_allowed_address
+from batchcalls.callbacks import check_callback_url, connect_addresses, is_allowed_address
 from batchcalls.errors import InvalidRequest
 
 PUBLIC = "93.184.216.34"
@@ -173,3 +173,49 @@ def test_is_allowed_address() -> None:
     assert not is_allowed_address("crm.internal", allowlist)
     assert not is_allowed_address("not an ip", allowlist)
     assert not is_allowed_address("10.0.0.1", ())
+
+
+@pytest.mark.parametrize("port", [22, 25, 5432, 6379, 8000, 65535])
+def test_public_host_on_an_unusual_port_is_refused(port: int) -> None:
+    resolve = resolver({"example.com": [PUBLIC]})
+    message = refused(f"https://example.com:{port}/hooks", resolve=resolve)
+    assert f"port {port}" in message and "BATCHCALLS_CALLBACK_ALLOWLIST" in message
+    refused(f"https://{PUBLIC}:{port}/hooks")
+
+
+@pytest.mark.parametrize("port", [80, 443, 8080, 8443])
+def test_public_host_on_a_web_port_is_accepted(port: int) -> None:
+    resolve = resolver({"example.com": [PUBLIC]})
+    check_callback_url(f"https://example.com:{port}/hooks", allow_http=False, allowlist=(), resolve=resolve)
+
+
+def test_allowlisted_host_may_use_any_port() -> None:
+    resolve = resolver({"crm.example.com": [PUBLIC]})
+    check_callback_url("https://crm.example.com:9443/h", allow_http=False, allowlist=("crm.example.com",),
+                       resolve=no_dns)
+    check_callback_url("https://crm.example.com:9443/h", allow_http=False, allowlist=(f"{PUBLIC}/32",),
+                       resolve=resolve)
+    check_callback_url("http://127.0.0.1:54321/hooks", allow_http=True, allowlist=("127.0.0.1",), resolve=no_dns)
+    # One address of the name outside the allowlist: the port is refused.
+    two = resolver({"crm.example.com": [PUBLIC, "93.184.216.35"]})
+    refused("https://crm.example.com:9443/h", allowlist=(f"{PUBLIC}/32",), resolve=two)
+
+
+def test_the_check_returns_the_addresses_it_approved() -> None:
+    target = check_callback_url("https://Example.com.:8443/a/b?token=x", allow_http=False, allowlist=(),
+                                resolve=resolver({"example.com": [PUBLIC, "2606:2800:220:1::1"]}))
+    assert target.addresses == (PUBLIC, "2606:2800:220:1::1")
+    assert (target.scheme, target.host, target.port) == ("https", "example.com", 8443)
+    assert (target.host_header, target.path) == ("example.com:8443", "/a/b?token=x")
+    assert connect_addresses(target, no_dns) == (PUBLIC, "2606:2800:220:1::1")
+    v6 = check_callback_url("https://[2606:2800:220:1::1]", allow_http=False, allowlist=(), resolve=no_dns)
+    assert (v6.host_header, v6.path, v6.addresses) == ("[2606:2800:220:1::1]", "/", ("2606:2800:220:1::1",))
+
+
+def test_an_allowlisted_name_is_resolved_only_to_connect() -> None:
+    target = check_callback_url("http://crm.internal:8080/h", allow_http=True, allowlist=("crm.internal",),
+                                resolve=no_dns)
+    assert target.addresses == ()
+    assert connect_addresses(target, resolver({"crm.internal": ["10.1.2.3", "10.1.2.4"]})) == ("10.1.2.3", "10.1.2.4")
+    with pytest.raises(OSError):
+        connect_addresses(target, resolver({"crm.internal": []}))

@@ -24,13 +24,18 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from batchcalls.queues import QUEUES
+from config.settings import Settings
+from workers.celery_app import create_celery
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 # Procfile process -> compose service running the same command.
-PROCESS_SERVICE = {"release": "migrate", "web": "api", "worker": "worker", "beat": "beat", "flower": "flower"}
+PROCESS_SERVICE = {"release": "migrate", "web": "api", "worker": "worker", "delivery": "delivery", "beat": "beat",
+                   "flower": "flower"}
 APP_SERVICES = tuple(PROCESS_SERVICE.values())
-RUN_AFTER_MIGRATE = ("api", "worker", "beat")
+RUN_AFTER_MIGRATE = ("api", "worker", "delivery", "beat")
 
 DUMMY_ENV = {"DATABASE_URL": "postgresql://user:pw@db.invalid:5432/batchcalls", "REDIS_URL": "redis://redis.invalid:6379/0"}
 
@@ -203,8 +208,40 @@ def test_variables_of_the_command_reach_the_container(process: str, name: str) -
     assert not missing, f"{name}: the command reads {sorted(missing)} but the service does not pass them"
 
 
-def test_worker_sends_task_events_for_flower() -> None:
-    assert "--events" in shlex.split(procfile()["worker"])
+@pytest.mark.parametrize("process", ["worker", "delivery"])
+def test_worker_sends_task_events_for_flower(process: str) -> None:
+    assert "--events" in shlex.split(procfile()[process])
+
+
+def _option(tokens: list[str], *names: str) -> str | None:
+    """The value of a command-line option given as `--name value`, `--name=value` or `-n value`."""
+    for i, token in enumerate(tokens):
+        for name in names:
+            if token == name and i + 1 < len(tokens):
+                return tokens[i + 1]
+            if token.startswith(name + "="):
+                return token.split("=", 1)[1]
+    return None
+
+
+def _consumed(process: str) -> set[str]:
+    """The queues a Procfile worker line consumes (every queue the app declares, without `--queues`)."""
+    queues = _option(shlex.split(procfile()[process]), "--queues", "-Q")
+    return set(QUEUES) if queues is None else set(queues.split(","))
+
+
+def test_deliveries_have_a_worker_of_their_own_and_call_handling_never_waits_behind_them() -> None:
+    app = create_celery(Settings(database_url="", redis_url="redis://redis.invalid:6379/0"))
+    route = app.amqp.router.route({}, "batchcalls.deliver", (), {})["queue"].name
+    assert route == "deliveries"
+    assert _consumed("delivery") == {"deliveries"}
+    assert _consumed("worker") == {app.conf.task_default_queue} and "deliveries" not in _consumed("worker")
+    # Every queue a task is sent to is consumed by some process.
+    declared = {queue.name for queue in app.conf.task_queues}
+    assert declared == _consumed("worker") | _consumed("delivery")
+    # Two worker processes on one host need distinct node names.
+    assert _option(shlex.split(procfile()["delivery"]), "--hostname", "-n") == "delivery@%h"
+    assert _option(shlex.split(procfile()["worker"]), "--hostname", "-n") is None
 
 
 FAKE_PROGRAM = "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'auth': os.environ.get('FLOWER_BASIC_AUTH')}))"
@@ -315,10 +352,11 @@ def test_app_services_pass_every_setting_through() -> None:
         assert all(container_env(name, host_env)[setting] == "from-host" for setting in settings)
 
 
-def test_worker_is_scalable() -> None:
-    worker = service("worker")
+@pytest.mark.parametrize("name", ["worker", "delivery"])
+def test_worker_is_scalable(name: str) -> None:
+    worker = service(name)
     for key in ("container_name", "ports", "hostname"):
-        assert key not in worker, f"worker sets {key}, so `--scale worker=N` cannot start more than one"
+        assert key not in worker, f"{name} sets {key}, so `--scale {name}=N` cannot start more than one"
 
 
 def test_migrate_runs_once_before_api_worker_and_beat() -> None:
@@ -389,7 +427,7 @@ def test_entry_modules_import_without_connecting(statement: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("process", ["release", "web", "worker", "beat"])
+@pytest.mark.parametrize("process", ["release", "web", "worker", "delivery", "beat"])
 def test_procfile_options_are_known_to_the_program(process: str) -> None:
     """`<program> <subcommand> --help` loads the app (`-A workers.tasks`) and lists every option used."""
     tokens = shlex.split(procfile()[process])
