@@ -30,6 +30,12 @@ class InvalidPhoneNumber(InvalidRequest):
     code = "invalid_phone_number"
 
 
+class DestinationNotAllowed(InvalidRequest):
+    """A valid number this tenant's destination policy forbids (country or number type)."""
+
+    code = "destination_not_allowed"
+
+
 class InvalidScript(InvalidRequest):
     code = "invalid_script"
 
@@ -70,6 +76,17 @@ class RateLimited(BatchcallsError):
 class OverCapacity(BatchcallsError):
     code = "over_capacity"
     http_status = 503
+
+    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(BatchcallsError):
+    """Accepting the batch would take this tenant's calls not yet final above its quota."""
+
+    code = "quota_exceeded"
+    http_status = 429
 
     def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
         super().__init__(message, details)
