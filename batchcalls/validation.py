@@ -49,7 +49,13 @@ def normalize_phone_number(raw: str) -> str | None:
     parsed = _parse_valid(raw)
     if parsed is None:
         return None
-    return phonenumbers.format_number(parsed[0], phonenumbers.PhoneNumberFormat.E164)
+    return _e164(parsed[0], parsed[2])
+
+
+def _e164(number: phonenumbers.PhoneNumber, national: str) -> str:
+    # What phonenumbers.format_number(number, E164) returns, without its second computation of
+    # the national number (a third of a microsecond a call, on the hot path of a submit).
+    return f"+{number.country_code}{national}"
 
 
 def _parse_valid(raw: str) -> tuple[phonenumbers.PhoneNumber, str, str] | None:
@@ -144,7 +150,7 @@ def _phone_numbers(calls: Sequence[Mapping[str, Any]], destinations: Destination
         problem = destinations.problem(number, region, national)
         if problem is not None:
             blocked[f"calls[{index}].phone_number"] = [problem]
-        numbers.append(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        numbers.append(_e164(number, national))
     if invalid:
         raise InvalidPhoneNumber(_summary("invalid phone number", invalid), invalid)
     if blocked:

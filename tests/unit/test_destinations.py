@@ -5,6 +5,7 @@ batchcalls.validation), and their settings."""
 from __future__ import annotations
 
 from typing import Any
+from unittest import mock
 
 import phonenumbers
 import pytest
@@ -123,8 +124,9 @@ def test_special_type_agrees_with_phonenumbers_on_every_regions_examples() -> No
         region = validation.valid_region(example, national)
         assert region == phonenumbers.region_code_for_number(example)
         expected = names.get(phonenumbers.number_type(example))
-        assert special_type(example, region, national) == expected, phonenumbers.format_number(
-            example, phonenumbers.PhoneNumberFormat.E164)
+        e164 = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+        assert special_type(example, region, national) == expected, e164
+        assert validation.normalize_phone_number(e164) == e164
         checked += 1
         special += expected is not None
     assert checked > 1_000 and special > 300
@@ -186,3 +188,10 @@ def test_a_batch_over_the_per_batch_limit_is_refused_naming_calls_before_any_cal
     assert "max_queued_calls" in excinfo.value.details["calls"][0]
     for not_a_batch in (None, [], {"calls": "many"}, {"calls": {"0": {}}}):
         check_call_count(not_a_batch, policy)  # left to the schema, which names what is wrong
+
+
+def test_warm_up_leaves_no_type_pattern_to_compile_on_a_request() -> None:
+    validation.warm_up()
+    strict = DestinationPolicy(frozenset(), frozenset(SPECIAL_TYPES))
+    with mock.patch("re.compile", side_effect=AssertionError("compiled during a request")):
+        refused(US_PREMIUM, UK_TOLL_FREE, UK_UAN, "+61212345678", destinations=strict)
