@@ -31,6 +31,13 @@ BLOCKABLE_TYPES = (*SPECIAL_TYPES, NON_GEOGRAPHIC)
 # VoIP numbers are ordinary destinations and stay callable unless a tenant blocks them.
 DEFAULT_BLOCKED_TYPES = ("premium_rate", "shared_cost", "personal_number", NON_GEOGRAPHIC)
 
+# What each non-geographic country code is (ITU-T E.164 assignments), for the error message.
+NON_GEOGRAPHIC_SERVICES = {
+    800: "international freephone", 808: "international shared cost", 870: "Inmarsat satellite",
+    878: "universal personal telecommunications", 881: "satellite (GMSS)", 882: "international networks",
+    883: "international networks", 888: "humanitarian (OCHA)", 979: "international premium rate",
+}
+
 
 def parse_number_types(values: Iterable[str]) -> tuple[str, ...]:
     """Blockable type names, lower-cased and deduplicated in order. Raises ValueError naming
@@ -74,8 +81,9 @@ class DestinationPolicy:
         significant number."""
         if region == NON_GEO_REGION:
             if NON_GEOGRAPHIC in self.blocked_types:
-                return (f"is a non-geographic number (+{number.country_code}: satellite or international"
-                        " network); number type non_geographic is blocked for this account")
+                service = NON_GEOGRAPHIC_SERVICES.get(number.country_code or 0, "global service")
+                return (f"is a non-geographic number (+{number.country_code}: {service});"
+                        " number type non_geographic is blocked for this account")
             if self.allowed_countries:
                 return "is a non-geographic number, in none of the countries this account may call"
         elif self.allowed_countries and region not in self.allowed_countries:
@@ -89,7 +97,7 @@ class DestinationPolicy:
 # A region's special-type descriptions that have numbers, in SPECIAL_TYPES order: (index in
 # SPECIAL_TYPES, type, possible lengths, compiled pattern). Keyed by region, or "001:<country
 # code>" for a non-geographic one. Filled at warm-up and on first use; bounded by the metadata.
-_Desc = tuple[int, str, frozenset[int], "re.Pattern[str]"]
+_Desc = tuple[int, str, frozenset[int], re.Pattern[str]]
 _descs: dict[str, tuple[_Desc, ...]] = {}
 
 

@@ -86,6 +86,7 @@ def test_invalid_numbers_are_reported_before_blocked_ones() -> None:
 def test_every_blocked_number_is_named() -> None:
     details = refused(US_PREMIUM, UK_LANDLINE, SATELLITE, UK_PERSONAL)
     assert list(details) == ["calls[0].phone_number", "calls[2].phone_number", "calls[3].phone_number"]
+    assert "+881: satellite" in details["calls[2].phone_number"][0]
 
 
 def test_allowed_countries_admit_only_those_countries_and_no_non_geographic_number() -> None:
