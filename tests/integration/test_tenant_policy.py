@@ -6,7 +6,9 @@ costly destinations are refused (422 destination_not_allowed), and a tenant's ow
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,9 +17,10 @@ import pytest
 import requests
 
 from batchcalls.store.db import Database
-from batchcalls.store.tenants import set_tenant_policy, tenant_for_key
+from batchcalls.store.tenants import create_key, set_tenant_policy, tenant_for_key
 from tests.integration.conftest import Api, new_tenant
 from tests.integration.test_api import accepted, assert_error, assert_refused, batch, call, serving
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +117,45 @@ def test_the_system_wide_limit_still_answers_503(api_factory: ApiFactory, pg: ps
     # Far under the tenant quota, over the system's: 503 over_capacity, as before.
     api = api_factory(BATCHCALLS_MAX_QUEUED_CALLS=str(waiting), BATCHCALLS_TENANT_MAX_QUEUED_CALLS="1000")
     assert_refused(api, 503, "over_capacity", body=batch(1))
+
+
+def test_on_the_running_system_a_full_tenant_stops_no_other_and_gets_room_back_as_its_calls_end(
+        stack: Stack) -> None:
+    """The whole system (API over HTTP, Celery workers, beat): tenant A, with a quota of its own
+    of 6, fills it; its next batch is refused while tenant B's runs to the end; once the workers
+    have ended A's calls, A may submit again."""
+    db = stack.db
+    a, a_key = create_key(db, "quota-a-" + os.urandom(4).hex())
+    _, b_key = create_key(db, "quota-b-" + os.urandom(4).hex())
+    assert set_tenant_policy(db, a.name, {"max_queued_calls": 6}) is not None
+
+    def post(key: str, calls: int, concurrency: int = 2) -> requests.Response:
+        # Numbers ending in 0: the simulator answers and completes them.
+        body = {"calls": [call(i * 10) for i in range(calls)], "concurrency": concurrency}
+        return requests.post(f"{stack.api_url}/v1/batches", json=body, timeout=60,
+                             headers={"Authorization": f"Bearer {key}"})
+
+    def finished(key: str, batch_id: str, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = requests.get(f"{stack.api_url}/v1/batches/{batch_id}", timeout=30,
+                                  headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == 200, answer.text
+            if answer.json()["finished_at"] is not None:
+                return dict(answer.json())
+            time.sleep(0.2)
+        raise AssertionError(f"{batch_id} did not finish in {timeout} s")
+
+    first = post(a_key, 6, concurrency=1)  # one call at a time: A stays full for a few seconds
+    assert first.status_code == 202, first.text
+    assert_error(post(a_key, 1), 429, "quota_exceeded")
+    other = post(b_key, 6)
+    assert other.status_code == 202, other.text
+    assert finished(b_key, other.json()["batch_id"])["completed_calls"] == 6
+    assert finished(a_key, first.json()["batch_id"])["completed_calls"] == 6
+    again = post(a_key, 6)
+    assert again.status_code == 202, again.text
+    assert finished(a_key, again.json()["batch_id"])["completed_calls"] == 6
 
 
 # -- 422: calls per batch ---------------------------------------------------------------------
