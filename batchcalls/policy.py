@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from batchcalls.destinations import DestinationPolicy, parse_countries, parse_number_types
+from batchcalls.destinations import DEFAULT_BLOCKED_TYPES, DestinationPolicy, parse_countries, parse_number_types
 
 POLICY_FIELDS = ("max_queued_calls", "max_calls_per_batch", "allowed_countries", "blocked_number_types")
 
@@ -21,7 +21,7 @@ class Policy:
     max_queued_calls: int
     max_calls_per_batch: int
     allowed_countries: tuple[str, ...] = ()
-    blocked_number_types: tuple[str, ...] = ()
+    blocked_number_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
 
     def __post_init__(self) -> None:
         for name in ("max_queued_calls", "max_calls_per_batch"):
