@@ -9,22 +9,62 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg2
 import psycopg2.extensions
 import pytest
+import redis
 import requests
 
+from api.app import create_app
 from batchcalls.store.db import Database
+from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import create_key, set_tenant_policy, tenant_for_key
+from config.settings import load_settings
 from tests.integration.conftest import Api, new_tenant
 from tests.integration.test_api import accepted, assert_error, assert_refused, batch, call, serving
+from tests.support.servers import TestServers, more_test_servers
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 ApiFactory = Callable[..., Api]
+
+
+@pytest.fixture(scope="module")
+def own_servers(servers: TestServers) -> Iterator[TestServers]:
+    """A database and Redis database of this module's own. The session's worker processes (the
+    `stack`) dial every batch their reconciler finds in their database, and a batch these tests
+    count as waiting must stay waiting."""
+    with more_test_servers(servers) as fresh:
+        upgrade(fresh.database_url)
+        yield fresh
+
+
+@pytest.fixture(scope="module")
+def pg(own_servers: TestServers) -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(own_servers.database_url)
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def api_factory(own_servers: TestServers, pg: psycopg2.extensions.connection) -> ApiFactory:
+    """conftest's `api_factory` on this module's own servers."""
+
+    def make(**env: str) -> Api:
+        settings = load_settings({"BATCHCALLS_RATE_LIMIT": "100000 per minute", **env,
+                                  "DATABASE_URL": own_servers.database_url, "REDIS_URL": own_servers.redis_url})
+        app = create_app(settings)
+        tenant, key = new_tenant(own_servers.database_url)
+        return Api(app, app.test_client(), tenant, key, pg, redis.Redis.from_url(settings.redis_url))
+
+    return make
 US_PREMIUM, SATELLITE, US = "+19002345678", "+881612345678", "+14155552671"
 
 
