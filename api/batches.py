@@ -18,7 +18,7 @@ from batchcalls.engine import Engine
 from batchcalls.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge
 from batchcalls.store import batches, calls
 from batchcalls.timefmt import isoformat_ms
-from batchcalls.validation import build_batch
+from batchcalls.validation import build_batch, check_call_count
 from batchcalls.views import batch_view, call_summary, call_view
 from batchcalls.voices import voice_catalog
 
@@ -147,9 +147,12 @@ def warm_up(max_concurrency: int) -> None:
 @bp.post("/batches")
 def create_batch() -> tuple[Response, int]:
     engine = _engine()
+    policy = g.tenant.policy.over(engine.settings.tenant_defaults)
     body = _json_body()
+    check_call_count(body, policy)
     data = load_batch_request(body)
-    batch = build_batch(data, max_concurrency=engine.settings.max_concurrency, voices=voice_catalog())
+    batch = build_batch(data, max_concurrency=engine.settings.max_concurrency, voices=voice_catalog(),
+                        destinations=policy.destinations)
     if batch.callback_url is not None:
         check_callback_url(batch.callback_url, allow_http=engine.settings.allow_http_callbacks,
                            allowlist=engine.settings.callback_allowlist)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from batchcalls.errors import BatchcallsError, OverCapacity, RateLimited, Unavailable
+from batchcalls.errors import BatchcallsError, RetryLater
 
 log = logging.getLogger("batchcalls.api")
 
@@ -31,7 +31,7 @@ _HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
 def register_errors(app: Flask) -> None:
     @app.errorhandler(BatchcallsError)
     def domain_error(exc: BatchcallsError) -> Response:
-        retry_after = exc.retry_after if isinstance(exc, (RateLimited, OverCapacity, Unavailable)) else None
+        retry_after = exc.retry_after if isinstance(exc, RetryLater) else None
         return error_response(exc.http_status, exc.code, exc.message, exc.details, retry_after)
 
     @app.errorhandler(HTTPException)

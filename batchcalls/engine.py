@@ -123,6 +123,7 @@ class Engine:
         submitted = batches.insert_batch(
             self.db, tenant.id, batch, idempotency_key=idempotency_key,
             request_hash=request_hash(body), max_queued_calls=self.settings.max_queued_calls,
+            tenant_max_queued_calls=self.settings.tenant_max_queued_calls,
         )
         if submitted.created:
             try:

@@ -30,6 +30,12 @@ class InvalidPhoneNumber(InvalidRequest):
     code = "invalid_phone_number"
 
 
+class DestinationNotAllowed(InvalidRequest):
+    """A valid number this tenant's destination policy forbids (country or number type)."""
+
+    code = "destination_not_allowed"
+
+
 class InvalidScript(InvalidRequest):
     code = "invalid_script"
 
@@ -58,33 +64,36 @@ class NotFound(BatchcallsError):
     http_status = 404
 
 
-class RateLimited(BatchcallsError):
+class RetryLater(BatchcallsError):
+    """Refused for now: the answer carries `Retry-After` (seconds)."""
+
+    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
     code = "rate_limited"
     http_status = 429
 
-    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
-        super().__init__(message, details)
-        self.retry_after = retry_after
 
-
-class OverCapacity(BatchcallsError):
+class OverCapacity(RetryLater):
     code = "over_capacity"
     http_status = 503
 
-    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
-        super().__init__(message, details)
-        self.retry_after = retry_after
 
-
-class Unavailable(BatchcallsError):
+class Unavailable(RetryLater):
     """A service the request needs (Redis) cannot be reached; nothing was done, retry later."""
 
     code = "unavailable"
     http_status = 503
 
-    def __init__(self, message: str, retry_after: int, details: Any = None) -> None:
-        super().__init__(message, details)
-        self.retry_after = retry_after
+
+class QuotaExceeded(RetryLater):
+    """Accepting the batch would take this tenant's calls not yet final above its quota."""
+
+    code = "quota_exceeded"
+    http_status = 429
 
 
 class ProviderError(BatchcallsError):

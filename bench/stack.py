@@ -42,6 +42,9 @@ BASE_ENV = {
     "BATCHCALLS_RATE_LIMIT": "100000 per minute",
     # Scenario 2 asks for unbounded concurrency, scenario 3 for 5,000.
     "BATCHCALLS_MAX_CONCURRENCY": "1000000",
+    # One tenant submits every run's batches, and a 100,000-call batch is still running when the
+    # next run submits: its quota of calls not yet final must hold them all.
+    "BATCHCALLS_TENANT_MAX_QUEUED_CALLS": "1000000",
 }
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+
+from batchcalls.destinations import DEFAULT_BLOCKED_TYPES, parse_countries, parse_number_types
+from batchcalls.policy import Policy
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -24,6 +27,21 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 0:
         raise ValueError(f"{name} must be 0 or more, not {value}")
     return value
+
+
+def _names(env: Mapping[str, str], name: str, default: tuple[str, ...],
+           parse: Callable[[Iterable[str]], tuple[str, ...]], *, nothing: str) -> tuple[str, ...]:
+    """A comma-separated list. Unset or empty is the default, as for every setting; the word
+    `nothing` is the empty list."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw.lower() == nothing:
+        return ()
+    try:
+        return parse(raw.split(","))
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from e
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -55,6 +73,11 @@ class Settings:
     max_concurrency: int = 100
     max_body_bytes: int = 20 * 1024 * 1024
     max_queued_calls: int = 1_000_000
+    # Each tenant's defaults; a tenant's own values (`batchcalls keys policy`) replace them.
+    tenant_max_queued_calls: int = 100_000
+    max_calls_per_batch: int = 100_000
+    allowed_countries: tuple[str, ...] = ()  # empty: every country
+    blocked_number_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
     allow_http_callbacks: bool = False
     callback_allowlist: tuple[str, ...] = ()
     rate_limit: str = "1200 per minute"
@@ -99,6 +122,12 @@ class Settings:
     vonage_ca_bundle: str | None = None
     vonage_cps: float = 3.0
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tenant_defaults(self) -> Policy:
+        """The policy of a tenant that has no values of its own."""
+        return Policy(self.tenant_max_queued_calls, self.max_calls_per_batch, self.allowed_countries,
+                      self.blocked_number_types)
 
     @property
     def cps_limit(self) -> float | None:
@@ -160,6 +189,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_concurrency=_int(env, "BATCHCALLS_MAX_CONCURRENCY", 100),
         max_body_bytes=_int(env, "BATCHCALLS_MAX_BODY_BYTES", 20 * 1024 * 1024),
         max_queued_calls=_int(env, "BATCHCALLS_MAX_QUEUED_CALLS", 1_000_000),
+        tenant_max_queued_calls=_positive_int(env, "BATCHCALLS_TENANT_MAX_QUEUED_CALLS", 100_000),
+        max_calls_per_batch=_positive_int(env, "BATCHCALLS_MAX_CALLS_PER_BATCH", 100_000),
+        allowed_countries=_names(env, "BATCHCALLS_ALLOWED_COUNTRIES", (), parse_countries, nothing="all"),
+        blocked_number_types=_names(env, "BATCHCALLS_BLOCKED_NUMBER_TYPES", DEFAULT_BLOCKED_TYPES,
+                                    parse_number_types, nothing="none"),
         allow_http_callbacks=_flag(env, "BATCHCALLS_ALLOW_HTTP_CALLBACKS"),
         callback_allowlist=allowlist,
         rate_limit=env.get("BATCHCALLS_RATE_LIMIT") or "1200 per minute",

@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg2.extras import Json, RealDictCursor
 
-from batchcalls.errors import IdempotencyConflict, OverCapacity
+from batchcalls.errors import IdempotencyConflict, OverCapacity, QuotaExceeded
 from batchcalls.models import NewBatch
 from batchcalls.states import BatchStatus, CallStatus
 from batchcalls.store.db import Database, execute
@@ -64,23 +64,44 @@ def insert_batch(
     idempotency_key: str | None,
     request_hash: str,
     max_queued_calls: int,
+    tenant_max_queued_calls: int | None = None,
 ) -> Submitted:
     """Store a batch and all its calls in one transaction, or return the batch an earlier request
-    with the same Idempotency-Key created. Raises OverCapacity when the calls not yet final,
-    system-wide, would exceed `max_queued_calls`."""
+    with the same Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet
+    final would exceed its quota (its own `max_queued_calls`, else `tenant_max_queued_calls`;
+    None: no default quota), then OverCapacity when the calls not yet final, system-wide, would
+    exceed `max_queued_calls`."""
     batch_id = new_batch_id()
     with db.transaction() as cur:
         if idempotency_key is not None:
             existing = _by_idempotency_key(cur, tenant_id, idempotency_key)
             if existing is not None:
                 return _replayed(existing, request_hash)
+        # The tenant's row lock makes its submits take turns, so two of them cannot both pass a
+        # quota that only one fits (the capacity lock below serialises every submit as well,
+        # but the quota must not depend on it), and reads the quota as it stands now.
+        cur.execute("SELECT max_queued_calls FROM tenants WHERE id = %s FOR NO KEY UPDATE", (tenant_id,))
+        own_quota = cur.fetchone()["max_queued_calls"]
+        tenant_quota = own_quota if own_quota is not None else tenant_max_queued_calls
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_CAPACITY_LOCK,))
+        # Counters on the active batches' rows, never a scan of calls; one pass for both sums.
         cur.execute(
-            "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0)"
-            " AS open FROM batches WHERE status IN %s",
-            (ACTIVE,),
+            "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0) AS open,"
+            " coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls)"
+            " FILTER (WHERE tenant_id = %s), 0) AS tenant_open"
+            " FROM batches WHERE status IN %s",
+            (tenant_id, ACTIVE),
         )
-        open_calls = int(cur.fetchone()["open"])
+        counts = cur.fetchone()
+        open_calls, tenant_open = int(counts["open"]), int(counts["tenant_open"])
+        if tenant_quota is not None and tenant_open + len(batch.calls) > tenant_quota:
+            raise QuotaExceeded(
+                f"this account has {tenant_open} calls not yet final; accepting {len(batch.calls)} more"
+                f" would exceed its quota of {tenant_quota} (max_queued_calls)",
+                retry_after=60,
+                details={"quota": "max_queued_calls", "limit": tenant_quota, "queued_calls": tenant_open,
+                         "requested_calls": len(batch.calls)},
+            )
         if open_calls + len(batch.calls) > max_queued_calls:
             raise OverCapacity(
                 f"{open_calls} calls are waiting system-wide; accepting {len(batch.calls)} more"

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from batchcalls.policy import NO_OVERRIDES, POLICY_FIELDS, TenantPolicy
 from batchcalls.signing import new_webhook_secret
 from batchcalls.store.db import Cursor, Database, execute
 
 KEY_PREFIX = "bc_live_"
+
+# A tenant's row as `Tenant` reads it (in a query that names tenants `t`).
+TENANT_COLUMNS = "t.id, t.name, t.webhook_secrets, " + ", ".join(f"t.{name}" for name in POLICY_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -17,6 +23,21 @@ class Tenant:
     id: int
     name: str
     webhook_secrets: tuple[str, ...]
+    policy: TenantPolicy = NO_OVERRIDES
+
+
+def _tenant(row: Mapping[str, Any]) -> Tenant:
+    return Tenant(row["id"], row["name"], tuple(row["webhook_secrets"]), policy_of(row))
+
+
+def policy_of(row: Mapping[str, Any]) -> TenantPolicy:
+    """The tenant's own values from its row (arrays as tuples; NULL: the default)."""
+    countries, types = row["allowed_countries"], row["blocked_number_types"]
+    return TenantPolicy(
+        max_queued_calls=row["max_queued_calls"], max_calls_per_batch=row["max_calls_per_batch"],
+        allowed_countries=None if countries is None else tuple(countries),
+        blocked_number_types=None if types is None else tuple(types),
+    )
 
 
 def hash_key(api_key: str) -> str:
@@ -27,14 +48,14 @@ def create_key(db: Database, tenant_name: str) -> tuple[Tenant, str]:
     """Create the tenant if new, and a new API key for it. Returns the tenant and the plain key."""
     with db.transaction() as cur:
         cur.execute(
-            "INSERT INTO tenants (name, webhook_secrets) VALUES (%s, %s)"
+            "INSERT INTO tenants AS t (name, webhook_secrets) VALUES (%s, %s)"
             " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name"
-            " RETURNING id, name, webhook_secrets",
+            " RETURNING " + TENANT_COLUMNS,
             (tenant_name, [new_webhook_secret()]),
         )
         row = cur.fetchone()
         _, api_key = insert_key(cur, row["id"])
-    return Tenant(row["id"], row["name"], tuple(row["webhook_secrets"])), api_key
+    return _tenant(row), api_key
 
 
 def insert_key(cur: Cursor, tenant_id: int) -> tuple[int, str]:
@@ -51,11 +72,11 @@ def insert_key(cur: Cursor, tenant_id: int) -> tuple[int, str]:
 # a write on every request.
 _AUTHENTICATE = (
     "WITH k AS ("
-    " SELECT k.id AS key_id, t.id, t.name, t.webhook_secrets FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+    " SELECT k.id AS key_id, " + TENANT_COLUMNS + " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
     " WHERE k.key_hash = %s AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())),"
     " touched AS (UPDATE api_keys SET last_used_at = now() WHERE id = (SELECT key_id FROM k)"
     " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))"
-    " SELECT id, name, webhook_secrets FROM k"
+    " SELECT * FROM k"
 )
 
 
@@ -66,7 +87,7 @@ def tenant_for_key(db: Database, api_key: str) -> Tenant | None:
         row = cur.fetchone()
     if row is None:
         return None
-    return Tenant(row["id"], row["name"], tuple(row["webhook_secrets"]))
+    return _tenant(row)
 
 
 def webhook_secrets_for_batch(cur: Cursor, batch_id: str) -> tuple[str, ...]:
@@ -80,3 +101,32 @@ def webhook_secrets_for_batch(cur: Cursor, batch_id: str) -> tuple[str, ...]:
     )
     row = cur.fetchone()
     return tuple(row["secrets"]) if row else ()
+
+
+def tenant_policy(db: Database, tenant_name: str) -> TenantPolicy | None:
+    """The tenant's own policy values, None when there is no such tenant."""
+    with db.transaction() as cur:
+        cur.execute(f"SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.name = %s", (tenant_name,))
+        row = cur.fetchone()
+    return None if row is None else policy_of(row)
+
+
+def set_tenant_policy(db: Database, tenant_name: str, changes: Mapping[str, object]) -> TenantPolicy | None:
+    """Set the tenant's own values named in `changes` (None: back to the default) and return its
+    policy, or None when there is no such tenant. The values must be checked by the caller
+    (`batchcalls.policy.Policy` does); the table checks only the quotas' range."""
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValueError(f"not policy fields: {', '.join(sorted(unknown))}")
+    if not changes:
+        return tenant_policy(db, tenant_name)
+    names = [name for name in POLICY_FIELDS if name in changes]
+    values = [list(v) if isinstance(v := changes[name], tuple) else v for name in names]
+    with db.transaction() as cur:
+        cur.execute(
+            f"UPDATE tenants t SET {', '.join(f'{name} = %s' for name in names)} WHERE t.name = %s"
+            f" RETURNING {TENANT_COLUMNS}",
+            (*values, tenant_name),
+        )
+        row = cur.fetchone()
+    return None if row is None else policy_of(row)

@@ -148,8 +148,9 @@ def sent_by_this_process(api: Api) -> list[str]:
 
 
 def gate_keys(api: Api) -> set[str]:
-    """Every per-batch key of the gates (`bc:{batch_id}:...`, see batchcalls/gates.py)."""
-    return {key.decode() for key in api.redis.scan_iter(match="bc:{*}:*", count=1000)}
+    """Every per-batch key of the gates (`bc:{batch_id}:...`, see batchcalls/gates.py); not the
+    event inbox's `bc:{events-N}:...`, which worker processes of other tests keep using."""
+    return {key.decode() for key in api.redis.scan_iter(match="bc:{batch_*}:*", count=1000)}
 
 
 def unknown_batches(api: Api, keys: set[str]) -> set[str]:

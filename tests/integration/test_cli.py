@@ -543,6 +543,70 @@ def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(
 
 
 
+def keys_policy(env: dict[str, str], *args: str) -> dict[str, object]:
+    run = batchcalls_command(env, "keys", "policy", *args, "--json")
+    assert run.code == 0, run.stdout + run.stderr
+    printed: dict[str, object] = json.loads(run.stdout)
+    return printed
+
+
+def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces_them(
+        servers: support.TestServers) -> None:
+    """Issue 12, findings 8 and 11: per-tenant limits are set with the keys CLI."""
+    with more_test_servers(servers) as fresh:
+        env = {"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url}
+        assert batchcalls_command(env, "db", "upgrade").code == 0
+        key = created_key(env, "acme")["api_key"]
+        defaults = {"max_queued_calls": 100_000, "max_calls_per_batch": 100_000, "allowed_countries": [],
+                    "blocked_number_types": ["premium_rate", "shared_cost", "personal_number", "non_geographic"]}
+        assert keys_policy(env, "--tenant", "acme") == {"tenant": "acme", "policy": defaults, "overrides": {}}
+
+        changed = keys_policy(env, "--tenant", "acme", "--max-queued-calls", "3", "--allowed-countries", "gb, us",
+                              "--blocked-number-types", "none")
+        own = {"max_queued_calls": 3, "allowed_countries": ["GB", "US"], "blocked_number_types": []}
+        assert changed == {"tenant": "acme", "policy": {**defaults, **own}, "overrides": own}
+        assert keys_policy(env, "--tenant", "acme") == changed  # stored
+
+        app = create_app(load_settings({"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url,
+                                        "BATCHCALLS_RATE_LIMIT": "100000 per minute"}))
+        client = app.test_client()
+
+        def post(*numbers: str) -> tuple[int, dict[str, object]]:
+            response = client.post("/v1/batches", headers={"Authorization": f"Bearer {key}"},
+                                   json={"calls": [{"phone_number": n, "script": {"text": "Hi"}} for n in numbers]})
+            error = (response.get_json() or {}).get("error") or {}
+            return response.status_code, {"code": error.get("code"), "fields": sorted(error.get("details") or {})}
+
+        assert post("+442079460010", "+442079460020", "+442079460030", "+442079460040") == (
+            422, {"code": "invalid_request", "fields": ["calls"]})  # more than the whole quota of 3
+        assert post("+4930123456") == (422, {"code": "destination_not_allowed", "fields": ["calls[0].phone_number"]})
+        assert post("+442079460010", "+19002345678")[0] == 202  # premium rate: no type blocked for acme
+        assert post("+442079460020", "+442079460030") == (
+            429, {"code": "quota_exceeded", "fields": ["limit", "queued_calls", "quota", "requested_calls"]})
+
+        back = batchcalls_command(env, "keys", "policy", "--tenant", "acme", "--max-queued-calls", "default",
+                                  "--blocked-number-types", "default")
+        assert back.code == 0, back.stdout + back.stderr
+        assert back.stdout.splitlines() == [
+            "tenant: acme", "max_queued_calls: 100000 (default)", "max_calls_per_batch: 100000 (default)",
+            "allowed_countries: GB, US (own)",
+            "blocked_number_types: premium_rate, shared_cost, personal_number, non_geographic (default)"]
+        assert post("+442079460020", "+442079460030")[0] == 202
+        assert post("+19002345678") == (422, {"code": "destination_not_allowed", "fields": ["calls[0].phone_number"]})
+
+        # Mistakes are named, and change nothing.
+        for args, code, words in (
+                (("--tenant", "nobody", "--max-queued-calls", "5"), 1, "no tenant 'nobody'"),
+                (("--tenant", "acme", "--max-queued-calls", "0"), 2, "--max-queued-calls"),
+                (("--tenant", "acme", "--blocked-number-types", "premium"), 2, "unknown number type premium"),
+                (("--tenant", "acme", "--allowed-countries", "UK"), 2, "GB"),
+        ):
+            run = batchcalls_command(env, "keys", "policy", *args)
+            assert (run.code, words in run.stderr) == (code, True), run.stdout + run.stderr
+            assert "Traceback" not in run.stderr
+        assert keys_policy(env, "--tenant", "acme")["overrides"] == {"allowed_countries": ["GB", "US"]}
+
+
 def test_keys_create_and_db_upgrade_without_database_url_use_the_embedded_server_and_leave_none_running() -> None:
     """DESIGN §7: with DATABASE_URL unset the CLI starts the embedded PostgreSQL under
     BATCHCALLS_DATA_DIR, the same one `up` uses, so a key made before `up` works in it."""
