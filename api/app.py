@@ -105,7 +105,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(batches_bp)
     # Built once per process, at start: a broken document fails the start, not a request.
     document = openapi.build_document(max_concurrency=settings.max_concurrency, voices=voice_catalog(),
-                                      rate_limit=settings.rate_limit)
+                                      rate_limit=settings.rate_limit, auth_failure_limit=settings.auth_failure_limit,
+                                      tenant_defaults=settings.tenant_defaults)
     app.extensions["batchcalls.openapi"] = lambda: document
     app.register_blueprint(openapi.bp)
     if settings.provider == "vonage":  # the simulator's events never come over HTTP

@@ -35,7 +35,8 @@ class ErrorDetailSchema(Schema):
     message = fields.String(required=True, metadata=_doc(
         "What went wrong, for people.", example="invalid phone number: calls[0].phone_number: is not a valid phone number"))
     details = fields.Dict(required=True, allow_none=True, metadata=_doc(
-        "Per field, its problems (`calls[3].phone_number`, `retry_config.delay`), or null.",
+        "Per field, its problems (`calls[3].phone_number`, `retry_config.delay`); for `quota_exceeded` the"
+        " quota's figures (`quota`, `limit`, `queued_calls`, `requested_calls`); or null.",
         example={"calls[0].phone_number": ["is not a valid phone number"]}))
 
 

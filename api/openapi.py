@@ -18,13 +18,14 @@ from markupsafe import Markup, escape
 from marshmallow import Schema, fields
 
 from api import doc_schemas as docs
-from api.openapi_errors import error_responses
+from api.openapi_errors import counted_headers, error_responses
 from api.openapi_operations import DOCS_PATH, OPENAPI_PATH, SEED_EXAMPLES, paths, webhooks
 from api.reference import reference_page
 from api.schemas import BatchRequestSchema, CallList, CallSchema
+from batchcalls.policy import Policy
 
 PUBLIC_PATHS = frozenset({OPENAPI_PATH, DOCS_PATH})
-"""Served without an API key and outside the per-key rate limit."""
+"""Served without an API key and outside the request budgets."""
 
 bp = Blueprint("openapi", __name__, template_folder="templates")
 
@@ -65,8 +66,10 @@ def _schema_name(schema: type[Schema] | Schema) -> str:
     return _NAMES.get(cls) or cls.__name__.removesuffix("Schema")
 
 
-def build_document(*, max_concurrency: int, voices: Mapping[str, object], rate_limit: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of this API as a JSON-ready dict (no I/O)."""
+def build_document(*, max_concurrency: int, voices: Mapping[str, object], rate_limit: str, auth_failure_limit: str,
+                   tenant_defaults: Policy) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API as a JSON-ready dict (no I/O). `tenant_defaults` is the
+    policy of a tenant with no values of its own."""
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(
         title="Batchcalls", version="1", openapi_version="3.1.0", plugins=[plugin],
@@ -83,9 +86,11 @@ def build_document(*, max_concurrency: int, voices: Mapping[str, object], rate_l
         "type": "http", "scheme": "bearer", "description": "An API key from `batchcalls keys create --tenant NAME`."})
     for name, schema in SCHEMAS.items():
         spec.components.schema(name, schema=schema)
-    for name, response in error_responses(max_concurrency, voices, rate_limit).items():
+    errors = error_responses(max_concurrency, voices, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit,
+                             defaults=tenant_defaults)
+    for name, response in errors.items():
         spec.components.response(name, response)
-    for path, operations in paths(SEED_EXAMPLES).items():
+    for path, operations in paths(SEED_EXAMPLES, counted_headers(rate_limit)).items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
     for name, rules in CROSS_FIELD_RULES.items():

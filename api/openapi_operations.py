@@ -37,9 +37,10 @@ def _json(schema: type[Schema], description: str, **extra: Any) -> dict[str, Any
     return {"description": description, "content": {"application/json": {"schema": schema}}, **extra}
 
 
-def paths(seed_examples: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every public route and its operations; `seed_examples` are the request examples of POST /v1/batches."""
-    status_headers = {
+def paths(seed_examples: dict[str, Any], counted: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every public route and its operations; `seed_examples` are the request examples of POST /v1/batches,
+    `counted` the budget headers of a /v1 answer (the error responses carry their own)."""
+    status_headers = {**counted,
         "Location": {"description": "The batch's status route.", "schema": {"type": "string"}},
         "Idempotent-Replayed": {"description": "`true` when an earlier POST with this `Idempotency-Key` made the"
                                 " batch: this is that batch, not a new one.", "schema": {"type": "string", "enum": ["true"]}},
@@ -60,13 +61,14 @@ def paths(seed_examples: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "responses": {"202": _json(docs.BatchStatusSchema, "Accepted: the new batch's status body (or, replayed, the"
                                            " first one's).", headers=status_headers),
                               **_refs("MalformedJson", "Unauthorized", "IdempotencyConflict", "PayloadTooLarge",
-                                      "InvalidBatch", "RateLimited", "OverCapacity")},
+                                      "InvalidBatch", "RateLimitedOrQuotaExceeded", "Unavailable")},
             },
             "get": {
                 "operationId": "listBatches", "summary": "List batches", "tags": ["batches"], "security": BEARER,
                 "parameters": [_query("limit", "Batches per page (default 20).", {"type": "integer", "minimum": 1, "maximum": 100}),
                                CURSOR],
-                "responses": {"200": _json(docs.BatchesPageSchema, "A page of the tenant's batches, newest first."),
+                "responses": {"200": _json(docs.BatchesPageSchema, "A page of the tenant's batches, newest first.",
+                                           headers=counted),
                               **_refs("Unauthorized", "InvalidQuery", "RateLimited")},
             },
         },
@@ -75,7 +77,7 @@ def paths(seed_examples: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "operationId": "getBatch", "summary": "A batch's status", "tags": ["batches"], "security": BEARER,
                 "parameters": [BATCH_ID, _query("calls_limit", "How many calls `calls` holds (default 100).",
                                                 {"type": "integer", "minimum": 0, "maximum": 1000})],
-                "responses": {"200": _json(docs.BatchStatusSchema, "The status body."),
+                "responses": {"200": _json(docs.BatchStatusSchema, "The status body.", headers=counted),
                               **_refs("Unauthorized", "NotFound", "InvalidQuery", "RateLimited")},
             },
         },
@@ -85,7 +87,8 @@ def paths(seed_examples: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "parameters": [BATCH_ID,
                                _query("limit", "Calls per page (default 100).", {"type": "integer", "minimum": 1, "maximum": 1000}),
                                CURSOR, _query("status", "Only calls with this status.", {"type": "string", "enum": call_statuses})],
-                "responses": {"200": _json(docs.CallsPageSchema, "A page of calls in submission order."),
+                "responses": {"200": _json(docs.CallsPageSchema, "A page of calls in submission order.",
+                                           headers=counted),
                               **_refs("Unauthorized", "NotFound", "InvalidQuery", "RateLimited")},
             },
         },

@@ -85,6 +85,23 @@ def test_every_route_the_app_serves_is_documented(api: Api) -> None:
     assert served == documented
 
 
+def test_the_budget_headers_answers_carry_are_the_documented_ones(api: Api) -> None:
+    """A 200 and a 401 of the running API carry `RateLimit-Policy` and `RateLimit` as the document's
+    examples show them: the tenant's budget, and the failed-auth one for a wrong key."""
+    document = api.client.get("/v1/openapi.json").json
+    assert document is not None
+    op = document["paths"]["/v1/batches"]["get"]["responses"]
+    unauthorized = document["components"]["responses"][op["401"]["$ref"].rsplit("/", 1)[-1]]
+    for response, documented in ((api.get("/v1/batches"), op["200"]["headers"]),
+                                 (api.client.get("/v1/batches", headers={"Authorization": "Bearer nope"}),
+                                  unauthorized["headers"])):
+        for name in ("RateLimit-Policy", "RateLimit"):
+            sent, example = response.headers[name], documented[name]["example"]
+            assert sent.split(";")[0] == example.split(";")[0], (response.status_code, name, sent, example)
+            assert {item.split("=")[0] for item in sent.split(";")[1:]} == {
+                item.split("=")[0] for item in example.split(";")[1:]}, (name, sent, example)
+
+
 # --- schemathesis on the live API ------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from api.schemas import (
 )
 from batchcalls.errors import BatchcallsError
 from batchcalls.events import EventType, make_event
+from batchcalls.policy import Policy
 from batchcalls.scripts import STEP_KINDS
 from batchcalls.signing import signature_headers
 from batchcalls.validation import build_batch
@@ -36,12 +37,14 @@ from batchcalls.views import batch_view, call_summary, call_view
 from batchcalls.voices import voice_catalog
 
 DOC_URI = "urn:batchcalls:openapi"
+DEFAULTS = Policy(max_queued_calls=5000, max_calls_per_batch=1000)
 T0 = datetime(2026, 11, 23, 13, 43, 34, 123456, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    built = openapi.build_document(max_concurrency=100, voices=voice_catalog(), rate_limit="1200 per minute")
+    built = openapi.build_document(max_concurrency=100, voices=voice_catalog(), rate_limit="1200 per minute",
+                                   auth_failure_limit="20 per minute", tenant_defaults=DEFAULTS)
     as_sent: dict[str, Any] = json.loads(json.dumps(built))  # as a client gets it
     return as_sent
 
@@ -181,8 +184,10 @@ def test_the_document_and_the_real_checks_agree_on_scripts(document: dict[str, A
 
 DESIGN_CODES = {
     ("/v1/batches", "post"): {"400": {"invalid_request"}, "401": {"unauthorized"}, "409": {"idempotency_conflict"},
-                              "413": {"payload_too_large"}, "429": {"rate_limited"}, "503": {"over_capacity"},
-                              "422": {"invalid_request", "invalid_phone_number", "invalid_script", "concurrency_limit"}},
+                              "413": {"payload_too_large"}, "429": {"rate_limited", "quota_exceeded"},
+                              "503": {"over_capacity", "unavailable"},
+                              "422": {"invalid_request", "invalid_phone_number", "destination_not_allowed",
+                                      "invalid_script", "concurrency_limit"}},
     ("/v1/batches", "get"): {"401": {"unauthorized"}, "422": {"invalid_request"}, "429": {"rate_limited"}},
     ("/v1/batches/{batch_id}", "get"): {"401": {"unauthorized"}, "404": {"not_found"}, "422": {"invalid_request"},
                                         "429": {"rate_limited"}},
@@ -217,6 +222,48 @@ def test_every_route_and_error_code_of_the_design_is_documented(document: dict[s
         for status in ("429",):
             assert "Retry-After" in _response(document, path, method, status)["headers"]
     assert "Retry-After" in _response(document, "/v1/batches", "post", "503")["headers"]
+
+
+def test_every_authenticated_answer_documents_the_budget_headers(document: dict[str, Any]) -> None:
+    """Every /v1 answer but the contract's carries `RateLimit-Policy` and `RateLimit` when the budget
+    could be counted (api.ratelimit.Standing.apply): optional, the 401's naming `failed-auth`."""
+    for path, operations in document["paths"].items():
+        if not path.startswith("/v1/") or path in openapi.PUBLIC_PATHS:
+            continue
+        for method, op in operations.items():
+            for status in op["responses"]:
+                headers = _response(document, path, method, status)["headers"]
+                for name in ("RateLimit-Policy", "RateLimit"):
+                    assert headers[name]["required"] is False, (path, method, status, name)
+                policy = headers["RateLimit-Policy"]["example"]
+                assert policy == ('"failed-auth";q=20;w=60' if status == "401" else '"tenant";q=1200;w=60'), status
+    described = _response(document, "/v1/batches", "get", "429")["description"]
+    assert "BATCHCALLS_AUTH_FAILURE_LIMIT" in described and "API key (" not in described
+
+
+def _examples(document: dict[str, Any], status: str) -> dict[str, Any]:
+    content = _response(document, "/v1/batches", "post", status)["content"]["application/json"]
+    return {name: example["value"]["error"] for name, example in content["examples"].items()}
+
+
+def test_the_new_422_examples_come_from_the_real_checks(document: dict[str, Any]) -> None:
+    examples = _examples(document, "422")
+    blocked = examples["destination_not_allowed"]
+    assert set(blocked["details"]) == {"calls[0].phone_number", "calls[1].phone_number", "calls[2].phone_number"}
+    assert "premium_rate" in blocked["details"]["calls[0].phone_number"][0]
+    assert "+881" in blocked["details"]["calls[1].phone_number"][0]
+    assert "may call only GB, US" in blocked["details"]["calls[2].phone_number"][0]
+    too_many = examples["too_many_calls"]
+    assert too_many["code"] == "invalid_request"
+    assert list(too_many["details"]) == ["calls"]
+    assert "at most 1000 per batch (max_calls_per_batch)" in too_many["message"]
+
+
+def test_quota_and_unavailable_examples_carry_the_quota_of_the_settings(document: dict[str, Any]) -> None:
+    quota = _examples(document, "429")["quota_exceeded"]
+    assert quota["details"]["limit"] == DEFAULTS.max_queued_calls
+    validate(document, {"error": quota}, component("Error"))
+    assert "Redis" in _examples(document, "503")["unavailable"]["message"]
 
 
 def test_v1_routes_need_the_bearer_key_and_the_contract_does_not(document: dict[str, Any]) -> None:
