@@ -152,14 +152,23 @@ class Settings:
         shown = []
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in SECRET_FIELDS and value:
-                value = "********"
+            if is_secret(item.name) and value:
+                value = MASK
+            elif isinstance(value, dict):
+                value = {name: MASK if is_secret(name) and v else v for name, v in value.items()}
             shown.append(f"{item.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
 
-# Fields whose values are credentials (the URLs may hold passwords).
-SECRET_FIELDS = frozenset({"database_url", "redis_url", "vonage_private_key", "vonage_signature_secret"})
+MASK = "********"
+# A rule, not a list, so that a new credential cannot be forgotten: every setting whose name says
+# it may hold one is masked (a URL may hold a password).
+SECRET_NAME_PARTS = ("token", "secret", "key", "password", "url")
+
+
+def is_secret(name: str) -> bool:
+    """Whether the setting named `name` is masked in the repr."""
+    return any(part in name.lower() for part in SECRET_NAME_PARTS)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
