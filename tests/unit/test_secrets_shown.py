@@ -24,6 +24,7 @@ SECRETS = {
     "VONAGE_APPLICATION_ID": "app-1",
     "VONAGE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----",
     "VONAGE_SIGNATURE_SECRET": "signature-secret-0123456789",
+    "VONAGE_FROM_NUMBER": "+447700900001",
 }
 SHOWN_NEVER = ("pg-Pa55-word", "redis-Pa55-word", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "signature-secret-0123456789")
 
