@@ -55,11 +55,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     budgets = RequestLimits(settings.redis_url, tenant_limit=settings.rate_limit,
                             auth_failure_limit=settings.auth_failure_limit)
+    forwarded_warned = False
 
     @app.before_request
     def require_key() -> None:
         """/v1 only: provider webhooks, health and metrics are neither authenticated nor counted,
         nor is the published contract (public documentation, nothing of any tenant's)."""
+        nonlocal forwarded_warned
+        if not settings.trusted_proxies and not forwarded_warned and "X-Forwarded-For" in request.headers:
+            # Behind a proxy that is not trusted every client has the proxy's address, so one
+            # client's failed keys spend every client's budget. Once per process: not a log flood.
+            forwarded_warned = True
+            log.warning("a request carries X-Forwarded-For but BATCHCALLS_TRUSTED_PROXIES is 0: every client"
+                        " behind a proxy shares the proxy's failed-authentication budget; set"
+                        " BATCHCALLS_TRUSTED_PROXIES to the number of proxies in front of the API")
         if request.path.startswith("/v1/") and request.path not in openapi.PUBLIC_PATHS:
             authenticate(db, budgets)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import g, request
 
-from api.ratelimit import RequestLimits
+from api.ratelimit import RequestLimits, client_subject
 from batchcalls.errors import RateLimited, Unauthorized
 from batchcalls.store.db import Database
 from batchcalls.store.tenants import Tenant, tenant_for_key
@@ -20,19 +20,31 @@ def bearer_key() -> str | None:
 
 def authenticate(db: Database, budgets: RequestLimits) -> Tenant:
     """The request's tenant, or `Unauthorized`; `RateLimited` when the client address has failed
-    authentication too often (checked before the key is looked up) or the tenant has spent its
-    budget. `g.rate_limit` is the standing the answer advertises."""
-    address = request.remote_addr or "unknown"
-    standing = budgets.peek(budgets.failed_auth, address)
-    if standing is not None and not standing.allowed:
-        g.rate_limit = standing
+    authentication too often or the tenant has spent its budget. `g.rate_limit` is the standing
+    the answer advertises.
+
+    The failed-authentication budget is reserved before the key is looked up, in one atomic
+    Redis step (`spend`: the moving window's Lua script checks and counts together), and the
+    key is looked up only when that reservation succeeded. So at most the budget's worth of
+    lookups run per window and address however many requests are in flight at once; a
+    separate check then count would let every request in flight through while one slot is
+    free. A key found valid gets its reservation back (`refund`), so valid keys never spend the
+    budget; while its lookup runs it holds a slot, so an address whose budget is spent is
+    refused even with a valid key.
+    """
+    address = client_subject(request.remote_addr)
+    reserved = budgets.spend(budgets.failed_auth, address)
+    if reserved is not None and not reserved.allowed:
+        g.rate_limit = reserved
         raise RateLimited("too many requests with a missing or invalid API key from this address;"
-                          f" retry in {standing.retry_after} s", standing.retry_after)
+                          f" retry in {reserved.retry_after} s", reserved.retry_after)
     key = bearer_key()
     tenant = tenant_for_key(db, key) if key else None
     if tenant is None:
-        g.rate_limit = budgets.spend(budgets.failed_auth, address)
+        g.rate_limit = reserved
         raise Unauthorized("missing or invalid API key: send `Authorization: Bearer <api key>`")
+    if reserved is not None:
+        budgets.refund(budgets.failed_auth, address)
     g.tenant = tenant
     standing = budgets.spend(budgets.tenant, str(tenant.id))
     g.rate_limit = standing

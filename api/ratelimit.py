@@ -3,17 +3,20 @@
 Two policies: `tenant` (BATCHCALLS_RATE_LIMIT), spent by every request of an authenticated
 tenant whichever of its keys it used, and `failed-auth` (BATCHCALLS_AUTH_FAILURE_LIMIT), spent
 by each request from a client address that fails authentication; once that one is spent, the
-address is refused before its key is looked up. Redis key names hold a tenant id or a client
-address, never a key. Each answer advertises its policy with the `RateLimit-Policy` and
+address is refused before its key is looked up (`api.auth.authenticate` says how). The client
+address is bucketed (`client_subject`): an IPv6 client by its /64. Redis key names hold a tenant
+id or a client address, never a key. Each answer advertises its policy with the `RateLimit-Policy` and
 `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers (a 429 adds `Retry-After`).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import limits
 import redis
@@ -63,6 +66,24 @@ class Standing:
         response.headers["RateLimit"] = f'"{self.policy.name}";r={self.remaining};t={self.reset_in}'
 
 
+def client_subject(address: str | None) -> str:
+    """The failed-authentication budget's subject for a client address: an IPv4 address itself,
+    an IPv6 address its /64 (one host is routinely given a whole /64, so counting single
+    addresses would give it 2^64 budgets). An IPv4-mapped IPv6 address counts as its IPv4
+    address. Anything else (no address, a Unix socket) is its own text."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone index
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _policy(name: str, setting: str, text: str) -> Policy:
     try:
         items = limits.parse_many(text)
@@ -81,8 +102,8 @@ class RequestLimits:
         self.tenant = _policy(TENANT_POLICY, "BATCHCALLS_RATE_LIMIT", tenant_limit)
         self.failed_auth = _policy(FAILED_AUTH_POLICY, "BATCHCALLS_AUTH_FAILURE_LIMIT", auth_failure_limit)
         # One attempt: a request waits for one refused connection, not for redis-py's retries.
-        storage = RedisStorage(redis_url, retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
-        self._windows = MovingWindowRateLimiter(storage)
+        self._storage = RedisStorage(redis_url, retry=Retry(NoBackoff(), 0))  # type: ignore[arg-type]
+        self._windows = MovingWindowRateLimiter(self._storage)
 
     def spend(self, policy: Policy, subject: str) -> Standing | None:
         """Count one request of `subject` against `policy` (a refused one is not counted).
@@ -94,13 +115,16 @@ class RequestLimits:
             log.warning("rate limit not enforced, Redis unavailable policy=%s error=%s", policy.name, quoted(exc))
             return None
 
-    def peek(self, policy: Policy, subject: str) -> Standing | None:
-        """Whether `subject` has quota left under `policy`, without spending any."""
+    def refund(self, policy: Policy, subject: str) -> None:
+        """Give back one request `spend` counted for `subject`. The moving window is a Redis list
+        of the counted requests' times, newest first; LPOP drops the newest, which is this
+        request's or one counted at about the same moment (atomic, and never below empty).
+        With Redis unreachable the entry stays and ages out with the window."""
         try:
-            return self._standing(policy, subject, None)
+            window = self._storage.prefixed_key(policy.item.key_for(policy.name, subject))
+            cast(redis.Redis, self._storage.get_connection()).lpop(window)
         except redis.RedisError as exc:
-            log.warning("rate limit not checked, Redis unavailable policy=%s error=%s", policy.name, quoted(exc))
-            return None
+            log.warning("rate limit not refunded, Redis unavailable policy=%s error=%s", policy.name, quoted(exc))
 
     def _standing(self, policy: Policy, subject: str, allowed: bool | None) -> Standing:
         reset_at, remaining = self._windows.get_window_stats(policy.item, policy.name, subject)

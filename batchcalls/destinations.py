@@ -61,6 +61,21 @@ def parse_countries(values: Iterable[str]) -> tuple[str, ...]:
     return codes
 
 
+def caller_region(number: str | None) -> str | None:
+    """The country (ISO 3166-1 alpha-2 region) of a caller id such as `+447700900000` (the "+"
+    may be left out, as Vonage writes numbers), None when it names none: unreadable, or a
+    non-geographic number. A number phonenumbers cannot place in one region of its country
+    code (a fictional or unassigned one) is in the country code's main region (+1: US)."""
+    digits = re.sub(r"[\s().-]", "", number or "")
+    try:
+        parsed = phonenumbers.parse(digits if digits.startswith("+") else "+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(
+        parsed.country_code or 0)
+    return region if region in phonenumbers.SUPPORTED_REGIONS else None
+
+
 @dataclass(frozen=True)
 class DestinationPolicy:
     """`allowed_countries` empty: every country. Build it with parsed values (`parse_countries`,

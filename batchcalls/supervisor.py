@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import requests
 from batchcalls.embedded import default_data_dir, embedded_servers
 from batchcalls.queues import CALLS_QUEUE, DELIVERY_QUEUE
 from batchcalls.store.db import Database, close_pools
-from batchcalls.store.keys import KeyNotFound, revoke_key
+from batchcalls.store.keys import revoke_exact_key
 from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import Tenant, create_key, tenant_for_key
 
@@ -125,7 +125,8 @@ def _write_key_file(path: Path, key: str) -> None:
 def dev_key(db: Database, data_dir: Path) -> tuple[Tenant, str]:
     """The dev tenant's API key kept under `data_dir`, while it still authenticates; else a new
     one, kept there for the next start. A key file others could read is not trusted: its key
-    is revoked and replaced."""
+    is revoked and replaced: only when it is exactly a key of the dev tenant (the file's text
+    could name any key by id or prefix)."""
     path = data_dir / DEV_KEY_FILE
     kept, private = _read_key_file(path)
     if kept and private:
@@ -133,8 +134,7 @@ def dev_key(db: Database, data_dir: Path) -> tuple[Tenant, str]:
         if tenant is not None and tenant.name == DEV_TENANT:
             return tenant, kept
     elif kept:
-        with suppress(KeyNotFound):  # not a key of this database: nothing to revoke
-            revoke_key(db, kept)
+        revoke_exact_key(db, kept, tenant=DEV_TENANT)
     tenant, api_key = create_key(db, DEV_TENANT)
     _write_key_file(path, api_key)
     return tenant, api_key

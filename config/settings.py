@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
-from batchcalls.destinations import DEFAULT_BLOCKED_TYPES, parse_countries, parse_number_types
+from batchcalls.destinations import DEFAULT_BLOCKED_TYPES, caller_region, parse_countries, parse_number_types
 from batchcalls.policy import Policy
 
 
@@ -76,7 +76,9 @@ class Settings:
     # Each tenant's defaults; a tenant's own values (`batchcalls keys policy`) replace them.
     tenant_max_queued_calls: int = 100_000
     max_calls_per_batch: int = 100_000
-    allowed_countries: tuple[str, ...] = ()  # empty: every country
+    # Empty: every country. Unset in the environment, load_settings makes it the caller id's
+    # country under Vonage (see `default_countries`).
+    allowed_countries: tuple[str, ...] = ()
     blocked_number_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
     allow_http_callbacks: bool = False
     callback_allowlist: tuple[str, ...] = ()
@@ -152,14 +154,43 @@ class Settings:
         shown = []
         for item in fields(self):
             value = getattr(self, item.name)
-            if item.name in SECRET_FIELDS and value:
-                value = "********"
+            if is_secret(item.name) and value:
+                value = MASK
+            elif isinstance(value, dict):
+                value = {name: MASK if is_secret(name) and v else v for name, v in value.items()}
             shown.append(f"{item.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
 
-# Fields whose values are credentials (the URLs may hold passwords).
-SECRET_FIELDS = frozenset({"database_url", "redis_url", "vonage_private_key", "vonage_signature_secret"})
+MASK = "********"
+# A rule, not a list, so that a new credential cannot be forgotten: every setting whose name says
+# it may hold one is masked (a URL may hold a password).
+SECRET_NAME_PARTS = ("token", "secret", "key", "password", "url")
+
+
+def is_secret(name: str) -> bool:
+    """Whether the setting named `name` is masked in the repr."""
+    return any(part in name.lower() for part in SECRET_NAME_PARTS)
+
+
+def default_countries(provider: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Where tenants may call when BATCHCALLS_ALLOWED_COUNTRIES is unset. Under Vonage, only the
+    caller id's country: international revenue-share fraud dials ordinary fixed and mobile
+    numbers of high-cost countries, which no number type block catches, so calling abroad is
+    something an operator turns on (`all`, a list, or per tenant). The simulator costs nothing:
+    every country."""
+    if provider != "vonage" or (env.get("BATCHCALLS_ALLOWED_COUNTRIES") or "").strip():
+        return ()
+    from_number = env.get("VONAGE_FROM_NUMBER") or ""
+    region = caller_region(from_number)
+    if region is None:
+        raise ValueError(
+            f"BATCHCALLS_PROVIDER=vonage calls only the country of VONAGE_FROM_NUMBER unless"
+            f" BATCHCALLS_ALLOWED_COUNTRIES says otherwise, and VONAGE_FROM_NUMBER ({from_number!r}) names"
+            " no country: set it to a phone number in E.164 form, like +447700900000, or set"
+            " BATCHCALLS_ALLOWED_COUNTRIES (country codes such as GB,IE, or all)"
+        )
+    return (region,)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -191,7 +222,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_queued_calls=_int(env, "BATCHCALLS_MAX_QUEUED_CALLS", 1_000_000),
         tenant_max_queued_calls=_positive_int(env, "BATCHCALLS_TENANT_MAX_QUEUED_CALLS", 100_000),
         max_calls_per_batch=_positive_int(env, "BATCHCALLS_MAX_CALLS_PER_BATCH", 100_000),
-        allowed_countries=_names(env, "BATCHCALLS_ALLOWED_COUNTRIES", (), parse_countries, nothing="all"),
+        allowed_countries=_names(env, "BATCHCALLS_ALLOWED_COUNTRIES", default_countries(provider, env),
+                                 parse_countries, nothing="all"),
         blocked_number_types=_names(env, "BATCHCALLS_BLOCKED_NUMBER_TYPES", DEFAULT_BLOCKED_TYPES,
                                     parse_number_types, nothing="none"),
         allow_http_callbacks=_flag(env, "BATCHCALLS_ALLOW_HTTP_CALLBACKS"),

@@ -103,6 +103,17 @@ def revoke_key(db: Database, ident: str) -> tuple[KeyInfo, bool]:
         return _key_info(cur.fetchone()), revoked_now
 
 
+def revoke_exact_key(db: Database, api_key: str, *, tenant: str) -> bool:
+    """Revoke the key that is exactly `api_key` (its hash matches) when it belongs to `tenant`;
+    whether this call revoked it. Never by id or prefix, unlike `revoke_key`: for text read from
+    a file that may have been changed, which must not name another key."""
+    with db.transaction() as cur:
+        cur.execute("UPDATE api_keys k SET revoked_at = now() FROM tenants t"
+                    " WHERE t.id = k.tenant_id AND t.name = %s AND k.key_hash = %s AND k.revoked_at IS NULL"
+                    " RETURNING k.id", (tenant, hash_key(api_key.strip())))
+        return cur.fetchone() is not None
+
+
 def _tenant_id(cur: Cursor, tenant: str, *, lock: bool) -> int:
     cur.execute("SELECT id FROM tenants WHERE name = %s" + (" FOR UPDATE" if lock else ""), (tenant,))
     row = cur.fetchone()

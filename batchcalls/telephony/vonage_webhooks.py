@@ -154,15 +154,26 @@ def check_url_token(key: bytes, ids: WebhookIds) -> None:
         raise Unauthorized("webhook URL token does not match its ids")
 
 
+# Times a webhook may carry, in Unix seconds: 2000-01-01 to 2100-01-01 UTC. A time outside them
+# is nobody's real call, and one before 1970 or past 9999 in UTC (year 1 at +14:00) makes
+# `datetime.fromtimestamp` raise.
+EARLIEST_TIMESTAMP = 946_684_800.0
+LATEST_TIMESTAMP = 4_102_444_800.0
+
+
 def parse_timestamp(value: object) -> float | None:
-    """Vonage's ISO 8601 time (`2020-01-01T12:00:00.000Z`) as Unix seconds, None if unreadable."""
+    """Vonage's ISO 8601 time (`2020-01-01T12:00:00.000Z`) as Unix seconds; None (the caller
+    uses now) if unreadable, without a zone, or outside 2000..2100 UTC."""
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        at = parsed.timestamp() if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
         return None
-    return parsed.timestamp() if parsed.tzinfo is not None else None
+    if at is None or not EARLIEST_TIMESTAMP <= at < LATEST_TIMESTAMP:
+        return None
+    return at
 
 
 def translate_status(

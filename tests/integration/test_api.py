@@ -34,6 +34,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
+from api import auth
 from api.app import create_app
 from batchcalls.embedded import EmbeddedServer, start_redis
 from batchcalls.reconciler import reconcile
@@ -573,6 +574,85 @@ def test_a_flood_of_invalid_keys_from_one_address_is_429_before_any_key_is_looke
     other = some_address()
     assert from_address(api, other, api.key).status_code == 200
     assert_error(from_address(api, other, "bc_live_" + secrets.token_urlsafe(30)), 401, "unauthorized")
+
+
+def test_concurrent_invalid_keys_from_one_address_get_no_more_key_lookups_than_the_budget(
+    api_factory: ApiFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """50 requests in flight at once with random keys against a budget of 10: each lookup waits
+    until every other request has either started its own lookup or been answered, so that a
+    check made apart from the count would let all 50 through."""
+    api = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="10 per minute")
+    address, requests_sent = some_address(), 50
+    real_lookup = auth.tenant_for_key
+    progress = threading.Condition()
+    counts = {"looked_up": 0, "answered": 0}
+
+    def counted_lookup(db: Database, key: str) -> object:
+        with progress:
+            counts["looked_up"] += 1
+            progress.notify_all()
+            progress.wait_for(lambda: counts["looked_up"] + counts["answered"] >= requests_sent, timeout=30)
+        return real_lookup(db, key)
+
+    monkeypatch.setattr(auth, "tenant_for_key", counted_lookup)
+    answers: list[int] = []
+
+    def one_request() -> None:
+        client = api.app.test_client()
+        response = client.get("/v1/batches", headers={"Authorization": f"Bearer bc_live_{secrets.token_urlsafe(30)}"},
+                              environ_base={"REMOTE_ADDR": address})
+        with progress:
+            answers.append(response.status_code)
+            counts["answered"] += 1
+            progress.notify_all()
+
+    threads = [threading.Thread(target=one_request) for _ in range(requests_sent)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answers) == requests_sent
+    assert counts["looked_up"] <= 10
+    assert sorted(answers) == [401] * counts["looked_up"] + [429] * (requests_sent - counts["looked_up"])
+    # The budget is spent: a valid key from that address is refused too, another address is not.
+    assert_error(from_address(api, address, api.key), 429, "rate_limited")
+    assert from_address(api, some_address(), api.key).status_code == 200
+
+
+def test_valid_keys_do_not_spend_the_failure_budget(api_factory: ApiFactory) -> None:
+    api = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="3 per minute")
+    address = some_address()
+    for _ in range(5):
+        assert from_address(api, address, api.key).status_code == 200
+    answers = [from_address(api, address, "bc_live_" + secrets.token_urlsafe(30)).status_code for _ in range(4)]
+    assert answers == [401, 401, 401, 429]
+
+
+def test_an_ipv6_client_is_counted_by_its_64(api_factory: ApiFactory) -> None:
+    api = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="2 per minute")
+    prefix = f"2001:db8:{secrets.randbelow(65536):x}:{secrets.randbelow(65536):x}"
+    answers = [from_address(api, f"{prefix}::{i + 1:x}", "wrong").status_code for i in range(3)]
+    assert answers == [401, 401, 429]  # a new address in the same /64 does not buy a new budget
+    other = f"2001:db8:{secrets.randbelow(65536):x}:{secrets.randbelow(65536):x}::1"
+    assert from_address(api, other, "wrong").status_code == 401
+
+
+def test_x_forwarded_for_without_trusted_proxies_is_warned_about_once(
+    api_factory: ApiFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    untrusting = api_factory()
+    with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
+        for _ in range(3):
+            from_address(untrusting, some_address(), untrusting.key, headers={"X-Forwarded-For": some_address()})
+    warnings = [r for r in caplog.records if "BATCHCALLS_TRUSTED_PROXIES" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    caplog.clear()
+    trusting = api_factory(BATCHCALLS_TRUSTED_PROXIES="1")
+    with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
+        from_address(trusting, some_address(), trusting.key, headers={"X-Forwarded-For": some_address()})
+        from_address(untrusting, some_address(), untrusting.key)  # no header: nothing to warn about
+    assert not [r for r in caplog.records if "BATCHCALLS_TRUSTED_PROXIES" in r.getMessage()]
 
 
 def test_x_forwarded_for_names_the_client_only_behind_trusted_proxies(api_factory: ApiFactory) -> None:

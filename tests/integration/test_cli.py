@@ -38,10 +38,11 @@ import standardwebhooks
 import stripe
 
 from api.app import create_app
-from batchcalls.store.db import close_pools
-from batchcalls.store.migrate import available
-from batchcalls.store.tenants import create_key, webhook_secrets_for_batch
-from batchcalls.supervisor import free_port
+from batchcalls.store.db import Database, close_pools
+from batchcalls.store.keys import list_keys
+from batchcalls.store.migrate import available, upgrade
+from batchcalls.store.tenants import create_key, tenant_for_key, webhook_secrets_for_batch
+from batchcalls.supervisor import dev_key, free_port
 from config.settings import load_settings
 from tests.support import servers as support
 from tests.support.servers import _fresh_database, _fresh_redis_db, more_test_servers
@@ -394,6 +395,38 @@ def test_up_reuses_its_dev_key_until_it_is_revoked(own_servers: dict[str, str]) 
         assert [k["status"] for k in json.loads(listed.stdout)["keys"]] == ["revoked", "active"], listed.stdout
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+def test_a_readable_dev_key_file_revokes_only_the_dev_key_it_holds_exactly(servers: support.TestServers) -> None:
+    """A key file others can read is replaced; whatever else it names (another tenant's key id,
+    prefix or whole key, a prefix of a dev key) is not revoked."""
+    data = data_dir("bc-cli-devkey-named-")
+    kept = data / "dev-api-key"
+    with _fresh_database(servers.database_url) as database_url:
+        try:
+            upgrade(database_url)
+            db = Database(database_url)
+            _, other_key = create_key(db, "someone-else")
+            [other] = list_keys(db, "someone-else")
+            _, first_dev_key = dev_key(db, data)
+            _, second_dev_key = create_key(db, "dev")  # another live dev key, e.g. from `keys create`
+            for named in (str(other.id), other.prefix, other_key, second_dev_key[:14]):
+                kept.write_text(named + "\n")
+                kept.chmod(0o644)
+                tenant, replaced_by = dev_key(db, data)
+                assert tenant.name == "dev" and replaced_by not in (named, other_key, second_dev_key)
+                assert kept.read_text().strip() == replaced_by and kept.stat().st_mode & 0o777 == 0o600
+            assert tenant_for_key(db, other_key) is not None
+            assert tenant_for_key(db, second_dev_key) is not None
+            # The dev key itself, in a file others could read, is revoked and replaced.
+            assert tenant_for_key(db, first_dev_key) is not None
+            kept.write_text(first_dev_key + "\n")
+            kept.chmod(0o644)
+            _, replaced_by = dev_key(db, data)
+            assert replaced_by != first_dev_key and tenant_for_key(db, first_dev_key) is None
+            assert tenant_for_key(db, replaced_by) is not None
+        finally:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def test_sigterm_while_starting_stops_what_was_started(own_servers: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ from batchcalls.store.db import Database
 from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import create_key, set_tenant_policy, tenant_for_key
 from config.settings import load_settings
+from tests.fakes.vonage import make_application
 from tests.integration.conftest import Api, new_tenant
 from tests.integration.test_api import accepted, assert_error, assert_refused, batch, call, serving
 from tests.support.servers import TestServers, more_test_servers
@@ -240,3 +241,24 @@ def test_a_tenants_destination_policy_replaces_the_default(api_factory: ApiFacto
     # The defaults from settings apply to tenants without their own values.
     strict = api_factory(BATCHCALLS_ALLOWED_COUNTRIES="DE")
     assert_refused(strict, 422, "destination_not_allowed", {"calls[0].phone_number"}, body=batch(1))
+
+
+def test_under_vonage_tenants_call_only_the_caller_ids_country_unless_allowed_more(api_factory: ApiFactory) -> None:
+    """International revenue-share fraud dials ordinary numbers abroad: with
+    BATCHCALLS_ALLOWED_COUNTRIES unset, Vonage calls stay in VONAGE_FROM_NUMBER's country."""
+    application = make_application()
+    vonage = {"BATCHCALLS_PROVIDER": "vonage", "VONAGE_SIGNATURE_SECRET": "s" * 40,
+              "VONAGE_FROM_NUMBER": "+447700900001", "VONAGE_APPLICATION_ID": application.application_id,
+              "VONAGE_PRIVATE_KEY": application.private_key_env}
+    api = api_factory(**vonage)
+    accepted(api, batch(1))  # GB, the caller id's country
+    response = assert_refused(api, 422, "destination_not_allowed", {"calls[0].phone_number"},
+                              body={"calls": [call(0, phone_number=US)]})
+    assert "may call only GB" in response.get_json()["error"]["details"]["calls[0].phone_number"][0]
+    # A tenant's own countries replace the default, as does an explicit `all` for every tenant.
+    set_policy(api, allowed_countries=("GB", "US"))
+    accepted(api, {"calls": [call(0, phone_number=US)]})
+    everywhere = api_factory(**vonage, BATCHCALLS_ALLOWED_COUNTRIES="all")
+    accepted(everywhere, {"calls": [call(0, phone_number=US)]})
+    # The simulator costs nothing: every country, as before.
+    accepted(api_factory(), {"calls": [call(0, phone_number=US)]})

@@ -196,3 +196,44 @@ def test_warm_up_leaves_no_type_pattern_to_compile_on_a_request() -> None:
     strict = DestinationPolicy(frozenset(), frozenset(SPECIAL_TYPES))
     with mock.patch("re.compile", side_effect=AssertionError("compiled during a request")):
         refused(US_PREMIUM, UK_TOLL_FREE, UK_UAN, "+61212345678", destinations=strict)
+
+
+VONAGE = {"BATCHCALLS_PROVIDER": "vonage", "VONAGE_SIGNATURE_SECRET": "s" * 40}
+
+
+@pytest.mark.parametrize(("from_number", "country"), [
+    ("+447700900001", "GB"), ("447700900001", "GB"), ("+1 212 555 0100", "US"), ("+15550100123", "US"),
+    ("+33123456789", "FR"), ("+61 2 9374 4000", "AU"),
+])
+def test_under_vonage_the_default_countries_are_the_caller_ids(from_number: str, country: str) -> None:
+    settings = load_settings({**VONAGE, "VONAGE_FROM_NUMBER": from_number})
+    assert settings.allowed_countries == (country,)
+    assert settings.tenant_defaults.allowed_countries == (country,)
+
+
+def test_the_default_countries_refuse_abroad_under_vonage_and_allow_every_country_otherwise() -> None:
+    home = load_settings({**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001"}).tenant_defaults
+    assert build(UK_LANDLINE, destinations=home.destinations) == [UK_LANDLINE]
+    details = refused(UK_LANDLINE, US, DE, destinations=home.destinations)
+    assert details == {"calls[1].phone_number": ["is in US; this account may call only GB"],
+                       "calls[2].phone_number": ["is in DE; this account may call only GB"]}
+    for env in ({**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001", "BATCHCALLS_ALLOWED_COUNTRIES": "all"},
+                {**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001", "BATCHCALLS_ALLOWED_COUNTRIES": " ALL "},
+                {}, {"BATCHCALLS_PROVIDER": "simulator"}):
+        settings = load_settings(env)
+        assert settings.allowed_countries == ()
+        assert build(US, DE, UK_LANDLINE, destinations=settings.tenant_defaults.destinations) == [US, DE, UK_LANDLINE]
+    listed = load_settings({**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001", "BATCHCALLS_ALLOWED_COUNTRIES": "us,ie"})
+    assert listed.allowed_countries == ("US", "IE")
+    # A tenant's own countries replace the default either way; empty is every country.
+    assert build(US, destinations=TenantPolicy(allowed_countries=("US",)).over(home).destinations) == [US]
+    assert build(US, DE, destinations=TenantPolicy(allowed_countries=()).over(home).destinations) == [US, DE]
+    assert TenantPolicy(max_queued_calls=5).over(home).allowed_countries == ("GB",)
+
+
+@pytest.mark.parametrize("from_number", ["", "Acme", "+881612345678", "+999"])
+def test_vonage_with_a_caller_id_of_no_country_needs_the_countries_set(from_number: str) -> None:
+    with pytest.raises(ValueError, match="BATCHCALLS_ALLOWED_COUNTRIES"):
+        load_settings({**VONAGE, "VONAGE_FROM_NUMBER": from_number})
+    assert load_settings({**VONAGE, "VONAGE_FROM_NUMBER": from_number,
+                          "BATCHCALLS_ALLOWED_COUNTRIES": "GB"}).allowed_countries == ("GB",)

@@ -4,6 +4,8 @@ Flower's Config tab and task pages) holds no secret and no callee's answer (pure
 from __future__ import annotations
 
 import json
+import secrets
+from dataclasses import fields, replace
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from batchcalls.errors import ConfigurationError
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus
 from batchcalls.telephony.vonage import load_private_key
-from config.settings import load_settings
+from config.settings import Settings, is_secret, load_settings
 from workers.celery_app import create_celery
 from workers.queue import CeleryTaskQueue
 
@@ -22,6 +24,7 @@ SECRETS = {
     "VONAGE_APPLICATION_ID": "app-1",
     "VONAGE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----",
     "VONAGE_SIGNATURE_SECRET": "signature-secret-0123456789",
+    "VONAGE_FROM_NUMBER": "+447700900001",
 }
 SHOWN_NEVER = ("pg-Pa55-word", "redis-Pa55-word", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "signature-secret-0123456789")
 
@@ -78,3 +81,18 @@ def test_the_settings_repr_shows_no_secret() -> None:
     assert [secret for secret in SHOWN_NEVER if secret in shown] == []
     assert "vonage_application_id='app-1'" in shown and "database_url='********'" in shown
     assert "vonage_signature_secret=None" in repr(load_settings({}))
+
+
+def test_every_setting_named_like_a_credential_is_masked_in_the_repr() -> None:
+    """A value is set for every field whose name holds token, secret, key, password or url: none
+    of them may show, whichever was added last."""
+    secret_names = [item.name for item in fields(Settings) if is_secret(item.name)]
+    assert {"metrics_token", "database_url", "redis_url", "vonage_private_key", "vonage_signature_secret",
+            "public_base_url"} <= set(secret_names)
+    values = {name: f"value-of-{name}-{secrets.token_hex(8)}" for name in secret_names}
+    settings = replace(load_settings({}), **values, extra={"some_api_key": "extra-secret-1234", "region": "eu"})
+    shown = repr(settings)
+    assert [name for name, value in values.items() if value in shown] == []
+    assert all(f"{name}='********'" in shown for name in secret_names)
+    assert "extra-secret-1234" not in shown and "'region': 'eu'" in shown
+    assert "metrics_token='********'" in repr(load_settings({"BATCHCALLS_METRICS_TOKEN": "scrape-token-5678"}))

@@ -113,8 +113,9 @@ def test_make_provider_builds_a_checked_vonage_provider() -> None:
 @pytest.mark.parametrize(("env", "message"), [
     ({"VONAGE_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\\nAAAA\\n-----END RSA PRIVATE KEY-----"},
      "VONAGE_PRIVATE_KEY"),
-    ({"VONAGE_FROM_NUMBER": ""}, "needs VONAGE_FROM_NUMBER"),
-    ({"VONAGE_FROM_NUMBER": "Acme"}, "VONAGE_FROM_NUMBER must be a phone number"),
+    # With the countries set: unset, load_settings already refuses such a caller id.
+    ({"VONAGE_FROM_NUMBER": "", "BATCHCALLS_ALLOWED_COUNTRIES": "GB"}, "needs VONAGE_FROM_NUMBER"),
+    ({"VONAGE_FROM_NUMBER": "Acme", "BATCHCALLS_ALLOWED_COUNTRIES": "all"}, "VONAGE_FROM_NUMBER must be a phone number"),
     ({"VONAGE_CA_BUNDLE": "/nonexistent/ca.pem"}, "VONAGE_CA_BUNDLE is not a file"),
     ({"VONAGE_API_HOST": "https://api.nexmo.com/"}, "VONAGE_API_HOST must be a host name"),
     ({"PUBLIC_BASE_URL": "calls.example.com"}, "PUBLIC_BASE_URL must be"),

@@ -70,6 +70,28 @@ def test_an_unreadable_timestamp_falls_back_to_now() -> None:
     assert vw.parse_timestamp("2020-01-01 12:00:00") is None  # no zone: not trusted
 
 
+EXTREME_TIMESTAMPS = ("0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00-14:00", "0001-01-01T00:00:00Z",
+                      "9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59+14:00", "9999-12-31T23:59:59.999999Z",
+                      "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59Z",
+                      "2100-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("timestamp", EXTREME_TIMESTAMPS)
+def test_a_timestamp_outside_2000_to_2100_is_taken_as_now(timestamp: str) -> None:
+    assert vw.parse_timestamp(timestamp) is None
+    event = vw.event_from_webhook("c", 1, {"status": "busy", "timestamp": timestamp}, NOW)
+    assert event is not None and event.at == NOW
+    [response] = vw.responses_from_input({"uuid": "u", "dtmf": {"digits": "1"}, "timestamp": timestamp}, 1, 0,
+                                         "q", NOW)
+    assert response["at"] == vw.isoformat_ms(datetime.fromtimestamp(NOW, tz=UTC))
+
+
+def test_timestamps_inside_2000_to_2100_are_read() -> None:
+    assert vw.parse_timestamp("2000-01-01T00:00:00Z") == 946_684_800.0
+    assert vw.parse_timestamp("2099-12-31T23:59:59+00:00") == 4_102_444_799.0
+    assert vw.parse_timestamp("2020-01-01T12:00:00.000Z") == 1_577_880_000.0
+
+
 KEY = vw.url_key(b"signature secret")
 
 
