@@ -7,7 +7,8 @@ Three tables hold the rules:
 
 - `ATTEMPT_MOVES`: (attempt status, status a provider event reports) -> the attempt's new status.
   A pair that is not a row is a no-op: a repeated or out-of-order event changes nothing.
-- `CALL_MOVES`: (call status, trigger) -> the call's new status, or `END_OF_ATTEMPT` when the
+- `CALL_MOVES`: (call status, trigger) -> the call's new status; or an `Outcome`, with which the
+  call ends (its final status, event and counter follow from it); or `END_OF_ATTEMPT` when the
   outcome of the ended attempt, the batch's `RetryPolicy` and the batch's state decide between a
   final status and a retry scheduled at `ended_at + delay`. A trigger is something that happens to
   the call: today its current attempt reaching a status. A pair that is not a row changes nothing.
@@ -16,25 +17,43 @@ Three tables hold the rules:
 
 How a feature adds a state (pause, cancel, calling hours, expiry, suppression): add the status to
 `states` (for a call, a batch, or both), add a `Trigger` member for its command (say `CANCEL`,
-`PAUSE`, `EXPIRE`, `SUPPRESS`, `WINDOW_OPENS`), and add rows: `(QUEUED, CANCEL) -> CANCELLED`,
-`(SCHEDULED, EXPIRE) -> FAILED` with its outcome in `FINAL_OUTCOME_OF`, `(PAUSED, RESUME) -> QUEUED`
-... and `BATCH_ON_LAST_CALL[CANCELLED] = CANCELLED`. `call_move` turns any row into effects (a
-live status, a final status with its outcome and event, or a retry); the store's loop over effects
-writes them, so no new branch is needed outside this module. The unit tests walk the tables, so a
-new row is tested as soon as it exists.
+`PAUSE`, `RESUME`, `EXPIRE`, `SUPPRESS`, `WINDOW_OPENS`), and add rows: `(QUEUED, CANCEL) ->
+Outcome.CANCELLED`, `(SCHEDULED, EXPIRE) -> Outcome.EXPIRED` (a new outcome), `(QUEUED, PAUSE) ->
+PAUSED`, `(PAUSED, RESUME) -> QUEUED`, ... and `BATCH_ON_LAST_CALL[CANCELLED] = CANCELLED`.
+`call_move` turns any row into effects (a status to set, an end with its outcome and event, or the
+retry decision); the store's loop over effects writes them, so no new branch is needed outside
+this module. A command's task loads the call, calls `call_move` and writes the effects. The unit
+tests walk the tables, so a new row is tested as soon as it exists.
+
+The states read and the effects returned are plain dataclasses of `lifecycle_data`, exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
 from batchcalls.events import EventType
+from batchcalls.lifecycle_data import (
+    Applied,
+    Attempt,
+    Batch,
+    BatchCounts,
+    Call,
+    Effect,
+    FinishBatch,
+    FinishCall,
+    Payload,
+    ReleaseSlot,
+    ScheduleRetry,
+    SetCallStatus,
+    Step,
+    WriteEvent,
+)
 from batchcalls.models import ProviderEvent
-from batchcalls.retry import RetryPolicy
 from batchcalls.states import (
     LIVE_STATUSES,
     AttemptStatus,
@@ -44,6 +63,41 @@ from batchcalls.states import (
     batch_final_status,
     final_status,
 )
+
+__all__ = [
+    "ATTEMPT_MOVES",
+    "Applied",
+    "Attempt",
+    "BATCH_EVENT_OF",
+    "BATCH_ON_LAST_CALL",
+    "Batch",
+    "BatchCounts",
+    "BatchEnd",
+    "CALL_EVENT_OF",
+    "CALL_MOVES",
+    "Call",
+    "CallRule",
+    "END_OF_ATTEMPT",
+    "Effect",
+    "FinishBatch",
+    "FinishCall",
+    "Payload",
+    "RETRY_WHILE_BATCH",
+    "ReleaseSlot",
+    "Resolve",
+    "ScheduleRetry",
+    "SetCallStatus",
+    "Step",
+    "TRIGGER_OF_ATTEMPT",
+    "Trigger",
+    "WriteEvent",
+    "apply_provider_events",
+    "attempt_move",
+    "call_move",
+    "end_of_attempt",
+    "finish",
+    "on_call_final",
+]
 
 A = AttemptStatus
 C = CallStatus
@@ -81,7 +135,9 @@ class Resolve(str, Enum):
 
 END_OF_ATTEMPT = Resolve.END_OF_ATTEMPT
 
-CALL_MOVES: dict[tuple[CallStatus, Trigger], CallStatus | Resolve] = {
+CallRule = CallStatus | Outcome | Resolve
+
+CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     (C.DIALING, Trigger.ATTEMPT_RINGING): C.RINGING,
     (C.DIALING, Trigger.ATTEMPT_ANSWERED): C.IN_PROGRESS,
     (C.DIALING, Trigger.ATTEMPT_ENDED): END_OF_ATTEMPT,
@@ -113,112 +169,6 @@ BATCH_EVENT_OF: dict[BatchStatus, EventType] = {
     B.FAILED: EventType.BATCH_FAILED,
     B.CANCELLED: EventType.BATCH_CANCELLED,
 }
-
-
-class Applied:
-    """What applying a provider event did (how the engine treats the call's slot)."""
-
-    IGNORED = "ignored"  # repeated, out of order, or for an unknown attempt
-    LIVE = "live"  # the attempt moved forward and the call is still live (its slot is renewed)
-    SCHEDULED = "scheduled"  # the attempt ended and the call waits for a retry (slot released)
-    FINAL = "final"  # the call reached its final state (slot released)
-
-
-# States, as the store loads them.
-
-
-@dataclass(frozen=True)
-class Attempt:
-    number: int
-    status: AttemptStatus
-    dialed_at: datetime
-    provider_call_id: str | None = None
-    error: str | None = None
-    answered_at: datetime | None = None
-    ended_at: datetime | None = None
-    outcome: Outcome | None = None
-
-
-@dataclass(frozen=True)
-class Call:
-    status: CallStatus
-    attempt_count: int
-
-
-@dataclass(frozen=True)
-class Batch:
-    status: BatchStatus
-    retry: RetryPolicy
-
-
-@dataclass(frozen=True)
-class BatchCounts:
-    """A batch's row after the call that just became final was counted."""
-
-    status: BatchStatus
-    total_calls: int
-    completed_calls: int
-    failed_calls: int
-    cancelled_calls: int
-
-
-# Effects, for the store (and the engine) to carry out.
-
-
-class Payload(str, Enum):
-    CALL = "call"  # the call as `/calls` shows it, with its attempts
-    BATCH = "batch"  # the batch's status body
-
-
-@dataclass(frozen=True)
-class WriteEvent:
-    type: EventType
-    payload: Payload
-
-
-@dataclass(frozen=True)
-class SetCallStatus:
-    status: CallStatus
-
-
-@dataclass(frozen=True)
-class ScheduleRetry:
-    due: datetime
-    error: str | None
-
-
-@dataclass(frozen=True)
-class FinishCall:
-    """The call becomes final; then its batch counts it (see `on_call_final`)."""
-
-    status: CallStatus
-    outcome: Outcome
-    error: str | None
-
-
-@dataclass(frozen=True)
-class ReleaseSlot:
-    pass
-
-
-@dataclass(frozen=True)
-class FinishBatch:
-    status: BatchStatus
-
-
-Effect = SetCallStatus | ScheduleRetry | FinishCall | WriteEvent | ReleaseSlot | FinishBatch
-
-
-@dataclass(frozen=True)
-class Step:
-    """What a run of provider events does to one attempt and its call."""
-
-    applied: tuple[str, ...]  # one `Applied` value per event
-    attempt_moved: bool  # an event moved the attempt (even one the call no longer follows)
-    attempt: Attempt
-    call: Call
-    responses: tuple[dict[str, Any], ...]
-    effects: tuple[Effect, ...]
 
 
 def attempt_move(current: AttemptStatus, reported: AttemptStatus) -> AttemptStatus | None:
@@ -254,13 +204,17 @@ def call_move(
     rule = CALL_MOVES.get((call.status, trigger))
     if rule is None:
         return call, ()
-    effects = end_of_attempt(attempt, batch, error=error) if rule is END_OF_ATTEMPT else (SetCallStatus(CallStatus(rule)),)
+    effects: tuple[Effect, ...]
+    if isinstance(rule, Resolve):
+        effects = end_of_attempt(attempt, batch, error=error)
+    elif isinstance(rule, Outcome):
+        effects = finish(rule, error)
+    else:
+        effects = (SetCallStatus(rule),)
     new = call
     for effect in effects:
-        if isinstance(effect, SetCallStatus | FinishCall):
+        if isinstance(effect, SetCallStatus | FinishCall | ScheduleRetry):
             new = replace(new, status=effect.status)
-        elif isinstance(effect, ScheduleRetry):
-            new = replace(new, status=C.SCHEDULED)
     return new, effects
 
 

@@ -198,13 +198,13 @@ def _write_call_effects(
             execute(
                 cur, "UPDATE calls SET status = %s, next_attempt_at = %s, last_error = %s,"
                 " updated_at = clock_timestamp() WHERE id = %s",
-                (CallStatus.SCHEDULED.value, effect.due, effect.error, row["id"]),
+                (effect.status.value, effect.due, effect.error, row["id"]),
             )
-            row.update(status=CallStatus.SCHEDULED.value, next_attempt_at=effect.due, last_error=effect.error)
+            row.update(status=effect.status.value, next_attempt_at=effect.due, last_error=effect.error)
             result = EventResult(Applied.SCHEDULED, None, effect.due, row)
         elif isinstance(effect, lifecycle.FinishCall):
-            batch, final = finish_call(cur, row, effect.outcome, effect.error, callback_url, attempts)
-            result = EventResult(Applied.FINAL, batch, None, final)
+            batch, final = finish_call(cur, row, effects, callback_url, attempts)
+            return EventResult(Applied.FINAL, batch, None, final)
     return result
 
 
@@ -229,15 +229,16 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
 
 
 def finish_call(
-    cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None, callback_url: str | None,
+    cur: RealDictCursor, call: dict[str, Any], ending: tuple[lifecycle.Effect, ...], callback_url: str | None,
     attempts: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Move a call to its final state, write its event, count it on its batch, and finish the
-    batch when this was its last call (`lifecycle.finish`, `lifecycle.on_call_final` decide).
-    The caller holds the call's row lock and has read the batch's `callback_url`; `attempts` are
-    the call's attempts when the caller has them all. Returns the batch row and the call row."""
+    """Write the `ending` of a call (effects with a `FinishCall`, as `lifecycle.finish` gives):
+    its final state and its event; then count it on its batch, and finish the batch when this was
+    its last call, as `lifecycle.on_call_final` says. The caller holds the call's row lock and has
+    read the batch's `callback_url`; `attempts` are the call's attempts when the caller has them
+    all. Returns the batch row and the call row."""
     final: dict[str, Any] = {}
-    for effect in lifecycle.finish(outcome, error):
+    for effect in ending:
         if isinstance(effect, lifecycle.FinishCall):
             execute(
                 cur, "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"

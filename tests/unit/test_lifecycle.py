@@ -122,6 +122,8 @@ def test_every_call_pair_moves_as_the_table_says(status: CallStatus, trigger: lc
         assert call.status is CallStatus.FAILED
         assert effects == (lc.FinishCall(CallStatus.FAILED, Outcome.BUSY, None),
                            lc.WriteEvent(EventType.CALL_FAILED, lc.Payload.CALL), lc.ReleaseSlot())
+    elif isinstance(rule, Outcome):
+        assert effects == lc.finish(rule, None) and call.status in FINAL_STATUSES
     else:
         assert call.status is rule and effects == (lc.SetCallStatus(CallStatus(rule)),)
 
@@ -230,3 +232,11 @@ def test_a_batch_ends_when_its_last_call_is_final(status: BatchStatus, completed
 def test_cancelled_calls_count_toward_the_end() -> None:
     effects = lc.on_call_final(lc.BatchCounts(BatchStatus.RUNNING, 3, 1, 1, 1))
     assert effects[0] == lc.FinishBatch(BatchStatus.COMPLETED)
+
+
+def test_a_row_ending_a_call_with_an_outcome_needs_no_new_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a command such as cancel joins: one row whose value is the outcome the call ends with."""
+    monkeypatch.setitem(lc.CALL_MOVES, (CallStatus.SCHEDULED, lc.Trigger.ATTEMPT_ENDED), Outcome.CANCELLED)
+    call, effects = lc.call_move(lc.Call(CallStatus.SCHEDULED, 1), lc.Trigger.ATTEMPT_ENDED, ended_at(1), ONE_TRY)
+    assert call.status is CallStatus.CANCELLED
+    assert effects == (lc.FinishCall(CallStatus.CANCELLED, Outcome.CANCELLED, None), lc.ReleaseSlot())
