@@ -240,3 +240,11 @@ def test_a_row_ending_a_call_with_an_outcome_needs_no_new_code(monkeypatch: pyte
     call, effects = lc.call_move(lc.Call(CallStatus.SCHEDULED, 1), lc.Trigger.ATTEMPT_ENDED, ended_at(1), ONE_TRY)
     assert call.status is CallStatus.CANCELLED
     assert effects == (lc.FinishCall(CallStatus.CANCELLED, Outcome.CANCELLED, None), lc.ReleaseSlot())
+
+
+def test_a_retry_keeps_the_error_of_the_ending_event() -> None:
+    step = apply(attempt(), live_call(AttemptStatus.DIALING), event(AttemptStatus.RINGING, error="slow line"),
+                 event(AttemptStatus.ENDED), batch=THREE_TRIES)
+    assert step.attempt.error == "slow line"
+    retry = next(e for e in step.effects if isinstance(e, lc.ScheduleRetry))
+    assert retry.error is None
