@@ -239,8 +239,11 @@ def _moved_attempt(attempt: Attempt, event: ProviderEvent, status: AttemptStatus
 
 def _foreign(attempt: Attempt, event: ProviderEvent) -> bool:
     """An event about another provider call, replayed against this attempt's URL."""
-    return (attempt.provider_call_id is not None and event.provider_call_id is not None
-            and event.provider_call_id != attempt.provider_call_id)
+    return (
+        attempt.provider_call_id is not None
+        and event.provider_call_id is not None
+        and event.provider_call_id != attempt.provider_call_id
+    )
 
 
 def apply_provider_events(
@@ -272,8 +275,7 @@ def apply_provider_events(
             applied.append(Applied.LIVE)
         else:
             ending = effects
-            applied.append(Applied.SCHEDULED if any(isinstance(e, ScheduleRetry) for e in effects)
-                           else Applied.FINAL)
+            applied.append(Applied.SCHEDULED if any(isinstance(e, ScheduleRetry) for e in effects) else Applied.FINAL)
     effects_out = ending or ((live,) if live is not None else ())
     return Step(tuple(applied), moved, attempt, call, tuple(responses), effects_out)
 

@@ -30,13 +30,28 @@ THREE_TRIES = lc.Batch(BatchStatus.RUNNING, RetryPolicy(max_attempts=3, delay=60
 ALL_PAIRS = list(itertools.product(AttemptStatus, AttemptStatus))
 
 
-def event(status: AttemptStatus, *, attempt: int = 1, outcome: Outcome | None = None, at: float = AT,
-          provider_call_id: str | None = "p1", error: str | None = None,
-          responses: list[dict[str, str]] | None = None) -> ProviderEvent:
+def event(
+    status: AttemptStatus,
+    *,
+    attempt: int = 1,
+    outcome: Outcome | None = None,
+    at: float = AT,
+    provider_call_id: str | None = "p1",
+    error: str | None = None,
+    responses: list[dict[str, str]] | None = None,
+) -> ProviderEvent:
     if status is AttemptStatus.ENDED and outcome is None:
         outcome = Outcome.BUSY
-    return ProviderEvent("call_1", attempt, status, at, outcome=outcome, provider_call_id=provider_call_id,
-                         error=error, responses=responses)
+    return ProviderEvent(
+        "call_1",
+        attempt,
+        status,
+        at,
+        outcome=outcome,
+        provider_call_id=provider_call_id,
+        error=error,
+        responses=responses,
+    )
 
 
 def attempt(status: AttemptStatus = AttemptStatus.DIALING, number: int = 1) -> lc.Attempt:
@@ -101,8 +116,13 @@ def test_the_provider_time_is_kept_between_the_dial_and_now() -> None:
 
 def test_answered_time_is_kept_and_responses_come_from_applied_events_only() -> None:
     ended = event(AttemptStatus.ENDED, outcome=Outcome.COMPLETED, responses=[{"id": "r1"}])
-    step = apply(attempt(), live_call(AttemptStatus.DIALING), event(AttemptStatus.ANSWERED), ended,
-                 event(AttemptStatus.RINGING, responses=[{"id": "r2"}]))
+    step = apply(
+        attempt(),
+        live_call(AttemptStatus.DIALING),
+        event(AttemptStatus.ANSWERED),
+        ended,
+        event(AttemptStatus.RINGING, responses=[{"id": "r2"}]),
+    )
     assert step.attempt.answered_at == datetime.fromtimestamp(AT, tz=UTC)
     assert step.responses == ({"id": "r1"},)
     assert step.attempt.outcome is Outcome.COMPLETED
@@ -120,8 +140,11 @@ def test_every_call_pair_moves_as_the_table_says(status: CallStatus, trigger: lc
         assert (call, effects) == (lc.Call(status, 1), ())
     elif rule is lc.END_OF_ATTEMPT:
         assert call.status is CallStatus.FAILED
-        assert effects == (lc.FinishCall(CallStatus.FAILED, Outcome.BUSY, None),
-                           lc.WriteEvent(EventType.CALL_FAILED, lc.Payload.CALL), lc.ReleaseSlot())
+        assert effects == (
+            lc.FinishCall(CallStatus.FAILED, Outcome.BUSY, None),
+            lc.WriteEvent(EventType.CALL_FAILED, lc.Payload.CALL),
+            lc.ReleaseSlot(),
+        )
     elif isinstance(rule, Outcome):
         assert effects == lc.finish(rule, None) and call.status in FINAL_STATUSES
     else:
@@ -151,16 +174,25 @@ def test_an_event_of_an_earlier_attempt_leaves_the_call_alone(reported: AttemptS
 
 
 def test_live_moves_collapse_into_the_last_status() -> None:
-    step = apply(attempt(), live_call(AttemptStatus.DIALING), event(AttemptStatus.RINGING), event(AttemptStatus.ANSWERED))
+    step = apply(
+        attempt(), live_call(AttemptStatus.DIALING), event(AttemptStatus.RINGING), event(AttemptStatus.ANSWERED)
+    )
     assert step.effects == (lc.SetCallStatus(CallStatus.IN_PROGRESS),)
     assert step.applied == (lc.Applied.LIVE, lc.Applied.LIVE)
 
 
 def test_an_end_replaces_the_live_moves_before_it() -> None:
-    step = apply(attempt(), live_call(AttemptStatus.DIALING), event(AttemptStatus.RINGING),
-                 event(AttemptStatus.ENDED, outcome=Outcome.COMPLETED))
-    assert step.effects == (lc.FinishCall(CallStatus.COMPLETED, Outcome.COMPLETED, None),
-                            lc.WriteEvent(EventType.CALL_COMPLETED, lc.Payload.CALL), lc.ReleaseSlot())
+    step = apply(
+        attempt(),
+        live_call(AttemptStatus.DIALING),
+        event(AttemptStatus.RINGING),
+        event(AttemptStatus.ENDED, outcome=Outcome.COMPLETED),
+    )
+    assert step.effects == (
+        lc.FinishCall(CallStatus.COMPLETED, Outcome.COMPLETED, None),
+        lc.WriteEvent(EventType.CALL_COMPLETED, lc.Payload.CALL),
+        lc.ReleaseSlot(),
+    )
     assert step.applied == (lc.Applied.LIVE, lc.Applied.FINAL)
 
 
@@ -197,8 +229,12 @@ def test_a_call_is_retried_only_while_its_batch_dials(batch_status: BatchStatus)
 
 
 def test_a_retry_is_scheduled_from_provider_events() -> None:
-    step = apply(attempt(), live_call(AttemptStatus.DIALING),
-                 event(AttemptStatus.ENDED, at=AT, error="no answer"), batch=THREE_TRIES)
+    step = apply(
+        attempt(),
+        live_call(AttemptStatus.DIALING),
+        event(AttemptStatus.ENDED, at=AT, error="no answer"),
+        batch=THREE_TRIES,
+    )
     due = datetime.fromtimestamp(AT, tz=UTC) + timedelta(seconds=60)
     assert step.applied == (lc.Applied.SCHEDULED,)
     assert step.call.status is CallStatus.SCHEDULED and lc.ScheduleRetry(due, "no answer") in step.effects
@@ -243,8 +279,13 @@ def test_a_row_ending_a_call_with_an_outcome_needs_no_new_code(monkeypatch: pyte
 
 
 def test_a_retry_keeps_the_error_of_the_ending_event() -> None:
-    step = apply(attempt(), live_call(AttemptStatus.DIALING), event(AttemptStatus.RINGING, error="slow line"),
-                 event(AttemptStatus.ENDED), batch=THREE_TRIES)
+    step = apply(
+        attempt(),
+        live_call(AttemptStatus.DIALING),
+        event(AttemptStatus.RINGING, error="slow line"),
+        event(AttemptStatus.ENDED),
+        batch=THREE_TRIES,
+    )
     assert step.attempt.error == "slow line"
     retry = next(e for e in step.effects if isinstance(e, lc.ScheduleRetry))
     assert retry.error is None
