@@ -3,24 +3,17 @@ service opens; together they make every call end in exactly one final state."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from psycopg2.extras import Json, RealDictCursor
 
+from batchcalls import lifecycle
 from batchcalls.events import EventType
+from batchcalls.lifecycle import Applied as Applied  # the engine and tests read it here
 from batchcalls.models import ProviderEvent
 from batchcalls.retry import RetryPolicy
-from batchcalls.states import (
-    ATTEMPT_TO_CALL_STATUS,
-    AttemptStatus,
-    BatchStatus,
-    CallStatus,
-    Outcome,
-    attempt_may_move,
-    batch_final_status,
-    final_status,
-)
+from batchcalls.states import AttemptStatus, BatchStatus, CallStatus, Outcome
 from batchcalls.store import batches
 from batchcalls.store.db import execute
 from batchcalls.store.outbox import add_event
@@ -112,15 +105,6 @@ def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
     return True
 
 
-class Applied:
-    """What applying a provider event did."""
-
-    IGNORED = "ignored"  # repeated, out of order, or for an unknown attempt
-    LIVE = "live"  # the attempt moved forward and the call is still live
-    SCHEDULED = "scheduled"  # the attempt ended and the call waits for a retry
-    FINAL = "final"  # the call reached its final state
-
-
 class EventResult(NamedTuple):
     applied: str  # an `Applied` value
     batch: dict[str, Any] | None  # the batch row when the call reached its final state
@@ -142,7 +126,8 @@ _ATTEMPT_FIELDS = ("status", "provider_call_id", "error", "answered_at", "ended_
 def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[EventResult]:
     """Apply events of one attempt of one call, in order, inside the caller's transaction, with
     the effect of `apply_event` on each in turn but one read and one write of the attempt (the
-    events of a call that came due together). Returns one result per event."""
+    events of a call that came due together). `lifecycle` decides; this loads and writes.
+    Returns one result per event."""
     first = events[0]
     if any((e.call_id, e.attempt) != (first.call_id, first.attempt) for e in events):
         raise ValueError("apply_events takes events of one attempt of one call")
@@ -158,87 +143,69 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     ignored = EventResult(Applied.IGNORED, None, None, None)
     if row is None:
         return [ignored] * len(events)
-    attempt = {f: row.pop(f"attempt_{f}") for f in _ATTEMPT_FIELDS}
-    retry_config, batch_status = row.pop("batch_retry_config"), row.pop("batch_status")
-    callback_url = row.pop("batch_callback_url")
-    dialed_at, clock_now = row.pop("attempt_dialed_at"), row.pop("clock_now")
-    # Replay the events on the rows in memory, as one statement per event would have done.
-    results: list[EventResult | None] = []
-    moved = call_moved = False
-    responses: list[dict[str, Any]] = []
-    ended: ProviderEvent | None = None
-    for event in events:
-        foreign = (attempt["provider_call_id"] is not None and event.provider_call_id is not None
-                   and event.provider_call_id != attempt["provider_call_id"])
-        if foreign or not attempt_may_move(AttemptStatus(attempt["status"]), event.status):
-            # `foreign`: an event about another provider call, replayed against this attempt's URL.
-            results.append(ignored)
-            continue
-        # A provider's time feeds the retry schedule (a retry is due after `ended_at`): it is
-        # kept between the dial and now, so no event can make a retry due at once or never.
-        at = min(max(datetime.fromtimestamp(event.at, tz=UTC), dialed_at), clock_now)
-        moved = True
-        attempt["status"] = event.status.value
-        attempt["provider_call_id"] = attempt["provider_call_id"] or event.provider_call_id
-        attempt["error"] = event.error if event.error is not None else attempt["error"]
-        if event.status is AttemptStatus.ANSWERED:
-            attempt["answered_at"] = attempt["answered_at"] or at
-        if event.status is AttemptStatus.ENDED:
-            attempt["ended_at"] = at
-        attempt["outcome"] = event.outcome.value if event.outcome else None
-        responses += event.responses or []
-        current = row["attempt_count"] == event.attempt and row["status"] in LIVE
-        if event.status is not AttemptStatus.ENDED:
-            if current:
-                row["status"] = ATTEMPT_TO_CALL_STATUS[event.status].value
-                call_moved = True
-            results.append(EventResult(Applied.LIVE, None, None, row))
-        elif current:
-            ended = event
-            results.append(None)  # decided below
-        else:
-            results.append(ignored)
-    if not moved:
-        return results  # type: ignore[return-value]  # every one ignored
+    attempt = lifecycle.Attempt(
+        number=first.attempt, status=AttemptStatus(row.pop("attempt_status")),
+        dialed_at=row.pop("attempt_dialed_at"), provider_call_id=row.pop("attempt_provider_call_id"),
+        error=row.pop("attempt_error"), answered_at=row.pop("attempt_answered_at"),
+        ended_at=row.pop("attempt_ended_at"), outcome=_outcome(row.pop("attempt_outcome")),
+    )
+    batch = lifecycle.Batch(BatchStatus(row.pop("batch_status")), RetryPolicy.from_config(row.pop("batch_retry_config")))
+    callback_url, now = row.pop("batch_callback_url"), row.pop("clock_now")
+    call = lifecycle.Call(CallStatus(row["status"]), row["attempt_count"])
+    step = lifecycle.apply_provider_events(attempt, call, batch, events, now=now)
+    if not step.attempt_moved:
+        return [ignored] * len(events)
+    moved = step.attempt
     execute(
         cur, "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
         " error = %s, answered_at = %s, ended_at = %s, outcome = %s"
         " WHERE call_id = %s AND number = %s RETURNING *",
-        (*(attempt[f] for f in _ATTEMPT_FIELDS), first.call_id, first.attempt),
+        (moved.status.value, moved.provider_call_id, moved.error, moved.answered_at, moved.ended_at,
+         moved.outcome.value if moved.outcome else None, first.call_id, first.attempt),
     )
     attempt_row = cur.fetchone()
-    if responses:
+    if step.responses:
         execute(
             cur, "UPDATE calls SET responses = responses || %s WHERE id = %s RETURNING responses",
-            (Json(responses), first.call_id),
+            (Json(list(step.responses)), first.call_id),
         )
         row["responses"] = cur.fetchone()["responses"]
-    if ended is None:
-        if call_moved:
+    ended = _write_call_effects(cur, row, step.effects, callback_url, [attempt_row] if first.attempt == 1 else None)
+    live = EventResult(Applied.LIVE, None, None, row)
+    return [ended if applied in (Applied.SCHEDULED, Applied.FINAL)
+            else live if applied == Applied.LIVE else ignored for applied in step.applied]
+
+
+def _outcome(value: str | None) -> Outcome | None:
+    return Outcome(value) if value is not None else None
+
+
+def _write_call_effects(
+    cur: RealDictCursor, row: dict[str, Any], effects: tuple[lifecycle.Effect, ...], callback_url: str | None,
+    attempts: list[dict[str, Any]] | None,
+) -> EventResult:
+    """Write what the events did to the call (`row`, updated in place). `attempts` are the call's
+    attempts when the caller has them all. Returns the result of the event that ended the attempt."""
+    result = EventResult(Applied.IGNORED, None, None, None)
+    for effect in effects:
+        if isinstance(effect, lifecycle.SetCallStatus):
             execute(
                 cur, "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
-                (row["status"], first.call_id),
+                (effect.status.value, row["id"]),
             )
-        return results  # type: ignore[return-value]  # none undecided
-    index = results.index(None)
-    assert ended.outcome is not None
-    ended_at = attempt["ended_at"]
-    delay = RetryPolicy.from_config(retry_config).next_delay(ended.outcome, ended.attempt)
-    if delay is not None and batch_status in ("queued", "running"):
-        due = ended_at + timedelta(seconds=delay)
-        execute(
-            cur, "UPDATE calls SET status = 'scheduled', next_attempt_at = %s, last_error = %s,"
-            " updated_at = clock_timestamp() WHERE id = %s",
-            (due, ended.error, first.call_id),
-        )
-        row.update(status=CallStatus.SCHEDULED.value, next_attempt_at=due, last_error=ended.error)
-        results[index] = EventResult(Applied.SCHEDULED, None, due, row)
-    else:
-        # The attempt just updated is the call's only one on a first attempt: no need to read them.
-        attempts = [attempt_row] if ended.attempt == 1 else None
-        batch, final = finish_call(cur, row, ended.outcome, ended.error, callback_url, attempts)
-        results[index] = EventResult(Applied.FINAL, batch, None, final)
-    return results  # type: ignore[return-value]  # all decided
+            row["status"] = effect.status.value
+        elif isinstance(effect, lifecycle.ScheduleRetry):
+            execute(
+                cur, "UPDATE calls SET status = %s, next_attempt_at = %s, last_error = %s,"
+                " updated_at = clock_timestamp() WHERE id = %s",
+                (effect.status.value, effect.due, effect.error, row["id"]),
+            )
+            row.update(status=effect.status.value, next_attempt_at=effect.due, last_error=effect.error)
+            result = EventResult(Applied.SCHEDULED, None, effect.due, row)
+        elif isinstance(effect, lifecycle.FinishCall):
+            batch, final = finish_call(cur, row, effects, callback_url, attempts)
+            return EventResult(Applied.FINAL, batch, None, final)
+    return result
 
 
 def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
@@ -262,48 +229,52 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
 
 
 def finish_call(
-    cur: RealDictCursor, call: dict[str, Any], outcome: Outcome, error: str | None, callback_url: str | None,
+    cur: RealDictCursor, call: dict[str, Any], ending: tuple[lifecycle.Effect, ...], callback_url: str | None,
     attempts: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Move a call to its final state, write its event, count it on its batch, and finish the
-    batch when this was its last call. The caller holds the call's row lock and has read the
-    batch's `callback_url`; `attempts` are the call's attempts when the caller has them all.
-    Returns the batch row and the call row."""
-    status = final_status(outcome)
-    execute(
-        cur, "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
-        " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s"
-        " RETURNING *, clock_timestamp() AS event_time",
-        (status.value, outcome.value, error, call["id"]),
-    )
-    final = cur.fetchone()
-    event_time = final.pop("event_time")
-    event_type = {CallStatus.COMPLETED: EventType.CALL_COMPLETED,
-                  CallStatus.FAILED: EventType.CALL_FAILED}.get(status)
-    if event_type is not None:
-        data = full_call(cur, final) if attempts is None else call_view(final, attempts)
-        add_event(cur, event_type, call["batch_id"], data, known=(event_time, callback_url))
+    """Write the `ending` of a call (effects with a `FinishCall`, as `lifecycle.finish` gives):
+    its final state and its event; then count it on its batch, and finish the batch when this was
+    its last call, as `lifecycle.on_call_final` says. The caller holds the call's row lock and has
+    read the batch's `callback_url`; `attempts` are the call's attempts when the caller has them
+    all. Returns the batch row and the call row."""
+    final: dict[str, Any] = {}
+    for effect in ending:
+        if isinstance(effect, lifecycle.FinishCall):
+            execute(
+                cur, "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
+                " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s"
+                " RETURNING *, clock_timestamp() AS event_time",
+                (effect.status.value, effect.outcome.value, effect.error, call["id"]),
+            )
+            final = cur.fetchone()
+            event_time = final.pop("event_time")
+        elif isinstance(effect, lifecycle.WriteEvent):
+            data = full_call(cur, final) if attempts is None else call_view(final, attempts)
+            add_event(cur, effect.type, call["batch_id"], data, known=(event_time, callback_url))
     # The batch's row last: every call of the batch that ends takes its lock, and holds it until
     # it commits. Taken first, it was held through the event's payload and insert as well, and
     # calls ending together queued behind it (the engine's throughput limit).
-    column = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
-              CallStatus.CANCELLED: "cancelled_calls"}[status]
+    column = _FINAL_COUNTERS[CallStatus(final["status"])]
     execute(cur, f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
             (call["batch_id"],))
     batch = cur.fetchone()
-    done = batch["completed_calls"] + batch["failed_calls"] + batch["cancelled_calls"]
-    if done == batch["total_calls"] and batch["status"] in ("queued", "running", "paused"):
-        end_status = (BatchStatus.CANCELLED if batch["status"] == "cancelled"
-                      else batch_final_status(batch["completed_calls"]))
-        execute(
-            cur, "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
-            " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
-            (end_status.value, batch["id"]),
-        )
-        batch = cur.fetchone()
-        terminal = EventType.BATCH_COMPLETED if end_status is BatchStatus.COMPLETED else EventType.BATCH_FAILED
-        add_event(cur, terminal, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
+    counts = lifecycle.BatchCounts(BatchStatus(batch["status"]), batch["total_calls"], batch["completed_calls"],
+                                   batch["failed_calls"], batch["cancelled_calls"])
+    for effect in lifecycle.on_call_final(counts):
+        if isinstance(effect, lifecycle.FinishBatch):
+            execute(
+                cur, "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
+                " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
+                (effect.status.value, batch["id"]),
+            )
+            batch = cur.fetchone()
+        elif isinstance(effect, lifecycle.WriteEvent):
+            add_event(cur, effect.type, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
     return batch, final
+
+
+_FINAL_COUNTERS = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
+                   CallStatus.CANCELLED: "cancelled_calls"}
 
 
 def list_calls(
