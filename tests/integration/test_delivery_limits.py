@@ -5,6 +5,7 @@ address it checked, keeping the URL's Host and TLS server name."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import ipaddress
@@ -276,3 +277,41 @@ def test_a_batch_whose_tenant_is_at_its_limit_waits_and_is_delivered_after(
         assert relay.run(batch_id).delivered == 1
         assert [e["type"] for e in receiver.events(batch_id)] == ["batch.started"]
         assert relay.leases.held(tenant.id) == 1  # its own share given back, the other one kept
+
+
+def test_an_address_that_never_answers_gives_way_to_the_next_checked_one(servers_to_stop: list[RawServer]) -> None:
+    """A first address that swallows the connect (its listen backlog is full: the SYN is
+    dropped, as on a black-holed route) leaves the next address time to take the event."""
+    server = start_raw_server(ok())
+    servers_to_stop.append(server)
+    with _silent_listener("127.0.0.2", server.port):
+        relay = _relay(_settings(timeout=3.0, allowlist=("127.0.0.0/8",)),
+                       resolve=lambda host, port: ["127.0.0.2", "127.0.0.1"])
+        assert _post(relay, server.url("two.example.test")) is None
+        assert len(server.requests) == 1
+
+
+@contextlib.contextmanager
+def _silent_listener(host: str, port: int) -> Iterator[None]:
+    """A listening socket nobody accepts on, its backlog filled: a connect to it is never answered."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind((host, port))
+        listener.listen(0)
+        # Fill the backlog until a connect is no longer answered.
+        for _ in range(16):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.settimeout(0.3)
+            try:
+                filler.connect((host, port))
+            except TimeoutError:
+                break
+        else:
+            pytest.skip("could not fill a listen backlog on this system")
+        yield
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
