@@ -24,7 +24,15 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 
 from batchcalls.callback_http import CallbackHTTP
-from batchcalls.callbacks import CallbackTarget, Resolver, check_callback_url, connect_addresses, default_resolve
+from batchcalls.callbacks import (
+    CallbackTarget,
+    Resolver,
+    ResolveTimeout,
+    check_callback_url,
+    connect_addresses,
+    default_resolve,
+    resolver_until,
+)
 from batchcalls.delivery_leases import DeliveryLeases
 from batchcalls.errors import InvalidRequest
 from batchcalls.events import backoff_seconds
@@ -41,10 +49,11 @@ log = logging.getLogger("batchcalls.delivery")
 # The relay's lock outlives one POST (the webhook timeout) by this much, so a relay killed
 # mid-delivery holds up its batch's events for seconds, not minutes. Right before a POST the lock
 # is renewed when its last renewal was sent more than half this margin ago, and the POST's
-# wall-clock deadline (connect, send, status, headers and reply: batchcalls/callback_http.py)
-# starts after that check: the lock is then provably ours for the whole POST with at least half
-# the margin to spare, at one Redis round trip every few seconds instead of one per event. The
-# tenant's delivery lease (batchcalls/delivery_leases.py) has the same lifetime and cadence.
+# wall-clock deadline (resolving the callback host, then connect, send, status, headers and
+# reply: batchcalls/callback_http.py) starts after that check: the lock is then provably ours for
+# the whole POST with at least half the margin to spare, at one Redis round trip every few
+# seconds instead of one per event. The tenant's delivery lease (batchcalls/delivery_leases.py)
+# has the same lifetime and cadence, and is taken before anything else is done for an event.
 LOCK_MARGIN_SECONDS = 5
 
 # A batch whose tenant already has its share of deliveries running tries again this long after
@@ -227,14 +236,17 @@ class Relay:
                     wait = (event["next_attempt_at"] - datetime.now(UTC)).total_seconds()
                     if wait > 0:
                         return delivered, wait  # in order: later events wait behind this one
-                    # Checked (and resolved) before the lock is: a slow resolver must not eat
-                    # into the time the lock is proven ours.
-                    target = self._target(url)
+                    # The tenant's share first: a tenant whose name resolves slowly holds no
+                    # more delivery processes than one whose receiver answers slowly.
                     if not turn.ours():
                         return delivered, TENANT_BUSY_RETRY_SECONDS * (1 + random.random())
                     if not still_ours():
                         return delivered, None
-                    error = self._post(target, secrets, event["id"], event["payload"])
+                    # From the lock's check: the resolution and the POST share one deadline,
+                    # which the lock outlives (LOCK_MARGIN_SECONDS).
+                    deadline = time.monotonic() + self.settings.webhook_timeout_seconds
+                    error = self._post(self._target(url, deadline), secrets, event["id"], event["payload"],
+                                       deadline=deadline)
                     if error is None:
                         done.append(event["seq"])
                         delivered += 1
@@ -259,27 +271,32 @@ class Relay:
                     if self.metrics is not None:
                         self.metrics.webhook(True, len(done))
 
-    def _target(self, url: str) -> tuple[CallbackTarget, tuple[str, ...]] | str:
-        """Where to POST (the checked target and the addresses to connect to), or why not."""
+    def _target(self, url: str, deadline: float) -> tuple[CallbackTarget, tuple[str, ...]] | str:
+        """Where to POST (the checked target and the addresses to connect to), or why not; the
+        name resolved before `deadline` (``time.monotonic()``)."""
+        resolve = resolver_until(self.resolve, deadline)
         try:
             target = check_callback_url(url, allow_http=self.settings.allow_http_callbacks,
-                                        allowlist=self.settings.callback_allowlist, resolve=self.resolve)
-            return target, connect_addresses(target, self.resolve)
+                                        allowlist=self.settings.callback_allowlist, resolve=resolve)
+            return target, connect_addresses(target, resolve)
+        except ResolveTimeout:
+            return "callback host did not resolve within the webhook timeout"
         except InvalidRequest as exc:
             return f"callback URL refused: {exc.message}"
         except (OSError, UnicodeError) as exc:
             return f"callback URL refused: host does not resolve ({type(exc).__name__})"
 
     def _post(self, target: tuple[CallbackTarget, tuple[str, ...]] | str, secrets: tuple[str, ...], event_id: str,
-              payload: dict[str, Any]) -> str | None:
-        """POST one event; None on a 2xx answer, else what went wrong."""
+              payload: dict[str, Any], *, deadline: float) -> str | None:
+        """POST one event before `deadline` (``time.monotonic()``); None on a 2xx answer, else
+        what went wrong."""
         if isinstance(target, str):
             return target
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "Batchcalls-Webhooks/1"}
         headers.update(signature_headers(secrets, event_id, body, int(time.time())))
         try:
-            status = self.http.post(target[0], target[1], body, headers, timeout=self.settings.webhook_timeout_seconds)
+            status = self.http.post(target[0], target[1], body, headers, timeout=deadline - time.monotonic())
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"[:300]
         if 200 <= status < 300:

@@ -11,6 +11,7 @@ import datetime
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 import tracemalloc
 import uuid
@@ -53,7 +54,8 @@ def _relay(settings: Settings, **kwargs: object) -> Relay:
 
 
 def _post(relay: Relay, url: str) -> str | None:
-    return relay._post(relay._target(url), ("whsec_dGVzdA==",), "evt_test", EVENT)
+    deadline = time.monotonic() + relay.settings.webhook_timeout_seconds
+    return relay._post(relay._target(url, deadline), ("whsec_dGVzdA==",), "evt_test", EVENT, deadline=deadline)
 
 
 @pytest.fixture
@@ -315,3 +317,49 @@ def _silent_listener(host: str, port: int) -> Iterator[None]:
         for filler in fillers:
             filler.close()
         listener.close()
+
+
+def test_a_slow_resolving_callback_host_waits_for_its_tenants_share_and_the_deadline(servers: TestServers) -> None:
+    """The callback host is resolved only under the tenant's delivery lease, and within the POST's
+    deadline: a name that never resolves costs one failed attempt at the webhook timeout, retried
+    later, and a tenant at its share resolves nothing."""
+    release = threading.Event()
+    held_while_resolving: list[int] = []
+    with engine_on(servers) as engine:
+        tenant, _ = create_key(engine.db, "tenant-dns-" + uuid.uuid4().hex[:6])
+        body = {"calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}], "concurrency": 1,
+                "callback_url": "http://slow-dns.example.test/hooks"}
+        batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
+                                    None, body)
+        engine.dispatch(batch_id)
+        engine.place_call(engine.tasks.places[0], batch_id=batch_id)  # type: ignore[attr-defined]
+        settings = dataclasses.replace(engine.settings, allow_http_callbacks=True, callback_allowlist=(),
+                                       webhook_tenant_concurrency=1, webhook_timeout_seconds=1.0)
+
+        def never_resolves(host: str, port: int) -> list[str]:
+            held_while_resolving.append(relay.leases.held(tenant.id))
+            release.wait(60)
+            raise OSError("released by the test")
+
+        relay = Relay(settings, engine.db, engine.gates.redis, resolve=never_resolves)
+        try:
+            # The tenant's share is taken: nothing is resolved (nor posted, nor counted).
+            assert relay.leases.take(tenant.id, "other")
+            assert relay.run(batch_id).retry_in is not None
+            assert held_while_resolving == []
+            relay.leases.give_back(tenant.id, "other")
+
+            outcome: list[delivery.Outcome] = []
+            runner = threading.Thread(target=lambda: outcome.append(relay.run(batch_id)), daemon=True)
+            runner.start()
+            runner.join(30)  # the deadline is 1 s; generous for a busy machine
+            assert outcome, "the relay waited on the resolver past the webhook deadline"
+            assert held_while_resolving == [1]  # resolved under the tenant's lease
+            assert outcome[0].delivered == 0 and outcome[0].retry_in is not None
+            with engine.db.transaction() as cur:
+                cur.execute("SELECT delivery_attempts, last_error FROM events WHERE batch_id = %s", (batch_id,))
+                rows = [tuple(row.values()) for row in cur.fetchall()]
+            assert rows == [(1, "callback host did not resolve within the webhook timeout")]
+            assert relay.leases.held(tenant.id) == 0  # given back when the relay let go
+        finally:
+            release.set()
