@@ -63,11 +63,13 @@ TENANT_BUSY_RETRY_SECONDS = 1.0
 
 
 # A kick marks the batch dirty; it needs a `deliver` task only when no relay holds the lock (a
-# running relay looks at the mark after it lets go) and none is queued and not yet started.
+# running relay looks at the mark after it lets go), none is queued and not yet started, and no
+# retry is scheduled (the batch's first undelivered event, or its tenant's share, is not free
+# before it: a task sooner would only schedule a second retry).
 # An urgent kick (the batch's last event) wants a task now even when a delayed one is queued.
 _KICK = """
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
   return 0
 end
 if ARGV[3] == '1' then
@@ -84,10 +86,19 @@ return 0
 QUEUED_TASK_MS = 5000
 
 
-def relay_keys(batch_id: str) -> tuple[str, str, str]:
-    """The relay's lock, its dirty mark and its queued-task mark, for one batch."""
+# A scheduled retry's mark lasts its countdown less this share of it (at most a second): gone
+# just before the task starts, so that task (or, when it was lost, the next sweep) may schedule
+# the next retry, and a task that starts a little early on a worker whose clock is ahead of
+# Redis's does not find its own mark and drop its chain.
+RETRY_MARK_SLACK = 0.1
+RETRY_MARK_SLACK_MAX_MS = 1000
+
+
+def relay_keys(batch_id: str) -> tuple[str, str, str, str]:
+    """The relay's lock, its dirty mark, its queued-task mark and its scheduled-retry mark, for
+    one batch."""
     tag = "{" + batch_id + "}"
-    return f"bc:{tag}:relay", f"bc:{tag}:relay-dirty", f"bc:{tag}:relay-queued"
+    return f"bc:{tag}:relay", f"bc:{tag}:relay-dirty", f"bc:{tag}:relay-queued", f"bc:{tag}:relay-retry"
 
 
 def _lock_ms(settings: Settings) -> int:
@@ -112,6 +123,14 @@ class Kicks:
     def task_starting(self, batch_id: str) -> None:
         """A `deliver` task begins: later events need a task of their own (or this relay)."""
         self.redis.delete(relay_keys(batch_id)[2])
+
+    def retry_scheduled(self, batch_id: str, countdown: float) -> bool:
+        """Note that a `deliver` task will run in `countdown` seconds; False when another retry
+        is already scheduled (then that one runs the batch, and no second task is sent): one
+        chain of retries per batch, however many tasks found it waiting."""
+        mark_ms = int(countdown * 1000)
+        mark_ms -= min(int(mark_ms * RETRY_MARK_SLACK), RETRY_MARK_SLACK_MAX_MS)
+        return bool(self.redis.set(relay_keys(batch_id)[3], "1", nx=True, px=max(mark_ms, 1)))
 
 
 @dataclass(frozen=True)
@@ -187,7 +206,7 @@ class Relay:
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
-        lock_key, dirty_key, _ = relay_keys(batch_id)
+        lock_key, dirty_key = relay_keys(batch_id)[:2]
         lock_ms = _lock_ms(self.settings)
         self.redis.set(dirty_key, "1", px=lock_ms * 4)
         total, retry_in = 0, None

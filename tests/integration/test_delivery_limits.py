@@ -29,6 +29,7 @@ from batchcalls import delivery, voices
 from batchcalls.callback_http import REPLY_LIMIT, CallbackHTTP
 from batchcalls.delivery import Relay, relay_keys
 from batchcalls.delivery_leases import DeliveryLeases
+from batchcalls.reconciler import reconcile
 from batchcalls.store.db import Database
 from batchcalls.store.tenants import create_key
 from batchcalls.validation import build_batch
@@ -363,3 +364,48 @@ def test_a_slow_resolving_callback_host_waits_for_its_tenants_share_and_the_dead
             assert relay.leases.held(tenant.id) == 0  # given back when the relay let go
         finally:
             release.set()
+
+
+def test_batches_waiting_for_their_tenants_share_keep_one_retry_each(servers: TestServers) -> None:
+    """Batches whose tenant's share is taken come back about once per retry interval each: a
+    run that finds the share full schedules one retry, and neither the sweep (every second here)
+    nor a second run adds another chain of `deliver` tasks next to it."""
+    batches_waiting, seconds = 3, 6.0
+    with engine_on(servers) as engine:
+        tenant, _ = create_key(engine.db, "tenant-chains-" + uuid.uuid4().hex[:6])
+        body = {"calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}], "concurrency": 1,
+                "callback_url": "http://127.0.0.1:9/hooks"}
+        for _ in range(batches_waiting):
+            batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
+                                        None, body)
+            engine.dispatch(batch_id)
+            engine.place_call(engine.tasks.places[-1], batch_id=batch_id)  # type: ignore[attr-defined]
+        settings = dataclasses.replace(engine.settings, allow_http_callbacks=True, callback_allowlist=("127.0.0.1",),
+                                       webhook_tenant_concurrency=1)
+        relay = Relay(settings, engine.db, engine.gates.redis)
+        sent: list[tuple[str, float]] = engine.tasks.delivers  # type: ignore[attr-defined]
+        queued: list[tuple[float, str]] = []  # (when due, batch): the `deliver` tasks not yet run
+        runs: list[float] = []
+        most_queued = 0
+        started = next_sweep = time.monotonic()
+        while time.monotonic() < started + seconds:
+            assert relay.leases.take(tenant.id, "another batch")  # the tenant's share stays taken
+            now = time.monotonic()
+            if now >= next_sweep:
+                reconcile(engine)
+                next_sweep = now + 1.0
+            queued += [(now + countdown, batch_id) for batch_id, countdown in sent]
+            sent.clear()
+            most_queued = max(most_queued, len(queued))
+            for task in [task for task in queued if task[0] <= now]:
+                queued.remove(task)
+                engine.deliver(relay, task[1])
+                runs.append(time.monotonic() - started)
+            time.sleep(0.02)
+    late_runs = [t for t in runs if t >= seconds / 2]
+    print(f"{len(runs)} runs in {seconds:.0f} s, {len(late_runs)} in the last {seconds / 2:.0f} s;"
+          f" at most {most_queued} tasks queued")
+    # A retry comes 1 to 2 s after a run: one chain per batch runs at most once a second.
+    assert len(late_runs) <= batches_waiting * (seconds / 2 + 1)
+    assert most_queued <= 2 * batches_waiting  # a sweep may send one in the moment a retry starts
+    assert {batch_id for _, batch_id in queued} and len({batch_id for _, batch_id in queued}) == batches_waiting
