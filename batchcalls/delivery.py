@@ -170,13 +170,14 @@ class _TenantTurn:
     leases: DeliveryLeases
     tenant_id: int
     token: str
+    batch_id: str  # its place in line when the share is full
     sent_at: float | None = None
 
     def ours(self) -> bool:
         now = time.monotonic()
         if self.sent_at is not None and now - self.sent_at <= LOCK_MARGIN_SECONDS / 2:
             return True
-        if not self.leases.take(self.tenant_id, self.token):
+        if not self.leases.take(self.tenant_id, self.token, waiter=self.batch_id):
             return False
         self.sent_at = now
         return True
@@ -235,7 +236,7 @@ class Relay:
         if batch is None or not batch["callback_url"]:
             return 0, None
         url = batch["callback_url"]
-        turn = _TenantTurn(self.leases, batch["tenant_id"], uuid.uuid4().hex)
+        turn = _TenantTurn(self.leases, batch["tenant_id"], uuid.uuid4().hex, batch_id)
         try:
             return self._deliver_pages(batch_id, url, secrets, still_ours, turn)
         finally:

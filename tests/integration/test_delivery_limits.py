@@ -212,6 +212,22 @@ def test_a_tenant_holds_at_most_its_share_of_deliveries(servers: TestServers) ->
     assert leases.held(tenant) <= 2
 
 
+def test_a_freed_share_goes_to_the_batch_that_waited_for_it(servers: TestServers) -> None:
+    """A batch refused its tenant's share gets the next one freed, before a batch that had one
+    and comes back sooner (one retry each, a waiting batch asks only every second or two)."""
+    client = redis.Redis.from_url(servers.redis_url)
+    tenant = int(time.time() * 1000) % 1_000_000_000 + 7
+    leases = DeliveryLeases(client, limit=2, lease_seconds=10)
+    assert leases.take(tenant, "a1", waiter="A") and leases.take(tenant, "b1", waiter="B")
+    assert not leases.take(tenant, "c1", waiter="C")  # C waits: it is next in line
+    leases.give_back(tenant, "a1")
+    assert not leases.take(tenant, "a2", waiter="A")  # back sooner, but the free share is C's
+    assert leases.take(tenant, "c2", waiter="C")
+    leases.give_back(tenant, "b1")
+    assert leases.take(tenant, "a3", waiter="A")  # A waited next: the share B gave back is A's
+    assert leases.held(tenant) == 2
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
