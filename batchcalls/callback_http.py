@@ -131,7 +131,9 @@ class CallbackHTTP:
     def post(self, target: CallbackTarget, addresses: Sequence[str], body: bytes, headers: dict[str, str], *,
              timeout: float) -> int:
         """POST `body` to `target` through a connection to the first of `addresses` (checked ones)
-        that accepts one, all of it within `timeout` seconds from now; the reply's status.
+        that accepts one, all of it within `timeout` seconds from now; the reply's status. Each
+        address's connect gets its share of the time left (half of it for the first of two), the
+        last one all of it.
         Raises urllib3's errors (`urllib3.exceptions.HTTPError`), OSError or ValueError when no
         status arrived in time."""
         deadline = time.monotonic() + timeout
@@ -139,9 +141,11 @@ class CallbackHTTP:
         try:
             for i, address in enumerate(addresses):
                 try:
-                    return self._post_to(target, address, body, {**headers, "Host": target.host_header}, deadline)
-                except urllib3.exceptions.NewConnectionError:
-                    # Nothing was sent: the next address (e.g. IPv4 after an unreachable IPv6)
+                    return self._post_to(target, address, body, {**headers, "Host": target.host_header}, deadline,
+                                         addresses_left=len(addresses) - i)
+                except urllib3.exceptions.ConnectTimeoutError:
+                    # Refused, unreachable or silent (NewConnectionError is a ConnectTimeoutError):
+                    # nothing was sent, so the next address (e.g. IPv4 after an unreachable IPv6)
                     # gets the time left.
                     if i == len(addresses) - 1:
                         raise
@@ -150,16 +154,19 @@ class CallbackHTTP:
             _deadline.reset(token)
 
     def _post_to(self, target: CallbackTarget, address: str, body: bytes, headers: dict[str, str],
-                 deadline: float) -> int:
+                 deadline: float, *, addresses_left: int = 1) -> int:
         left = deadline - time.monotonic()
         if left <= 0:
             raise DeadlineExceeded("the delivery deadline passed")
+        # A connect may take only this address's share of the time left: one that never answers
+        # (a black-holed address, a full backlog) must leave the next addresses time to connect.
+        connect = left / max(addresses_left, 1)
         pool_kwargs = {"server_hostname": target.host} if target.scheme == "https" else None
         pool = self.pools.connection_from_host(address, target.port, target.scheme, pool_kwargs=pool_kwargs)
         response = pool.urlopen(
             "POST", target.path, body=body, headers=headers, retries=False, redirect=False,
             assert_same_host=False, preload_content=False, decode_content=False, release_conn=False,
-            timeout=urllib3.Timeout(connect=left, read=left))
+            timeout=urllib3.Timeout(connect=connect, read=left))
         complete = False
         try:
             complete = _read_reply(response)

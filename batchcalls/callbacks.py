@@ -12,7 +12,8 @@ A public host is reached only on the usual web ports (`PUBLIC_PORTS`): any other
 host is refused unless the host (by name, or every address it resolves to) is on the allowlist,
 so that callbacks cannot be aimed at a mail server, a database or an SSH daemon on the Internet.
 
-The only I/O is name resolution, through the `resolve` parameter (`default_resolve` by default).
+The only I/O is name resolution, through the `resolve` parameter (`default_resolve` by default);
+the delivery bounds it by the POST's deadline (`resolver_until`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,6 +61,41 @@ def default_resolve(host: str, port: int) -> list[str]:
     """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class ResolveTimeout(TimeoutError):
+    """A name's resolution outlived its deadline (`resolver_until`)."""
+
+
+def resolver_until(resolve: Resolver, deadline: float) -> Resolver:
+    """`resolve`, each call given only the time left until `deadline` (``time.monotonic()``);
+    past it, `ResolveTimeout`. ``getaddrinfo`` takes no timeout and cannot be interrupted, so
+    the resolution runs in a daemon thread of its own that is left behind when time is up (it
+    ends when the system resolver gives up)."""
+
+    def resolve_in_time(host: str, port: int) -> list[str]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ResolveTimeout(f"resolving {host!r} outlived the delivery deadline")
+        answer: list[list[str]] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                answer.append(resolve(host, port))
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="resolve-callback-host", daemon=True)
+        thread.start()
+        thread.join(left)
+        if failure:
+            raise failure[0]
+        if not answer:
+            raise ResolveTimeout(f"resolving {host!r} outlived the delivery deadline")
+        return answer[0]
+
+    return resolve_in_time
 
 
 @dataclass(frozen=True)
@@ -206,6 +244,8 @@ def check_callback_url(
     else:
         try:
             resolved = resolve(host, port)
+        except ResolveTimeout:
+            raise  # not the name's fault: the delivery says so, and tries again later
         except (OSError, UnicodeError) as e:
             raise _refuse(f"host {host!r} does not resolve") from e
         if not resolved:
@@ -231,7 +271,8 @@ def connect_addresses(target: CallbackTarget, resolve: Resolver = default_resolv
     """The addresses to connect to for a checked target, in order: the ones checked, or (a host
     name on the allowlist, whose every address may be reached) the ones it resolves to.
 
-    Raises OSError or UnicodeError when an allowlisted name does not resolve."""
+    Raises OSError or UnicodeError when an allowlisted name does not resolve (`ResolveTimeout`
+    when it does not in time)."""
     if target.addresses:
         return target.addresses
     resolved = tuple(resolve(target.host, target.port))

@@ -24,7 +24,15 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 
 from batchcalls.callback_http import CallbackHTTP
-from batchcalls.callbacks import CallbackTarget, Resolver, check_callback_url, connect_addresses, default_resolve
+from batchcalls.callbacks import (
+    CallbackTarget,
+    Resolver,
+    ResolveTimeout,
+    check_callback_url,
+    connect_addresses,
+    default_resolve,
+    resolver_until,
+)
 from batchcalls.delivery_leases import DeliveryLeases
 from batchcalls.errors import InvalidRequest
 from batchcalls.events import backoff_seconds
@@ -41,10 +49,11 @@ log = logging.getLogger("batchcalls.delivery")
 # The relay's lock outlives one POST (the webhook timeout) by this much, so a relay killed
 # mid-delivery holds up its batch's events for seconds, not minutes. Right before a POST the lock
 # is renewed when its last renewal was sent more than half this margin ago, and the POST's
-# wall-clock deadline (connect, send, status, headers and reply: batchcalls/callback_http.py)
-# starts after that check: the lock is then provably ours for the whole POST with at least half
-# the margin to spare, at one Redis round trip every few seconds instead of one per event. The
-# tenant's delivery lease (batchcalls/delivery_leases.py) has the same lifetime and cadence.
+# wall-clock deadline (resolving the callback host, then connect, send, status, headers and
+# reply: batchcalls/callback_http.py) starts after that check: the lock is then provably ours for
+# the whole POST with at least half the margin to spare, at one Redis round trip every few
+# seconds instead of one per event. The tenant's delivery lease (batchcalls/delivery_leases.py)
+# has the same lifetime and cadence, and is taken before anything else is done for an event.
 LOCK_MARGIN_SECONDS = 5
 
 # A batch whose tenant already has its share of deliveries running tries again this long after
@@ -54,11 +63,13 @@ TENANT_BUSY_RETRY_SECONDS = 1.0
 
 
 # A kick marks the batch dirty; it needs a `deliver` task only when no relay holds the lock (a
-# running relay looks at the mark after it lets go) and none is queued and not yet started.
+# running relay looks at the mark after it lets go), none is queued and not yet started, and no
+# retry is scheduled (the batch's first undelivered event, or its tenant's share, is not free
+# before it: a task sooner would only schedule a second retry).
 # An urgent kick (the batch's last event) wants a task now even when a delayed one is queued.
 _KICK = """
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
   return 0
 end
 if ARGV[3] == '1' then
@@ -75,10 +86,19 @@ return 0
 QUEUED_TASK_MS = 5000
 
 
-def relay_keys(batch_id: str) -> tuple[str, str, str]:
-    """The relay's lock, its dirty mark and its queued-task mark, for one batch."""
+# A scheduled retry's mark lasts its countdown less this share of it (at most a second): gone
+# just before the task starts, so that task (or, when it was lost, the next sweep) may schedule
+# the next retry, and a task that starts a little early on a worker whose clock is ahead of
+# Redis's does not find its own mark and drop its chain.
+RETRY_MARK_SLACK = 0.1
+RETRY_MARK_SLACK_MAX_MS = 1000
+
+
+def relay_keys(batch_id: str) -> tuple[str, str, str, str]:
+    """The relay's lock, its dirty mark, its queued-task mark and its scheduled-retry mark, for
+    one batch."""
     tag = "{" + batch_id + "}"
-    return f"bc:{tag}:relay", f"bc:{tag}:relay-dirty", f"bc:{tag}:relay-queued"
+    return f"bc:{tag}:relay", f"bc:{tag}:relay-dirty", f"bc:{tag}:relay-queued", f"bc:{tag}:relay-retry"
 
 
 def _lock_ms(settings: Settings) -> int:
@@ -103,6 +123,14 @@ class Kicks:
     def task_starting(self, batch_id: str) -> None:
         """A `deliver` task begins: later events need a task of their own (or this relay)."""
         self.redis.delete(relay_keys(batch_id)[2])
+
+    def retry_scheduled(self, batch_id: str, countdown: float) -> bool:
+        """Note that a `deliver` task will run in `countdown` seconds; False when another retry
+        is already scheduled (then that one runs the batch, and no second task is sent): one
+        chain of retries per batch, however many tasks found it waiting."""
+        mark_ms = int(countdown * 1000)
+        mark_ms -= min(int(mark_ms * RETRY_MARK_SLACK), RETRY_MARK_SLACK_MAX_MS)
+        return bool(self.redis.set(relay_keys(batch_id)[3], "1", nx=True, px=max(mark_ms, 1)))
 
 
 @dataclass(frozen=True)
@@ -142,13 +170,14 @@ class _TenantTurn:
     leases: DeliveryLeases
     tenant_id: int
     token: str
+    batch_id: str  # its place in line when the share is full
     sent_at: float | None = None
 
     def ours(self) -> bool:
         now = time.monotonic()
         if self.sent_at is not None and now - self.sent_at <= LOCK_MARGIN_SECONDS / 2:
             return True
-        if not self.leases.take(self.tenant_id, self.token):
+        if not self.leases.take(self.tenant_id, self.token, waiter=self.batch_id):
             return False
         self.sent_at = now
         return True
@@ -178,7 +207,7 @@ class Relay:
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
-        lock_key, dirty_key, _ = relay_keys(batch_id)
+        lock_key, dirty_key = relay_keys(batch_id)[:2]
         lock_ms = _lock_ms(self.settings)
         self.redis.set(dirty_key, "1", px=lock_ms * 4)
         total, retry_in = 0, None
@@ -207,7 +236,7 @@ class Relay:
         if batch is None or not batch["callback_url"]:
             return 0, None
         url = batch["callback_url"]
-        turn = _TenantTurn(self.leases, batch["tenant_id"], uuid.uuid4().hex)
+        turn = _TenantTurn(self.leases, batch["tenant_id"], uuid.uuid4().hex, batch_id)
         try:
             return self._deliver_pages(batch_id, url, secrets, still_ours, turn)
         finally:
@@ -227,14 +256,17 @@ class Relay:
                     wait = (event["next_attempt_at"] - datetime.now(UTC)).total_seconds()
                     if wait > 0:
                         return delivered, wait  # in order: later events wait behind this one
-                    # Checked (and resolved) before the lock is: a slow resolver must not eat
-                    # into the time the lock is proven ours.
-                    target = self._target(url)
+                    # The tenant's share first: a tenant whose name resolves slowly holds no
+                    # more delivery processes than one whose receiver answers slowly.
                     if not turn.ours():
                         return delivered, TENANT_BUSY_RETRY_SECONDS * (1 + random.random())
                     if not still_ours():
                         return delivered, None
-                    error = self._post(target, secrets, event["id"], event["payload"])
+                    # From the lock's check: the resolution and the POST share one deadline,
+                    # which the lock outlives (LOCK_MARGIN_SECONDS).
+                    deadline = time.monotonic() + self.settings.webhook_timeout_seconds
+                    error = self._post(self._target(url, deadline), secrets, event["id"], event["payload"],
+                                       deadline=deadline)
                     if error is None:
                         done.append(event["seq"])
                         delivered += 1
@@ -259,27 +291,32 @@ class Relay:
                     if self.metrics is not None:
                         self.metrics.webhook(True, len(done))
 
-    def _target(self, url: str) -> tuple[CallbackTarget, tuple[str, ...]] | str:
-        """Where to POST (the checked target and the addresses to connect to), or why not."""
+    def _target(self, url: str, deadline: float) -> tuple[CallbackTarget, tuple[str, ...]] | str:
+        """Where to POST (the checked target and the addresses to connect to), or why not; the
+        name resolved before `deadline` (``time.monotonic()``)."""
+        resolve = resolver_until(self.resolve, deadline)
         try:
             target = check_callback_url(url, allow_http=self.settings.allow_http_callbacks,
-                                        allowlist=self.settings.callback_allowlist, resolve=self.resolve)
-            return target, connect_addresses(target, self.resolve)
+                                        allowlist=self.settings.callback_allowlist, resolve=resolve)
+            return target, connect_addresses(target, resolve)
+        except ResolveTimeout:
+            return "callback host did not resolve within the webhook timeout"
         except InvalidRequest as exc:
             return f"callback URL refused: {exc.message}"
         except (OSError, UnicodeError) as exc:
             return f"callback URL refused: host does not resolve ({type(exc).__name__})"
 
     def _post(self, target: tuple[CallbackTarget, tuple[str, ...]] | str, secrets: tuple[str, ...], event_id: str,
-              payload: dict[str, Any]) -> str | None:
-        """POST one event; None on a 2xx answer, else what went wrong."""
+              payload: dict[str, Any], *, deadline: float) -> str | None:
+        """POST one event before `deadline` (``time.monotonic()``); None on a 2xx answer, else
+        what went wrong."""
         if isinstance(target, str):
             return target
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "Batchcalls-Webhooks/1"}
         headers.update(signature_headers(secrets, event_id, body, int(time.time())))
         try:
-            status = self.http.post(target[0], target[1], body, headers, timeout=self.settings.webhook_timeout_seconds)
+            status = self.http.post(target[0], target[1], body, headers, timeout=deadline - time.monotonic())
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {exc}"[:300]
         if 200 <= status < 300:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from redis.exceptions import LockError, RedisError
 
 from batchcalls import gates as gates_mod
-from batchcalls.delivery import Kicks
+from batchcalls.delivery import Kicks, Relay
 from batchcalls.errors import ProviderError, Unavailable
 from batchcalls.gates import Gates
 from batchcalls.logs import quoted
@@ -488,3 +488,23 @@ class Engine:
     def delivery_starting(self, batch_id: str) -> None:
         """A `deliver` task begins: events written from now on need a relay of their own."""
         self._kicks.task_starting(batch_id)
+
+    def deliver(self, relay: Relay, batch_id: str) -> int:
+        """A `deliver` task: run the batch's relay, and have it run again when it asks to be
+        (unless another retry of the batch is scheduled already); the events delivered."""
+        self.delivery_starting(batch_id)
+        outcome = relay.run(batch_id)
+        if outcome.retry_in is not None:
+            countdown = min(outcome.retry_in, self.settings.max_countdown_seconds)
+            if self._kicks.retry_scheduled(batch_id, countdown):
+                self.tasks.deliver(batch_id, countdown=countdown)
+        return outcome.delivered
+
+    def redeliver(self, batch_id: str) -> bool:
+        """The sweep's kick for a batch with due events: a `deliver` task now, unless a relay
+        runs it, a task is queued for it or a retry is scheduled (each mark expires by itself,
+        so a lost task is sent again by a later sweep). True when a task was sent."""
+        if not self._kicks.needs_task(batch_id):
+            return False
+        self.tasks.deliver(batch_id)
+        return True

@@ -80,8 +80,7 @@ def _sweep(engine: Engine) -> Sweep:
     for attempt in stale:
         sweep.resolved += _resolve_stale(engine, attempt)
     for batch_id in due_events:
-        engine.tasks.deliver(batch_id)
-        sweep.deliveries += 1
+        sweep.deliveries += engine.redeliver(batch_id)
     # Provider events queued for the workers that nobody is applying (their task was lost).
     sweep.event_drains = engine.tasks.recover_events()
     return sweep

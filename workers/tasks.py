@@ -204,11 +204,7 @@ def record_responses(call_id: str, attempt: int, responses: list[dict[str, Any]]
 @app.task(base=EngineTask, name="batchcalls.deliver")
 def deliver(batch_id: str) -> int:
     engine, relay = _parts()
-    engine.delivery_starting(batch_id)
-    outcome = relay.run(batch_id)
-    if outcome.retry_in is not None:
-        engine.tasks.deliver(batch_id, countdown=min(outcome.retry_in, engine.settings.max_countdown_seconds))
-    return outcome.delivered
+    return engine.deliver(relay, batch_id)
 
 
 @app.task(base=EngineTask, name="batchcalls.reconcile")

@@ -5,11 +5,13 @@ address it checked, keeping the URL's Host and TLS server name."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 import tracemalloc
 import uuid
@@ -27,6 +29,7 @@ from batchcalls import delivery, voices
 from batchcalls.callback_http import REPLY_LIMIT, CallbackHTTP
 from batchcalls.delivery import Relay, relay_keys
 from batchcalls.delivery_leases import DeliveryLeases
+from batchcalls.reconciler import reconcile
 from batchcalls.store.db import Database
 from batchcalls.store.tenants import create_key
 from batchcalls.validation import build_batch
@@ -52,7 +55,8 @@ def _relay(settings: Settings, **kwargs: object) -> Relay:
 
 
 def _post(relay: Relay, url: str) -> str | None:
-    return relay._post(relay._target(url), ("whsec_dGVzdA==",), "evt_test", EVENT)
+    deadline = time.monotonic() + relay.settings.webhook_timeout_seconds
+    return relay._post(relay._target(url, deadline), ("whsec_dGVzdA==",), "evt_test", EVENT, deadline=deadline)
 
 
 @pytest.fixture
@@ -208,6 +212,22 @@ def test_a_tenant_holds_at_most_its_share_of_deliveries(servers: TestServers) ->
     assert leases.held(tenant) <= 2
 
 
+def test_a_freed_share_goes_to_the_batch_that_waited_for_it(servers: TestServers) -> None:
+    """A batch refused its tenant's share gets the next one freed, before a batch that had one
+    and comes back sooner (one retry each, a waiting batch asks only every second or two)."""
+    client = redis.Redis.from_url(servers.redis_url)
+    tenant = int(time.time() * 1000) % 1_000_000_000 + 7
+    leases = DeliveryLeases(client, limit=2, lease_seconds=10)
+    assert leases.take(tenant, "a1", waiter="A") and leases.take(tenant, "b1", waiter="B")
+    assert not leases.take(tenant, "c1", waiter="C")  # C waits: it is next in line
+    leases.give_back(tenant, "a1")
+    assert not leases.take(tenant, "a2", waiter="A")  # back sooner, but the free share is C's
+    assert leases.take(tenant, "c2", waiter="C")
+    leases.give_back(tenant, "b1")
+    assert leases.take(tenant, "a3", waiter="A")  # A waited next: the share B gave back is A's
+    assert leases.held(tenant) == 2
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -276,3 +296,132 @@ def test_a_batch_whose_tenant_is_at_its_limit_waits_and_is_delivered_after(
         assert relay.run(batch_id).delivered == 1
         assert [e["type"] for e in receiver.events(batch_id)] == ["batch.started"]
         assert relay.leases.held(tenant.id) == 1  # its own share given back, the other one kept
+
+
+def test_an_address_that_never_answers_gives_way_to_the_next_checked_one(servers_to_stop: list[RawServer]) -> None:
+    """A first address that swallows the connect (its listen backlog is full: the SYN is
+    dropped, as on a black-holed route) leaves the next address time to take the event."""
+    server = start_raw_server(ok())
+    servers_to_stop.append(server)
+    with _silent_listener("127.0.0.2", server.port):
+        relay = _relay(_settings(timeout=3.0, allowlist=("127.0.0.0/8",)),
+                       resolve=lambda host, port: ["127.0.0.2", "127.0.0.1"])
+        assert _post(relay, server.url("two.example.test")) is None
+        assert len(server.requests) == 1
+
+
+@contextlib.contextmanager
+def _silent_listener(host: str, port: int) -> Iterator[None]:
+    """A listening socket nobody accepts on, its backlog filled: a connect to it is never answered."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind((host, port))
+        listener.listen(0)
+        # Fill the backlog until a connect is no longer answered.
+        for _ in range(16):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.settimeout(0.3)
+            try:
+                filler.connect((host, port))
+            except TimeoutError:
+                break
+        else:
+            pytest.skip("could not fill a listen backlog on this system")
+        yield
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_a_slow_resolving_callback_host_waits_for_its_tenants_share_and_the_deadline(servers: TestServers) -> None:
+    """The callback host is resolved only under the tenant's delivery lease, and within the POST's
+    deadline: a name that never resolves costs one failed attempt at the webhook timeout, retried
+    later, and a tenant at its share resolves nothing."""
+    release = threading.Event()
+    held_while_resolving: list[int] = []
+    with engine_on(servers) as engine:
+        tenant, _ = create_key(engine.db, "tenant-dns-" + uuid.uuid4().hex[:6])
+        body = {"calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}], "concurrency": 1,
+                "callback_url": "http://slow-dns.example.test/hooks"}
+        batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
+                                    None, body)
+        engine.dispatch(batch_id)
+        engine.place_call(engine.tasks.places[0], batch_id=batch_id)  # type: ignore[attr-defined]
+        settings = dataclasses.replace(engine.settings, allow_http_callbacks=True, callback_allowlist=(),
+                                       webhook_tenant_concurrency=1, webhook_timeout_seconds=1.0)
+
+        def never_resolves(host: str, port: int) -> list[str]:
+            held_while_resolving.append(relay.leases.held(tenant.id))
+            release.wait(60)
+            raise OSError("released by the test")
+
+        relay = Relay(settings, engine.db, engine.gates.redis, resolve=never_resolves)
+        try:
+            # The tenant's share is taken: nothing is resolved (nor posted, nor counted).
+            assert relay.leases.take(tenant.id, "other")
+            assert relay.run(batch_id).retry_in is not None
+            assert held_while_resolving == []
+            relay.leases.give_back(tenant.id, "other")
+
+            outcome: list[delivery.Outcome] = []
+            runner = threading.Thread(target=lambda: outcome.append(relay.run(batch_id)), daemon=True)
+            runner.start()
+            runner.join(30)  # the deadline is 1 s; generous for a busy machine
+            assert outcome, "the relay waited on the resolver past the webhook deadline"
+            assert held_while_resolving == [1]  # resolved under the tenant's lease
+            assert outcome[0].delivered == 0 and outcome[0].retry_in is not None
+            with engine.db.transaction() as cur:
+                cur.execute("SELECT delivery_attempts, last_error FROM events WHERE batch_id = %s", (batch_id,))
+                rows = [tuple(row.values()) for row in cur.fetchall()]
+            assert rows == [(1, "callback host did not resolve within the webhook timeout")]
+            assert relay.leases.held(tenant.id) == 0  # given back when the relay let go
+        finally:
+            release.set()
+
+
+def test_batches_waiting_for_their_tenants_share_keep_one_retry_each(servers: TestServers) -> None:
+    """Batches whose tenant's share is taken come back about once per retry interval each: a
+    run that finds the share full schedules one retry, and neither the sweep (every second here)
+    nor a second run adds another chain of `deliver` tasks next to it."""
+    batches_waiting, seconds = 3, 6.0
+    with engine_on(servers) as engine:
+        tenant, _ = create_key(engine.db, "tenant-chains-" + uuid.uuid4().hex[:6])
+        body = {"calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}], "concurrency": 1,
+                "callback_url": "http://127.0.0.1:9/hooks"}
+        for _ in range(batches_waiting):
+            batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
+                                        None, body)
+            engine.dispatch(batch_id)
+            engine.place_call(engine.tasks.places[-1], batch_id=batch_id)  # type: ignore[attr-defined]
+        settings = dataclasses.replace(engine.settings, allow_http_callbacks=True, callback_allowlist=("127.0.0.1",),
+                                       webhook_tenant_concurrency=1)
+        relay = Relay(settings, engine.db, engine.gates.redis)
+        sent: list[tuple[str, float]] = engine.tasks.delivers  # type: ignore[attr-defined]
+        queued: list[tuple[float, str]] = []  # (when due, batch): the `deliver` tasks not yet run
+        runs: list[float] = []
+        most_queued = 0
+        started = next_sweep = time.monotonic()
+        while time.monotonic() < started + seconds:
+            assert relay.leases.take(tenant.id, "another batch")  # the tenant's share stays taken
+            now = time.monotonic()
+            if now >= next_sweep:
+                reconcile(engine)
+                next_sweep = now + 1.0
+            queued += [(now + countdown, batch_id) for batch_id, countdown in sent]
+            sent.clear()
+            most_queued = max(most_queued, len(queued))
+            for task in [task for task in queued if task[0] <= now]:
+                queued.remove(task)
+                engine.deliver(relay, task[1])
+                runs.append(time.monotonic() - started)
+            time.sleep(0.02)
+    late_runs = [t for t in runs if t >= seconds / 2]
+    print(f"{len(runs)} runs in {seconds:.0f} s, {len(late_runs)} in the last {seconds / 2:.0f} s;"
+          f" at most {most_queued} tasks queued")
+    # A retry comes 1 to 2 s after a run: one chain per batch runs at most once a second.
+    assert len(late_runs) <= batches_waiting * (seconds / 2 + 1)
+    assert most_queued <= 2 * batches_waiting  # a sweep may send one in the moment a retry starts
+    assert {batch_id for _, batch_id in queued} and len({batch_id for _, batch_id in queued}) == batches_waiting
