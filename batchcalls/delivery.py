@@ -23,6 +23,7 @@ import urllib3
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from batchcalls import redis_keys
 from batchcalls.callback_http import CallbackHTTP
 from batchcalls.callbacks import CallbackTarget, Resolver, check_callback_url, connect_addresses, default_resolve
 from batchcalls.delivery_leases import DeliveryLeases
@@ -75,12 +76,6 @@ return 0
 QUEUED_TASK_MS = 5000
 
 
-def relay_keys(batch_id: str) -> tuple[str, str, str]:
-    """The relay's lock, its dirty mark and its queued-task mark, for one batch."""
-    tag = "{" + batch_id + "}"
-    return f"bc:{tag}:relay", f"bc:{tag}:relay-dirty", f"bc:{tag}:relay-queued"
-
-
 def _lock_ms(settings: Settings) -> int:
     return int((settings.webhook_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
 
@@ -97,12 +92,12 @@ class Kicks:
     def needs_task(self, batch_id: str, urgent: bool = False) -> bool:
         """Note that the batch has new events; True when a `deliver` task must be sent for them
         (`urgent`: even if a delayed one is queued)."""
-        return bool(self._kick(keys=list(relay_keys(batch_id)),
+        return bool(self._kick(keys=list(redis_keys.relay_keys(batch_id)),
                                args=[self.lock_ms * 4, QUEUED_TASK_MS, "1" if urgent else "0"]))
 
     def task_starting(self, batch_id: str) -> None:
         """A `deliver` task begins: later events need a task of their own (or this relay)."""
-        self.redis.delete(relay_keys(batch_id)[2])
+        self.redis.delete(redis_keys.relay_queued(batch_id))
 
 
 @dataclass(frozen=True)
@@ -178,7 +173,7 @@ class Relay:
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
-        lock_key, dirty_key, _ = relay_keys(batch_id)
+        lock_key, dirty_key = redis_keys.relay_lock(batch_id), redis_keys.relay_dirty(batch_id)
         lock_ms = _lock_ms(self.settings)
         self.redis.set(dirty_key, "1", px=lock_ms * 4)
         total, retry_in = 0, None

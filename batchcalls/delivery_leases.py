@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import redis
 
+from batchcalls import redis_keys
+
 # Drops the tenant's leases that ran out, then renews ours, or takes a new one if there is room.
 # KEYS[1] the tenant's leases; ARGV: token, limit, lease ms. Returns 1 when the lease is ours.
 _TAKE = """
@@ -27,10 +29,6 @@ return 0
 """
 
 
-def leases_key(tenant_id: int) -> str:
-    return f"bc:tenant-deliveries:{tenant_id}"
-
-
 class DeliveryLeases:
     def __init__(self, client: redis.Redis, *, limit: int, lease_seconds: float) -> None:
         self.redis = client
@@ -41,11 +39,12 @@ class DeliveryLeases:
     def take(self, tenant_id: int, token: str) -> bool:
         """Take a lease for `token`, or renew the one it holds; False when the tenant already
         has `limit` deliveries running (and `token` is not one of them)."""
-        return bool(self._take(keys=[leases_key(tenant_id)], args=[token, self.limit, self.lease_ms]))
+        key = redis_keys.tenant_delivery_leases(tenant_id)
+        return bool(self._take(keys=[key], args=[token, self.limit, self.lease_ms]))
 
     def give_back(self, tenant_id: int, token: str) -> None:
-        self.redis.zrem(leases_key(tenant_id), token)
+        self.redis.zrem(redis_keys.tenant_delivery_leases(tenant_id), token)
 
     def held(self, tenant_id: int) -> int:
         """How many leases the tenant holds (expired ones included until the next take)."""
-        return int(self.redis.zcard(leases_key(tenant_id)))
+        return int(self.redis.zcard(redis_keys.tenant_delivery_leases(tenant_id)))

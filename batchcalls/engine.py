@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from redis.exceptions import LockError, RedisError
 
 from batchcalls import gates as gates_mod
+from batchcalls import redis_keys
 from batchcalls.delivery import Kicks
 from batchcalls.errors import ProviderError, Unavailable
 from batchcalls.gates import Gates
@@ -219,7 +220,7 @@ class Engine:
         """One idempotent wake-up per batch for its next due retry, never a long countdown."""
         countdown = min(due_in, self.settings.max_countdown_seconds)
         target = time.time() + countdown
-        key = f"bc:{{{batch_id}}}:wake"
+        key = redis_keys.batch_wake(batch_id)
         current = self.gates.redis.get(key)
         if current is not None and time.time() < float(current) <= target + 0.05:
             return
@@ -228,7 +229,7 @@ class Engine:
 
     def rebuild(self, batch_id: str) -> bool:
         """Write a batch's Redis state again from Postgres. False when the batch is not active."""
-        lock = self.gates.redis.lock(f"bc:{{{batch_id}}}:rebuild", timeout=30)
+        lock = self.gates.redis.lock(redis_keys.batch_rebuild_lock(batch_id), timeout=30)
         if not lock.acquire(blocking=False):
             return False
         try:

@@ -18,18 +18,17 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from batchcalls import redis_keys
 from batchcalls.logs import quoted
 from batchcalls.queues import QUEUES
 from batchcalls.store.db import Database
 
 log = logging.getLogger("batchcalls.metrics")
 
-KEY = "bc:metrics"
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-# The newest dispatch-latency samples, exact, newest first (a capped list), each `freed:<seconds>`
-# (a slot freed by a call that ended, given to the next) or `other:<seconds>` (a batch's first
-# calls, retries coming due, slots recovered by the reconciler).
-LATENCY_SAMPLES_KEY = "bc:metrics:dispatch_latency_samples"
+# The newest dispatch-latency samples (redis_keys.METRICS_LATENCY_SAMPLES), exact, newest first
+# (a capped list), each `freed:<seconds>` (a slot freed by a call that ended, given to the next)
+# or `other:<seconds>` (a batch's first calls, retries coming due, slots recovered by the reconciler).
 LATENCY_SAMPLES = 10_000
 # Counts reach Redis (and /metrics) within about this long.
 FLUSH_SECONDS = 0.5
@@ -85,10 +84,10 @@ class Metrics:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for field, amount in counts.items():
-                pipe.hincrbyfloat(KEY, field, amount)
+                pipe.hincrbyfloat(redis_keys.METRICS, field, amount)
             if samples:
-                pipe.lpush(LATENCY_SAMPLES_KEY, *samples)  # the newest ends up first
-                pipe.ltrim(LATENCY_SAMPLES_KEY, 0, LATENCY_SAMPLES - 1)
+                pipe.lpush(redis_keys.METRICS_LATENCY_SAMPLES, *samples)  # the newest ends up first
+                pipe.ltrim(redis_keys.METRICS_LATENCY_SAMPLES, 0, LATENCY_SAMPLES - 1)
             pipe.execute()
         except redis.RedisError as exc:  # metrics never fail a call
             log.debug("metrics not recorded yet error=%s", quoted(exc))
@@ -150,7 +149,8 @@ class FleetCollector(Collector):
             return self._figures
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in self.redis.hgetall(KEY).items()}
+        counts = self.redis.hgetall(redis_keys.METRICS)
+        raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in counts.items()}
         outcomes = CounterMetricFamily("batchcalls_calls", "Calls that reached a final state, by outcome",
                                        labels=["outcome"])
         for field, value in raw.items():
@@ -179,7 +179,7 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily("batchcalls_batches_active", "Batches queued, running or paused", value=len(active))
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in active:
-            pipe.zcard(f"bc:{{{batch_id}}}:ready")
+            pipe.zcard(redis_keys.batch_ready(batch_id))
         ready = sum(pipe.execute()) if active else 0
         yield GaugeMetricFamily("batchcalls_queue_depth", "Calls waiting for a slot in their batch's ready queue",
                                 value=ready)
