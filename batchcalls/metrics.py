@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from batchcalls import redis_keys
 from batchcalls.logs import quoted
 from batchcalls.queues import QUEUES
+from batchcalls.states import ACTIVE_BATCH_STATUSES, LIVE_STATUSES, CallStatus, values
 from batchcalls.store.db import Database
 
 log = logging.getLogger("batchcalls.metrics")
@@ -34,6 +35,8 @@ LATENCY_SAMPLES = 10_000
 FLUSH_SECONDS = 0.5
 # How long `GET /metrics` answers from its last read of Postgres.
 DATABASE_CACHE_SECONDS = 5.0
+# The calls `GET /metrics` counts from Postgres: the live ones and those waiting for a retry.
+_COUNTED = LIVE_STATUSES | {CallStatus.SCHEDULED}
 BROKER_QUEUES = [f"{queue}{step}" for queue in QUEUES for step in ["", *(f":{n}" for n in range(1, 10))]]
 
 
@@ -140,10 +143,10 @@ class FleetCollector(Collector):
         with self._lock:
             if self._figures is None or self._clock() - self._read_at >= self.cache_seconds:
                 with self.db.transaction() as cur:
-                    cur.execute("SELECT status, count(*) AS n FROM calls"
-                                " WHERE status IN ('scheduled', 'dialing', 'ringing', 'in_progress') GROUP BY status")
+                    cur.execute("SELECT status, count(*) AS n FROM calls WHERE status = ANY(%s) GROUP BY status",
+                                (values(_COUNTED),))
                     by_status = {row["status"]: row["n"] for row in cur.fetchall()}
-                    cur.execute("SELECT id FROM batches WHERE status IN ('queued', 'running', 'paused')")
+                    cur.execute("SELECT id FROM batches WHERE status = ANY(%s)", (values(ACTIVE_BATCH_STATUSES),))
                     active = [row["id"] for row in cur.fetchall()]
                 self._figures, self._read_at = (by_status, active), self._clock()
             return self._figures
@@ -171,11 +174,11 @@ class FleetCollector(Collector):
                                     buckets=buckets, sum_value=raw.get("dispatch_latency_sum", 0))
         by_status, active = self._database_figures()
         live = GaugeMetricFamily("batchcalls_calls_live", "Calls dialing, ringing or in progress", labels=["status"])
-        for status in ("dialing", "ringing", "in_progress"):
+        for status in values(LIVE_STATUSES):
             live.add_metric([status], by_status.get(status, 0))
         yield live
         yield GaugeMetricFamily("batchcalls_calls_scheduled", "Calls waiting for a retry",
-                                value=by_status.get("scheduled", 0))
+                                value=by_status.get(CallStatus.SCHEDULED.value, 0))
         yield GaugeMetricFamily("batchcalls_batches_active", "Batches queued, running or paused", value=len(active))
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in active:
