@@ -16,6 +16,7 @@ from api.schemas import check_storable_text, load_batch_request
 from batchcalls.callbacks import check_callback_url
 from batchcalls.engine import Engine
 from batchcalls.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge
+from batchcalls.states import CallStatus
 from batchcalls.store import batches, calls
 from batchcalls.timefmt import isoformat_ms
 from batchcalls.validation import build_batch, check_call_count
@@ -24,7 +25,7 @@ from batchcalls.voices import voice_catalog
 
 bp = Blueprint("batches", __name__, url_prefix="/v1")
 
-CALL_STATUSES = ("queued", "scheduled", "dialing", "ringing", "in_progress", "completed", "failed", "cancelled")
+CALL_STATUSES = tuple(status.value for status in CallStatus)
 
 
 def _engine() -> Engine:

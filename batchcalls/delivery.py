@@ -23,6 +23,7 @@ import urllib3
 from redis.exceptions import LockError
 from redis.lock import Lock
 
+from batchcalls import redis_keys
 from batchcalls.callback_http import CallbackHTTP
 from batchcalls.callbacks import (
     CallbackTarget,
@@ -94,13 +95,6 @@ RETRY_MARK_SLACK = 0.1
 RETRY_MARK_SLACK_MAX_MS = 1000
 
 
-def relay_keys(batch_id: str) -> tuple[str, str, str, str]:
-    """The relay's lock, its dirty mark, its queued-task mark and its scheduled-retry mark, for
-    one batch."""
-    tag = "{" + batch_id + "}"
-    return f"bc:{tag}:relay", f"bc:{tag}:relay-dirty", f"bc:{tag}:relay-queued", f"bc:{tag}:relay-retry"
-
-
 def _lock_ms(settings: Settings) -> int:
     return int((settings.webhook_timeout_seconds + LOCK_MARGIN_SECONDS) * 1000)
 
@@ -117,12 +111,12 @@ class Kicks:
     def needs_task(self, batch_id: str, urgent: bool = False) -> bool:
         """Note that the batch has new events; True when a `deliver` task must be sent for them
         (`urgent`: even if a delayed one is queued)."""
-        return bool(self._kick(keys=list(relay_keys(batch_id)),
+        return bool(self._kick(keys=list(redis_keys.relay_keys(batch_id)),
                                args=[self.lock_ms * 4, QUEUED_TASK_MS, "1" if urgent else "0"]))
 
     def task_starting(self, batch_id: str) -> None:
         """A `deliver` task begins: later events need a task of their own (or this relay)."""
-        self.redis.delete(relay_keys(batch_id)[2])
+        self.redis.delete(redis_keys.relay_queued(batch_id))
 
     def retry_scheduled(self, batch_id: str, countdown: float) -> bool:
         """Note that a `deliver` task will run in `countdown` seconds; False when another retry
@@ -130,7 +124,7 @@ class Kicks:
         chain of retries per batch, however many tasks found it waiting."""
         mark_ms = int(countdown * 1000)
         mark_ms -= min(int(mark_ms * RETRY_MARK_SLACK), RETRY_MARK_SLACK_MAX_MS)
-        return bool(self.redis.set(relay_keys(batch_id)[3], "1", nx=True, px=max(mark_ms, 1)))
+        return bool(self.redis.set(redis_keys.relay_retry(batch_id), "1", nx=True, px=max(mark_ms, 1)))
 
 
 @dataclass(frozen=True)
@@ -207,7 +201,7 @@ class Relay:
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
-        lock_key, dirty_key = relay_keys(batch_id)[:2]
+        lock_key, dirty_key = redis_keys.relay_lock(batch_id), redis_keys.relay_dirty(batch_id)
         lock_ms = _lock_ms(self.settings)
         self.redis.set(dirty_key, "1", px=lock_ms * 4)
         total, retry_in = 0, None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import redis
 
+from batchcalls import redis_keys
+
 # The first batch refused a lease becomes its tenant's next in line: while it is, a lease that
 # comes free is kept for it (other batches take one only if two or more are free), so a batch
 # that waits gets the next free share, not a batch that just gave one back and came back sooner.
@@ -51,15 +53,6 @@ return 0
 """
 
 
-def leases_key(tenant_id: int) -> str:
-    # Both keys of a tenant carry one hash tag: the script touches one cluster slot.
-    return f"bc:{{tenant-deliveries:{tenant_id}}}"
-
-
-def next_in_line_key(tenant_id: int) -> str:
-    return f"bc:{{tenant-deliveries:{tenant_id}}}:next"
-
-
 class DeliveryLeases:
     def __init__(self, client: redis.Redis, *, limit: int, lease_seconds: float) -> None:
         self.redis = client
@@ -71,12 +64,12 @@ class DeliveryLeases:
         """Take a lease for `token`, or renew the one it holds; False when the tenant already
         has `limit` deliveries running (and `token` is not one of them), or the one free is kept
         for another `waiter` (a batch; `token` when not given) refused before this one."""
-        return bool(self._take(keys=[leases_key(tenant_id), next_in_line_key(tenant_id)],
-                               args=[token, self.limit, self.lease_ms, waiter or token, NEXT_IN_LINE_MS]))
+        keys = [redis_keys.tenant_delivery_leases(tenant_id), redis_keys.tenant_delivery_next(tenant_id)]
+        return bool(self._take(keys=keys, args=[token, self.limit, self.lease_ms, waiter or token, NEXT_IN_LINE_MS]))
 
     def give_back(self, tenant_id: int, token: str) -> None:
-        self.redis.zrem(leases_key(tenant_id), token)
+        self.redis.zrem(redis_keys.tenant_delivery_leases(tenant_id), token)
 
     def held(self, tenant_id: int) -> int:
         """How many leases the tenant holds (expired ones included until the next take)."""
-        return int(self.redis.zcard(leases_key(tenant_id)))
+        return int(self.redis.zcard(redis_keys.tenant_delivery_leases(tenant_id)))

@@ -22,13 +22,22 @@ from typing import Any, Protocol
 from redis.exceptions import LockError, RedisError
 
 from batchcalls import gates as gates_mod
+from batchcalls import redis_keys
 from batchcalls.delivery import Kicks, Relay
 from batchcalls.errors import ProviderError, Unavailable
 from batchcalls.gates import Gates
 from batchcalls.logs import quoted
 from batchcalls.metrics import Metrics
 from batchcalls.models import NewBatch, ProviderEvent
-from batchcalls.states import AttemptStatus, CallStatus, Outcome
+from batchcalls.states import (
+    ACTIVE_BATCH_STATUSES,
+    LIVE_STATUSES,
+    PENDING_STATUSES,
+    AttemptStatus,
+    BatchStatus,
+    CallStatus,
+    Outcome,
+)
 from batchcalls.store import batches, calls
 from batchcalls.store.calls import Applied
 from batchcalls.store.db import Database
@@ -204,7 +213,7 @@ class Engine:
         to be dialed (its task lost) is sent again; anything else gives the slot back."""
         with self.db.transaction() as cur:
             states = calls.call_states(cur, call_ids)
-        keep = [c for c in call_ids if states.get(c) in calls.LIVE or states.get(c) == CallStatus.QUEUED.value]
+        keep = [c for c in call_ids if states.get(c) in LIVE_STATUSES or states.get(c) == CallStatus.QUEUED.value]
         self.gates.renew(batch_id, keep)
         for call_id in keep:
             if states[call_id] == CallStatus.QUEUED.value:
@@ -219,7 +228,7 @@ class Engine:
         """One idempotent wake-up per batch for its next due retry, never a long countdown."""
         countdown = min(due_in, self.settings.max_countdown_seconds)
         target = time.time() + countdown
-        key = f"bc:{{{batch_id}}}:wake"
+        key = redis_keys.batch_wake(batch_id)
         current = self.gates.redis.get(key)
         if current is not None and time.time() < float(current) <= target + 0.05:
             return
@@ -228,13 +237,13 @@ class Engine:
 
     def rebuild(self, batch_id: str) -> bool:
         """Write a batch's Redis state again from Postgres. False when the batch is not active."""
-        lock = self.gates.redis.lock(f"bc:{{{batch_id}}}:rebuild", timeout=30)
+        lock = self.gates.redis.lock(redis_keys.batch_rebuild_lock(batch_id), timeout=30)
         if not lock.acquire(blocking=False):
             return False
         try:
             with self.db.transaction() as cur:
                 batch = batches.get_batch(cur, batch_id)
-                if batch is None or batch["status"] not in batches.ACTIVE:
+                if batch is None or batch["status"] not in ACTIVE_BATCH_STATUSES:
                     return False
                 rows = calls.calls_for_rebuild(cur, batch_id)
             leased = set(self.gates.leases(batch_id))
@@ -246,12 +255,12 @@ class Engine:
                 elif row["status"] == CallStatus.SCHEDULED.value:
                     due = row["next_attempt_at"].timestamp() if row["next_attempt_at"] else time.time()
                     delayed.append((row["id"], score, due))
-                elif row["status"] in calls.LIVE:
+                elif row["status"] in LIVE_STATUSES:
                     live.append(row["id"])
             log.info("rebuilt Redis state batch_id=%s ready=%d delayed=%d live=%d",
                      batch_id, len(ready), len(delayed), len(live))
             self.gates.load_batch(batch_id, batch["concurrency"], ready, delayed, live,
-                                  paused=batch["status"] == "paused")
+                                  paused=batch["status"] == BatchStatus.PAUSED)
             return True
         finally:
             with contextlib.suppress(LockError):
@@ -274,7 +283,7 @@ class Engine:
             if call is None:
                 return
             batch_id = call["batch_id"]
-            if call["status"] not in calls.DIALABLE:
+            if call["status"] not in PENDING_STATUSES:
                 self._not_dialed(batch_id, call_id, call["status"])
                 return
         if not self.gates.renew(batch_id, [call_id]):
@@ -332,7 +341,7 @@ class Engine:
         if status is None:
             with self.db.transaction() as cur:
                 status = calls.call_states(cur, [call_id]).get(call_id)
-        if status is not None and status not in calls.DIALABLE and status not in calls.LIVE:
+        if status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
             self.dispatch(batch_id, release=[call_id])
 
     def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None,

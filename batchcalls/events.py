@@ -38,11 +38,6 @@ class EventType(str, Enum):
 CALL_EVENT_TYPES = frozenset({EventType.CALL_COMPLETED, EventType.CALL_FAILED})
 """Events whose ``data`` is one call as ``/calls`` shows it."""
 
-TERMINAL_EVENT_TYPES = frozenset(
-    {EventType.BATCH_COMPLETED, EventType.BATCH_FAILED, EventType.BATCH_CANCELLED}
-)
-"""Events of which a batch gets exactly one, after every call is final."""
-
 
 def new_event_id() -> str:
     """A fresh event id: ``evt_`` and 24 random hex characters (96 bits)."""

@@ -13,6 +13,8 @@ from importlib import resources
 
 import redis
 
+from batchcalls import redis_keys
+
 # A batch's state being written (`load_batch`) is marked for this long after each chunk: the
 # reconciler leaves it alone meanwhile instead of taking it for lost.
 LOADING_MS = 5000
@@ -25,15 +27,6 @@ def ready_score(priority: int, seq: int) -> int:
 
 def priority_of(score: float) -> int:
     return int(score) // PRIORITY_SHIFT
-
-
-def _keys(batch_id: str) -> list[str]:
-    tag = "{" + batch_id + "}"
-    return [f"bc:{tag}:meta", f"bc:{tag}:ready", f"bc:{tag}:delayed", f"bc:{tag}:leases"]
-
-
-def _loading_key(batch_id: str) -> str:
-    return f"bc:{{{batch_id}}}:loading"
 
 
 def _script(name: str) -> str:
@@ -73,8 +66,8 @@ class Gates:
         """Write a batch's state: `ready` (call id, score), `delayed` (call id, score, due Unix
         seconds), `leased` call ids. The meta hash is written last, so a half-written state is
         never taken for a whole one; until then the batch is marked `loading` (see `loading`)."""
-        meta, ready_key, delayed_key, leases_key = _keys(batch_id)
-        loading = _loading_key(batch_id)
+        meta, ready_key, delayed_key, leases_key = redis_keys.gate_keys(batch_id)
+        loading = redis_keys.batch_loading(batch_id)
         self.redis.set(loading, "1", px=LOADING_MS)  # at once: the batch is in Postgres already
         pipe = self.redis.pipeline(transaction=False)
         # Many members per ZADD: one command per member was a tenth of a 100,000-call submit.
@@ -100,11 +93,11 @@ class Gates:
     def loading(self, batch_id: str) -> bool:
         """True while a `load_batch` of the batch is under way, and up to LOADING_MS after one
         stopped half-way (its process died): a 100,000-call batch takes seconds to write."""
-        return bool(self.redis.exists(_loading_key(batch_id)))
+        return bool(self.redis.exists(redis_keys.batch_loading(batch_id)))
 
     def exists(self, batch_id: str) -> bool:
         # `concurrency`, not the key: `set_paused` on a lost state leaves a meta hash without it.
-        return bool(self.redis.hexists(_keys(batch_id)[0], "concurrency"))
+        return bool(self.redis.hexists(redis_keys.batch_meta(batch_id), "concurrency"))
 
     def acquire(
         self,
@@ -119,7 +112,7 @@ class Gates:
         args: list[str | int | float] = [self.lease_ms, len(release), *release, len(delay)]
         for call_id, score, due in delay:
             args += [int(due * 1000), f"{score}|{call_id}"]
-        result = self._acquire(keys=_keys(batch_id), args=args)
+        result = self._acquire(keys=redis_keys.gate_keys(batch_id), args=args)
         if result[0] == -1:
             return Grant(True, [], 0.0, [], None)
         now_ms, next_due, flat, expired = result
@@ -137,25 +130,26 @@ class Gates:
         ids = list(call_ids)
         if not ids:
             return 0
-        return int(self._renew(keys=[_keys(batch_id)[3]], args=[self.lease_ms + int(extra_seconds * 1000), *ids]))
+        key = redis_keys.batch_leases(batch_id)
+        return int(self._renew(keys=[key], args=[self.lease_ms + int(extra_seconds * 1000), *ids]))
 
     def release(self, batch_id: str, call_ids: Iterable[str]) -> None:
         ids = list(call_ids)
         if ids:
-            self.redis.zrem(_keys(batch_id)[3], *ids)
+            self.redis.zrem(redis_keys.batch_leases(batch_id), *ids)
 
     def set_paused(self, batch_id: str, paused: bool) -> None:
-        self.redis.hset(_keys(batch_id)[0], "paused", "1" if paused else "0")
+        self.redis.hset(redis_keys.batch_meta(batch_id), "paused", "1" if paused else "0")
 
     def leases(self, batch_id: str) -> list[str]:
-        return [_text(m) for m in self.redis.zrange(_keys(batch_id)[3], 0, -1)]
+        return [_text(m) for m in self.redis.zrange(redis_keys.batch_leases(batch_id), 0, -1)]
 
     def forget(self, batch_id: str) -> None:
-        self.redis.delete(*_keys(batch_id))
+        self.redis.delete(*redis_keys.gate_keys(batch_id))
 
     def depth(self, batch_id: str) -> tuple[int, int, int]:
         """(ready, delayed, leased) counts."""
-        _, ready, delayed, leases = _keys(batch_id)
+        _, ready, delayed, leases = redis_keys.gate_keys(batch_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zcard(ready)
         pipe.zcard(delayed)
@@ -167,7 +161,7 @@ class Gates:
         """Reserve the instant (Unix seconds) at which one more provider call may be created
         under `limit` per `window_seconds`, fleet-wide. Returns (reserved_at, now)."""
         at, now = self._cps(
-            keys=[f"bc:cps:{{{account}}}"],
+            keys=[redis_keys.cps_log(account)],
             args=[int(limit), int(window_seconds * 1000), uuid.uuid4().hex],
         )
         return int(at) / 1000, int(now) / 1000

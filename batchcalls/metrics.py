@@ -18,23 +18,25 @@ import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from batchcalls import redis_keys
 from batchcalls.logs import quoted
 from batchcalls.queues import QUEUES
+from batchcalls.states import ACTIVE_BATCH_STATUSES, LIVE_STATUSES, CallStatus, values
 from batchcalls.store.db import Database
 
 log = logging.getLogger("batchcalls.metrics")
 
-KEY = "bc:metrics"
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
-# The newest dispatch-latency samples, exact, newest first (a capped list), each `freed:<seconds>`
-# (a slot freed by a call that ended, given to the next) or `other:<seconds>` (a batch's first
-# calls, retries coming due, slots recovered by the reconciler).
-LATENCY_SAMPLES_KEY = "bc:metrics:dispatch_latency_samples"
+# The newest dispatch-latency samples (redis_keys.METRICS_LATENCY_SAMPLES), exact, newest first
+# (a capped list), each `freed:<seconds>` (a slot freed by a call that ended, given to the next)
+# or `other:<seconds>` (a batch's first calls, retries coming due, slots recovered by the reconciler).
 LATENCY_SAMPLES = 10_000
 # Counts reach Redis (and /metrics) within about this long.
 FLUSH_SECONDS = 0.5
 # How long `GET /metrics` answers from its last read of Postgres.
 DATABASE_CACHE_SECONDS = 5.0
+# The calls `GET /metrics` counts from Postgres: the live ones and those waiting for a retry.
+_COUNTED = LIVE_STATUSES | {CallStatus.SCHEDULED}
 BROKER_QUEUES = [f"{queue}{step}" for queue in QUEUES for step in ["", *(f":{n}" for n in range(1, 10))]]
 
 
@@ -85,10 +87,10 @@ class Metrics:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for field, amount in counts.items():
-                pipe.hincrbyfloat(KEY, field, amount)
+                pipe.hincrbyfloat(redis_keys.METRICS, field, amount)
             if samples:
-                pipe.lpush(LATENCY_SAMPLES_KEY, *samples)  # the newest ends up first
-                pipe.ltrim(LATENCY_SAMPLES_KEY, 0, LATENCY_SAMPLES - 1)
+                pipe.lpush(redis_keys.METRICS_LATENCY_SAMPLES, *samples)  # the newest ends up first
+                pipe.ltrim(redis_keys.METRICS_LATENCY_SAMPLES, 0, LATENCY_SAMPLES - 1)
             pipe.execute()
         except redis.RedisError as exc:  # metrics never fail a call
             log.debug("metrics not recorded yet error=%s", quoted(exc))
@@ -141,16 +143,17 @@ class FleetCollector(Collector):
         with self._lock:
             if self._figures is None or self._clock() - self._read_at >= self.cache_seconds:
                 with self.db.transaction() as cur:
-                    cur.execute("SELECT status, count(*) AS n FROM calls"
-                                " WHERE status IN ('scheduled', 'dialing', 'ringing', 'in_progress') GROUP BY status")
+                    cur.execute("SELECT status, count(*) AS n FROM calls WHERE status = ANY(%s) GROUP BY status",
+                                (values(_COUNTED),))
                     by_status = {row["status"]: row["n"] for row in cur.fetchall()}
-                    cur.execute("SELECT id FROM batches WHERE status IN ('queued', 'running', 'paused')")
+                    cur.execute("SELECT id FROM batches WHERE status = ANY(%s)", (values(ACTIVE_BATCH_STATUSES),))
                     active = [row["id"] for row in cur.fetchall()]
                 self._figures, self._read_at = (by_status, active), self._clock()
             return self._figures
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in self.redis.hgetall(KEY).items()}
+        counts = self.redis.hgetall(redis_keys.METRICS)
+        raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in counts.items()}
         outcomes = CounterMetricFamily("batchcalls_calls", "Calls that reached a final state, by outcome",
                                        labels=["outcome"])
         for field, value in raw.items():
@@ -171,15 +174,15 @@ class FleetCollector(Collector):
                                     buckets=buckets, sum_value=raw.get("dispatch_latency_sum", 0))
         by_status, active = self._database_figures()
         live = GaugeMetricFamily("batchcalls_calls_live", "Calls dialing, ringing or in progress", labels=["status"])
-        for status in ("dialing", "ringing", "in_progress"):
+        for status in values(LIVE_STATUSES):
             live.add_metric([status], by_status.get(status, 0))
         yield live
         yield GaugeMetricFamily("batchcalls_calls_scheduled", "Calls waiting for a retry",
-                                value=by_status.get("scheduled", 0))
+                                value=by_status.get(CallStatus.SCHEDULED.value, 0))
         yield GaugeMetricFamily("batchcalls_batches_active", "Batches queued, running or paused", value=len(active))
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in active:
-            pipe.zcard(f"bc:{{{batch_id}}}:ready")
+            pipe.zcard(redis_keys.batch_ready(batch_id))
         ready = sum(pipe.execute()) if active else 0
         yield GaugeMetricFamily("batchcalls_queue_depth", "Calls waiting for a slot in their batch's ready queue",
                                 value=ready)

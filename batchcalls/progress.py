@@ -11,8 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchcalls.client import Client
-
-FINISHED = ("completed", "failed", "cancelled")
+from batchcalls.states import FINAL_BATCH_STATUSES, CallStatus
 
 
 def _counts(status: dict[str, Any]) -> str:
@@ -33,7 +32,7 @@ def watch(client: Client, batch_id: str, console: Console,
             bar.update(task, completed=status["completed_calls"] + status["failed_calls"]
                        + status.get("cancelled_calls", 0), counts=_counts(status))
             ticked = on_tick() if on_tick else True
-            if status["status"] in FINISHED and ticked:
+            if status["status"] in FINAL_BATCH_STATUSES and ticked:
                 return status
             time.sleep(0.25)
     raise TimeoutError(f"batch {batch_id} did not finish within {timeout:.0f}s")
@@ -43,7 +42,7 @@ def calls_table(calls: list[dict[str, Any]]) -> Table:
     table = Table(title="Calls")
     for column in ("phone number", "status", "outcome", "attempts", "voice"):
         table.add_column(column)
-    colours = {"completed": "green", "failed": "red"}
+    colours = {CallStatus.COMPLETED.value: "green", CallStatus.FAILED.value: "red"}
     for call in calls:
         colour = colours.get(call["status"], "yellow")
         table.add_row(call["phone_number"], f"[{colour}]{call['status']}[/]", call.get("outcome") or "",

@@ -12,10 +12,11 @@ from typing import Any
 
 from redis.exceptions import LockError
 
+from batchcalls import redis_keys
 from batchcalls.engine import Engine
 from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
-from batchcalls.states import AttemptStatus, Outcome
+from batchcalls.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, CallStatus, Outcome, values
 from batchcalls.store import batches, calls, outbox
 from batchcalls.telephony.base import LiveAttempt
 
@@ -39,7 +40,7 @@ def reconcile(engine: Engine) -> Sweep:
     """One sweep; a sweep already running elsewhere in the fleet makes this one a no-op."""
     # redis-py's Lock: a token of its own, released only while it is still ours (a sweep that
     # outlived its lock must not delete the next sweep's).
-    lock = engine.gates.redis.lock("bc:reconcile-lock", timeout=max(engine.settings.reconcile_seconds * 4, 10))
+    lock = engine.gates.redis.lock(redis_keys.RECONCILE_LOCK, timeout=max(engine.settings.reconcile_seconds * 4, 10))
     if not lock.acquire(blocking=False):
         return Sweep()
     try:
@@ -75,7 +76,7 @@ def _sweep(engine: Engine) -> Sweep:
         if lost and engine.rebuild(batch_id):
             sweep.rebuilt += 1
         engine.gates.renew(batch_id, live_ids)
-        if batch_id in due_retry or counts.get("queued"):
+        if batch_id in due_retry or counts.get(CallStatus.QUEUED.value):
             sweep.dispatched += engine.dispatch(batch_id)
     for attempt in stale:
         sweep.resolved += _resolve_stale(engine, attempt)
@@ -94,8 +95,8 @@ def _lost_calls(depth: tuple[int, int, int], counts: dict[str, int]) -> bool:
     waiting again, so every call waiting at the second read was queued or leased at the first,
     and the test holds without a false alarm however the batch moves in between."""
     ready, delayed, leased = depth
-    waiting = counts.get("queued", 0) + counts.get("scheduled", 0)
-    live = sum(counts.get(s, 0) for s in calls.LIVE)
+    waiting = sum(counts.get(s, 0) for s in values(PENDING_STATUSES))
+    live = sum(counts.get(s, 0) for s in values(LIVE_STATUSES))
     return waiting > ready + delayed + max(0, leased - live)
 
 

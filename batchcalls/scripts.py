@@ -236,16 +236,6 @@ def script_problems_by_path(script: Mapping[str, Any]) -> Problems:
     return problems
 
 
-def script_problems(script: Mapping[str, Any]) -> list[str]:
-    """Everything wrong with `script`, one message each, prefixed by where it is
-    (`steps[0].text: must not be empty`). Empty when the script is fine."""
-    return [
-        f"{path}: {message}" if path else message
-        for path, messages in script_problems_by_path(script).items()
-        for message in messages
-    ]
-
-
 def normalize_script(script: Mapping[str, Any]) -> dict[str, Any]:
     """The normal form of a script that has no problems: `{"type": str | None, "steps": [...]}`,
     each step carrying its `type`. A bare `{"text": ...}` becomes one text step."""

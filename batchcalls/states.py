@@ -97,3 +97,19 @@ ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.QUEUED, BatchStatus.RUNNING, Batc
 def batch_final_status(completed_calls: int) -> BatchStatus:
     """A batch whose calls are all final is `failed` when none succeeded, else `completed`."""
     return BatchStatus.COMPLETED if completed_calls > 0 else BatchStatus.FAILED
+
+
+# More status groups. These and the ones above are the only definitions of each group: code tests
+# membership with them, and SQL takes them as a parameter (`status = ANY(%s)` with `values(...)`),
+# never as literals typed into the query text.
+UNFINISHED_STATUSES = PENDING_STATUSES | LIVE_STATUSES
+# The batches whose calls are dialed and retried; a paused batch keeps its calls waiting.
+DIALING_BATCH_STATUSES = frozenset({BatchStatus.QUEUED, BatchStatus.RUNNING})
+FINAL_BATCH_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED})
+
+
+def values(group: frozenset[CallStatus] | frozenset[BatchStatus]) -> list[str]:
+    """A group's status names in the order their enum declares them: the form SQL takes as a
+    parameter, and a stable order for anything that lists them."""
+    kind = CallStatus if isinstance(next(iter(group)), CallStatus) else BatchStatus
+    return [status.value for status in kind if status in group]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchcalls.states import LIVE_STATUSES, PENDING_STATUSES
 from batchcalls.timefmt import isoformat_ms
 
 
@@ -44,10 +45,6 @@ def call_summary(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "status": row["status"], "phone_number": row["phone_number"]}
 
 
-LIVE = ("dialing", "ringing", "in_progress")
-PENDING = ("queued", "scheduled")
-
-
 def batch_view(row: dict[str, Any], status_counts: dict[str, int]) -> dict[str, Any]:
     """The status body without `calls`. `status_counts` maps call status to how many calls have it."""
     return {
@@ -57,8 +54,8 @@ def batch_view(row: dict[str, Any], status_counts: dict[str, int]) -> dict[str, 
         "completed_calls": row["completed_calls"],
         "failed_calls": row["failed_calls"],
         "cancelled_calls": row["cancelled_calls"],
-        "in_progress": sum(status_counts.get(s, 0) for s in LIVE),
-        "pending": sum(status_counts.get(s, 0) for s in PENDING),
+        "in_progress": sum(status_counts.get(s, 0) for s in LIVE_STATUSES),
+        "pending": sum(status_counts.get(s, 0) for s in PENDING_STATUSES),
         "concurrency": row["concurrency"],
         "priority": row["priority"],
         "retry_config": row["retry_config"],

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchcalls.metrics import FLUSH_SECONDS, LATENCY_SAMPLES_KEY
+from batchcalls.metrics import FLUSH_SECONDS
+from batchcalls.redis_keys import METRICS_LATENCY_SAMPLES
 from bench import noop
 from bench.receiver import Receiver
 from bench.stack import MemorySampler, Stack
@@ -93,7 +94,7 @@ def slot_utilisation(stack: Stack, receiver: Receiver, sizes: Sizes) -> dict[str
     # "Slot freed -> next create": the slots that calls ending gave to the next call; the batch's
     # first placements (no slot was freed) are reported beside them.
     time.sleep(2 * FLUSH_SECONDS)  # the workers' last samples reach Redis
-    tagged = [v.decode().split(":") for v in stack.redis().lrange(LATENCY_SAMPLES_KEY, 0, -1)]
+    tagged = [v.decode().split(":") for v in stack.redis().lrange(METRICS_LATENCY_SAMPLES, 0, -1)]
     samples = sorted(float(s) for kind, s in tagged if kind == "freed")
     starts = sorted(float(s) for kind, s in tagged if kind == "other")
     max_live = _max_live(stack, batch_id)

@@ -14,10 +14,6 @@ from kombu.entity import Exchange, Queue
 from batchcalls.queues import CALLS_QUEUE, DELIVERY_QUEUE, QUEUES
 from config.settings import Settings, load_settings
 
-TASK_NAMES = ("dispatch", "place_call", "place_calls", "record_event", "record_events", "drain_events",
-              "record_responses",
-              "wake", "deliver", "reconcile")
-
 
 class BatchcallsCelery(Celery):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:

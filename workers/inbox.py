@@ -32,6 +32,7 @@ from typing import Any
 import psycopg2
 import redis
 
+from batchcalls import redis_keys
 from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 
@@ -48,14 +49,6 @@ Apply = Callable[[list[ProviderEvent]], object]
 Entry = tuple[bytes, dict[bytes, bytes]]
 # Errors after which the work is tried again later (by a task's retry), never dropped.
 TRANSIENT = (psycopg2.OperationalError, psycopg2.InterfaceError, redis.ConnectionError, redis.TimeoutError)
-
-
-def stream_key(shard: int) -> str:
-    return f"bc:{{events-{shard}}}:stream"
-
-
-def flag_key(shard: int) -> str:
-    return f"bc:{{events-{shard}}}:drain"
 
 
 def shard_of(call_id: str, shards: int) -> int:
@@ -83,9 +76,9 @@ class Inbox:
         shard = shard_of(events[0].call_id, self.shards)
         token = uuid.uuid4().hex
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(stream_key(shard), {"e": json.dumps([e.to_message() for e in events])})
-        pipe.set(flag_key(shard), token, nx=True, ex=FLAG_SECONDS)
-        pipe.get(flag_key(shard))
+        pipe.xadd(redis_keys.event_stream(shard), {"e": json.dumps([e.to_message() for e in events])})
+        pipe.set(redis_keys.event_drain_flag(shard), token, nx=True, ex=FLAG_SECONDS)
+        pipe.get(redis_keys.event_drain_flag(shard))
         _, _, holder = pipe.execute()
         # The flag is ours when it holds our token: a pipeline the client sent again after a
         # lost reply finds the flag its first sending set, and must still send the drain.
@@ -97,13 +90,13 @@ class Inbox:
             self.kick(shard)
         except BaseException:
             # No task will drain the shard: let the next `put` (or the sweep) send one.
-            self.client.delete(flag_key(shard))
+            self.client.delete(redis_keys.event_drain_flag(shard))
             raise
 
     def drain(self, shard: int, apply: Apply, after_read: Callable[[], object] | None = None) -> Drained:
         """Apply the shard's events until its stream is empty or the budget is spent; after
         the entries of each read are applied (or some, and an error is raised), `after_read`."""
-        key, done = stream_key(shard), Drained()
+        key, done = redis_keys.event_stream(shard), Drained()
         started = time.monotonic()
         entries, pending = self._first_read(key)
         rechecked = False
@@ -112,7 +105,7 @@ class Inbox:
                 entries, pending = self._read(key, ">"), False
             if not entries:
                 if rechecked:  # what is left is being read by another drain (see `sweep`)
-                    self.client.delete(flag_key(shard))
+                    self.client.delete(redis_keys.event_drain_flag(shard))
                     return done
                 if not self._still_ours_after_release(shard):
                     return done
@@ -160,14 +153,14 @@ class Inbox:
         """Give the flag back, then look once more: an entry added after our last read, whose
         `put` found the flag still set, must not wait for the sweep. True when it is ours."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(flag_key(shard))
-        pipe.xlen(stream_key(shard))
+        pipe.delete(redis_keys.event_drain_flag(shard))
+        pipe.xlen(redis_keys.event_stream(shard))
         left = pipe.execute()[1]
         return bool(left) and self._take_flag(shard)
 
     def _take_flag(self, shard: int) -> bool:
         """Set the shard's drain flag if no drain holds it (`put` does this in its pipeline)."""
-        return bool(self.client.set(flag_key(shard), uuid.uuid4().hex, nx=True, ex=FLAG_SECONDS))
+        return bool(self.client.set(redis_keys.event_drain_flag(shard), uuid.uuid4().hex, nx=True, ex=FLAG_SECONDS))
 
     def _apply(self, shard: int, entries: list[Entry], apply: Apply, done: Drained, started: float) -> int:
         """Apply entries in order; returns how many were dealt with (applied, or dropped as
@@ -201,11 +194,11 @@ class Inbox:
         whether more may be pending."""
         pipe = self.client.pipeline(transaction=False)
         if ids:
-            pipe.xack(stream_key(shard), GROUP, *ids)
-            pipe.xdel(stream_key(shard), *ids)
-        pipe.expire(flag_key(shard), FLAG_SECONDS)
+            pipe.xack(redis_keys.event_stream(shard), GROUP, *ids)
+            pipe.xdel(redis_keys.event_stream(shard), *ids)
+        pipe.expire(redis_keys.event_drain_flag(shard), FLAG_SECONDS)
         if read_from is not None:
-            pipe.xreadgroup(GROUP, CONSUMER, {stream_key(shard): read_from}, count=READ_COUNT)
+            pipe.xreadgroup(GROUP, CONSUMER, {redis_keys.event_stream(shard): read_from}, count=READ_COUNT)
         replies = pipe.execute()
         if read_from is None:
             return [], False
@@ -216,7 +209,7 @@ class Inbox:
         """Send a drain for each shard that holds entries and has no drain; returns how many."""
         pipe = self.client.pipeline(transaction=False)
         for shard in range(self.shards):
-            pipe.xlen(stream_key(shard))
+            pipe.xlen(redis_keys.event_stream(shard))
         kicked = 0
         for shard, length in enumerate(pipe.execute()):
             if length and self._take_flag(shard):

@@ -13,13 +13,10 @@ from psycopg2.extras import Json, RealDictCursor
 
 from batchcalls.errors import IdempotencyConflict, OverCapacity, QuotaExceeded
 from batchcalls.models import NewBatch
-from batchcalls.states import BatchStatus, CallStatus
+from batchcalls.states import ACTIVE_BATCH_STATUSES, BatchStatus, CallStatus, values
 from batchcalls.store.db import Database, execute
 
 _CAPACITY_LOCK = 0x63617061  # serialises the capacity check of concurrent submits
-
-ACTIVE = ("queued", "running", "paused")
-
 
 def new_batch_id() -> str:
     return "batch_" + secrets.token_hex(10)
@@ -89,8 +86,8 @@ def insert_batch(
             "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0) AS open,"
             " coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls)"
             " FILTER (WHERE tenant_id = %s), 0) AS tenant_open"
-            " FROM batches WHERE status IN %s",
-            (tenant_id, ACTIVE),
+            " FROM batches WHERE status = ANY(%s)",
+            (tenant_id, values(ACTIVE_BATCH_STATUSES)),
         )
         counts = cur.fetchone()
         open_calls, tenant_open = int(counts["open"]), int(counts["tenant_open"])
@@ -179,5 +176,5 @@ def list_batches(
 
 
 def active_batches(cur: RealDictCursor) -> list[dict[str, Any]]:
-    cur.execute("SELECT * FROM batches WHERE status IN %s", (ACTIVE,))
+    cur.execute("SELECT * FROM batches WHERE status = ANY(%s)", (values(ACTIVE_BATCH_STATUSES),))
     return list(cur.fetchall())

@@ -13,14 +13,23 @@ from batchcalls.events import EventType
 from batchcalls.lifecycle import Applied as Applied  # the engine and tests read it here
 from batchcalls.models import ProviderEvent
 from batchcalls.retry import RetryPolicy
-from batchcalls.states import AttemptStatus, BatchStatus, CallStatus, Outcome
+from batchcalls.states import (
+    DIALING_BATCH_STATUSES,
+    LIVE_STATUSES,
+    PENDING_STATUSES,
+    UNFINISHED_STATUSES,
+    AttemptStatus,
+    BatchStatus,
+    CallStatus,
+    Outcome,
+    values,
+)
 from batchcalls.store import batches
 from batchcalls.store.db import execute
 from batchcalls.store.outbox import add_event
 from batchcalls.views import batch_view, call_view
 
-LIVE = tuple(s.value for s in (CallStatus.DIALING, CallStatus.RINGING, CallStatus.IN_PROGRESS))
-DIALABLE = (CallStatus.QUEUED.value, CallStatus.SCHEDULED.value)
+LIVE = LIVE_STATUSES  # the group `apply_events` tests a call's row against
 
 
 def load_call(cur: RealDictCursor, call_id: str, lock: bool = False) -> dict[str, Any] | None:
@@ -51,25 +60,26 @@ def start_attempt(
     row when this attempt started the batch."""
     # One statement: the call moves to dialing and its attempt is written (a data-modifying CTE).
     execute(
-        cur, "WITH c AS (UPDATE calls c SET status = 'dialing', attempt_count = attempt_count + 1,"
+        cur, "WITH c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
         " next_attempt_at = NULL, updated_at = clock_timestamp()"
         " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
-        " AND b.status IN ('queued', 'running')"
+        " AND b.status = ANY(%s)"
         " RETURNING c.*, b.status AS batch_status),"
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
-        " SELECT id, attempt_count, 'dialing', %s, clock_timestamp(), clock_timestamp() FROM c)"
+        " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
         " SELECT * FROM c",
-        (call_id, list(DIALABLE), provider),
+        (CallStatus.DIALING.value, call_id, values(PENDING_STATUSES), values(DIALING_BATCH_STATUSES),
+         AttemptStatus.DIALING.value, provider),
     )
     call = cur.fetchone()
     if call is None:
         return None, None
     batch = None
-    if call.pop("batch_status") == "queued":  # this may be the batch's first attempt
+    if call.pop("batch_status") == BatchStatus.QUEUED:  # this may be the batch's first attempt
         execute(
-            cur, "UPDATE batches SET status = 'running', started_at = clock_timestamp()"
-            " WHERE id = %s AND status = 'queued' RETURNING *",
-            (call["batch_id"],),
+            cur, "UPDATE batches SET status = %s, started_at = clock_timestamp()"
+            " WHERE id = %s AND status = %s RETURNING *",
+            (BatchStatus.RUNNING.value, call["batch_id"], BatchStatus.QUEUED.value),
         )
         batch = cur.fetchone()
     if batch is not None:
@@ -91,16 +101,16 @@ def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
     # order deadlocked against a provider event for the same attempt (test_store_concurrency).
     execute(cur, "SELECT 1 FROM calls WHERE id = %s FOR UPDATE", (call_id,))
     execute(
-        cur, "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = 'dialing'"
+        cur, "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = %s"
         " AND provider_call_id IS NULL RETURNING number",
-        (call_id, attempt),
+        (call_id, attempt, AttemptStatus.DIALING.value),
     )
     if cur.fetchone() is None:
         return False
     execute(
-        cur, "UPDATE calls SET status = 'queued', attempt_count = attempt_count - 1,"
+        cur, "UPDATE calls SET status = %s, attempt_count = attempt_count - 1,"
         " updated_at = clock_timestamp() WHERE id = %s AND attempt_count = %s",
-        (call_id, attempt),
+        (CallStatus.QUEUED.value, call_id, attempt),
     )
     return True
 
@@ -296,8 +306,8 @@ def list_calls(
 def calls_for_rebuild(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
     execute(
         cur, "SELECT id, seq, priority, status, next_attempt_at FROM calls WHERE batch_id = %s"
-        " AND status IN ('queued', 'scheduled', 'dialing', 'ringing', 'in_progress')",
-        (batch_id,),
+        " AND status = ANY(%s)",
+        (batch_id, values(UNFINISHED_STATUSES)),
     )
     return list(cur.fetchall())
 
@@ -311,9 +321,9 @@ def stale_attempts(cur: RealDictCursor, older_than: float, limit: int = 500) -> 
     """Live attempts that have heard nothing from the provider for `older_than` seconds."""
     execute(
         cur, "SELECT a.*, c.phone_number, c.batch_id FROM attempts a JOIN calls c ON c.id = a.call_id"
-        " WHERE a.status <> 'ended' AND a.last_event_at < clock_timestamp() - %s::interval"
+        " WHERE a.status <> %s AND a.last_event_at < clock_timestamp() - %s::interval"
         " ORDER BY a.last_event_at LIMIT %s",
-        (timedelta(seconds=older_than), limit),
+        (AttemptStatus.ENDED.value, timedelta(seconds=older_than), limit),
     )
     return list(cur.fetchall())
 
@@ -327,12 +337,12 @@ def touch_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> None:
 
 def batches_with_due_retries(cur: RealDictCursor) -> list[str]:
     execute(
-        cur, "SELECT DISTINCT batch_id FROM calls WHERE status = 'scheduled'"
-        " AND next_attempt_at <= clock_timestamp()"
+        cur, "SELECT DISTINCT batch_id FROM calls WHERE status = %s AND next_attempt_at <= clock_timestamp()",
+        (CallStatus.SCHEDULED.value,),
     )
     return [row["batch_id"] for row in cur.fetchall()]
 
 
 def list_live(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
-    execute(cur, "SELECT id FROM calls WHERE batch_id = %s AND status = ANY(%s)", (batch_id, list(LIVE)))
+    execute(cur, "SELECT id FROM calls WHERE batch_id = %s AND status = ANY(%s)", (batch_id, values(LIVE_STATUSES)))
     return list(cur.fetchall())

@@ -46,14 +46,6 @@ def pending_events(cur: RealDictCursor, batch_id: str, limit: int = 100) -> list
     return list(cur.fetchall())
 
 
-def mark_delivered(cur: RealDictCursor, seq: int) -> None:
-    execute(
-        cur, "UPDATE events SET delivered_at = clock_timestamp(), delivery_attempts = delivery_attempts + 1,"
-        " last_error = NULL WHERE seq = %s",
-        (seq,),
-    )
-
-
 def mark_delivered_many(cur: RealDictCursor, seqs: list[int]) -> None:
     execute(
         cur, "UPDATE events SET delivered_at = clock_timestamp(), delivery_attempts = delivery_attempts + 1,"

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 
 import jwt
 
+from batchcalls import redis_keys
 from batchcalls.errors import MalformedRequest, Unauthorized
 from batchcalls.models import ProviderEvent
 from batchcalls.states import AttemptStatus, Outcome
@@ -306,7 +307,7 @@ def verify_signature(authorization: str | None, body: bytes, secret: str, *, now
 
 def replay_key(claims: Mapping[str, Any]) -> str:
     """The Redis key that marks a signed webhook's token as taken."""
-    return "bc:vonage-jti:" + hashlib.sha256(str(claims["jti"]).encode()).hexdigest()[:40]
+    return redis_keys.vonage_replay(str(claims["jti"]))
 
 
 def _is_number(value: object) -> bool:

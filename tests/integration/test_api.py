@@ -149,7 +149,7 @@ def sent_by_this_process(api: Api) -> list[str]:
 
 
 def gate_keys(api: Api) -> set[str]:
-    """Every per-batch key of the gates (`bc:{batch_id}:...`, see batchcalls/gates.py); not the
+    """Every per-batch key of the gates (`bc:{batch_id}:...`, see batchcalls/redis_keys.py); not the
     event inbox's `bc:{events-N}:...`, which worker processes of other tests keep using."""
     return {key.decode() for key in api.redis.scan_iter(match="bc:{batch_*}:*", count=1000)}
 

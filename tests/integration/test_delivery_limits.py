@@ -27,9 +27,10 @@ from cryptography.x509.oid import NameOID
 
 from batchcalls import delivery, voices
 from batchcalls.callback_http import REPLY_LIMIT, CallbackHTTP
-from batchcalls.delivery import Relay, relay_keys
+from batchcalls.delivery import Relay
 from batchcalls.delivery_leases import DeliveryLeases
 from batchcalls.reconciler import reconcile
+from batchcalls.redis_keys import relay_keys
 from batchcalls.store.db import Database
 from batchcalls.store.tenants import create_key
 from batchcalls.validation import build_batch

@@ -12,12 +12,13 @@ import pytest
 import redis
 
 from batchcalls.models import ProviderEvent
+from batchcalls.redis_keys import event_drain_flag, event_stream
 from batchcalls.states import AttemptStatus, Outcome
 from config.settings import load_settings
 from tests.integration.test_pipeline import number
 from tests.support.servers import TestServers, more_test_servers
 from tests.support.stack import Stack, start_stack
-from workers.inbox import CONSUMER, GROUP, flag_key, shard_of, stream_key
+from workers.inbox import CONSUMER, GROUP, shard_of
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +58,7 @@ def test_an_event_a_dead_drain_read_is_applied_by_the_next_sweep(long_calls: Sta
     shard = shard_of(call_id, load_settings(stack.env).event_shards)
     uuid = next(c["uuid"] for c in stack.sim_creates() if c["call_id"] == call_id)
     event = ProviderEvent(call_id, 1, AttemptStatus.ENDED, time.time(), Outcome.COMPLETED, uuid)
-    key = stream_key(shard)
+    key = event_stream(shard)
     try:
         client.xgroup_create(key, GROUP, id="0", mkstream=True)
     except redis.ResponseError as exc:
@@ -65,7 +66,7 @@ def test_an_event_a_dead_drain_read_is_applied_by_the_next_sweep(long_calls: Sta
     with client.pipeline(transaction=True) as dead_drain:  # no drain sees the entry unread
         dead_drain.xadd(key, {"e": json.dumps([event.to_message()])})
         dead_drain.xreadgroup(GROUP, CONSUMER, {key: ">"})
-        dead_drain.delete(flag_key(shard))
+        dead_drain.delete(event_drain_flag(shard))
         _, read, _ = dead_drain.execute()
     assert [fields[b"e"] for _, fields in read[0][1]] == [json.dumps([event.to_message()]).encode()]
     ended_at = time.time()

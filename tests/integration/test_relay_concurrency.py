@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from batchcalls import delivery
-from batchcalls.delivery import Kicks, Relay, relay_keys
+from batchcalls.delivery import Kicks, Relay
+from batchcalls.redis_keys import relay_keys
 from batchcalls.store.db import Database
 from config.settings import Settings
 from tests.support.processes import run_processes

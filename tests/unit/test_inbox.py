@@ -10,9 +10,10 @@ import pytest
 import redis
 
 from batchcalls.models import ProviderEvent
+from batchcalls.redis_keys import event_drain_flag, event_stream
 from batchcalls.states import AttemptStatus, Outcome
 from workers import inbox as inbox_mod
-from workers.inbox import CONSUMER, GROUP, Inbox, flag_key, shard_of, stream_key
+from workers.inbox import CONSUMER, GROUP, Inbox, shard_of
 
 
 def ended(call_id: str, at: float = 1.0) -> ProviderEvent:
@@ -59,9 +60,9 @@ def test_events_are_applied_in_order_and_leave_nothing_behind(inbox: Inbox, clie
     assert recorder.calls == ["a", "b", "c", "d"]
     assert [e.status for e in recorder.applied[0]] == [AttemptStatus.RINGING, AttemptStatus.ENDED]
     assert (done.events, done.dropped, done.more) == (5, 0, False)
-    assert client.xlen(stream_key(0)) == 0
-    assert client.xpending(stream_key(0), GROUP)["pending"] == 0
-    assert not client.exists(flag_key(0))
+    assert client.xlen(event_stream(0)) == 0
+    assert client.xpending(event_stream(0), GROUP)["pending"] == 0
+    assert not client.exists(event_drain_flag(0))
     inbox.put([ended("e")])
     assert kicks == [0, 0]  # the flag was given back: the next event sends a new drain
 
@@ -69,13 +70,13 @@ def test_events_are_applied_in_order_and_leave_nothing_behind(inbox: Inbox, clie
 def test_what_a_dead_drain_read_is_applied_first_by_the_next(inbox: Inbox, client: redis.Redis) -> None:
     for name in "ab":
         inbox.put([ended(name)])
-    client.xgroup_create(stream_key(0), GROUP, id="0")
-    client.xreadgroup(GROUP, CONSUMER, {stream_key(0): ">"})  # read, then the process died
+    client.xgroup_create(event_stream(0), GROUP, id="0")
+    client.xreadgroup(GROUP, CONSUMER, {event_stream(0): ">"})  # read, then the process died
     inbox.put([ended("c")])
     recorder = Recorder()
     inbox.drain(0, recorder)
     assert recorder.calls == ["a", "b", "c"]
-    assert client.xlen(stream_key(0)) == 0
+    assert client.xlen(event_stream(0)) == 0
 
 
 def test_more_pending_entries_than_one_read_holds_are_all_applied_before_new_ones(
@@ -83,16 +84,16 @@ def test_more_pending_entries_than_one_read_holds_are_all_applied_before_new_one
     held = [f"held-{i:03d}" for i in range(inbox_mod.READ_COUNT * 2 + 5)]
     for name in held:
         inbox.put([ended(name)])
-    client.xgroup_create(stream_key(0), GROUP, id="0")
-    client.xreadgroup(GROUP, CONSUMER, {stream_key(0): ">"})  # read, then the process died
+    client.xgroup_create(event_stream(0), GROUP, id="0")
+    client.xreadgroup(GROUP, CONSUMER, {event_stream(0): ">"})  # read, then the process died
     new = [f"new-{i:03d}" for i in range(inbox_mod.READ_COUNT + 3)]
     for name in new:
         inbox.put([ended(name)])
     recorder = Recorder()
     inbox.drain(0, recorder)
     assert recorder.calls == held + new
-    assert client.xlen(stream_key(0)) == 0
-    assert client.xpending(stream_key(0), GROUP)["pending"] == 0
+    assert client.xlen(event_stream(0)) == 0
+    assert client.xpending(event_stream(0), GROUP)["pending"] == 0
 
 
 def test_a_transient_error_keeps_the_event_for_the_next_drain(inbox: Inbox, client: redis.Redis) -> None:
@@ -112,16 +113,16 @@ def test_a_transient_error_keeps_the_event_for_the_next_drain(inbox: Inbox, clie
         inbox.drain(0, flaky, lambda: flushed.append(recorder.calls))
     assert recorder.calls == ["a"]
     assert flushed == [["a"]]  # what was applied has its Redis work done before the error
-    assert client.xlen(stream_key(0)) == 2  # "a" acknowledged and deleted; "b" and "c" kept
+    assert client.xlen(event_stream(0)) == 2  # "a" acknowledged and deleted; "b" and "c" kept
     inbox.drain(0, flaky, lambda: flushed.append(recorder.calls))  # the task's retry
     assert recorder.calls == ["a", "b", "c"]
     assert flushed[-1] == ["a", "b", "c"]
-    assert client.xlen(stream_key(0)) == 0
+    assert client.xlen(event_stream(0)) == 0
 
 
 def test_a_malformed_or_failing_entry_is_dropped_and_the_rest_applied(inbox: Inbox, client: redis.Redis) -> None:
     inbox.put([ended("a")])
-    client.xadd(stream_key(0), {"e": "not json"})
+    client.xadd(event_stream(0), {"e": "not json"})
     inbox.put([ended("boom")])
     inbox.put([ended("c")])
     recorder = Recorder()
@@ -134,7 +135,7 @@ def test_a_malformed_or_failing_entry_is_dropped_and_the_rest_applied(inbox: Inb
     done = inbox.drain(0, apply)
     assert recorder.calls == ["a", "c"]
     assert done.dropped == 2
-    assert client.xlen(stream_key(0)) == 0  # neither is read again
+    assert client.xlen(event_stream(0)) == 0  # neither is read again
 
 
 def test_a_drain_stops_at_its_budget_and_sends_its_successor(inbox: Inbox, client: redis.Redis,
@@ -147,7 +148,7 @@ def test_a_drain_stops_at_its_budget_and_sends_its_successor(inbox: Inbox, clien
     first = inbox.drain(0, recorder)
     assert (first.events, first.more) == (7, True)
     assert kicks == [0, 0]  # its successor
-    assert client.exists(flag_key(0))  # still held: puts meanwhile send no third drain
+    assert client.exists(event_drain_flag(0))  # still held: puts meanwhile send no third drain
     second = inbox.drain(0, recorder)
     assert (second.events, second.more) == (5, False)
     assert recorder.calls == [f"c{i:02}" for i in range(12)]
@@ -185,7 +186,7 @@ def test_the_sweep_sends_a_drain_only_where_events_wait_and_none_runs(client: re
     inbox.put([ended(waiting)])
     inbox.put([ended(running)])
     kicks.clear()
-    client.delete(flag_key(0))  # its drain task was lost and its flag expired
+    client.delete(event_drain_flag(0))  # its drain task was lost and its flag expired
     assert inbox.sweep() == 1
     assert kicks == [0]  # shard 1 has a drain; shards 2 and 3 hold nothing
 

@@ -17,11 +17,12 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from batchcalls.metrics import KEY, LATENCY_SAMPLES_KEY, FleetCollector, Metrics
+from batchcalls.metrics import FleetCollector, Metrics
+from batchcalls.redis_keys import METRICS, METRICS_LATENCY_SAMPLES
 
 
 def _counts(client: redis.Redis) -> dict[str, float]:
-    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in client.hgetall(KEY).items()}
+    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in client.hgetall(METRICS).items()}
 
 
 def test_counts_reach_redis_added_up_in_one_flush() -> None:
@@ -39,7 +40,7 @@ def test_counts_reach_redis_added_up_in_one_flush() -> None:
     assert counts["dispatch_latency_count"] == 2
     assert counts["dispatch_latency_sum"] == pytest.approx(0.304)
     assert counts["dispatch_latency_bucket:0.005"] == 1 and counts["dispatch_latency_bucket:0.5"] == 2
-    assert client.lrange(LATENCY_SAMPLES_KEY, 0, -1) == [b"other:0.300000", b"freed:0.004000"]  # newest first
+    assert client.lrange(METRICS_LATENCY_SAMPLES, 0, -1) == [b"other:0.300000", b"freed:0.004000"]  # newest first
     metrics.flush()  # nothing new: nothing added twice
     assert _counts(client)["dials_total"] == 2
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from batchcalls import ncco
-from batchcalls.scripts import normalize_script, script_problems
+from batchcalls.scripts import normalize_script, script_problems_by_path
 from batchcalls.voices import voice_catalog
 
 VOICE = {"language": "en-GB", "style": 4}
@@ -109,8 +109,8 @@ def test_input_step_lookup() -> None:
 
 
 def test_input_and_agent_steps_are_valid_scripts() -> None:
-    assert script_problems(TYPED) == []
-    assert script_problems({"steps": [{"type": "input", "dtmf": True}]}) == []
+    assert script_problems_by_path(TYPED) == {}
+    assert script_problems_by_path({"steps": [{"type": "input", "dtmf": True}]}) == {}
 
 
 @pytest.mark.parametrize(("step", "path"), [
@@ -130,5 +130,5 @@ def test_input_and_agent_steps_are_valid_scripts() -> None:
     ({"type": "agent", "url": "wss://agent.example/v", "headers": ["a"]}, "steps[0].headers"),
 ])
 def test_bad_input_and_agent_steps_are_named(step: dict[str, Any], path: str) -> None:
-    problems = script_problems({"steps": [step]})
-    assert problems and all(p.startswith(path + ":") for p in problems), problems
+    problems = script_problems_by_path({"steps": [step]})
+    assert problems and set(problems) == {path}, problems

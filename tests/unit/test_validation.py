@@ -26,7 +26,7 @@ from batchcalls.scripts import (
     MAX_TEXT_CHARS,
     SHOWN_TYPE_CHARS,
     normalize_script,
-    script_problems,
+    script_problems_by_path,
 )
 from batchcalls.states import Outcome
 from batchcalls.validation import build_batch, normalize_phone_number
@@ -379,7 +379,7 @@ def test_script_problems_are_invalid_script_with_paths() -> None:
 
 def test_text_steps_may_name_their_type() -> None:
     script = {"type": "sales_call", "steps": [{"type": "text", "text": "a"}, {"text": "b"}]}
-    assert script_problems(script) == []
+    assert script_problems_by_path(script) == {}
     assert normalize_script(script) == {
         "type": "sales_call",
         "steps": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
@@ -387,11 +387,11 @@ def test_text_steps_may_name_their_type() -> None:
     assert normalize_script({"text": "a"}) == {"type": None, "steps": [{"type": "text", "text": "a"}]}
 
 
-def test_script_problems_read_as_messages() -> None:
-    problems = script_problems({"steps": [{"text": ""}, {"type": "video"}]})
-    assert problems[0] == "steps[0].text: must not be empty"
-    assert problems[1].startswith("steps[1].type: unknown step type 'video'")
-    assert script_problems({}) == ["needs text or steps"]
+def test_script_problems_are_keyed_by_their_path_in_the_script() -> None:
+    problems = script_problems_by_path({"steps": [{"text": ""}, {"type": "video"}]})
+    assert problems["steps[0].text"] == ["must not be empty"]
+    assert problems["steps[1].type"][0].startswith("unknown step type 'video'")
+    assert script_problems_by_path({}) == {"": ["needs text or steps"]}
 
 
 def test_an_unknown_step_type_is_shown_cut_short() -> None:
