@@ -53,8 +53,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # The client address (the failed-authentication budget's subject) from X-Forwarded-For,
         # as the nearest `trusted_proxies` proxies wrote it; without them the header is ignored.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
-    budgets = RequestLimits(settings.redis_url, tenant_limit=settings.rate_limit,
-                            auth_failure_limit=settings.auth_failure_limit)
+    budgets = RequestLimits(
+        settings.redis_url, tenant_limit=settings.rate_limit, auth_failure_limit=settings.auth_failure_limit
+    )
     forwarded_warned = False
 
     @app.before_request
@@ -66,9 +67,11 @@ def create_app(settings: Settings | None = None) -> Flask:
             # Behind a proxy that is not trusted every client has the proxy's address, so one
             # client's failed keys spend every client's budget. Once per process: not a log flood.
             forwarded_warned = True
-            log.warning("a request carries X-Forwarded-For but BATCHCALLS_TRUSTED_PROXIES is 0: every client"
-                        " behind a proxy shares the proxy's failed-authentication budget; set"
-                        " BATCHCALLS_TRUSTED_PROXIES to the number of proxies in front of the API")
+            log.warning(
+                "a request carries X-Forwarded-For but BATCHCALLS_TRUSTED_PROXIES is 0: every client"
+                " behind a proxy shares the proxy's failed-authentication budget; set"
+                " BATCHCALLS_TRUSTED_PROXIES to the number of proxies in front of the API"
+            )
         if request.path.startswith("/v1/") and request.path not in openapi.PUBLIC_PATHS:
             authenticate(db, budgets)
 
@@ -113,9 +116,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(batches_bp)
     # Built once per process, at start: a broken document fails the start, not a request.
-    document = openapi.build_document(max_concurrency=settings.max_concurrency, voices=voice_catalog(),
-                                      rate_limit=settings.rate_limit, auth_failure_limit=settings.auth_failure_limit,
-                                      tenant_defaults=settings.tenant_defaults)
+    document = openapi.build_document(
+        max_concurrency=settings.max_concurrency,
+        voices=voice_catalog(),
+        rate_limit=settings.rate_limit,
+        auth_failure_limit=settings.auth_failure_limit,
+        tenant_defaults=settings.tenant_defaults,
+    )
     app.extensions["batchcalls.openapi"] = lambda: document
     app.register_blueprint(openapi.bp)
     if settings.provider == "vonage":  # the simulator's events never come over HTTP

@@ -36,8 +36,10 @@ def authenticate(db: Database, budgets: RequestLimits) -> Tenant:
     reserved = budgets.spend(budgets.failed_auth, address)
     if reserved is not None and not reserved.allowed:
         g.rate_limit = reserved
-        raise RateLimited("too many requests with a missing or invalid API key from this address;"
-                          f" retry in {reserved.retry_after} s", reserved.retry_after)
+        raise RateLimited(
+            f"too many requests with a missing or invalid API key from this address; retry in {reserved.retry_after} s",
+            reserved.retry_after,
+        )
     key = bearer_key()
     tenant = tenant_for_key(db, key) if key else None
     if tenant is None:
@@ -49,6 +51,8 @@ def authenticate(db: Database, budgets: RequestLimits) -> Tenant:
     standing = budgets.spend(budgets.tenant, str(tenant.id))
     g.rate_limit = standing
     if standing is not None and not standing.allowed:
-        raise RateLimited(f"too many requests for this account (at most {standing.policy.item});"
-                          f" retry in {standing.retry_after} s", standing.retry_after)
+        raise RateLimited(
+            f"too many requests for this account (at most {standing.policy.item}); retry in {standing.retry_after} s",
+            standing.retry_after,
+        )
     return tenant

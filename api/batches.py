@@ -47,8 +47,12 @@ def _json_body() -> Any:
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     # A body without Content-Length (chunked) is cut at the limit by werkzeug, not refused:
     # one more byte behind the cut means it was too large.
-    if (request.content_length is None and limit is not None and len(raw) >= limit
-            and request.environ["wsgi.input"].read(1)):
+    if (
+        request.content_length is None
+        and limit is not None
+        and len(raw) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
         raise PayloadTooLarge(TOO_LARGE_MESSAGE)
     try:
         # NaN and Infinity are not JSON (RFC 8259) and PostgreSQL's jsonb refuses them.
@@ -134,8 +138,12 @@ def _status_body(batch_id: str, calls_limit: int | None) -> dict[str, Any]:
     return body
 
 
-_WARM_UP_BODY = {"calls": [{"phone_number": "+442071234567", "script": {"text": "Hello."}}],
-                 "callback_url": "https://example.com/hook", "priority": 5, "concurrency": 1}
+_WARM_UP_BODY = {
+    "calls": [{"phone_number": "+442071234567", "script": {"text": "Hello."}}],
+    "callback_url": "https://example.com/hook",
+    "priority": 5,
+    "concurrency": 1,
+}
 
 
 def warm_up(max_concurrency: int) -> None:
@@ -152,17 +160,22 @@ def create_batch() -> tuple[Response, int]:
     body = _json_body()
     check_call_count(body, policy)
     data = load_batch_request(body)
-    batch = build_batch(data, max_concurrency=engine.settings.max_concurrency, voices=voice_catalog(),
-                        destinations=policy.destinations)
+    batch = build_batch(
+        data, max_concurrency=engine.settings.max_concurrency, voices=voice_catalog(), destinations=policy.destinations
+    )
     if batch.callback_url is not None:
-        check_callback_url(batch.callback_url, allow_http=engine.settings.allow_http_callbacks,
-                           allowlist=engine.settings.callback_allowlist)
+        check_callback_url(
+            batch.callback_url,
+            allow_http=engine.settings.allow_http_callbacks,
+            allowlist=engine.settings.callback_allowlist,
+        )
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", {"Idempotency-Key": ["bad length"]})
     if key is not None and any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
-        raise InvalidRequest("Idempotency-Key must not hold control characters",
-                             {"Idempotency-Key": ["control character"]})
+        raise InvalidRequest(
+            "Idempotency-Key must not hold control characters", {"Idempotency-Key": ["control character"]}
+        )
     batch_id, created = engine.submit(g.tenant, batch, key, body)
     response = jsonify(_status_body(batch_id, 100))
     response.headers["Location"] = f"/v1/batches/{batch_id}"

@@ -25,19 +25,36 @@ def _one_of(values: Any) -> validate.OneOf:
 
 
 def _time(description: str, *, allow_none: bool = True) -> fields.DateTime:
-    return fields.DateTime(required=True, allow_none=allow_none, metadata=_doc(
-        f"{description} ISO 8601 UTC with milliseconds.", example="2026-11-23T13:43:34.123Z"))
+    return fields.DateTime(
+        required=True,
+        allow_none=allow_none,
+        metadata=_doc(f"{description} ISO 8601 UTC with milliseconds.", example="2026-11-23T13:43:34.123Z"),
+    )
 
 
 class ErrorDetailSchema(Schema):
-    code = fields.String(required=True, metadata=_doc(
-        "Stable machine-readable code; see each response for the codes it carries.", example="invalid_phone_number"))
-    message = fields.String(required=True, metadata=_doc(
-        "What went wrong, for people.", example="invalid phone number: calls[0].phone_number: is not a valid phone number"))
-    details = fields.Dict(required=True, allow_none=True, metadata=_doc(
-        "Per field, its problems (`calls[3].phone_number`, `retry_config.delay`); for `quota_exceeded` the"
-        " quota's figures (`quota`, `limit`, `queued_calls`, `requested_calls`); or null.",
-        example={"calls[0].phone_number": ["is not a valid phone number"]}))
+    code = fields.String(
+        required=True,
+        metadata=_doc(
+            "Stable machine-readable code; see each response for the codes it carries.", example="invalid_phone_number"
+        ),
+    )
+    message = fields.String(
+        required=True,
+        metadata=_doc(
+            "What went wrong, for people.",
+            example="invalid phone number: calls[0].phone_number: is not a valid phone number",
+        ),
+    )
+    details = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata=_doc(
+            "Per field, its problems (`calls[3].phone_number`, `retry_config.delay`); for `quota_exceeded` the"
+            " quota's figures (`quota`, `limit`, `queued_calls`, `requested_calls`); or null.",
+            example={"calls[0].phone_number": ["is not a valid phone number"]},
+        ),
+    )
 
 
 class ErrorSchema(Schema):
@@ -49,8 +66,9 @@ class ErrorSchema(Schema):
 class AttemptSchema(Schema):
     number = fields.Integer(required=True, metadata=_doc("1 for the first attempt.", example=1))
     provider_call_id = fields.String(required=True, allow_none=True, metadata=_doc("The provider's id of the call."))
-    outcome = fields.String(required=True, allow_none=True, validate=_one_of(Outcome),
-                            metadata=_doc("Null while the attempt lives."))
+    outcome = fields.String(
+        required=True, allow_none=True, validate=_one_of(Outcome), metadata=_doc("Null while the attempt lives.")
+    )
     dialed_at = _time("When it was dialed.")
     answered_at = _time("When it was answered; null if never.")
     ended_at = _time("When it ended; null while it lives.")
@@ -86,10 +104,17 @@ class CallSchema(Schema):
 
     id = fields.String(required=True, metadata=_doc("The call's id.", example="call_abc123"))
     phone_number = fields.String(required=True, metadata=_doc("E.164.", example="+14155552671"))
-    status = fields.String(required=True, validate=_one_of(CallStatus), metadata=_doc(
-        "`scheduled`: waiting for a retry; `dialing`, `ringing`, `in_progress`: live."))
-    outcome = fields.String(required=True, allow_none=True, validate=_one_of(Outcome), metadata=_doc(
-        "The final outcome; null until the call is final. Only `completed` means answered by a person."))
+    status = fields.String(
+        required=True,
+        validate=_one_of(CallStatus),
+        metadata=_doc("`scheduled`: waiting for a retry; `dialing`, `ringing`, `in_progress`: live."),
+    )
+    outcome = fields.String(
+        required=True,
+        allow_none=True,
+        validate=_one_of(Outcome),
+        metadata=_doc("The final outcome; null until the call is final. Only `completed` means answered by a person."),
+    )
     priority = fields.Integer(required=True, metadata=_doc("0 (highest) to 9."))
     voice_id = fields.String(required=True, allow_none=True)
     script_type = fields.String(required=True, allow_none=True, metadata=_doc("The script's `type`."))
@@ -132,13 +157,19 @@ class BatchSchema(Schema):
 class BatchStatusSchema(BatchSchema):
     """The status body: the batch and its first calls."""
 
-    calls = fields.List(fields.Nested(CallSummarySchema), required=True, metadata=_doc(
-        "The first 100 calls in submission order (`?calls_limit=`, up to 1,000); every call: the /calls route."))
+    calls = fields.List(
+        fields.Nested(CallSummarySchema),
+        required=True,
+        metadata=_doc(
+            "The first 100 calls in submission order (`?calls_limit=`, up to 1,000); every call: the /calls route."
+        ),
+    )
 
 
 def _cursor() -> fields.String:
-    return fields.String(required=True, allow_none=True, metadata=_doc(
-        "Pass as `?cursor=` for the next page; null on the last page."))
+    return fields.String(
+        required=True, allow_none=True, metadata=_doc("Pass as `?cursor=` for the next page; null on the last page.")
+    )
 
 
 class CallsPageSchema(Schema):
@@ -153,8 +184,12 @@ class BatchesPageSchema(Schema):
 
 class HealthSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
-    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True, metadata=_doc(
-        "Each dependency (database, redis, broker): `ok` or what is wrong."))
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata=_doc("Each dependency (database, redis, broker): `ok` or what is wrong."),
+    )
 
 
 BATCH_EVENT_TYPES = [t for t in EventType if t not in CALL_EVENT_TYPES]
@@ -162,9 +197,13 @@ BATCH_EVENT_TYPES = [t for t in EventType if t not in CALL_EVENT_TYPES]
 
 def _event_fields(types: list[EventType], data: type[Schema], data_doc: str) -> dict[str, fields.Field[Any]]:
     return {
-        "id": fields.String(required=True, metadata=_doc(
-            "Unique per event (also in `webhook-id`): deliveries are at least once, dedupe by it.",
-            example="evt_5f1c2a9e0b7d4c3a8e6f1d2c")),
+        "id": fields.String(
+            required=True,
+            metadata=_doc(
+                "Unique per event (also in `webhook-id`): deliveries are at least once, dedupe by it.",
+                example="evt_5f1c2a9e0b7d4c3a8e6f1d2c",
+            ),
+        ),
         "type": fields.String(required=True, validate=validate.OneOf([t.value for t in types])),
         "created_at": _time("When the change it reports happened.", allow_none=False),
         "batch_id": fields.String(required=True),
@@ -173,8 +212,8 @@ def _event_fields(types: list[EventType], data: type[Schema], data_doc: str) -> 
 
 
 BatchEventSchema = Schema.from_dict(
-    _event_fields(BATCH_EVENT_TYPES, BatchSchema, "The batch's status body without `calls`."),
-    name="BatchEventSchema")
+    _event_fields(BATCH_EVENT_TYPES, BatchSchema, "The batch's status body without `calls`."), name="BatchEventSchema"
+)
 CallEventSchema = Schema.from_dict(
-    _event_fields(sorted(CALL_EVENT_TYPES), CallSchema, "The call as `/calls` shows it."),
-    name="CallEventSchema")
+    _event_fields(sorted(CALL_EVENT_TYPES), CallSchema, "The call as `/calls` shows it."), name="CallEventSchema"
+)

@@ -13,8 +13,9 @@ from batchcalls.errors import BatchcallsError, RetryLater
 log = logging.getLogger("batchcalls.api")
 
 
-def error_response(status: int, code: str, message: str, details: Any = None,
-                   retry_after: int | None = None) -> Response:
+def error_response(
+    status: int, code: str, message: str, details: Any = None, retry_after: int | None = None
+) -> Response:
     response = jsonify({"error": {"code": code, "message": message, "details": details}})
     response.status_code = status
     if retry_after is not None:
@@ -24,8 +25,14 @@ def error_response(status: int, code: str, message: str, details: Any = None,
 
 TOO_LARGE_MESSAGE = "request body is larger than BATCHCALLS_MAX_BODY_BYTES allows"
 
-_HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "invalid_request"}
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "invalid_request",
+}
 
 
 def register_errors(app: Flask) -> None:

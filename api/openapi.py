@@ -47,9 +47,15 @@ def _annotated_fields(self: Any, field: fields.Field[Any], ret: dict[str, Any], 
 
 SCHEMAS: dict[str, type[Schema] | Schema] = {
     "BatchRequest": BatchRequestSchema,
-    "Error": docs.ErrorSchema, "BatchStatus": docs.BatchStatusSchema, "Batch": docs.BatchSchema,
-    "Call": docs.CallSchema, "CallsPage": docs.CallsPageSchema, "BatchesPage": docs.BatchesPageSchema,
-    "Health": docs.HealthSchema, "BatchEvent": docs.BatchEventSchema, "CallEvent": docs.CallEventSchema,
+    "Error": docs.ErrorSchema,
+    "BatchStatus": docs.BatchStatusSchema,
+    "Batch": docs.BatchSchema,
+    "Call": docs.CallSchema,
+    "CallsPage": docs.CallsPageSchema,
+    "BatchesPage": docs.BatchesPageSchema,
+    "Health": docs.HealthSchema,
+    "BatchEvent": docs.BatchEventSchema,
+    "CallEvent": docs.CallEventSchema,
 }
 
 
@@ -66,28 +72,42 @@ def _schema_name(schema: type[Schema] | Schema) -> str:
     return _NAMES.get(cls) or cls.__name__.removesuffix("Schema")
 
 
-def build_document(*, max_concurrency: int, voices: Mapping[str, object], rate_limit: str, auth_failure_limit: str,
-                   tenant_defaults: Policy) -> dict[str, Any]:
+def build_document(
+    *,
+    max_concurrency: int,
+    voices: Mapping[str, object],
+    rate_limit: str,
+    auth_failure_limit: str,
+    tenant_defaults: Policy,
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API as a JSON-ready dict (no I/O). `tenant_defaults` is the
     policy of a tenant with no values of its own."""
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
     spec = APISpec(
-        title="Batchcalls", version="1", openapi_version="3.1.0", plugins=[plugin],
-        info={"description": "Place many AI voice calls from one request: per-call scripts and voices, a"
-              " concurrency limit per batch, retries, progress, results and signed webhook events.\n\n"
-              "Every route under /v1 but this document needs `Authorization: Bearer <api key>`. Errors are"
-              " `{\"error\": {\"code\", \"message\", \"details\"}}`; bad input is never a 500. Timestamps are ISO 8601"
-              " UTC with milliseconds. Voices: " + ", ".join(f"`{v}`" for v in sorted(voices)) + "."},
+        title="Batchcalls",
+        version="1",
+        openapi_version="3.1.0",
+        plugins=[plugin],
+        info={
+            "description": "Place many AI voice calls from one request: per-call scripts and voices, a"
+            " concurrency limit per batch, retries, progress, results and signed webhook events.\n\n"
+            "Every route under /v1 but this document needs `Authorization: Bearer <api key>`. Errors are"
+            ' `{"error": {"code", "message", "details"}}`; bad input is never a 500. Timestamps are ISO 8601'
+            " UTC with milliseconds. Voices: " + ", ".join(f"`{v}`" for v in sorted(voices)) + "."
+        },
         tags=[{"name": "batches"}, {"name": "operations"}, {"name": "events"}],
     )
     assert plugin.converter is not None
     plugin.converter.add_attribute_function(_annotated_fields)  # type: ignore[no-untyped-call]
-    spec.components.security_scheme("bearerAuth", {
-        "type": "http", "scheme": "bearer", "description": "An API key from `batchcalls keys create --tenant NAME`."})
+    spec.components.security_scheme(
+        "bearerAuth",
+        {"type": "http", "scheme": "bearer", "description": "An API key from `batchcalls keys create --tenant NAME`."},
+    )
     for name, schema in SCHEMAS.items():
         spec.components.schema(name, schema=schema)
-    errors = error_responses(max_concurrency, voices, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit,
-                             defaults=tenant_defaults)
+    errors = error_responses(
+        max_concurrency, voices, rate_limit=rate_limit, auth_failure_limit=auth_failure_limit, defaults=tenant_defaults
+    )
     for name, response in errors.items():
         spec.components.response(name, response)
     for path, operations in paths(SEED_EXAMPLES, counted_headers(rate_limit)).items():

@@ -57,8 +57,10 @@ def register(app: Flask, settings: Settings) -> None:
     app.extensions[_URL_KEY] = webhook_url_key(settings)
     app.register_blueprint(bp)
     if not settings.vonage_signature_secret:
-        log.warning("VONAGE_SIGNATURE_SECRET is not set and VONAGE_ALLOW_UNSIGNED is: Vonage webhooks are"
-                    " accepted unsigned; for development only, never in production")
+        log.warning(
+            "VONAGE_SIGNATURE_SECRET is not set and VONAGE_ALLOW_UNSIGNED is: Vonage webhooks are"
+            " accepted unsigned; for development only, never in production"
+        )
 
 
 def _engine() -> Engine:
@@ -178,25 +180,37 @@ def _input(payload: dict[str, Any], ids: vw.WebhookIds) -> Response:
     step = ncco.input_step(call["script"], step_index) if call is not None else None
     found = [a for a in attempts if a["number"] == attempt]
     if call is None or step is None or not found:
-        log.warning("Vonage input for an unknown call ignored call_id=%s attempt=%d step=%d",
-                    quoted(call_id), attempt, step_index)
+        log.warning(
+            "Vonage input for an unknown call ignored call_id=%s attempt=%d step=%d",
+            quoted(call_id),
+            attempt,
+            step_index,
+        )
         return jsonify([])
     known = found[0]["provider_call_id"]
     uuid = payload.get("uuid")
     if known is not None and uuid != known:
         # Another Vonage call's result: it neither answers for this call nor gets its script.
-        log.warning("Vonage input about another call ignored call_id=%s attempt=%d uuid=%s",
-                    quoted(call_id), attempt, quoted(uuid))
+        log.warning(
+            "Vonage input about another call ignored call_id=%s attempt=%d uuid=%s",
+            quoted(call_id),
+            attempt,
+            quoted(uuid),
+        )
         return jsonify([])
     name = step.get("name")
-    responses = vw.responses_from_input(payload, attempt, step_index, name if isinstance(name, str) else None,
-                                        time.time())
+    responses = vw.responses_from_input(
+        payload, attempt, step_index, name if isinstance(name, str) else None, time.time()
+    )
     engine.record_responses(call_id, attempt, responses)
     voice = voice_catalog().get(call["voice_id"]) if call["voice_id"] else None
     settings = engine.settings
     key = current_app.extensions[_URL_KEY]
     actions = ncco.render(
-        call["script"], voice, start=step_index + 1, from_number=settings.vonage_from_number,
+        call["script"],
+        voice,
+        start=step_index + 1,
+        from_number=settings.vonage_from_number,
         input_url=lambda i: vw.input_url(settings.public_base_url, call_id, attempt, i, key=key),
     )
     return jsonify(actions)

@@ -72,9 +72,17 @@ def _type(document: dict[str, Any], schema: dict[str, Any]) -> str:
         text = text.replace("array", f"array of {_type(document, schema['items'])}")
     if "enum" in schema:
         text += ": " + ", ".join(json.dumps(v) for v in schema["enum"])
-    limits = [f"{word} {schema[key]}" for key, word in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"),
-                                                          ("maxLength", "length ≤"), ("minItems", "items ≥"))
-              if key in schema]
+    limits = [
+        f"{word} {schema[key]}"
+        for key, word in (
+            ("minimum", "≥"),
+            ("maximum", "≤"),
+            ("minLength", "length ≥"),
+            ("maxLength", "length ≤"),
+            ("minItems", "items ≥"),
+        )
+        if key in schema
+    ]
     if limits:
         text += " (" + ", ".join(limits) + ")"
     return text
@@ -98,13 +106,22 @@ def schema_rows(document: dict[str, Any], schema: dict[str, Any], depth: int = 0
 
 
 def _examples(content: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(example.get("summary", name), json.dumps(example["value"], indent=2))
-            for name, example in content.get("examples", {}).items()]
+    return [
+        (example.get("summary", name), json.dumps(example["value"], indent=2))
+        for name, example in content.get("examples", {}).items()
+    ]
 
 
 def _operation(document: dict[str, Any], path: str, method: str, op: dict[str, Any]) -> Operation:
-    parameters = [Row(f"{p['name']} ({p['in']})", _type(document, p.get("schema", {})), p.get("required", False),
-                      p.get("description", "")) for p in (_resolve(document, p) for p in op.get("parameters", []))]
+    parameters = [
+        Row(
+            f"{p['name']} ({p['in']})",
+            _type(document, p.get("schema", {})),
+            p.get("required", False),
+            p.get("description", ""),
+        )
+        for p in (_resolve(document, p) for p in op.get("parameters", []))
+    ]
     body, body_examples = [], []
     if "requestBody" in op:
         content = op["requestBody"]["content"]["application/json"]
@@ -114,13 +131,23 @@ def _operation(document: dict[str, Any], path: str, method: str, op: dict[str, A
         response = _resolve(document, response)
         content = response.get("content", {}).get("application/json", {})
         rows = schema_rows(document, content["schema"]) if "schema" in content else []
-        headers = [Row(name, _type(document, h.get("schema", {})), False, h.get("description", ""))
-                   for name, h in response.get("headers", {}).items()]
+        headers = [
+            Row(name, _type(document, h.get("schema", {})), False, h.get("description", ""))
+            for name, h in response.get("headers", {}).items()
+        ]
         answers.append(Answer(status, response.get("description", ""), rows, headers, _examples(content)))
-    return Operation(anchor=op.get("operationId", f"{method}-{path}"), method=method.upper(), path=path,
-                     summary=op.get("summary", ""), description=op.get("description", ""),
-                     public=op.get("security") == [], parameters=parameters, body=body,
-                     body_examples=body_examples, answers=answers)
+    return Operation(
+        anchor=op.get("operationId", f"{method}-{path}"),
+        method=method.upper(),
+        path=path,
+        summary=op.get("summary", ""),
+        description=op.get("description", ""),
+        public=op.get("security") == [],
+        parameters=parameters,
+        body=body,
+        body_examples=body_examples,
+        answers=answers,
+    )
 
 
 def reference_page(document: dict[str, Any]) -> Page:

@@ -65,8 +65,11 @@ def _script_problems(script: object) -> Problems:
             # Only "each step is an object" is checked here: what a step holds depends on its
             # type, and an unknown type is an invalid_script error (batchcalls.scripts), as is
             # a list of too many steps (not looked through, to keep the answer short).
-            bad = {} if len(steps) > MAX_STEPS else {
-                i: [NOT_A_MAPPING] for i, step in enumerate(steps) if type(step) is not dict}
+            bad = (
+                {}
+                if len(steps) > MAX_STEPS
+                else {i: [NOT_A_MAPPING] for i, step in enumerate(steps) if type(step) is not dict}
+            )
             if bad:
                 problems["steps"] = bad
     return problems
@@ -173,17 +176,31 @@ class RetryConfigSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    max_attempts = fields.Integer(strict=True, metadata=_doc(
-        f"Attempts in all, the first one included (1 to {MAX_ATTEMPTS_LIMIT}; default 1).", example=3))
-    delay = Seconds(metadata=_doc(
-        f"Seconds from the end of an attempt to the first retry (0 to {MAX_DELAY_SECONDS:.0f}; default 60).",
-        example=300))
-    backoff_multiplier = Seconds(metadata=_doc(
-        f"Retry n waits `delay * backoff_multiplier ** (n - 1)` seconds (1 to {MAX_BACKOFF_MULTIPLIER:.0f};"
-        " default 1).", example=2))
-    retry_on = fields.List(fields.String(), metadata=_doc(
-        "Outcomes that are retried (default busy, no_answer, failed); any of busy, no_answer, failed,"
-        " rejected, machine.", example=["busy", "no_answer"]))
+    max_attempts = fields.Integer(
+        strict=True,
+        metadata=_doc(f"Attempts in all, the first one included (1 to {MAX_ATTEMPTS_LIMIT}; default 1).", example=3),
+    )
+    delay = Seconds(
+        metadata=_doc(
+            f"Seconds from the end of an attempt to the first retry (0 to {MAX_DELAY_SECONDS:.0f}; default 60).",
+            example=300,
+        )
+    )
+    backoff_multiplier = Seconds(
+        metadata=_doc(
+            f"Retry n waits `delay * backoff_multiplier ** (n - 1)` seconds (1 to {MAX_BACKOFF_MULTIPLIER:.0f};"
+            " default 1).",
+            example=2,
+        )
+    )
+    retry_on = fields.List(
+        fields.String(),
+        metadata=_doc(
+            "Outcomes that are retried (default busy, no_answer, failed); any of busy, no_answer, failed,"
+            " rejected, machine.",
+            example=["busy", "no_answer"],
+        ),
+    )
 
 
 class BatchRequestSchema(Schema):
@@ -193,22 +210,43 @@ class BatchRequestSchema(Schema):
         unknown = RAISE
 
     calls = CallList(required=True, metadata=_doc("The calls to place, at least one."))
-    concurrency = fields.Integer(strict=True, metadata=_doc(
-        "Most calls of this batch live at once (default 10, at most the account's maximum,"
-        " BATCHCALLS_MAX_CONCURRENCY); outside 1..maximum is a 422 `concurrency_limit`.", example=5))
-    retry_config = fields.Nested(RetryConfigSchema, metadata=_doc(
-        "Retries of calls that end with chosen outcomes; absent means one attempt per call."))
+    concurrency = fields.Integer(
+        strict=True,
+        metadata=_doc(
+            "Most calls of this batch live at once (default 10, at most the account's maximum,"
+            " BATCHCALLS_MAX_CONCURRENCY); outside 1..maximum is a 422 `concurrency_limit`.",
+            example=5,
+        ),
+    )
+    retry_config = fields.Nested(
+        RetryConfigSchema,
+        metadata=_doc("Retries of calls that end with chosen outcomes; absent means one attempt per call."),
+    )
     # Whether the URL may be called at all (scheme policy, private addresses) is decided where
     # callbacks are delivered; here it only has to be an http(s) URL.
-    callback_url = fields.Url(allow_none=True, require_tld=False, schemes={"http", "https"}, metadata=_doc(
-        "Where the batch's signed events are POSTed (see `webhooks`); https unless the operator"
-        " allows http.", example="https://example.com/hooks/batchcalls", format="uri"))
-    priority = fields.Integer(strict=True, validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
-                              metadata=_doc("0 (highest) to 9; the default of every call of the batch.",
-                                            example=5))
-    metadata = fields.Dict(keys=fields.String(), validate=_metadata_problems, metadata=_doc(
-        f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, echoed in the status body and the"
-        " batch events.", example={"campaign": "spring"}))
+    callback_url = fields.Url(
+        allow_none=True,
+        require_tld=False,
+        schemes={"http", "https"},
+        metadata=_doc(
+            "Where the batch's signed events are POSTed (see `webhooks`); https unless the operator allows http.",
+            example="https://example.com/hooks/batchcalls",
+            format="uri",
+        ),
+    )
+    priority = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
+        metadata=_doc("0 (highest) to 9; the default of every call of the batch.", example=5),
+    )
+    metadata = fields.Dict(
+        keys=fields.String(),
+        validate=_metadata_problems,
+        metadata=_doc(
+            f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, echoed in the status body and the batch events.",
+            example={"campaign": "spring"},
+        ),
+    )
 
 
 # Documentation only: `CallList` checks calls with a loop (see there), and these schemas say
@@ -224,57 +262,83 @@ class TextStepSchema(Schema):
     """A step spoken to the callee."""
 
     type = fields.String(validate=validate.OneOf(["text"]), metadata=_doc("`text` (the default)."))
-    text = fields.String(required=True, validate=_SPOKEN, metadata=_doc(
-        "Not blank.", example="Hello, I'm calling about our new product."))
+    text = fields.String(
+        required=True,
+        validate=_SPOKEN,
+        metadata=_doc("Not blank.", example="Hello, I'm calling about our new product."),
+    )
 
 
 class InputStepSchema(Schema):
     """A step capturing DTMF digits and/or speech, stored in the call's `responses`."""
 
     type = fields.String(required=True, validate=validate.OneOf(["input"]))
-    dtmf = fields.Raw(metadata=_doc(
-        "`true` or options `{max_digits: 1..20, timeout: 0..10, submit_on_hash: bool}`; dtmf, speech"
-        " or both.", example={"max_digits": 1}))
-    speech = fields.Raw(metadata=_doc(
-        "`true` or options `{language: BCP-47, context: [hints], end_on_silence: 0.4..10,"
-        " start_timeout: 1..60, max_duration: 1..60}`.", example=True))
-    name = fields.String(metadata=_doc("1 to 64 characters naming the responses of this step.",
-                                       example="menu"))
+    dtmf = fields.Raw(
+        metadata=_doc(
+            "`true` or options `{max_digits: 1..20, timeout: 0..10, submit_on_hash: bool}`; dtmf, speech or both.",
+            example={"max_digits": 1},
+        )
+    )
+    speech = fields.Raw(
+        metadata=_doc(
+            "`true` or options `{language: BCP-47, context: [hints], end_on_silence: 0.4..10,"
+            " start_timeout: 1..60, max_duration: 1..60}`.",
+            example=True,
+        )
+    )
+    name = fields.String(metadata=_doc("1 to 64 characters naming the responses of this step.", example="menu"))
 
 
 class AgentStepSchema(Schema):
     """The call handed to a live AI voice agent over a WebSocket."""
 
     type = fields.String(required=True, validate=validate.OneOf(["agent"]))
-    url = fields.String(required=True, metadata=_doc("ws:// or wss:// URL, at most 2,048 characters.",
-                                                     example="wss://agent.example.com/voice"))
-    headers = fields.Dict(keys=fields.String(), metadata=_doc(
-        "At most 50 names with string, number or boolean values sent when connecting."))
+    url = fields.String(
+        required=True,
+        metadata=_doc("ws:// or wss:// URL, at most 2,048 characters.", example="wss://agent.example.com/voice"),
+    )
+    headers = fields.Dict(
+        keys=fields.String(),
+        metadata=_doc("At most 50 names with string, number or boolean values sent when connecting."),
+    )
 
 
 class ScriptSchema(Schema):
     """Either `text` (one spoken step) or `steps`, not both. A missing, empty or too long script,
     an unknown step type or field is a 422 `invalid_script`."""
 
-    type = fields.String(validate=validate.Length(max=MAX_SCRIPT_TYPE_CHARS), metadata=_doc(
-        "A label of the script, shown as the call's `script_type`.", example="sales_call"))
+    type = fields.String(
+        validate=validate.Length(max=MAX_SCRIPT_TYPE_CHARS),
+        metadata=_doc("A label of the script, shown as the call's `script_type`.", example="sales_call"),
+    )
     text = fields.String(validate=_SPOKEN, metadata=_doc("Not blank.", example="Hello, this is a test call."))
-    steps = fields.List(fields.Dict(metadata={"one_of": [TextStepSchema, InputStepSchema, AgentStepSchema]}),
-                        validate=validate.Length(min=1, max=MAX_STEPS),
-                        metadata=_doc("Text, input or agent steps."))
+    steps = fields.List(
+        fields.Dict(metadata={"one_of": [TextStepSchema, InputStepSchema, AgentStepSchema]}),
+        validate=validate.Length(min=1, max=MAX_STEPS),
+        metadata=_doc("Text, input or agent steps."),
+    )
 
 
 class CallSchema(Schema):
     """One call of a batch."""
 
-    phone_number = fields.String(required=True, metadata=_doc(
-        "International E.164 form (+ and the country code); spaces, dashes, dots and brackets are"
-        " ignored. Not a valid number: 422 `invalid_phone_number`.", example="+14155552671"))
+    phone_number = fields.String(
+        required=True,
+        metadata=_doc(
+            "International E.164 form (+ and the country code); spaces, dashes, dots and brackets are"
+            " ignored. Not a valid number: 422 `invalid_phone_number`.",
+            example="+14155552671",
+        ),
+    )
     script = fields.Nested(ScriptSchema, required=True)
-    voice_id = fields.String(metadata=_doc("A voice of the catalog; unknown: 422 `invalid_script`.",
-                                           example="voice_female_1"))
-    priority = fields.Integer(strict=True, validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
-                              metadata=_doc("0 (highest) to 9; defaults to the batch's priority."))
+    voice_id = fields.String(
+        metadata=_doc("A voice of the catalog; unknown: 422 `invalid_script`.", example="voice_female_1")
+    )
+    priority = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
+        metadata=_doc("0 (highest) to 9; defaults to the batch's priority."),
+    )
 
 
 _SCHEMA = BatchRequestSchema()
@@ -346,8 +410,9 @@ def check_storable_text(body: object) -> None:
 
 
 def _missing_scripts_only(details: dict[str, list[str]]) -> bool:
-    return all(re.fullmatch(r"calls\[\d+\]\.script", path) and messages == [REQUIRED]
-               for path, messages in details.items())
+    return all(
+        re.fullmatch(r"calls\[\d+\]\.script", path) and messages == [REQUIRED] for path, messages in details.items()
+    )
 
 
 def load_batch_request(body: object) -> dict[str, Any]:

@@ -128,8 +128,9 @@ class CallbackHTTP:
         self.pools = urllib3.PoolManager(num_pools=num_pools, retries=False, ssl_context=context)
         self.pools.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
 
-    def post(self, target: CallbackTarget, addresses: Sequence[str], body: bytes, headers: dict[str, str], *,
-             timeout: float) -> int:
+    def post(
+        self, target: CallbackTarget, addresses: Sequence[str], body: bytes, headers: dict[str, str], *, timeout: float
+    ) -> int:
         """POST `body` to `target` through a connection to the first of `addresses` (checked ones)
         that accepts one, all of it within `timeout` seconds from now; the reply's status. Each
         address's connect gets its share of the time left (half of it for the first of two), the
@@ -141,8 +142,14 @@ class CallbackHTTP:
         try:
             for i, address in enumerate(addresses):
                 try:
-                    return self._post_to(target, address, body, {**headers, "Host": target.host_header}, deadline,
-                                         addresses_left=len(addresses) - i)
+                    return self._post_to(
+                        target,
+                        address,
+                        body,
+                        {**headers, "Host": target.host_header},
+                        deadline,
+                        addresses_left=len(addresses) - i,
+                    )
                 except urllib3.exceptions.ConnectTimeoutError:
                     # Refused, unreachable or silent (NewConnectionError is a ConnectTimeoutError):
                     # nothing was sent, so the next address (e.g. IPv4 after an unreachable IPv6)
@@ -153,8 +160,16 @@ class CallbackHTTP:
         finally:
             _deadline.reset(token)
 
-    def _post_to(self, target: CallbackTarget, address: str, body: bytes, headers: dict[str, str],
-                 deadline: float, *, addresses_left: int = 1) -> int:
+    def _post_to(
+        self,
+        target: CallbackTarget,
+        address: str,
+        body: bytes,
+        headers: dict[str, str],
+        deadline: float,
+        *,
+        addresses_left: int = 1,
+    ) -> int:
         left = deadline - time.monotonic()
         if left <= 0:
             raise DeadlineExceeded("the delivery deadline passed")
@@ -164,9 +179,18 @@ class CallbackHTTP:
         pool_kwargs = {"server_hostname": target.host} if target.scheme == "https" else None
         pool = self.pools.connection_from_host(address, target.port, target.scheme, pool_kwargs=pool_kwargs)
         response = pool.urlopen(
-            "POST", target.path, body=body, headers=headers, retries=False, redirect=False,
-            assert_same_host=False, preload_content=False, decode_content=False, release_conn=False,
-            timeout=urllib3.Timeout(connect=connect, read=left))
+            "POST",
+            target.path,
+            body=body,
+            headers=headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            preload_content=False,
+            decode_content=False,
+            release_conn=False,
+            timeout=urllib3.Timeout(connect=connect, read=left),
+        )
         complete = False
         try:
             complete = _read_reply(response)

@@ -228,9 +228,14 @@ def check_callback_url(
     if port is None:
         port = default_port
     display = f"[{host}]" if ":" in host else host
-    target = CallbackTarget(scheme=scheme, host=host, port=port,
-                            host_header=display if port == default_port else f"{display}:{port}",
-                            path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""), addresses=())
+    target = CallbackTarget(
+        scheme=scheme,
+        host=host,
+        port=port,
+        host_header=display if port == default_port else f"{display}:{port}",
+        path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+        addresses=(),
+    )
 
     if host in _parse_allowlist(tuple(allowlist)).hosts:
         return target
@@ -262,8 +267,10 @@ def check_callback_url(
             raise _refuse(f"host {host!r} resolves to a non-public address ({address})")
     if port not in PUBLIC_PORTS and not all(is_allowed_address(a, allowlist) for a in addresses):
         ports = ", ".join(str(p) for p in sorted(PUBLIC_PORTS))
-        raise _refuse(f"port {port} is not allowed on a public host (only {ports}, unless the host is on"
-                      " BATCHCALLS_CALLBACK_ALLOWLIST)")
+        raise _refuse(
+            f"port {port} is not allowed on a public host (only {ports}, unless the host is on"
+            " BATCHCALLS_CALLBACK_ALLOWLIST)"
+        )
     return dataclasses.replace(target, addresses=tuple(str(a) for a in addresses))
 
 

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from batchcalls.client import Client
 
 
-
 @click.group()
 def main() -> None:
     """Batchcalls: place AI voice calls in bulk."""
@@ -71,8 +70,14 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> timedel
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
-_OVERLAP = click.option("--overlap", default="24h", show_default=True, callback=_duration, metavar="DURATION",
-                        help="How long the previous ones stay valid (e.g. 24h, 90m, 0 for none).")
+_OVERLAP = click.option(
+    "--overlap",
+    default="24h",
+    show_default=True,
+    callback=_duration,
+    metavar="DURATION",
+    help="How long the previous ones stay valid (e.g. 24h, 90m, 0 for none).",
+)
 
 
 def _json_or_lines(result: dict[str, Any], as_json: bool) -> None:
@@ -98,9 +103,19 @@ def keys_list(tenant: str | None, as_json: bool) -> None:
             found = list_keys(Database(url), tenant)
         except BatchcallsError as exc:
             raise click.ClickException(exc.message) from exc
-    rows = [{"id": k.id, "prefix": k.prefix, "tenant": k.tenant, "status": k.status,
-             "created_at": isoformat_ms(k.created_at), "last_used_at": isoformat_ms(k.last_used_at),
-             "expires_at": isoformat_ms(k.expires_at), "revoked_at": isoformat_ms(k.revoked_at)} for k in found]
+    rows = [
+        {
+            "id": k.id,
+            "prefix": k.prefix,
+            "tenant": k.tenant,
+            "status": k.status,
+            "created_at": isoformat_ms(k.created_at),
+            "last_used_at": isoformat_ms(k.last_used_at),
+            "expires_at": isoformat_ms(k.expires_at),
+            "revoked_at": isoformat_ms(k.revoked_at),
+        }
+        for k in found
+    ]
     if as_json:
         click.echo(json.dumps({"keys": rows}))
         return
@@ -127,8 +142,7 @@ def keys_revoke(key: str) -> None:
         except BatchcallsError as exc:
             raise click.ClickException(exc.message) from exc
     about = f"key {info.id} ({info.prefix}, tenant {info.tenant})"
-    click.echo(f"revoked {about}" if revoked_now
-               else f"{about} was already revoked at {isoformat_ms(info.revoked_at)}")
+    click.echo(f"revoked {about}" if revoked_now else f"{about} was already revoked at {isoformat_ms(info.revoked_at)}")
 
 
 @keys.command("rotate")
@@ -147,8 +161,15 @@ def keys_rotate(tenant: str, overlap: timedelta, as_json: bool) -> None:
             rotated = rotate_key(Database(url), tenant, overlap=overlap)
         except BatchcallsError as exc:
             raise click.ClickException(exc.message) from exc
-    _json_or_lines({"tenant": rotated.tenant, "api_key": rotated.new, "key_id": rotated.key_id,
-                    "previous_keys_valid_until": isoformat_ms(rotated.old_valid_until)}, as_json)
+    _json_or_lines(
+        {
+            "tenant": rotated.tenant,
+            "api_key": rotated.new,
+            "key_id": rotated.key_id,
+            "previous_keys_valid_until": isoformat_ms(rotated.old_valid_until),
+        },
+        as_json,
+    )
 
 
 @main.group("webhook-secret")
@@ -173,22 +194,43 @@ def webhook_secret_rotate(tenant: str, overlap: timedelta, as_json: bool) -> Non
             rotated = rotate_webhook_secret(Database(url), tenant, overlap=overlap)
         except BatchcallsError as exc:
             raise click.ClickException(exc.message) from exc
-    _json_or_lines({"tenant": rotated.tenant, "webhook_secret": rotated.new,
-                    "previous_secrets_valid_until": isoformat_ms(rotated.old_valid_until)}, as_json)
+    _json_or_lines(
+        {
+            "tenant": rotated.tenant,
+            "webhook_secret": rotated.new,
+            "previous_secrets_valid_until": isoformat_ms(rotated.old_valid_until),
+        },
+        as_json,
+    )
 
 
 @keys.command("policy")
 @click.option("--tenant", required=True, help="Tenant name.")
-@click.option("--max-queued-calls", metavar="N|default",
-              help="Most calls not yet final across the tenant's batches (429 quota_exceeded above).")
+@click.option(
+    "--max-queued-calls",
+    metavar="N|default",
+    help="Most calls not yet final across the tenant's batches (429 quota_exceeded above).",
+)
 @click.option("--max-calls-per-batch", metavar="N|default", help="Most calls in one batch (422 above).")
-@click.option("--allowed-countries", metavar="CC,...|all|default",
-              help="ISO 3166 country codes the tenant may call, e.g. US,GB; `all`: every country.")
-@click.option("--blocked-number-types", metavar="TYPE,...|none|default",
-              help="Number types the tenant may not call, e.g. premium_rate,non_geographic; `none`: no type.")
+@click.option(
+    "--allowed-countries",
+    metavar="CC,...|all|default",
+    help="ISO 3166 country codes the tenant may call, e.g. US,GB; `all`: every country.",
+)
+@click.option(
+    "--blocked-number-types",
+    metavar="TYPE,...|none|default",
+    help="Number types the tenant may not call, e.g. premium_rate,non_geographic; `none`: no type.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def keys_policy(tenant: str, max_queued_calls: str | None, max_calls_per_batch: str | None,
-                allowed_countries: str | None, blocked_number_types: str | None, as_json: bool) -> None:
+def keys_policy(
+    tenant: str,
+    max_queued_calls: str | None,
+    max_calls_per_batch: str | None,
+    allowed_countries: str | None,
+    blocked_number_types: str | None,
+    as_json: bool,
+) -> None:
     """Show a tenant's quotas and destination policy, after setting those given.
 
     Each option takes a value of the tenant's own, or `default` for the value from the settings
@@ -199,8 +241,12 @@ def keys_policy(tenant: str, max_queued_calls: str | None, max_calls_per_batch: 
     from batchcalls.store.tenants import set_tenant_policy
     from config.settings import load_settings
 
-    given = {"max_queued_calls": max_queued_calls, "max_calls_per_batch": max_calls_per_batch,
-             "allowed_countries": allowed_countries, "blocked_number_types": blocked_number_types}
+    given = {
+        "max_queued_calls": max_queued_calls,
+        "max_calls_per_batch": max_calls_per_batch,
+        "allowed_countries": allowed_countries,
+        "blocked_number_types": blocked_number_types,
+    }
     changes = {name: _policy_value(name, raw) for name, raw in given.items() if raw is not None}
     defaults = load_settings().tenant_defaults
     with _database_url() as url:
@@ -210,8 +256,9 @@ def keys_policy(tenant: str, max_queued_calls: str | None, max_calls_per_batch: 
     policy = own.over(defaults).as_dict()
     overridden = own.overridden()
     if as_json:
-        click.echo(json.dumps({"tenant": tenant, "policy": policy,
-                               "overrides": {name: policy[name] for name in overridden}}))
+        click.echo(
+            json.dumps({"tenant": tenant, "policy": policy, "overrides": {name: policy[name] for name in overridden}})
+        )
         return
     click.echo(f"tenant: {tenant}")
     for name, value in policy.items():
@@ -259,9 +306,12 @@ def up(port: int, workers: int, flower: bool) -> None:
             click.echo(f"API key (tenant dev): {system.api_key}")
             click.echo(f"Webhook secret (tenant dev): {system.webhook_secret}")
             if system.flower_url:
-                auth = (f"user {FLOWER_USER}, password {system.flower_password}: made up for this run, "
-                        "as FLOWER_BASIC_AUTH is unset" if system.flower_password
-                        else "user and password from FLOWER_BASIC_AUTH")
+                auth = (
+                    f"user {FLOWER_USER}, password {system.flower_password}: made up for this run, "
+                    "as FLOWER_BASIC_AUTH is unset"
+                    if system.flower_password
+                    else "user and password from FLOWER_BASIC_AUTH"
+                )
                 click.echo(f"Flower: {system.flower_url} ({auth})")
             click.echo(f"Logs: {system.log_dir}   Stop with Ctrl-C.")
             while True:
@@ -302,16 +352,20 @@ def demo(file: str | None, timeout: float) -> None:
             body.setdefault("callback_url", receiver.url)
             client = Client(system.api_url, system.api_key)
             batch = client.submit(body)
-            console.print(f"submitted {batch['batch_id']}: {batch['total_calls']} calls, "
-                          f"concurrency {body.get('concurrency', 10)}; events go to {receiver.url}")
+            console.print(
+                f"submitted {batch['batch_id']}: {batch['total_calls']} calls, "
+                f"concurrency {body.get('concurrency', 10)}; events go to {receiver.url}"
+            )
 
             def print_events() -> bool:
                 for event, verified in receiver.drain():
                     seen.append(event["type"])
                     data = event["data"]
-                    about = (f"{data['phone_number']} {data['outcome']} after {len(data['attempts'])} attempt(s)"
-                             if "phone_number" in data else
-                             f"{data['completed_calls']} completed, {data['failed_calls']} failed")
+                    about = (
+                        f"{data['phone_number']} {data['outcome']} after {len(data['attempts'])} attempt(s)"
+                        if "phone_number" in data
+                        else f"{data['completed_calls']} completed, {data['failed_calls']} failed"
+                    )
                     mark = "[green]signature ok[/]" if verified else "[red]BAD SIGNATURE[/]"
                     console.print(f"  event {event['type']:<22} {about}  ({mark})")
                 return bool(terminal & set(seen))
@@ -347,8 +401,15 @@ def _client() -> Client:
 @click.option("--callback-url", help="Where batch events go (CSV input).")
 @click.option("--idempotency-key", help="Makes a retried submit return the first batch.")
 @click.option("--watch", "watch_it", is_flag=True, help="Show progress until the batch finishes.")
-def submit(file: str, default_text: str | None, default_voice: str | None, concurrency: int | None,
-           callback_url: str | None, idempotency_key: str | None, watch_it: bool) -> None:
+def submit(
+    file: str,
+    default_text: str | None,
+    default_voice: str | None,
+    concurrency: int | None,
+    callback_url: str | None,
+    idempotency_key: str | None,
+    watch_it: bool,
+) -> None:
     """Submit a batch from FILE: the JSON body, or a CSV with a phone_number column and optional
     text, voice_id and priority columns. Uses BATCHCALLS_API_URL and BATCHCALLS_API_KEY."""
     from rich.console import Console

@@ -17,7 +17,9 @@ class CsvProblems(ValueError):
         self.problems = problems
 
 
-def calls_from_csv(text: str, default_text: str | None = None, default_voice: str | None = None) -> list[dict[str, Any]]:
+def calls_from_csv(
+    text: str, default_text: str | None = None, default_voice: str | None = None
+) -> list[dict[str, Any]]:
     """Rows become calls; row numbers in problems count the header as row 1, like a spreadsheet."""
     # A spreadsheet's "CSV UTF-8" export starts with a byte order mark.
     reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
@@ -32,8 +34,9 @@ def calls_from_csv(text: str, default_text: str | None = None, default_voice: st
     for row_number, raw in enumerate(reader, start=2):
         extra = raw.pop(None, None)  # cells beyond the header's columns
         if extra:
-            problems.append(f"row {row_number}: {len(header) + len(extra)} cells, but the header has "
-                            f"{len(header)} columns")
+            problems.append(
+                f"row {row_number}: {len(header) + len(extra)} cells, but the header has {len(header)} columns"
+            )
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
         call: dict[str, Any] = {}
         if not row.get("phone_number"):
@@ -65,7 +68,7 @@ def describe_api_details(details: Mapping[str, list[str] | str] | None, from_csv
     for path, messages in (details or {}).items():
         where = path
         if from_csv and path.startswith("calls["):
-            index, _, rest = path[len("calls["):].partition("]")
+            index, _, rest = path[len("calls[") :].partition("]")
             column = rest.lstrip(".").split(".")[0].split("[")[0]
             column = "text" if column == "script" else column
             if index.isdigit():

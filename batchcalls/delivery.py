@@ -111,8 +111,12 @@ class Kicks:
     def needs_task(self, batch_id: str, urgent: bool = False) -> bool:
         """Note that the batch has new events; True when a `deliver` task must be sent for them
         (`urgent`: even if a delayed one is queued)."""
-        return bool(self._kick(keys=list(redis_keys.relay_keys(batch_id)),
-                               args=[self.lock_ms * 4, QUEUED_TASK_MS, "1" if urgent else "0"]))
+        return bool(
+            self._kick(
+                keys=list(redis_keys.relay_keys(batch_id)),
+                args=[self.lock_ms * 4, QUEUED_TASK_MS, "1" if urgent else "0"],
+            )
+        )
 
     def task_starting(self, batch_id: str) -> None:
         """A `deliver` task begins: later events need a task of their own (or this relay)."""
@@ -183,9 +187,16 @@ class _TenantTurn:
 
 
 class Relay:
-    def __init__(self, settings: Settings, db: Database, client: redis.Redis,
-                 http: CallbackHTTP | None = None, metrics: Metrics | None = None, *,
-                 resolve: Resolver = default_resolve) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        client: redis.Redis,
+        http: CallbackHTTP | None = None,
+        metrics: Metrics | None = None,
+        *,
+        resolve: Resolver = default_resolve,
+    ) -> None:
         self.metrics = metrics
         self.settings = settings
         self.db = db
@@ -196,8 +207,9 @@ class Relay:
         self.http = http or CallbackHTTP()
         # Resolves callback hosts for the check; the POST goes to an address it approved.
         self.resolve = resolve
-        self.leases = DeliveryLeases(client, limit=settings.webhook_tenant_concurrency,
-                                     lease_seconds=_lock_ms(settings) / 1000)
+        self.leases = DeliveryLeases(
+            client, limit=settings.webhook_tenant_concurrency, lease_seconds=_lock_ms(settings) / 1000
+        )
 
     def run(self, batch_id: str) -> Outcome:
         """Deliver what is due for one batch; safe to call any number of times at once."""
@@ -236,8 +248,9 @@ class Relay:
         finally:
             turn.end()
 
-    def _deliver_pages(self, batch_id: str, url: str, secrets: tuple[str, ...], still_ours: Callable[[], bool],
-                       turn: _TenantTurn) -> tuple[int, float | None]:
+    def _deliver_pages(
+        self, batch_id: str, url: str, secrets: tuple[str, ...], still_ours: Callable[[], bool], turn: _TenantTurn
+    ) -> tuple[int, float | None]:
         delivered = 0
         while True:
             with self.db.transaction() as cur:
@@ -259,8 +272,9 @@ class Relay:
                     # From the lock's check: the resolution and the POST share one deadline,
                     # which the lock outlives (LOCK_MARGIN_SECONDS).
                     deadline = time.monotonic() + self.settings.webhook_timeout_seconds
-                    error = self._post(self._target(url, deadline), secrets, event["id"], event["payload"],
-                                       deadline=deadline)
+                    error = self._post(
+                        self._target(url, deadline), secrets, event["id"], event["payload"], deadline=deadline
+                    )
                     if error is None:
                         done.append(event["seq"])
                         delivered += 1
@@ -272,9 +286,14 @@ class Relay:
                         give_up = age_hours > self.settings.webhook_retry_hours
                         retry_in = backoff_seconds(event["delivery_attempts"] + 1)
                         outbox.mark_failed(cur, event["seq"], error, retry_in, give_up)
-                    log.warning("event delivery failed batch_id=%s event_id=%s url=%s error=%s retry_in=%s", batch_id,
-                                event["id"], quoted(redact_url(url)), quoted(redact_in(error, url)),
-                                "never" if give_up else f"{retry_in:.1f}")
+                    log.warning(
+                        "event delivery failed batch_id=%s event_id=%s url=%s error=%s retry_in=%s",
+                        batch_id,
+                        event["id"],
+                        quoted(redact_url(url)),
+                        quoted(redact_in(error, url)),
+                        "never" if give_up else f"{retry_in:.1f}",
+                    )
                     if not give_up:
                         return delivered, retry_in
             finally:
@@ -290,8 +309,12 @@ class Relay:
         name resolved before `deadline` (``time.monotonic()``)."""
         resolve = resolver_until(self.resolve, deadline)
         try:
-            target = check_callback_url(url, allow_http=self.settings.allow_http_callbacks,
-                                        allowlist=self.settings.callback_allowlist, resolve=resolve)
+            target = check_callback_url(
+                url,
+                allow_http=self.settings.allow_http_callbacks,
+                allowlist=self.settings.callback_allowlist,
+                resolve=resolve,
+            )
             return target, connect_addresses(target, resolve)
         except ResolveTimeout:
             return "callback host did not resolve within the webhook timeout"
@@ -300,8 +323,15 @@ class Relay:
         except (OSError, UnicodeError) as exc:
             return f"callback URL refused: host does not resolve ({type(exc).__name__})"
 
-    def _post(self, target: tuple[CallbackTarget, tuple[str, ...]] | str, secrets: tuple[str, ...], event_id: str,
-              payload: dict[str, Any], *, deadline: float) -> str | None:
+    def _post(
+        self,
+        target: tuple[CallbackTarget, tuple[str, ...]] | str,
+        secrets: tuple[str, ...],
+        event_id: str,
+        payload: dict[str, Any],
+        *,
+        deadline: float,
+    ) -> str | None:
         """POST one event before `deadline` (``time.monotonic()``); None on a 2xx answer, else
         what went wrong."""
         if isinstance(target, str):

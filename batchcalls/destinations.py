@@ -21,8 +21,7 @@ NON_GEO_REGION = "001"
 # The special types in the order phonenumbers tests them when it gives a number its type (a
 # number matching two of them has the first one's type), with their PhoneMetadata attribute.
 # Fixed-line and mobile numbers are what a batch calls; they cannot be blocked.
-SPECIAL_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
-                 "voicemail")
+SPECIAL_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail")
 BLOCKABLE_TYPES = (*SPECIAL_TYPES, NON_GEOGRAPHIC)
 # Premium-rate and shared-cost numbers charge the caller more than a call costs and pay part of
 # it to the number's holder; personal numbers (the UK's 070) are charged like premium-rate
@@ -33,9 +32,15 @@ DEFAULT_BLOCKED_TYPES = ("premium_rate", "shared_cost", "personal_number", NON_G
 
 # What each non-geographic country code is (ITU-T E.164 assignments), for the error message.
 NON_GEOGRAPHIC_SERVICES = {
-    800: "international freephone", 808: "international shared cost", 870: "Inmarsat satellite",
-    878: "universal personal telecommunications", 881: "satellite (GMSS)", 882: "international networks",
-    883: "international networks", 888: "humanitarian (OCHA)", 979: "international premium rate",
+    800: "international freephone",
+    808: "international shared cost",
+    870: "Inmarsat satellite",
+    878: "universal personal telecommunications",
+    881: "satellite (GMSS)",
+    882: "international networks",
+    883: "international networks",
+    888: "humanitarian (OCHA)",
+    979: "international premium rate",
 }
 
 
@@ -56,8 +61,10 @@ def parse_countries(values: Iterable[str]) -> tuple[str, ...]:
     unknown = [code for code in codes if code not in phonenumbers.SUPPORTED_REGIONS]
     if unknown:
         hint = " (the United Kingdom is GB)" if "UK" in unknown else ""
-        raise ValueError(f"not a country code with phone numbers: {', '.join(unknown)}{hint};"
-                         " use ISO 3166-1 alpha-2 codes such as US, GB, DE")
+        raise ValueError(
+            f"not a country code with phone numbers: {', '.join(unknown)}{hint};"
+            " use ISO 3166-1 alpha-2 codes such as US, GB, DE"
+        )
     return codes
 
 
@@ -72,7 +79,8 @@ def caller_region(number: str | None) -> str | None:
     except phonenumbers.NumberParseException:
         return None
     region = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(
-        parsed.country_code or 0)
+        parsed.country_code or 0
+    )
     return region if region in phonenumbers.SUPPORTED_REGIONS else None
 
 
@@ -97,8 +105,10 @@ class DestinationPolicy:
         if region == NON_GEO_REGION:
             if NON_GEOGRAPHIC in self.blocked_types:
                 service = NON_GEOGRAPHIC_SERVICES.get(number.country_code or 0, "global service")
-                return (f"is a non-geographic number (+{number.country_code}: {service});"
-                        " number type non_geographic is blocked for this account")
+                return (
+                    f"is a non-geographic number (+{number.country_code}: {service});"
+                    " number type non_geographic is blocked for this account"
+                )
             if self.allowed_countries:
                 return "is a non-geographic number, in none of the countries this account may call"
         elif self.allowed_countries and region not in self.allowed_countries:
@@ -139,8 +149,9 @@ def last_special_index(kinds: frozenset[str]) -> int:
     return max((SPECIAL_TYPES.index(kind) for kind in kinds if kind in SPECIAL_TYPES), default=-1)
 
 
-def special_type(number: phonenumbers.PhoneNumber, region: str, national: str,
-                 up_to: int = len(SPECIAL_TYPES) - 1) -> str | None:
+def special_type(
+    number: phonenumbers.PhoneNumber, region: str, national: str, up_to: int = len(SPECIAL_TYPES) - 1
+) -> str | None:
     """The special type (`SPECIAL_TYPES`) phonenumbers gives this valid number, or None for a
     fixed-line or mobile number; only the types up to `SPECIAL_TYPES[up_to]` are looked at
     (a number of a later special type comes back as None). The same answer as

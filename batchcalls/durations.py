@@ -21,8 +21,11 @@ def parse_duration(text: str) -> timedelta:
     else:
         parts = _PART.findall(value)
         units = [unit for _, unit in parts]
-        if (not parts or "".join(n + u for n, u in parts) != value
-                or units != sorted(set(units), key=list(_UNITS).index)):
+        if (
+            not parts
+            or "".join(n + u for n, u in parts) != value
+            or units != sorted(set(units), key=list(_UNITS).index)
+        ):
             raise ValueError(f"{text!r} is not a duration such as 24h, 90m, 1h30m or 45s")
         seconds = sum(float(number) * _UNITS[unit] for number, unit in parts)
     if seconds > MAX_DURATION.total_seconds():

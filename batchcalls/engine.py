@@ -88,11 +88,19 @@ class Gathered:
 
 class TaskQueue(Protocol):
     def dispatch(self, batch_id: str, priority: int) -> None: ...
-    def place_call(self, batch_id: str, call_id: str, priority: int, countdown: float = 0,
-                   reserved_at: float | None = None, granted_at: float | None = None,
-                   freed: bool = False) -> None: ...
-    def place_calls(self, batch_id: str, call_ids: list[str], priority: int,
-                    granted_at: float | None = None, freed: bool = False) -> None: ...
+    def place_call(
+        self,
+        batch_id: str,
+        call_id: str,
+        priority: int,
+        countdown: float = 0,
+        reserved_at: float | None = None,
+        granted_at: float | None = None,
+        freed: bool = False,
+    ) -> None: ...
+    def place_calls(
+        self, batch_id: str, call_ids: list[str], priority: int, granted_at: float | None = None, freed: bool = False
+    ) -> None: ...
     def wake(self, batch_id: str, countdown: float) -> None: ...
     def deliver(self, batch_id: str, countdown: float = 0) -> None: ...
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
@@ -127,30 +135,43 @@ class Engine:
             self.gates.redis.ping()
         except RedisError as exc:
             log.warning("batch refused, Redis unavailable error=%s", quoted(exc))
-            raise Unavailable("the service cannot queue calls right now (Redis is unavailable);"
-                              " nothing was stored, retry later", SUBMIT_RETRY_AFTER) from exc
+            raise Unavailable(
+                "the service cannot queue calls right now (Redis is unavailable); nothing was stored, retry later",
+                SUBMIT_RETRY_AFTER,
+            ) from exc
         submitted = batches.insert_batch(
-            self.db, tenant.id, batch, idempotency_key=idempotency_key,
-            request_hash=request_hash(body), max_queued_calls=self.settings.max_queued_calls,
+            self.db,
+            tenant.id,
+            batch,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(body),
+            max_queued_calls=self.settings.max_queued_calls,
             tenant_max_queued_calls=self.settings.tenant_max_queued_calls,
         )
         if submitted.created:
             try:
                 self.gates.load_batch(
-                    submitted.batch_id, batch.concurrency,
+                    submitted.batch_id,
+                    batch.concurrency,
                     ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio in submitted.calls),
                 )
                 self.tasks.dispatch(submitted.batch_id, batch.priority)
             except Exception as exc:  # noqa: BLE001 - Redis or the broker; the batch is stored either way
-                log.warning("batch stored but not queued, the reconciler will queue it batch_id=%s error=%s",
-                            submitted.batch_id, quoted(f"{type(exc).__name__}: {exc}"))
+                log.warning(
+                    "batch stored but not queued, the reconciler will queue it batch_id=%s error=%s",
+                    submitted.batch_id,
+                    quoted(f"{type(exc).__name__}: {exc}"),
+                )
         return submitted.batch_id, submitted.created
 
     # -- dispatch -----------------------------------------------------------------------------
 
     def dispatch(
-        self, batch_id: str, release: list[str] | None = None,
-        delay: list[tuple[str, int, float]] | None = None, place_here: bool = False,
+        self,
+        batch_id: str,
+        release: list[str] | None = None,
+        delay: list[tuple[str, int, float]] | None = None,
+        place_here: bool = False,
     ) -> int:
         """Release ended calls' slots, park retries, and send one `place_call` per free slot.
         With `place_here` (a provider event freed the slot) the first granted call is placed in
@@ -159,7 +180,10 @@ class Engine:
         return self._dispatch(batch_id, release, delay, place_here)[0]
 
     def _dispatch(
-        self, batch_id: str, release: list[str] | None, delay: list[tuple[str, int, float]] | None,
+        self,
+        batch_id: str,
+        release: list[str] | None,
+        delay: list[tuple[str, int, float]] | None,
         place_here: bool,
     ) -> tuple[int, str | None]:
         """`dispatch`, and the call it placed here (if any)."""
@@ -180,12 +204,12 @@ class Engine:
         if grant.next_due_in is not None:
             self._schedule_wake(batch_id, grant.next_due_in)
         if here is not None:
-            self.place_call(here, granted_at=grant.now, batch_id=batch_id, max_wait=PLACE_HERE_MAX_WAIT,
-                            freed=True)
+            self.place_call(here, granted_at=grant.now, batch_id=batch_id, max_wait=PLACE_HERE_MAX_WAIT, freed=True)
         return len(grant.granted), here
 
-    def _send_placements(self, batch_id: str, granted: list[tuple[str, float]], granted_at: float,
-                         freed: bool = False) -> None:
+    def _send_placements(
+        self, batch_id: str, granted: list[tuple[str, float]], granted_at: float, freed: bool = False
+    ) -> None:
         """One `place_call` per granted call; when many are granted at once (and no calls-per-
         second limit makes each wait for its own instant), `place_calls` tasks of a few calls
         each: a task costs more than placing a call, and a few tasks per worker process keep
@@ -193,17 +217,20 @@ class Engine:
         size = 1 if self.settings.cps_limit else min(PLACE_CHUNK_MAX, len(granted) // PLACE_SPREAD)
         if size <= 1:
             for call_id, score in granted:
-                self.tasks.place_call(batch_id, call_id, gates_mod.priority_of(score), granted_at=granted_at,
-                                      freed=freed)
+                self.tasks.place_call(
+                    batch_id, call_id, gates_mod.priority_of(score), granted_at=granted_at, freed=freed
+                )
             return
         for priority, same in itertools.groupby(granted, key=lambda g: gates_mod.priority_of(g[1])):
             ids = [call_id for call_id, _ in same]
             for start in range(0, len(ids), size):
-                self.tasks.place_calls(batch_id, ids[start:start + size], priority, granted_at=granted_at,
-                                       freed=freed)
+                self.tasks.place_calls(
+                    batch_id, ids[start : start + size], priority, granted_at=granted_at, freed=freed
+                )
 
-    def place_calls(self, batch_id: str, call_ids: list[str], granted_at: float | None = None,
-                    freed: bool = False) -> None:
+    def place_calls(
+        self, batch_id: str, call_ids: list[str], granted_at: float | None = None, freed: bool = False
+    ) -> None:
         """Place several granted calls of a batch, one after another."""
         for call_id in call_ids:
             self.place_call(call_id, granted_at=granted_at, batch_id=batch_id, freed=freed)
@@ -217,8 +244,9 @@ class Engine:
         self.gates.renew(batch_id, keep)
         for call_id in keep:
             if states[call_id] == CallStatus.QUEUED.value:
-                log.warning("resending place_call, its lease expired before it dialed batch_id=%s call_id=%s",
-                            batch_id, call_id)
+                log.warning(
+                    "resending place_call, its lease expired before it dialed batch_id=%s call_id=%s", batch_id, call_id
+                )
                 self.tasks.place_call(batch_id, call_id, 0)
         freed = [c for c in call_ids if c not in keep]
         if freed:
@@ -257,10 +285,16 @@ class Engine:
                     delayed.append((row["id"], score, due))
                 elif row["status"] in LIVE_STATUSES:
                     live.append(row["id"])
-            log.info("rebuilt Redis state batch_id=%s ready=%d delayed=%d live=%d",
-                     batch_id, len(ready), len(delayed), len(live))
-            self.gates.load_batch(batch_id, batch["concurrency"], ready, delayed, live,
-                                  paused=batch["status"] == BatchStatus.PAUSED)
+            log.info(
+                "rebuilt Redis state batch_id=%s ready=%d delayed=%d live=%d",
+                batch_id,
+                len(ready),
+                len(delayed),
+                len(live),
+            )
+            self.gates.load_batch(
+                batch_id, batch["concurrency"], ready, delayed, live, paused=batch["status"] == BatchStatus.PAUSED
+            )
             return True
         finally:
             with contextlib.suppress(LockError):
@@ -268,8 +302,15 @@ class Engine:
 
     # -- place --------------------------------------------------------------------------------
 
-    def place_call(self, call_id: str, reserved_at: float | None = None, granted_at: float | None = None,
-                   batch_id: str | None = None, max_wait: float = MAX_IN_TASK_WAIT, freed: bool = False) -> None:
+    def place_call(
+        self,
+        call_id: str,
+        reserved_at: float | None = None,
+        granted_at: float | None = None,
+        batch_id: str | None = None,
+        max_wait: float = MAX_IN_TASK_WAIT,
+        freed: bool = False,
+    ) -> None:
         """Dial one attempt of a call that holds a slot, at most once. `granted_at` (Unix seconds)
         is when the slot was given, for the dispatch-latency metric. With `batch_id` (the task
         carries it) and no calls-per-second limit, the call is not read first: its lease is
@@ -289,8 +330,9 @@ class Engine:
         if not self.gates.renew(batch_id, [call_id]):
             if call is None:
                 self._not_dialed(batch_id, call_id)
-            log.info("not dialing, the call holds no slot (Redis state was lost) batch_id=%s call_id=%s",
-                     batch_id, call_id)
+            log.info(
+                "not dialing, the call holds no slot (Redis state was lost) batch_id=%s call_id=%s", batch_id, call_id
+            )
             return
         batch_started: dict[str, Any] | None = None
         while True:
@@ -344,8 +386,9 @@ class Engine:
         if status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
             self.dispatch(batch_id, release=[call_id])
 
-    def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None,
-                       max_wait: float = MAX_IN_TASK_WAIT) -> float | None:
+    def _wait_for_rate(
+        self, call: dict[str, Any], reserved_at: float | None, max_wait: float = MAX_IN_TASK_WAIT
+    ) -> float | None:
         """Hold the call until the provider's calls-per-second limit lets it be created, for at
         most `max_wait` seconds in this task; returns the latest time the creation may happen
         (infinity without a limit), or None when it was handed to a later task instead."""
@@ -356,7 +399,8 @@ class Engine:
         while True:
             if reserved_at is None:
                 reserved_at, now = self.gates.reserve_call_slot(
-                    self.settings.provider_account, count, window + CPS_TOLERANCE + self.settings.cps_margin)
+                    self.settings.provider_account, count, window + CPS_TOLERANCE + self.settings.cps_margin
+                )
             else:
                 now = time.time()
             wait = reserved_at - now
@@ -364,8 +408,9 @@ class Engine:
                 # That task sleeps out the last half second itself (up to MAX_IN_TASK_WAIT).
                 countdown = min(max(0.0, wait - 0.5), self.settings.max_countdown_seconds)
                 self.gates.renew(call["batch_id"], [call["id"]], extra_seconds=countdown)
-                self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=countdown,
-                                      reserved_at=reserved_at)
+                self.tasks.place_call(
+                    call["batch_id"], call["id"], call["priority"], countdown=countdown, reserved_at=reserved_at
+                )
                 return None
             if wait > 0:
                 time.sleep(wait)
@@ -378,16 +423,28 @@ class Engine:
             with self.db.transaction() as cur:
                 undone = calls.undo_attempt(cur, call["id"], attempt)
             if undone:
-                log.warning("provider throttled the call, waiting for a new slot batch_id=%s call_id=%s attempt=%d",
-                            call["batch_id"], call["id"], attempt)
+                log.warning(
+                    "provider throttled the call, waiting for a new slot batch_id=%s call_id=%s attempt=%d",
+                    call["batch_id"],
+                    call["id"],
+                    attempt,
+                )
                 self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=1.0)
             return
         if exc.definite:
-            self.record_event(ProviderEvent(call["id"], attempt, AttemptStatus.ENDED, time.time(),
-                                            Outcome.FAILED, error=str(exc)[:500]))
+            self.record_event(
+                ProviderEvent(
+                    call["id"], attempt, AttemptStatus.ENDED, time.time(), Outcome.FAILED, error=str(exc)[:500]
+                )
+            )
             return
-        log.warning("create has an unknown result batch_id=%s call_id=%s attempt=%d error=%s",
-                    call["batch_id"], call["id"], attempt, quoted(exc))
+        log.warning(
+            "create has an unknown result batch_id=%s call_id=%s attempt=%d error=%s",
+            call["batch_id"],
+            call["id"],
+            attempt,
+            quoted(exc),
+        )
 
     # -- provider events ----------------------------------------------------------------------
 
@@ -409,7 +466,10 @@ class Engine:
         return self.record_events_placing(events, place_here=False, gathered=gathered)[0]
 
     def record_events_placing(
-        self, events: list[ProviderEvent], place_here: bool = True, gathered: Gathered | None = None,
+        self,
+        events: list[ProviderEvent],
+        place_here: bool = True,
+        gathered: Gathered | None = None,
     ) -> tuple[list[str], str | None]:
         """`record_events` for an event task: with `place_here`, a slot the events free is given
         to the next call in this task. Returns how each event applied, and the call placed here
@@ -433,8 +493,15 @@ class Engine:
         placed = self.flush_events(work, place_here) if gathered is None else None
         return [result.applied for result in results], placed
 
-    def _after_event(self, event: ProviderEvent, call: dict[str, Any], applied: str,
-                     batch: dict[str, Any] | None, due: datetime | None, work: Gathered) -> None:
+    def _after_event(
+        self,
+        event: ProviderEvent,
+        call: dict[str, Any],
+        applied: str,
+        batch: dict[str, Any] | None,
+        due: datetime | None,
+        work: Gathered,
+    ) -> None:
         """Note how the event leaves the call's slot: renewed, parked for a retry, or freed."""
         batch_id = call["batch_id"]
         if applied == Applied.LIVE:
@@ -470,8 +537,12 @@ class Engine:
             del work.renew[batch_id]
         placed = None
         for batch_id in list(work.release):  # a call parked for a retry is released too
-            here = self._dispatch(batch_id, work.release[batch_id], work.delay.get(batch_id),
-                                  place_here and placed is None and batch_id not in work.finished)[1]
+            here = self._dispatch(
+                batch_id,
+                work.release[batch_id],
+                work.delay.get(batch_id),
+                place_here and placed is None and batch_id not in work.finished,
+            )[1]
             del work.release[batch_id]
             work.delay.pop(batch_id, None)
             placed = placed or here

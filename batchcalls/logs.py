@@ -81,7 +81,7 @@ def split_message(message: str) -> tuple[str, str]:
     if len(message) <= _LONGEST_SPLIT and "\n" not in message:
         found = _PAIRS.search(message)
         if found:
-            return message[:found.start()].rstrip(" "), found.group(0)
+            return message[: found.start()].rstrip(" "), found.group(0)
     return message.strip(" "), ""
 
 

@@ -128,8 +128,14 @@ class FleetCollector(Collector):
     included, are answered from the last read): /metrics asks no key, so a burst of scrapes
     must not turn into a burst of queries. The counters, from Redis, are read at every scrape."""
 
-    def __init__(self, db: Database, client: redis.Redis, *, cache_seconds: float = DATABASE_CACHE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        db: Database,
+        client: redis.Redis,
+        *,
+        cache_seconds: float = DATABASE_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.db = db
         self.redis = client
         self.cache_seconds = cache_seconds
@@ -143,8 +149,10 @@ class FleetCollector(Collector):
         with self._lock:
             if self._figures is None or self._clock() - self._read_at >= self.cache_seconds:
                 with self.db.transaction() as cur:
-                    cur.execute("SELECT status, count(*) AS n FROM calls WHERE status = ANY(%s) GROUP BY status",
-                                (values(_COUNTED),))
+                    cur.execute(
+                        "SELECT status, count(*) AS n FROM calls WHERE status = ANY(%s) GROUP BY status",
+                        (values(_COUNTED),),
+                    )
                     by_status = {row["status"]: row["n"] for row in cur.fetchall()}
                     cur.execute("SELECT id FROM batches WHERE status = ANY(%s)", (values(ACTIVE_BATCH_STATUSES),))
                     active = [row["id"] for row in cur.fetchall()]
@@ -154,40 +162,56 @@ class FleetCollector(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         counts = self.redis.hgetall(redis_keys.METRICS)
         raw = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in counts.items()}
-        outcomes = CounterMetricFamily("batchcalls_calls", "Calls that reached a final state, by outcome",
-                                       labels=["outcome"])
+        outcomes = CounterMetricFamily(
+            "batchcalls_calls", "Calls that reached a final state, by outcome", labels=["outcome"]
+        )
         for field, value in raw.items():
             if field.startswith("calls_total:"):
                 outcomes.add_metric([field.split(":", 1)[1]], value)
         yield outcomes
-        yield CounterMetricFamily("batchcalls_dials", "Attempts handed to the provider",
-                                  value=raw.get("dials_total", 0))
-        yield CounterMetricFamily("batchcalls_webhook_deliveries", "Batch events delivered (2xx)",
-                                  value=raw.get("webhook_deliveries_total", 0))
-        yield CounterMetricFamily("batchcalls_webhook_failures", "Batch event delivery attempts that failed",
-                                  value=raw.get("webhook_failures_total", 0))
+        yield CounterMetricFamily(
+            "batchcalls_dials", "Attempts handed to the provider", value=raw.get("dials_total", 0)
+        )
+        yield CounterMetricFamily(
+            "batchcalls_webhook_deliveries",
+            "Batch events delivered (2xx)",
+            value=raw.get("webhook_deliveries_total", 0),
+        )
+        yield CounterMetricFamily(
+            "batchcalls_webhook_failures",
+            "Batch event delivery attempts that failed",
+            value=raw.get("webhook_failures_total", 0),
+        )
         # Each observation was counted into every bucket it fits, so the counts are cumulative.
         buckets = [(str(bound), raw.get(f"dispatch_latency_bucket:{bound}", 0)) for bound in LATENCY_BUCKETS]
         buckets.append(("+Inf", raw.get("dispatch_latency_count", 0)))
-        yield HistogramMetricFamily("batchcalls_dispatch_latency_seconds",
-                                    "From a slot being granted to the provider being asked to dial",
-                                    buckets=buckets, sum_value=raw.get("dispatch_latency_sum", 0))
+        yield HistogramMetricFamily(
+            "batchcalls_dispatch_latency_seconds",
+            "From a slot being granted to the provider being asked to dial",
+            buckets=buckets,
+            sum_value=raw.get("dispatch_latency_sum", 0),
+        )
         by_status, active = self._database_figures()
         live = GaugeMetricFamily("batchcalls_calls_live", "Calls dialing, ringing or in progress", labels=["status"])
         for status in values(LIVE_STATUSES):
             live.add_metric([status], by_status.get(status, 0))
         yield live
-        yield GaugeMetricFamily("batchcalls_calls_scheduled", "Calls waiting for a retry",
-                                value=by_status.get(CallStatus.SCHEDULED.value, 0))
+        yield GaugeMetricFamily(
+            "batchcalls_calls_scheduled",
+            "Calls waiting for a retry",
+            value=by_status.get(CallStatus.SCHEDULED.value, 0),
+        )
         yield GaugeMetricFamily("batchcalls_batches_active", "Batches queued, running or paused", value=len(active))
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in active:
             pipe.zcard(redis_keys.batch_ready(batch_id))
         ready = sum(pipe.execute()) if active else 0
-        yield GaugeMetricFamily("batchcalls_queue_depth", "Calls waiting for a slot in their batch's ready queue",
-                                value=ready)
+        yield GaugeMetricFamily(
+            "batchcalls_queue_depth", "Calls waiting for a slot in their batch's ready queue", value=ready
+        )
         pipe = self.redis.pipeline(transaction=False)
         for queue in BROKER_QUEUES:
             pipe.llen(queue)
-        yield GaugeMetricFamily("batchcalls_broker_queue_depth", "Celery messages waiting in the broker",
-                                value=sum(pipe.execute()))
+        yield GaugeMetricFamily(
+            "batchcalls_broker_queue_depth", "Celery messages waiting in the broker", value=sum(pipe.execute())
+        )

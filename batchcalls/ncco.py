@@ -24,8 +24,13 @@ WEBSOCKET_CONTENT_TYPE = "audio/l16;rate=16000"
 
 # Our option names (snake_case, like the rest of the API) to Vonage's.
 _DTMF_NAMES = {"max_digits": "maxDigits", "timeout": "timeOut", "submit_on_hash": "submitOnHash"}
-_SPEECH_NAMES = {"language": "language", "context": "context", "end_on_silence": "endOnSilence",
-                 "start_timeout": "startTimeout", "max_duration": "maxDuration"}
+_SPEECH_NAMES = {
+    "language": "language",
+    "context": "context",
+    "end_on_silence": "endOnSilence",
+    "start_timeout": "startTimeout",
+    "max_duration": "maxDuration",
+}
 
 
 def render(
@@ -69,7 +74,7 @@ def input_step(script: Mapping[str, Any], index: int) -> Mapping[str, Any] | Non
 def _input_follows(steps: list[Mapping[str, Any]], index: int) -> bool:
     """True when the next step that is not spoken text is an input step. Vonage allows `bargeIn`
     only on talks followed (past other talks) by an input."""
-    for step in steps[index + 1:]:
+    for step in steps[index + 1 :]:
         kind = step.get("type", "text")
         if kind != "text":
             return bool(kind == "input")

@@ -53,8 +53,9 @@ class TenantPolicy:
         """The policy in force: this tenant's values where set, `defaults` elsewhere."""
         if self == NO_OVERRIDES:
             return defaults
-        return Policy(**{name: getattr(defaults, name) if (own := getattr(self, name)) is None else own
-                         for name in POLICY_FIELDS})
+        return Policy(
+            **{name: getattr(defaults, name) if (own := getattr(self, name)) is None else own for name in POLICY_FIELDS}
+        )
 
     def overridden(self) -> list[str]:
         return [name for name in POLICY_FIELDS if getattr(self, name) is not None]

@@ -15,22 +15,34 @@ from batchcalls.states import FINAL_BATCH_STATUSES, CallStatus
 
 
 def _counts(status: dict[str, Any]) -> str:
-    return (f"[green]{status['completed_calls']} completed[/] · [red]{status['failed_calls']} failed[/] · "
-            f"[yellow]{status['in_progress']} in progress[/] · {status['pending']} pending")
+    return (
+        f"[green]{status['completed_calls']} completed[/] · [red]{status['failed_calls']} failed[/] · "
+        f"[yellow]{status['in_progress']} in progress[/] · {status['pending']} pending"
+    )
 
 
-def watch(client: Client, batch_id: str, console: Console,
-          on_tick: Callable[[], bool] | None = None, timeout: float = 3600) -> dict[str, Any]:
+def watch(
+    client: Client, batch_id: str, console: Console, on_tick: Callable[[], bool] | None = None, timeout: float = 3600
+) -> dict[str, Any]:
     """Show a progress bar until the batch finishes (and `on_tick`, if given, returns True)."""
     status = client.status(batch_id, calls_limit=0)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[counts]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(batch_id, total=status["total_calls"], counts=_counts(status))
         deadline = time.time() + timeout
         while time.time() < deadline:
             status = client.status(batch_id, calls_limit=0)
-            bar.update(task, completed=status["completed_calls"] + status["failed_calls"]
-                       + status.get("cancelled_calls", 0), counts=_counts(status))
+            bar.update(
+                task,
+                completed=status["completed_calls"] + status["failed_calls"] + status.get("cancelled_calls", 0),
+                counts=_counts(status),
+            )
             ticked = on_tick() if on_tick else True
             if status["status"] in FINAL_BATCH_STATUSES and ticked:
                 return status
@@ -45,8 +57,13 @@ def calls_table(calls: list[dict[str, Any]]) -> Table:
     colours = {CallStatus.COMPLETED.value: "green", CallStatus.FAILED.value: "red"}
     for call in calls:
         colour = colours.get(call["status"], "yellow")
-        table.add_row(call["phone_number"], f"[{colour}]{call['status']}[/]", call.get("outcome") or "",
-                      " → ".join(a["outcome"] or "…" for a in call["attempts"]), call.get("voice_id") or "")
+        table.add_row(
+            call["phone_number"],
+            f"[{colour}]{call['status']}[/]",
+            call.get("outcome") or "",
+            " → ".join(a["outcome"] or "…" for a in call["attempts"]),
+            call.get("voice_id") or "",
+        )
     return table
 
 
@@ -54,7 +71,16 @@ def status_table(status: dict[str, Any]) -> Table:
     table = Table(title=f"Batch {status['batch_id']}")
     table.add_column("field")
     table.add_column("value")
-    for key in ("status", "total_calls", "completed_calls", "failed_calls", "in_progress", "pending",
-                "created_at", "started_at", "finished_at"):
+    for key in (
+        "status",
+        "total_calls",
+        "completed_calls",
+        "failed_calls",
+        "in_progress",
+        "pending",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ):
         table.add_row(key, str(status.get(key)))
     return table

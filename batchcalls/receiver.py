@@ -23,7 +23,8 @@ class LocalReceiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 verified = verify_batchcalls_signature(
-                    secret, self.headers.get("Batchcalls-Signature", ""), body, int(time.time()))
+                    secret, self.headers.get("Batchcalls-Signature", ""), body, int(time.time())
+                )
                 events.put((json.loads(body), verified))
                 self.send_response(204 if verified else 400)
                 self.end_headers()

@@ -103,14 +103,22 @@ def _lost_calls(depth: tuple[int, int, int], counts: dict[str, int]) -> bool:
 def _resolve_stale(engine: Engine, attempt: dict[str, Any]) -> int:
     """Ask the provider about an attempt whose events stopped; end it if nobody knows it."""
     live = LiveAttempt(
-        call_id=attempt["call_id"], attempt=attempt["number"], phone_number=attempt["phone_number"],
-        status=attempt["status"], provider_call_id=attempt["provider_call_id"],
+        call_id=attempt["call_id"],
+        attempt=attempt["number"],
+        phone_number=attempt["phone_number"],
+        status=attempt["status"],
+        provider_call_id=attempt["provider_call_id"],
         dialed_at=attempt["dialed_at"].timestamp(),
     )
     event = engine.provider.poll(live) if engine.provider is not None else None
     if event is not None and event.status != AttemptStatus(attempt["status"]):
-        log.info("recovered a missed event batch_id=%s call_id=%s attempt=%d status=%s",
-                 attempt["batch_id"], live.call_id, live.attempt, event.status.value)
+        log.info(
+            "recovered a missed event batch_id=%s call_id=%s attempt=%d status=%s",
+            attempt["batch_id"],
+            live.call_id,
+            live.attempt,
+            event.status.value,
+        )
         engine.record_event(event)
         return 1
     if event is not None:  # the provider knows the call and it has not moved on: a long call
@@ -120,10 +128,27 @@ def _resolve_stale(engine: Engine, attempt: dict[str, Any]) -> int:
     silent = time.time() - attempt["last_event_at"].timestamp()
     if silent < engine.settings.stale_attempt_seconds * GIVE_UP_FACTOR:
         return 0
-    reason = ("the provider never confirmed this call" if live.provider_call_id is None
-              else f"no provider event for {silent:.0f}s")
-    log.warning("ending a silent attempt as failed batch_id=%s call_id=%s attempt=%d reason=%s",
-                attempt["batch_id"], live.call_id, live.attempt, quoted(reason))
-    engine.record_event(ProviderEvent(live.call_id, live.attempt, AttemptStatus.ENDED, time.time(),
-                                      Outcome.FAILED, live.provider_call_id, error=reason))
+    reason = (
+        "the provider never confirmed this call"
+        if live.provider_call_id is None
+        else f"no provider event for {silent:.0f}s"
+    )
+    log.warning(
+        "ending a silent attempt as failed batch_id=%s call_id=%s attempt=%d reason=%s",
+        attempt["batch_id"],
+        live.call_id,
+        live.attempt,
+        quoted(reason),
+    )
+    engine.record_event(
+        ProviderEvent(
+            live.call_id,
+            live.attempt,
+            AttemptStatus.ENDED,
+            time.time(),
+            Outcome.FAILED,
+            live.provider_call_id,
+            error=reason,
+        )
+    )
     return 1

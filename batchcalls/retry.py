@@ -51,8 +51,7 @@ class RetryPolicy:
             max_attempts=config.get("max_attempts", 1),
             delay=config.get("delay", 60.0),
             backoff_multiplier=config.get("backoff_multiplier", 1.0),
-            retry_on=frozenset(Outcome(o) for o in retry_on) if retry_on is not None
-            else frozenset(DEFAULT_RETRY_ON),
+            retry_on=frozenset(Outcome(o) for o in retry_on) if retry_on is not None else frozenset(DEFAULT_RETRY_ON),
         )
 
     def to_config(self) -> dict[str, Any]:

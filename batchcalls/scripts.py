@@ -88,8 +88,11 @@ MAX_HINT_CHARS = 100
 
 
 def _hints(value: object) -> bool:
-    return (type(value) is list and len(value) <= MAX_HINTS
-            and all(type(h) is str and 0 < len(h) <= MAX_HINT_CHARS for h in value))
+    return (
+        type(value) is list
+        and len(value) <= MAX_HINTS
+        and all(type(h) is str and 0 < len(h) <= MAX_HINT_CHARS for h in value)
+    )
 
 
 DTMF_OPTIONS: dict[str, _Option] = {
@@ -98,8 +101,10 @@ DTMF_OPTIONS: dict[str, _Option] = {
     "submit_on_hash": _BOOLEAN,
 }
 SPEECH_OPTIONS: dict[str, _Option] = {
-    "language": (lambda v: type(v) is str and _LANGUAGE.fullmatch(v) is not None,
-                 "must be a BCP-47 language code such as en-US"),
+    "language": (
+        lambda v: type(v) is str and _LANGUAGE.fullmatch(v) is not None,
+        "must be a BCP-47 language code such as en-US",
+    ),
     "context": (_hints, f"must be a list of at most {MAX_HINTS} words or phrases of 1 to {MAX_HINT_CHARS} characters"),
     "end_on_silence": _number_in(0.4, 10.0),
     "start_timeout": _int_in(1, 60),
@@ -157,11 +162,16 @@ def _agent_step_problems(step: Mapping[str, Any]) -> Problems:
     if "headers" in step:
         headers = step["headers"]
         scalar = (str, int, float, bool)
-        if (not isinstance(headers, Mapping) or len(headers) > MAX_HEADERS
-                or not all(type(k) is str and k and type(v) in scalar for k, v in headers.items())
-                or any(type(v) is str and len(v) > MAX_HEADER_VALUE_CHARS for v in headers.values())):
-            problems["headers"] = [f"must be an object of at most {MAX_HEADERS} names with string, number or"
-                                   f" boolean values (strings up to {MAX_HEADER_VALUE_CHARS} characters)"]
+        if (
+            not isinstance(headers, Mapping)
+            or len(headers) > MAX_HEADERS
+            or not all(type(k) is str and k and type(v) in scalar for k, v in headers.items())
+            or any(type(v) is str and len(v) > MAX_HEADER_VALUE_CHARS for v in headers.values())
+        ):
+            problems["headers"] = [
+                f"must be an object of at most {MAX_HEADERS} names with string, number or"
+                f" boolean values (strings up to {MAX_HEADER_VALUE_CHARS} characters)"
+            ]
     return problems
 
 

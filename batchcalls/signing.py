@@ -58,9 +58,7 @@ def _standard_b64(key: bytes, event_id: str, timestamp: int, body: bytes) -> str
     return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
 
 
-def signature_headers(
-    secrets: Sequence[str], event_id: str, body: bytes, timestamp: int
-) -> dict[str, str]:
+def signature_headers(secrets: Sequence[str], event_id: str, body: bytes, timestamp: int) -> dict[str, str]:
     """The headers that sign `body` (the exact bytes POSTed) for event `event_id` at `timestamp`
     (unix seconds): ``Batchcalls-Signature`` and the three Standard Webhooks headers, each with
     one signature per secret, in the order the secrets are given.

@@ -36,9 +36,7 @@ class Outcome(str, Enum):
     CANCELLED = "cancelled"
 
 
-RETRYABLE_OUTCOMES = frozenset(
-    {Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE}
-)
+RETRYABLE_OUTCOMES = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE})
 
 
 def final_status(outcome: Outcome) -> CallStatus:

@@ -154,8 +154,14 @@ class System:
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with self.signals.deferred(), open(self.log_dir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env={**self.env, **(env or {})},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             self.children[name] = proc
         return proc
 
@@ -192,8 +198,13 @@ def _wait_healthy(url: str, system: System, what: str = "the API", timeout: floa
 
 
 @contextmanager
-def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
-               extra_env: dict[str, str] | None = None, data_dir: Path | None = None) -> Iterator[System]:
+def run_system(
+    port: int | None = None,
+    workers: int = 2,
+    flower: bool = False,
+    extra_env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+) -> Iterator[System]:
     """Start everything (embedded PostgreSQL/Redis when their URLs are unset) and stop it all on
     the way out, Ctrl-C and SIGTERM included."""
     signals = _Signals()
@@ -204,8 +215,11 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
     try:
         with ExitStack() as servers:
             with signals.deferred():
-                database_url, redis_url = servers.enter_context(embedded_servers(
-                    os.environ.get("DATABASE_URL") or None, os.environ.get("REDIS_URL") or None, data_dir))
+                database_url, redis_url = servers.enter_context(
+                    embedded_servers(
+                        os.environ.get("DATABASE_URL") or None, os.environ.get("REDIS_URL") or None, data_dir
+                    )
+                )
             # However we unwind, stop the servers without interruption (runs before they stop).
             servers.callback(setattr, signals, "unwinding", True)
             upgrade(database_url)
@@ -214,26 +228,89 @@ def run_system(port: int | None = None, workers: int = 2, flower: bool = False,
             port = port or 8000
             log_dir = data_dir / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, **(extra_env or {}), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                   "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            env = {
+                **os.environ,
+                **(extra_env or {}),
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            }
             flower_port = free_port() if flower else None
-            system = System(f"http://127.0.0.1:{port}", api_key, tenant.webhook_secrets[0],
-                            f"http://127.0.0.1:{flower_port}" if flower_port else None, env, log_dir,
-                            signals=signals)
+            system = System(
+                f"http://127.0.0.1:{port}",
+                api_key,
+                tenant.webhook_secrets[0],
+                f"http://127.0.0.1:{flower_port}" if flower_port else None,
+                env,
+                log_dir,
+                signals=signals,
+            )
             try:
-                system.spawn("api", [*_program("gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                     "--access-logfile", "-", "api.app:create_app()"])
+                system.spawn(
+                    "api",
+                    [
+                        *_program("gunicorn"),
+                        "--bind",
+                        f"127.0.0.1:{port}",
+                        "--workers",
+                        "2",
+                        "--access-logfile",
+                        "-",
+                        "api.app:create_app()",
+                    ],
+                )
                 for i in range(workers):
-                    system.spawn(f"worker{i + 1}", [*_program("celery"), "-A", "workers.tasks", "worker",
-                                                    "--events", "--loglevel", "INFO", "--concurrency", "2",
-                                                    "--queues", CALLS_QUEUE, "-n", f"worker{i + 1}@%h"])
+                    system.spawn(
+                        f"worker{i + 1}",
+                        [
+                            *_program("celery"),
+                            "-A",
+                            "workers.tasks",
+                            "worker",
+                            "--events",
+                            "--loglevel",
+                            "INFO",
+                            "--concurrency",
+                            "2",
+                            "--queues",
+                            CALLS_QUEUE,
+                            "-n",
+                            f"worker{i + 1}@%h",
+                        ],
+                    )
                 # As in production (Procfile `delivery`): webhook deliveries in a worker of their
                 # own, so a slow receiver never holds up the calls.
-                system.spawn("delivery", [*_program("celery"), "-A", "workers.tasks", "worker", "--events",
-                                          "--loglevel", "INFO", "--concurrency", "2", "--queues", DELIVERY_QUEUE,
-                                          "-n", "delivery@%h"])
-                system.spawn("beat", [*_program("celery"), "-A", "workers.tasks", "beat", "--loglevel", "INFO",
-                                      "--schedule", str(log_dir / "beat-schedule")])
+                system.spawn(
+                    "delivery",
+                    [
+                        *_program("celery"),
+                        "-A",
+                        "workers.tasks",
+                        "worker",
+                        "--events",
+                        "--loglevel",
+                        "INFO",
+                        "--concurrency",
+                        "2",
+                        "--queues",
+                        DELIVERY_QUEUE,
+                        "-n",
+                        "delivery@%h",
+                    ],
+                )
+                system.spawn(
+                    "beat",
+                    [
+                        *_program("celery"),
+                        "-A",
+                        "workers.tasks",
+                        "beat",
+                        "--loglevel",
+                        "INFO",
+                        "--schedule",
+                        str(log_dir / "beat-schedule"),
+                    ],
+                )
                 if flower_port:
                     auth, made_up = flower_credentials(os.environ)
                     if made_up:

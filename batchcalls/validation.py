@@ -226,8 +226,13 @@ def check_call_count(body: object, policy: Policy) -> None:
         raise InvalidRequest(f"calls {message}", {"calls": [message]})
 
 
-def build_batch(data: Mapping[str, Any], *, max_concurrency: int, voices: Mapping[str, object],
-                destinations: DestinationPolicy = DEFAULT_DESTINATIONS) -> NewBatch:
+def build_batch(
+    data: Mapping[str, Any],
+    *,
+    max_concurrency: int,
+    voices: Mapping[str, object],
+    destinations: DestinationPolicy = DEFAULT_DESTINATIONS,
+) -> NewBatch:
     """The batch a request asks for, from the dict `api.schemas.load_batch_request` returned.
 
     Raises, in this order, the first that applies, with every problem of its kind in details:

@@ -35,8 +35,10 @@ def machine() -> str:
     except OSError:
         pass
     ram = psutil.virtual_memory().total / 1024**3
-    return f"{os.cpu_count()} cores, {ram:.0f} GB RAM, {model}, {platform.system()} {platform.release()}, " \
-           f"Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} cores, {ram:.0f} GB RAM, {model}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 @dataclass(frozen=True)
@@ -53,36 +55,85 @@ def rows(sizes: scenarios.Sizes) -> list[Row]:
     small, large = sizes.submit_sizes
     s = sizes.slot_seconds
     return [
-        Row("1 Slot utilisation", f"{sizes.slot_calls} calls, concurrency {sizes.slot_concurrency}, "
-            f"{s:g} s ring + {s:g} s call: ideal / measured", "slot_utilisation", "", ">= 0.95",
-            lambda v: v >= 0.95),
+        Row(
+            "1 Slot utilisation",
+            f"{sizes.slot_calls} calls, concurrency {sizes.slot_concurrency}, "
+            f"{s:g} s ring + {s:g} s call: ideal / measured",
+            "slot_utilisation",
+            "",
+            ">= 0.95",
+            lambda v: v >= 0.95,
+        ),
         Row("", "ideal makespan", "slot_ideal", "s", "", None),
         Row("", "measured submit -> batch.completed", "slot_measured", "s", "", None),
-        Row("2 CPS utilisation", f"{sizes.cps_calls} calls, limit {sizes.cps_limit}/s: achieved rate / limit",
-            "cps_utilisation", "", ">= 0.95", lambda v: v >= 0.95),
-        Row("", "most creations in any 1 s window", "cps_max_window", "", f"<= {sizes.cps_limit}",
-            lambda v: v <= sizes.cps_limit),
-        Row("3 Engine throughput", f"{sizes.throughput_calls} zero-length calls, submit -> batch.completed",
-            "engine_rate", "calls/s", "", None),
+        Row(
+            "2 CPS utilisation",
+            f"{sizes.cps_calls} calls, limit {sizes.cps_limit}/s: achieved rate / limit",
+            "cps_utilisation",
+            "",
+            ">= 0.95",
+            lambda v: v >= 0.95,
+        ),
+        Row(
+            "",
+            "most creations in any 1 s window",
+            "cps_max_window",
+            "",
+            f"<= {sizes.cps_limit}",
+            lambda v: v <= sizes.cps_limit,
+        ),
+        Row(
+            "3 Engine throughput",
+            f"{sizes.throughput_calls} zero-length calls, submit -> batch.completed",
+            "engine_rate",
+            "calls/s",
+            "",
+            None,
+        ),
         Row("", f"bare Celery, {sizes.throughput_calls} no-op tasks", "celery_rate", "tasks/s", "", None),
         Row("", "engine / bare Celery", "engine_ratio", "", ">= 0.33", lambda v: v >= 0.33),
-        Row("4 Submit latency", f"POST {small:,} calls -> 202", f"submit_{small}_s", "s", "<= 1",
-            (lambda v: v <= 1) if small == 10_000 else None),
-        Row("", f"POST {large:,} calls -> 202", f"submit_{large}_s", "s", "<= 10",
-            (lambda v: v <= 10) if large == 100_000 else None),
-        Row("5 Dispatch latency", "slot freed -> next create, p50", "dispatch_p50_ms", "ms", "<= 20",
-            lambda v: v <= 20),
+        Row(
+            "4 Submit latency",
+            f"POST {small:,} calls -> 202",
+            f"submit_{small}_s",
+            "s",
+            "<= 1",
+            (lambda v: v <= 1) if small == 10_000 else None,
+        ),
+        Row(
+            "",
+            f"POST {large:,} calls -> 202",
+            f"submit_{large}_s",
+            "s",
+            "<= 10",
+            (lambda v: v <= 10) if large == 100_000 else None,
+        ),
+        Row(
+            "5 Dispatch latency", "slot freed -> next create, p50", "dispatch_p50_ms", "ms", "<= 20", lambda v: v <= 20
+        ),
         Row("", "slot freed -> next create, p99", "dispatch_p99_ms", "ms", "<= 200", lambda v: v <= 200),
         Row("", "batch start: first calls' grant -> create, p99", "dispatch_start_p99_ms", "ms", "", None),
-        Row("6 Memory (peak RSS)", f"API, largest process, {small:,}-call batch", f"mem_{small}_api_mb", "MB",
-            "", None),
+        Row(
+            "6 Memory (peak RSS)", f"API, largest process, {small:,}-call batch", f"mem_{small}_api_mb", "MB", "", None
+        ),
         Row("", f"API, largest process, {large:,}-call batch", f"mem_{large}_api_mb", "MB", "", None),
-        Row("", f"worker, largest process, {small:,}-call batch", f"mem_{small}_worker_mb", "MB", "< 300",
-            lambda v: v < 300),
-        Row("", f"worker, largest process, {large:,}-call batch", f"mem_{large}_worker_mb", "MB", "< 300",
-            lambda v: v < 300),
-        Row("", f"worker, whole process tree, {large:,}-call batch", f"mem_{large}_worker_total_mb", "MB", "",
-            None),
+        Row(
+            "",
+            f"worker, largest process, {small:,}-call batch",
+            f"mem_{small}_worker_mb",
+            "MB",
+            "< 300",
+            lambda v: v < 300,
+        ),
+        Row(
+            "",
+            f"worker, largest process, {large:,}-call batch",
+            f"mem_{large}_worker_mb",
+            "MB",
+            "< 300",
+            lambda v: v < 300,
+        ),
+        Row("", f"worker, whole process tree, {large:,}-call batch", f"mem_{large}_worker_total_mb", "MB", "", None),
     ]
 
 
@@ -96,8 +147,14 @@ def _fmt(value: float, unit: str) -> str:
 SCENARIOS = ("slots", "cps", "throughput", "submit")
 
 
-def run(runs: int, sizes: scenarios.Sizes, pool_size: int, profile_dir: Path | None,
-        console: Console, only: tuple[str, ...] = SCENARIOS) -> list[Figures]:
+def run(
+    runs: int,
+    sizes: scenarios.Sizes,
+    pool_size: int,
+    profile_dir: Path | None,
+    console: Console,
+    only: tuple[str, ...] = SCENARIOS,
+) -> list[Figures]:
     results: list[Figures] = []
     receiver = Receiver()
     try:
@@ -106,23 +163,32 @@ def run(runs: int, sizes: scenarios.Sizes, pool_size: int, profile_dir: Path | N
             for number in range(1, runs + 1):
                 figures: Figures = {}
                 steps: list[tuple[str, str, Callable[[], Figures]]] = [
-                    ("slots", "slot utilisation + dispatch latency",
-                     lambda: scenarios.slot_utilisation(stack, receiver, sizes)),
+                    (
+                        "slots",
+                        "slot utilisation + dispatch latency",
+                        lambda: scenarios.slot_utilisation(stack, receiver, sizes),
+                    ),
                     ("cps", "calls per second", lambda: scenarios.cps_utilisation(stack, receiver, sizes)),
-                    ("throughput", "throughput vs bare Celery",
-                     lambda: scenarios.throughput(stack, receiver, sizes)),
+                    ("throughput", "throughput vs bare Celery", lambda: scenarios.throughput(stack, receiver, sizes)),
                 ]
                 for calls in sizes.submit_sizes:
-                    steps.append(("submit", f"submit {calls:,} + memory",
-                                  functools.partial(scenarios.submit_and_memory, stack, receiver, sizes, calls)))
+                    steps.append(
+                        (
+                            "submit",
+                            f"submit {calls:,} + memory",
+                            functools.partial(scenarios.submit_and_memory, stack, receiver, sizes, calls),
+                        )
+                    )
                 steps = [step for step in steps if step[0] in only]
                 for _, label, step in steps:
                     started = time.time()
                     found = step()
                     figures.update(found)
-                    console.log(f"run {number}/{runs} {label}: "
-                                + ", ".join(f"{k}={v:.3g}" for k, v in found.items())
-                                + f" ({time.time() - started:.0f} s)")
+                    console.log(
+                        f"run {number}/{runs} {label}: "
+                        + ", ".join(f"{k}={v:.3g}" for k, v in found.items())
+                        + f" ({time.time() - started:.0f} s)"
+                    )
                 results.append(figures)
     finally:
         receiver.stop()
@@ -130,8 +196,9 @@ def run(runs: int, sizes: scenarios.Sizes, pool_size: int, profile_dir: Path | N
 
 
 def table(results: list[Figures], sizes: scenarios.Sizes, pool_size: int) -> Table:
-    out = Table(title=f"Batchcalls benchmark: median of {len(results)} run(s); 2 workers x prefork "
-                      f"--concurrency {pool_size}")
+    out = Table(
+        title=f"Batchcalls benchmark: median of {len(results)} run(s); 2 workers x prefork --concurrency {pool_size}"
+    )
     for name in ("scenario", "measure", "median", "runs", "target", "met"):
         out.add_column(name, justify="right" if name in ("median", "runs") else "left")
     for row in rows(sizes):
@@ -147,12 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--runs", type=int, default=None, help="runs per scenario (default 3; 1 with --smoke)")
     parser.add_argument("--smoke", action="store_true", help="small sizes, one run: checks the suite works")
-    parser.add_argument("--pool", type=int, default=os.cpu_count() or 2,
-                        help="prefork --concurrency of each of the two workers (default: the machine's cores)")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="record py-spy profiles of the API and workers into this directory")
-    parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="prefork --concurrency of each of the two workers (default: the machine's cores)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="record py-spy profiles of the API and workers into this directory"
+    )
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every run's figures here")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.smoke else 3)

@@ -21,7 +21,6 @@ DONE_KEY = "bench:noop:done"
 FINISHED_KEY = "bench:noop:finished"
 
 
-
 def create_app(settings: Settings) -> Celery:
     """The product's Celery app (same broker, same settings), routed to a queue of its own."""
     celery = create_celery(settings)

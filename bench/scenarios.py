@@ -33,8 +33,15 @@ class Sizes:
 
 
 FULL = Sizes()
-SMOKE = Sizes(slot_calls=40, slot_concurrency=10, slot_seconds=0.2, cps_calls=20, throughput_calls=300,
-              submit_sizes=(1_000, 5_000), memory_seconds=2.0)
+SMOKE = Sizes(
+    slot_calls=40,
+    slot_concurrency=10,
+    slot_seconds=0.2,
+    cps_calls=20,
+    throughput_calls=300,
+    submit_sizes=(1_000, 5_000),
+    memory_seconds=2.0,
+)
 
 
 def number(i: int) -> str:
@@ -44,8 +51,7 @@ def number(i: int) -> str:
 
 def batch_body(calls: int, concurrency: int, callback_url: str) -> dict[str, Any]:
     return {
-        "calls": [{"phone_number": number(i), "script": {"text": f"Hello, this is call {i}."}}
-                  for i in range(calls)],
+        "calls": [{"phone_number": number(i), "script": {"text": f"Hello, this is call {i}."}} for i in range(calls)],
         "concurrency": concurrency,
         "callback_url": callback_url,
     }
@@ -83,8 +89,7 @@ def _wait(receiver: Receiver, batch_id: str, timeout: float) -> tuple[str, float
 
 def slot_utilisation(stack: Stack, receiver: Receiver, sizes: Sizes) -> dict[str, float]:
     seconds = sizes.slot_seconds
-    _engine_workers(stack, "slots", BATCHCALLS_SIM_RING_SECONDS=str(seconds),
-                    BATCHCALLS_SIM_CALL_SECONDS=str(seconds))
+    _engine_workers(stack, "slots", BATCHCALLS_SIM_RING_SECONDS=str(seconds), BATCHCALLS_SIM_CALL_SECONDS=str(seconds))
     body = batch_body(sizes.slot_calls, sizes.slot_concurrency, receiver.url)
     with stack.profiled("slots"):
         batch_id, started, _ = stack.submit(body)
@@ -121,11 +126,15 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _max_live(stack: Stack, batch_id: str) -> int:
     """The most attempts live at once, from Postgres (dialed_at .. ended_at)."""
     with stack.cursor() as cur:
-        cur.execute("SELECT a.dialed_at, a.ended_at FROM attempts a JOIN calls c ON c.id = a.call_id"
-                    " WHERE c.batch_id = %s", (batch_id,))
+        cur.execute(
+            "SELECT a.dialed_at, a.ended_at FROM attempts a JOIN calls c ON c.id = a.call_id WHERE c.batch_id = %s",
+            (batch_id,),
+        )
         rows = cur.fetchall()
-    edges = sorted([(r["dialed_at"].timestamp(), 1) for r in rows]
-                   + [(r["ended_at"].timestamp(), -1) for r in rows if r["ended_at"]])
+    edges = sorted(
+        [(r["dialed_at"].timestamp(), 1) for r in rows]
+        + [(r["ended_at"].timestamp(), -1) for r in rows if r["ended_at"]]
+    )
     live = peak = 0
     for _, step in edges:
         live += step
@@ -138,8 +147,13 @@ def _max_live(stack: Stack, batch_id: str) -> int:
 
 def cps_utilisation(stack: Stack, receiver: Receiver, sizes: Sizes) -> dict[str, float]:
     limit = sizes.cps_limit
-    log = _engine_workers(stack, "cps", BATCHCALLS_SIM_CPS=str(limit), BATCHCALLS_SIM_RING_SECONDS="0.1",
-                          BATCHCALLS_SIM_CALL_SECONDS="0.1")
+    log = _engine_workers(
+        stack,
+        "cps",
+        BATCHCALLS_SIM_CPS=str(limit),
+        BATCHCALLS_SIM_RING_SECONDS="0.1",
+        BATCHCALLS_SIM_CALL_SECONDS="0.1",
+    )
     body = batch_body(sizes.cps_calls, sizes.cps_calls, receiver.url)
     batch_id, _, _ = stack.submit(body)
     _wait(receiver, batch_id, timeout=120 + 3 * sizes.cps_calls / limit)

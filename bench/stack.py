@@ -116,13 +116,18 @@ class Stack:
     # -- processes ----------------------------------------------------------------------------
 
     def _env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, **BASE_ENV, **extra, "DATABASE_URL": self.database_url,
-                "REDIS_URL": self.redis_url, "PYTHONPATH": str(ROOT)}
+        return {
+            **os.environ,
+            **BASE_ENV,
+            **extra,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "PYTHONPATH": str(ROOT),
+        }
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
@@ -134,8 +139,22 @@ class Stack:
         self.api_port = _free_port()
         # As the Procfile runs it (two workers); a long timeout so that a slow 100,000-call
         # submit is measured rather than killed.
-        self._spawn("api", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.api_port}",
-                            "--workers", "2", "--timeout", "300", "api.app:create_app()"], self._env(**env))
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.api_port}",
+                "--workers",
+                "2",
+                "--timeout",
+                "300",
+                "api.app:create_app()",
+            ],
+            self._env(**env),
+        )
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -151,12 +170,44 @@ class Stack:
         beat; started as the Procfile starts them (with task events on, for Flower)."""
         self.env = self._env(**(env or {}))
         for i in (1, 2):
-            self._spawn(f"w{i}", [sys.executable, "-m", "celery", "-A", app, "worker", "--events",
-                                  "--loglevel", "WARNING", "--concurrency", str(self.pool_size),
-                                  "-n", f"w{i}@%h", "--without-mingle", "--without-gossip"], self.env)
+            self._spawn(
+                f"w{i}",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    app,
+                    "worker",
+                    "--events",
+                    "--loglevel",
+                    "WARNING",
+                    "--concurrency",
+                    str(self.pool_size),
+                    "-n",
+                    f"w{i}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                self.env,
+            )
         if beat:
-            self._spawn("beat", [sys.executable, "-m", "celery", "-A", app, "beat", "--loglevel", "WARNING",
-                                 "--schedule", str(self.workdir / "beat-schedule")], self.env)
+            self._spawn(
+                "beat",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    app,
+                    "beat",
+                    "--loglevel",
+                    "WARNING",
+                    "--schedule",
+                    str(self.workdir / "beat-schedule"),
+                ],
+                self.env,
+            )
         self._wait_workers_ready()
 
     def _wait_workers_ready(self, timeout: float = 60) -> None:
@@ -210,10 +261,26 @@ class Stack:
         started = []
         for name, pid in self.pids().items():
             out = self.profile_dir / f"{label}-{name}.txt"
-            started.append(subprocess.Popen(
-                ["py-spy", "record", "--pid", str(pid), "--subprocesses", "--rate", "200",
-                 "--format", "raw", "--output", str(out), "--nonblocking"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            started.append(
+                subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--subprocesses",
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(out),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         time.sleep(1.0)  # py-spy attaches
         try:
             yield
@@ -234,12 +301,17 @@ class Stack:
         empty the Redis database (broker queues, gates, metrics), so nothing of one scenario runs
         into the next."""
         with self.cursor() as cur:
-            cur.execute("UPDATE calls SET status = 'cancelled', outcome = 'cancelled'"
-                        " WHERE status NOT IN ('completed', 'failed', 'cancelled')")
-            cur.execute("UPDATE batches SET status = 'cancelled', finished_at = clock_timestamp()"
-                        " WHERE status IN ('queued', 'running', 'paused')")
-            cur.execute("UPDATE events SET given_up_at = clock_timestamp()"
-                        " WHERE delivered_at IS NULL AND given_up_at IS NULL")
+            cur.execute(
+                "UPDATE calls SET status = 'cancelled', outcome = 'cancelled'"
+                " WHERE status NOT IN ('completed', 'failed', 'cancelled')"
+            )
+            cur.execute(
+                "UPDATE batches SET status = 'cancelled', finished_at = clock_timestamp()"
+                " WHERE status IN ('queued', 'running', 'paused')"
+            )
+            cur.execute(
+                "UPDATE events SET given_up_at = clock_timestamp() WHERE delivered_at IS NULL AND given_up_at IS NULL"
+            )
         self.redis().flushdb()
 
     def redis(self) -> redis.Redis:
@@ -279,8 +351,7 @@ def running_stack(pool_size: int, profile_dir: Path | None = None) -> Iterator[S
         upgrade(servers.database_url)
         _, api_key = create_key(Database(servers.database_url), "bench")
         close_pools()
-        stack = Stack(Path(tmp), servers.database_url, servers.redis_url, api_key, pool_size,
-                      profile_dir=profile_dir)
+        stack = Stack(Path(tmp), servers.database_url, servers.redis_url, api_key, pool_size, profile_dir=profile_dir)
         try:
             yield stack
         finally:

@@ -29,8 +29,14 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _names(env: Mapping[str, str], name: str, default: tuple[str, ...],
-           parse: Callable[[Iterable[str]], tuple[str, ...]], *, nothing: str) -> tuple[str, ...]:
+def _names(
+    env: Mapping[str, str],
+    name: str,
+    default: tuple[str, ...],
+    parse: Callable[[Iterable[str]], tuple[str, ...]],
+    *,
+    nothing: str,
+) -> tuple[str, ...]:
     """A comma-separated list. Unset or empty is the default, as for every setting; the word
     `nothing` is the empty list."""
     raw = (env.get(name) or "").strip()
@@ -128,8 +134,9 @@ class Settings:
     @property
     def tenant_defaults(self) -> Policy:
         """The policy of a tenant that has no values of its own."""
-        return Policy(self.tenant_max_queued_calls, self.max_calls_per_batch, self.allowed_countries,
-                      self.blocked_number_types)
+        return Policy(
+            self.tenant_max_queued_calls, self.max_calls_per_batch, self.allowed_countries, self.blocked_number_types
+        )
 
     @property
     def cps_limit(self) -> float | None:
@@ -210,9 +217,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             " which Vonage signs its webhooks); VONAGE_ALLOW_UNSIGNED=1 accepts unsigned webhooks, for"
             " development only"
         )
-    allowlist = tuple(
-        item.strip() for item in env.get("BATCHCALLS_CALLBACK_ALLOWLIST", "").split(",") if item.strip()
-    )
+    allowlist = tuple(item.strip() for item in env.get("BATCHCALLS_CALLBACK_ALLOWLIST", "").split(",") if item.strip())
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -222,10 +227,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_queued_calls=_int(env, "BATCHCALLS_MAX_QUEUED_CALLS", 1_000_000),
         tenant_max_queued_calls=_positive_int(env, "BATCHCALLS_TENANT_MAX_QUEUED_CALLS", 100_000),
         max_calls_per_batch=_positive_int(env, "BATCHCALLS_MAX_CALLS_PER_BATCH", 100_000),
-        allowed_countries=_names(env, "BATCHCALLS_ALLOWED_COUNTRIES", default_countries(provider, env),
-                                 parse_countries, nothing="all"),
-        blocked_number_types=_names(env, "BATCHCALLS_BLOCKED_NUMBER_TYPES", DEFAULT_BLOCKED_TYPES,
-                                    parse_number_types, nothing="none"),
+        allowed_countries=_names(
+            env, "BATCHCALLS_ALLOWED_COUNTRIES", default_countries(provider, env), parse_countries, nothing="all"
+        ),
+        blocked_number_types=_names(
+            env, "BATCHCALLS_BLOCKED_NUMBER_TYPES", DEFAULT_BLOCKED_TYPES, parse_number_types, nothing="none"
+        ),
         allow_http_callbacks=_flag(env, "BATCHCALLS_ALLOW_HTTP_CALLBACKS"),
         callback_allowlist=allowlist,
         rate_limit=env.get("BATCHCALLS_RATE_LIMIT") or "1200 per minute",

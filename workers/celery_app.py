@@ -43,8 +43,10 @@ def create_celery(settings: Settings | None = None) -> BatchcallsCelery:
         task_default_priority=5,
         # Deliveries on a queue of their own (batchcalls/queues.py); a worker without
         # `--queues` consumes every queue listed here.
-        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
-                     for name in QUEUES],
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+            for name in QUEUES
+        ],
         task_default_queue=CALLS_QUEUE,
         task_routes={"batchcalls.deliver": {"queue": DELIVERY_QUEUE}},
         task_ignore_result=True,
@@ -60,10 +62,12 @@ def create_celery(settings: Settings | None = None) -> BatchcallsCelery:
         broker_connection_retry_on_startup=True,
         beat_schedule={
             # First in line: the sweep is what recovers everything else, and costs little.
-            "reconcile": {"task": "batchcalls.reconcile", "schedule": settings.reconcile_seconds,
-                          "options": {"priority": 0}},
+            "reconcile": {
+                "task": "batchcalls.reconcile",
+                "schedule": settings.reconcile_seconds,
+                "options": {"priority": 0},
+            },
         },
         timezone="UTC",
     )
     return app
-

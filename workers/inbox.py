@@ -213,8 +213,9 @@ class Inbox:
         kicked = 0
         for shard, length in enumerate(pipe.execute()):
             if length and self._take_flag(shard):
-                log.warning("sending a drain for provider events nobody was applying shard=%d entries=%d",
-                            shard, length)
+                log.warning(
+                    "sending a drain for provider events nobody was applying shard=%d entries=%d", shard, length
+                )
                 self._kick(shard)
                 kicked += 1
         return kicked

@@ -28,13 +28,26 @@ class CeleryTaskQueue:
     def __init__(self, app: BatchcallsCelery) -> None:
         self.app = app
 
-    def _send(self, name: str, args: Sequence[Any], kwargs: dict[str, Any] | None = None, *,
-              shown: Sequence[Any] | None = None, **options: Any) -> None:
+    def _send(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any] | None = None,
+        *,
+        shown: Sequence[Any] | None = None,
+        **options: Any,
+    ) -> None:
         """`send_task` with the arguments' repr (what Flower's task pages show, `shown` when
         given) made by the builtin `repr`: Celery's own (`saferepr`, pure Python) took a third of
         the CPU of sending a task."""
-        self.app.send_task(name, args, kwargs, argsrepr=repr(tuple(args if shown is None else shown))[:REPR_MAX],
-                           kwargsrepr=repr(kwargs or {})[:REPR_MAX], **options)
+        self.app.send_task(
+            name,
+            args,
+            kwargs,
+            argsrepr=repr(tuple(args if shown is None else shown))[:REPR_MAX],
+            kwargsrepr=repr(kwargs or {})[:REPR_MAX],
+            **options,
+        )
 
     def warm_up(self) -> None:
         """Import and build what the first `send_task` would (the result backend, the message
@@ -51,18 +64,26 @@ class CeleryTaskQueue:
     def dispatch(self, batch_id: str, priority: int) -> None:
         self._send("batchcalls.dispatch", (batch_id,), priority=priority)
 
-    def place_call(self, batch_id: str, call_id: str, priority: int, countdown: float = 0,
-                   reserved_at: float | None = None, granted_at: float | None = None,
-                   freed: bool = False) -> None:
-        kwargs: dict[str, Any] = {k: v for k, v in (("reserved_at", reserved_at), ("granted_at", granted_at))
-                                  if v is not None}
+    def place_call(
+        self,
+        batch_id: str,
+        call_id: str,
+        priority: int,
+        countdown: float = 0,
+        reserved_at: float | None = None,
+        granted_at: float | None = None,
+        freed: bool = False,
+    ) -> None:
+        kwargs: dict[str, Any] = {
+            k: v for k, v in (("reserved_at", reserved_at), ("granted_at", granted_at)) if v is not None
+        }
         if freed:
             kwargs["freed"] = True
-        self._send("batchcalls.place_call", (batch_id, call_id), kwargs, priority=priority,
-                   countdown=countdown or None)
+        self._send("batchcalls.place_call", (batch_id, call_id), kwargs, priority=priority, countdown=countdown or None)
 
-    def place_calls(self, batch_id: str, call_ids: list[str], priority: int,
-                    granted_at: float | None = None, freed: bool = False) -> None:
+    def place_calls(
+        self, batch_id: str, call_ids: list[str], priority: int, granted_at: float | None = None, freed: bool = False
+    ) -> None:
         kwargs: dict[str, Any] = {"granted_at": granted_at} if granted_at is not None else {}
         if freed:
             kwargs["freed"] = True
@@ -79,8 +100,11 @@ class CeleryTaskQueue:
         settings = self.app.settings
         # Retried over about two seconds, as kombu retries a publish: a Redis that restarts
         # would otherwise lose the events sent meanwhile (an entry sent twice is harmless).
-        client = redis.Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 6),
-                                      retry_on_error=[redis.ConnectionError, redis.TimeoutError])
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 6),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
         return Inbox(client, settings.event_shards, self.drain_events)
 
     def drain_events(self, shard: int) -> None:
@@ -96,8 +120,13 @@ class CeleryTaskQueue:
             self.inbox.put([event])
             return
         message = event.to_message()
-        self._send("batchcalls.record_event", (message,), shown=(shown_event(message),), countdown=countdown,
-                   priority=EVENT_PRIORITY)
+        self._send(
+            "batchcalls.record_event",
+            (message,),
+            shown=(shown_event(message),),
+            countdown=countdown,
+            priority=EVENT_PRIORITY,
+        )
 
     def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None:
         """Events of one call due at the same instant, applied in order by one drain or task."""
@@ -108,8 +137,13 @@ class CeleryTaskQueue:
             self.record_event(events[0], countdown)
             return
         messages = [e.to_message() for e in events]
-        self._send("batchcalls.record_events", (messages,), shown=([shown_event(m) for m in messages],),
-                   countdown=countdown, priority=EVENT_PRIORITY)
+        self._send(
+            "batchcalls.record_events",
+            (messages,),
+            shown=([shown_event(m) for m in messages],),
+            countdown=countdown,
+            priority=EVENT_PRIORITY,
+        )
 
 
 def shown_event(message: dict[str, Any]) -> dict[str, Any]:

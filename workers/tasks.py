@@ -105,8 +105,9 @@ def _parts() -> tuple[Engine, Relay]:
         queue = CeleryTaskQueue(app)
         db = Database(settings.database_url, prepare=settings.pg_prepared_statements)
         metrics = Metrics(client)
-        engine = Engine(settings, db, Gates(client, settings.lease_seconds), queue,
-                        make_provider(settings, queue), metrics)
+        engine = Engine(
+            settings, db, Gates(client, settings.lease_seconds), queue, make_provider(settings, queue), metrics
+        )
         _engine = (os.getpid(), engine, Relay(settings, db, client, metrics=metrics))
     return _engine[1], _engine[2]
 
@@ -131,8 +132,9 @@ def wake(batch_id: str) -> int:
 
 
 @app.task(base=EngineTask, name="batchcalls.place_call")
-def place_call(batch_id: str, call_id: str, reserved_at: float | None = None,
-               granted_at: float | None = None, freed: bool = False) -> None:
+def place_call(
+    batch_id: str, call_id: str, reserved_at: float | None = None, granted_at: float | None = None, freed: bool = False
+) -> None:
     """`batch_id` shows in Flower which batch a call belongs to, and spares reading the call."""
     _parts()[0].place_call(call_id, reserved_at, granted_at, batch_id=batch_id, freed=freed)
 
@@ -168,8 +170,9 @@ def drain_events(shard: int) -> dict[str, Any]:
     # The Redis work of a read's events (delivery kicks, slots renewed and freed) is done once
     # per batch after them: one round trip for many calls of a batch, not one for each.
     work = Gathered()
-    done = engine.tasks.inbox.drain(shard, lambda events: engine.record_events(events, work),
-                                    lambda: _flush(engine, work, shard))
+    done = engine.tasks.inbox.drain(
+        shard, lambda events: engine.record_events(events, work), lambda: _flush(engine, work, shard)
+    )
     return done.__dict__
 
 

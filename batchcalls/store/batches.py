@@ -18,6 +18,7 @@ from batchcalls.store.db import Database, execute
 
 _CAPACITY_LOCK = 0x63617061  # serialises the capacity check of concurrent submits
 
+
 def new_batch_id() -> str:
     return "batch_" + secrets.token_hex(10)
 
@@ -41,8 +42,16 @@ def _copy_calls(cur: RealDictCursor, batch_id: str, batch: NewBatch) -> list[tup
         call_id = new_call_id()
         ids.append((call_id, seq, call.priority))
         writer.writerow(
-            (call_id, batch_id, seq, call.phone_number, call.priority, call.voice_id or "",
-             json.dumps(call.script, separators=(",", ":")), CallStatus.QUEUED.value)
+            (
+                call_id,
+                batch_id,
+                seq,
+                call.phone_number,
+                call.priority,
+                call.voice_id or "",
+                json.dumps(call.script, separators=(",", ":")),
+                CallStatus.QUEUED.value,
+            )
         )
     buf.seek(0)
     cur.copy_expert(
@@ -96,8 +105,12 @@ def insert_batch(
                 f"this account has {tenant_open} calls not yet final; accepting {len(batch.calls)} more"
                 f" would exceed its quota of {tenant_quota} (max_queued_calls)",
                 retry_after=60,
-                details={"quota": "max_queued_calls", "limit": tenant_quota, "queued_calls": tenant_open,
-                         "requested_calls": len(batch.calls)},
+                details={
+                    "quota": "max_queued_calls",
+                    "limit": tenant_quota,
+                    "queued_calls": tenant_open,
+                    "requested_calls": len(batch.calls),
+                },
             )
         if open_calls + len(batch.calls) > max_queued_calls:
             raise OverCapacity(
@@ -110,10 +123,19 @@ def insert_batch(
             " callback_url, metadata, total_calls, idempotency_key, request_hash)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
-            (batch_id, tenant_id, BatchStatus.QUEUED.value, batch.concurrency, batch.priority,
-             Json(batch.retry.to_config()), batch.callback_url,
-             Json(batch.metadata) if batch.metadata is not None else None,
-             len(batch.calls), idempotency_key, request_hash),
+            (
+                batch_id,
+                tenant_id,
+                BatchStatus.QUEUED.value,
+                batch.concurrency,
+                batch.priority,
+                Json(batch.retry.to_config()),
+                batch.callback_url,
+                Json(batch.metadata) if batch.metadata is not None else None,
+                len(batch.calls),
+                idempotency_key,
+                request_hash,
+            ),
         )
         if cur.fetchone() is None:  # a concurrent request with the same key won the race
             existing = _by_idempotency_key(cur, tenant_id, idempotency_key or "")
@@ -151,9 +173,7 @@ def get_batch(cur: RealDictCursor, batch_id: str, tenant_id: int | None = None) 
 
 
 def status_counts(cur: RealDictCursor, batch_id: str) -> dict[str, int]:
-    execute(
-        cur, "SELECT status, count(*) AS n FROM calls WHERE batch_id = %s GROUP BY status", (batch_id,)
-    )
+    execute(cur, "SELECT status, count(*) AS n FROM calls WHERE batch_id = %s GROUP BY status", (batch_id,))
     return {row["status"]: row["n"] for row in cur.fetchall()}
 
 

@@ -60,7 +60,8 @@ def start_attempt(
     row when this attempt started the batch."""
     # One statement: the call moves to dialing and its attempt is written (a data-modifying CTE).
     execute(
-        cur, "WITH c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
+        cur,
+        "WITH c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
         " next_attempt_at = NULL, updated_at = clock_timestamp()"
         " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
         " AND b.status = ANY(%s)"
@@ -68,8 +69,14 @@ def start_attempt(
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
         " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
         " SELECT * FROM c",
-        (CallStatus.DIALING.value, call_id, values(PENDING_STATUSES), values(DIALING_BATCH_STATUSES),
-         AttemptStatus.DIALING.value, provider),
+        (
+            CallStatus.DIALING.value,
+            call_id,
+            values(PENDING_STATUSES),
+            values(DIALING_BATCH_STATUSES),
+            AttemptStatus.DIALING.value,
+            provider,
+        ),
     )
     call = cur.fetchone()
     if call is None:
@@ -77,8 +84,8 @@ def start_attempt(
     batch = None
     if call.pop("batch_status") == BatchStatus.QUEUED:  # this may be the batch's first attempt
         execute(
-            cur, "UPDATE batches SET status = %s, started_at = clock_timestamp()"
-            " WHERE id = %s AND status = %s RETURNING *",
+            cur,
+            "UPDATE batches SET status = %s, started_at = clock_timestamp() WHERE id = %s AND status = %s RETURNING *",
             (BatchStatus.RUNNING.value, call["batch_id"], BatchStatus.QUEUED.value),
         )
         batch = cur.fetchone()
@@ -89,8 +96,8 @@ def start_attempt(
 
 def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:
     execute(
-        cur, "UPDATE attempts SET provider_call_id = coalesce(provider_call_id, %s)"
-        " WHERE call_id = %s AND number = %s",
+        cur,
+        "UPDATE attempts SET provider_call_id = coalesce(provider_call_id, %s) WHERE call_id = %s AND number = %s",
         (provider_call_id, call_id, attempt),
     )
 
@@ -101,14 +108,16 @@ def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
     # order deadlocked against a provider event for the same attempt (test_store_concurrency).
     execute(cur, "SELECT 1 FROM calls WHERE id = %s FOR UPDATE", (call_id,))
     execute(
-        cur, "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = %s"
+        cur,
+        "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = %s"
         " AND provider_call_id IS NULL RETURNING number",
         (call_id, attempt, AttemptStatus.DIALING.value),
     )
     if cur.fetchone() is None:
         return False
     execute(
-        cur, "UPDATE calls SET status = %s, attempt_count = attempt_count - 1,"
+        cur,
+        "UPDATE calls SET status = %s, attempt_count = attempt_count - 1,"
         " updated_at = clock_timestamp() WHERE id = %s AND attempt_count = %s",
         (CallStatus.QUEUED.value, call_id, attempt),
     )
@@ -142,7 +151,8 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     if any((e.call_id, e.attempt) != (first.call_id, first.attempt) for e in events):
         raise ValueError("apply_events takes events of one attempt of one call")
     execute(
-        cur, "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
+        cur,
+        "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
         " b.retry_config AS batch_retry_config, b.status AS batch_status, b.callback_url AS batch_callback_url,"
         " a.dialed_at AS attempt_dialed_at, clock_timestamp() AS clock_now, c.*"
         " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
@@ -154,12 +164,18 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
     if row is None:
         return [ignored] * len(events)
     attempt = lifecycle.Attempt(
-        number=first.attempt, status=AttemptStatus(row.pop("attempt_status")),
-        dialed_at=row.pop("attempt_dialed_at"), provider_call_id=row.pop("attempt_provider_call_id"),
-        error=row.pop("attempt_error"), answered_at=row.pop("attempt_answered_at"),
-        ended_at=row.pop("attempt_ended_at"), outcome=_outcome(row.pop("attempt_outcome")),
+        number=first.attempt,
+        status=AttemptStatus(row.pop("attempt_status")),
+        dialed_at=row.pop("attempt_dialed_at"),
+        provider_call_id=row.pop("attempt_provider_call_id"),
+        error=row.pop("attempt_error"),
+        answered_at=row.pop("attempt_answered_at"),
+        ended_at=row.pop("attempt_ended_at"),
+        outcome=_outcome(row.pop("attempt_outcome")),
     )
-    batch = lifecycle.Batch(BatchStatus(row.pop("batch_status")), RetryPolicy.from_config(row.pop("batch_retry_config")))
+    batch = lifecycle.Batch(
+        BatchStatus(row.pop("batch_status")), RetryPolicy.from_config(row.pop("batch_retry_config"))
+    )
     callback_url, now = row.pop("batch_callback_url"), row.pop("clock_now")
     call = lifecycle.Call(CallStatus(row["status"]), row["attempt_count"])
     step = lifecycle.apply_provider_events(attempt, call, batch, events, now=now)
@@ -167,23 +183,35 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         return [ignored] * len(events)
     moved = step.attempt
     execute(
-        cur, "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
+        cur,
+        "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
         " error = %s, answered_at = %s, ended_at = %s, outcome = %s"
         " WHERE call_id = %s AND number = %s RETURNING *",
-        (moved.status.value, moved.provider_call_id, moved.error, moved.answered_at, moved.ended_at,
-         moved.outcome.value if moved.outcome else None, first.call_id, first.attempt),
+        (
+            moved.status.value,
+            moved.provider_call_id,
+            moved.error,
+            moved.answered_at,
+            moved.ended_at,
+            moved.outcome.value if moved.outcome else None,
+            first.call_id,
+            first.attempt,
+        ),
     )
     attempt_row = cur.fetchone()
     if step.responses:
         execute(
-            cur, "UPDATE calls SET responses = responses || %s WHERE id = %s RETURNING responses",
+            cur,
+            "UPDATE calls SET responses = responses || %s WHERE id = %s RETURNING responses",
             (Json(list(step.responses)), first.call_id),
         )
         row["responses"] = cur.fetchone()["responses"]
     ended = _write_call_effects(cur, row, step.effects, callback_url, [attempt_row] if first.attempt == 1 else None)
     live = EventResult(Applied.LIVE, None, None, row)
-    return [ended if applied in (Applied.SCHEDULED, Applied.FINAL)
-            else live if applied == Applied.LIVE else ignored for applied in step.applied]
+    return [
+        ended if applied in (Applied.SCHEDULED, Applied.FINAL) else live if applied == Applied.LIVE else ignored
+        for applied in step.applied
+    ]
 
 
 def _outcome(value: str | None) -> Outcome | None:
@@ -191,7 +219,10 @@ def _outcome(value: str | None) -> Outcome | None:
 
 
 def _write_call_effects(
-    cur: RealDictCursor, row: dict[str, Any], effects: tuple[lifecycle.Effect, ...], callback_url: str | None,
+    cur: RealDictCursor,
+    row: dict[str, Any],
+    effects: tuple[lifecycle.Effect, ...],
+    callback_url: str | None,
     attempts: list[dict[str, Any]] | None,
 ) -> EventResult:
     """Write what the events did to the call (`row`, updated in place). `attempts` are the call's
@@ -200,13 +231,15 @@ def _write_call_effects(
     for effect in effects:
         if isinstance(effect, lifecycle.SetCallStatus):
             execute(
-                cur, "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
+                cur,
+                "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
                 (effect.status.value, row["id"]),
             )
             row["status"] = effect.status.value
         elif isinstance(effect, lifecycle.ScheduleRetry):
             execute(
-                cur, "UPDATE calls SET status = %s, next_attempt_at = %s, last_error = %s,"
+                cur,
+                "UPDATE calls SET status = %s, next_attempt_at = %s, last_error = %s,"
                 " updated_at = clock_timestamp() WHERE id = %s",
                 (effect.status.value, effect.due, effect.error, row["id"]),
             )
@@ -223,7 +256,8 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
     already holds (a repeated webhook) is skipped. Stored whatever the call's state, since an
     input result may arrive after the call's end. Returns how many were added."""
     execute(
-        cur, "SELECT c.responses FROM calls c JOIN attempts a ON a.call_id = c.id AND a.number = %s"
+        cur,
+        "SELECT c.responses FROM calls c JOIN attempts a ON a.call_id = c.id AND a.number = %s"
         " WHERE c.id = %s FOR UPDATE OF c",
         (attempt, call_id),
     )
@@ -233,13 +267,19 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
     held = {r.get("id") for r in row["responses"] if isinstance(r, dict)}
     new = [r for r in responses if r.get("id") is None or r["id"] not in held]
     if new:
-        execute(cur, "UPDATE calls SET responses = responses || %s, updated_at = clock_timestamp()"
-                    " WHERE id = %s", (Json(new), call_id))
+        execute(
+            cur,
+            "UPDATE calls SET responses = responses || %s, updated_at = clock_timestamp() WHERE id = %s",
+            (Json(new), call_id),
+        )
     return len(new)
 
 
 def finish_call(
-    cur: RealDictCursor, call: dict[str, Any], ending: tuple[lifecycle.Effect, ...], callback_url: str | None,
+    cur: RealDictCursor,
+    call: dict[str, Any],
+    ending: tuple[lifecycle.Effect, ...],
+    callback_url: str | None,
     attempts: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the `ending` of a call (effects with a `FinishCall`, as `lifecycle.finish` gives):
@@ -251,7 +291,8 @@ def finish_call(
     for effect in ending:
         if isinstance(effect, lifecycle.FinishCall):
             execute(
-                cur, "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
+                cur,
+                "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
                 " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s"
                 " RETURNING *, clock_timestamp() AS event_time",
                 (effect.status.value, effect.outcome.value, effect.error, call["id"]),
@@ -265,15 +306,24 @@ def finish_call(
     # it commits. Taken first, it was held through the event's payload and insert as well, and
     # calls ending together queued behind it (the engine's throughput limit).
     column = _FINAL_COUNTERS[CallStatus(final["status"])]
-    execute(cur, f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
-            (call["batch_id"],))
+    execute(
+        cur,
+        f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
+        (call["batch_id"],),
+    )
     batch = cur.fetchone()
-    counts = lifecycle.BatchCounts(BatchStatus(batch["status"]), batch["total_calls"], batch["completed_calls"],
-                                   batch["failed_calls"], batch["cancelled_calls"])
+    counts = lifecycle.BatchCounts(
+        BatchStatus(batch["status"]),
+        batch["total_calls"],
+        batch["completed_calls"],
+        batch["failed_calls"],
+        batch["cancelled_calls"],
+    )
     for effect in lifecycle.on_call_final(counts):
         if isinstance(effect, lifecycle.FinishBatch):
             execute(
-                cur, "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
+                cur,
+                "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
                 " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
                 (effect.status.value, batch["id"]),
             )
@@ -283,8 +333,11 @@ def finish_call(
     return batch, final
 
 
-_FINAL_COUNTERS = {CallStatus.COMPLETED: "completed_calls", CallStatus.FAILED: "failed_calls",
-                   CallStatus.CANCELLED: "cancelled_calls"}
+_FINAL_COUNTERS = {
+    CallStatus.COMPLETED: "completed_calls",
+    CallStatus.FAILED: "failed_calls",
+    CallStatus.CANCELLED: "cancelled_calls",
+}
 
 
 def list_calls(
@@ -292,12 +345,14 @@ def list_calls(
 ) -> list[dict[str, Any]]:
     if status is None:
         execute(
-            cur, "SELECT * FROM calls WHERE batch_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            cur,
+            "SELECT * FROM calls WHERE batch_id = %s AND seq > %s ORDER BY seq LIMIT %s",
             (batch_id, after_seq, limit),
         )
     else:
         execute(
-            cur, "SELECT * FROM calls WHERE batch_id = %s AND status = %s AND seq > %s ORDER BY seq LIMIT %s",
+            cur,
+            "SELECT * FROM calls WHERE batch_id = %s AND status = %s AND seq > %s ORDER BY seq LIMIT %s",
             (batch_id, status, after_seq, limit),
         )
     return list(cur.fetchall())
@@ -305,8 +360,8 @@ def list_calls(
 
 def calls_for_rebuild(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
     execute(
-        cur, "SELECT id, seq, priority, status, next_attempt_at FROM calls WHERE batch_id = %s"
-        " AND status = ANY(%s)",
+        cur,
+        "SELECT id, seq, priority, status, next_attempt_at FROM calls WHERE batch_id = %s AND status = ANY(%s)",
         (batch_id, values(UNFINISHED_STATUSES)),
     )
     return list(cur.fetchall())
@@ -320,7 +375,8 @@ def call_states(cur: RealDictCursor, call_ids: list[str]) -> dict[str, str]:
 def stale_attempts(cur: RealDictCursor, older_than: float, limit: int = 500) -> list[dict[str, Any]]:
     """Live attempts that have heard nothing from the provider for `older_than` seconds."""
     execute(
-        cur, "SELECT a.*, c.phone_number, c.batch_id FROM attempts a JOIN calls c ON c.id = a.call_id"
+        cur,
+        "SELECT a.*, c.phone_number, c.batch_id FROM attempts a JOIN calls c ON c.id = a.call_id"
         " WHERE a.status <> %s AND a.last_event_at < clock_timestamp() - %s::interval"
         " ORDER BY a.last_event_at LIMIT %s",
         (AttemptStatus.ENDED.value, timedelta(seconds=older_than), limit),
@@ -330,14 +386,16 @@ def stale_attempts(cur: RealDictCursor, older_than: float, limit: int = 500) -> 
 
 def touch_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> None:
     execute(
-        cur, "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
+        cur,
+        "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
         (call_id, attempt),
     )
 
 
 def batches_with_due_retries(cur: RealDictCursor) -> list[str]:
     execute(
-        cur, "SELECT DISTINCT batch_id FROM calls WHERE status = %s AND next_attempt_at <= clock_timestamp()",
+        cur,
+        "SELECT DISTINCT batch_id FROM calls WHERE status = %s AND next_attempt_at <= clock_timestamp()",
         (CallStatus.SCHEDULED.value,),
     )
     return [row["batch_id"] for row in cur.fetchall()]

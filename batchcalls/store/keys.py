@@ -58,8 +58,16 @@ _KEY_COLUMNS = (
 
 
 def _key_info(row: dict[str, Any]) -> KeyInfo:
-    return KeyInfo(row["id"], row["prefix"], row["tenant"], row["created_at"], row["last_used_at"],
-                   row["expires_at"], row["revoked_at"], row["status"])
+    return KeyInfo(
+        row["id"],
+        row["prefix"],
+        row["tenant"],
+        row["created_at"],
+        row["last_used_at"],
+        row["expires_at"],
+        row["revoked_at"],
+        row["status"],
+    )
 
 
 def list_keys(db: Database, tenant: str | None = None) -> list[KeyInfo]:
@@ -67,8 +75,7 @@ def list_keys(db: Database, tenant: str | None = None) -> list[KeyInfo]:
     with db.transaction() as cur:
         if tenant is not None:
             _tenant_id(cur, tenant, lock=False)
-        cur.execute(_KEY_COLUMNS + " WHERE %(tenant)s IS NULL OR t.name = %(tenant)s ORDER BY k.id",
-                    {"tenant": tenant})
+        cur.execute(_KEY_COLUMNS + " WHERE %(tenant)s IS NULL OR t.name = %(tenant)s ORDER BY k.id", {"tenant": tenant})
         return [_key_info(row) for row in cur.fetchall()]
 
 
@@ -78,8 +85,7 @@ def _matching_keys(cur: Cursor, ident: str) -> list[dict[str, Any]]:
     if re.fullmatch(r"\d{1,18}", ident):
         cur.execute("SELECT id FROM api_keys WHERE id = %s", (int(ident),))
     elif ident.startswith(KEY_PREFIX):
-        cur.execute("SELECT id FROM api_keys WHERE prefix = %s OR key_hash = %s ORDER BY id",
-                    (ident, hash_key(ident)))
+        cur.execute("SELECT id FROM api_keys WHERE prefix = %s OR key_hash = %s ORDER BY id", (ident, hash_key(ident)))
     else:
         return []
     return list(cur.fetchall())
@@ -96,8 +102,10 @@ def revoke_key(db: Database, ident: str) -> tuple[KeyInfo, bool]:
         if len(found) > 1:
             ids = ", ".join(str(row["id"]) for row in found)
             raise KeyNotFound(f"{ident!r} names keys {ids}: give one key id", details={"key_ids": ids})
-        cur.execute("UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id",
-                    (found[0]["id"],))
+        cur.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL RETURNING id",
+            (found[0]["id"],),
+        )
         revoked_now = cur.fetchone() is not None
         cur.execute(_KEY_COLUMNS + " WHERE k.id = %s", (found[0]["id"],))
         return _key_info(cur.fetchone()), revoked_now
@@ -108,9 +116,12 @@ def revoke_exact_key(db: Database, api_key: str, *, tenant: str) -> bool:
     whether this call revoked it. Never by id or prefix, unlike `revoke_key`: for text read from
     a file that may have been changed, which must not name another key."""
     with db.transaction() as cur:
-        cur.execute("UPDATE api_keys k SET revoked_at = now() FROM tenants t"
-                    " WHERE t.id = k.tenant_id AND t.name = %s AND k.key_hash = %s AND k.revoked_at IS NULL"
-                    " RETURNING k.id", (tenant, hash_key(api_key.strip())))
+        cur.execute(
+            "UPDATE api_keys k SET revoked_at = now() FROM tenants t"
+            " WHERE t.id = k.tenant_id AND t.name = %s AND k.key_hash = %s AND k.revoked_at IS NULL"
+            " RETURNING k.id",
+            (tenant, hash_key(api_key.strip())),
+        )
         return cur.fetchone() is not None
 
 
@@ -145,10 +156,11 @@ def rotate_webhook_secret(db: Database, tenant: str, *, overlap: timedelta) -> R
     secret = new_webhook_secret()
     with db.transaction() as cur:
         tenant_id = _tenant_id(cur, tenant, lock=True)
-        cur.execute("DELETE FROM retiring_webhook_secrets WHERE tenant_id = %s AND expires_at <= now()",
-                    (tenant_id,))
-        cur.execute("UPDATE retiring_webhook_secrets SET expires_at = LEAST(expires_at, now() + %s)"
-                    " WHERE tenant_id = %s", (overlap, tenant_id))
+        cur.execute("DELETE FROM retiring_webhook_secrets WHERE tenant_id = %s AND expires_at <= now()", (tenant_id,))
+        cur.execute(
+            "UPDATE retiring_webhook_secrets SET expires_at = LEAST(expires_at, now() + %s) WHERE tenant_id = %s",
+            (overlap, tenant_id),
+        )
         cur.execute(
             "INSERT INTO retiring_webhook_secrets (tenant_id, secret, expires_at)"
             " SELECT id, unnest(webhook_secrets), now() + %s FROM tenants WHERE id = %s"
@@ -156,7 +168,9 @@ def rotate_webhook_secret(db: Database, tenant: str, *, overlap: timedelta) -> R
             (overlap, tenant_id),
         )
         cur.execute("UPDATE tenants SET webhook_secrets = %s WHERE id = %s", ([secret], tenant_id))
-        cur.execute("SELECT max(expires_at) AS until FROM retiring_webhook_secrets"
-                    " WHERE tenant_id = %s AND expires_at > now()", (tenant_id,))
+        cur.execute(
+            "SELECT max(expires_at) AS until FROM retiring_webhook_secrets WHERE tenant_id = %s AND expires_at > now()",
+            (tenant_id,),
+        )
         until = cur.fetchone()["until"]
     return Rotated(tenant, secret, None, until)

@@ -37,9 +37,7 @@ def upgrade(dsn: str) -> list[str]:
                 if version in done:
                     continue
                 cur.execute(sql)
-                cur.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
-                )
+                cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied_now.append(name)
     finally:
         conn.close()

@@ -34,7 +34,8 @@ def policy_of(row: Mapping[str, Any]) -> TenantPolicy:
     """The tenant's own values from its row (arrays as tuples; NULL: the default)."""
     countries, types = row["allowed_countries"], row["blocked_number_types"]
     return TenantPolicy(
-        max_queued_calls=row["max_queued_calls"], max_calls_per_batch=row["max_calls_per_batch"],
+        max_queued_calls=row["max_queued_calls"],
+        max_calls_per_batch=row["max_calls_per_batch"],
         allowed_countries=None if countries is None else tuple(countries),
         blocked_number_types=None if types is None else tuple(types),
     )
@@ -94,7 +95,8 @@ def webhook_secrets_for_batch(cur: Cursor, batch_id: str) -> tuple[str, ...]:
     """Every secret that signs the batch's events now: the tenant's current secrets, then those
     rotated out whose overlap has not ended (latest to expire first)."""
     execute(
-        cur, "SELECT t.webhook_secrets || ARRAY(SELECT r.secret FROM retiring_webhook_secrets r"
+        cur,
+        "SELECT t.webhook_secrets || ARRAY(SELECT r.secret FROM retiring_webhook_secrets r"
         " WHERE r.tenant_id = t.id AND r.expires_at > now() ORDER BY r.expires_at DESC, r.secret) AS secrets"
         " FROM batches b JOIN tenants t ON t.id = b.tenant_id WHERE b.id = %s",
         (batch_id,),

@@ -72,8 +72,15 @@ class ChaoticSchedule:
     def _record(self, event: ProviderEvent, did: list[str], delay: float | None) -> None:
         if self.chaos.log is None:
             return
-        line = json.dumps({"call_id": event.call_id, "attempt": event.attempt, "status": event.status.value,
-                           "did": did, "due": None if delay is None else time.time() + delay})
+        line = json.dumps(
+            {
+                "call_id": event.call_id,
+                "attempt": event.attempt,
+                "status": event.status.value,
+                "did": did,
+                "due": None if delay is None else time.time() + delay,
+            }
+        )
         # One write of a short line to an O_APPEND file: lines from many processes never mix.
         fd = os.open(self.chaos.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

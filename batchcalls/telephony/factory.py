@@ -28,8 +28,9 @@ def make_provider(settings: Settings, sink: EventSink) -> Provider:
             call_seconds=settings.sim_call_seconds,
             log_path=settings.sim_log,
             # Chaos misbehaves event by event; without it, events due together travel together.
-            schedule_many=None if settings.sim_chaos else (
-                lambda events, delay: sink.record_events(events, countdown=max(delay, 0))),
+            schedule_many=None
+            if settings.sim_chaos
+            else (lambda events, delay: sink.record_events(events, countdown=max(delay, 0))),
         )
     if settings.provider == "vonage":
         # Imported here: the SDK is only loaded by processes that use it. Raises

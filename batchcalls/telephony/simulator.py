@@ -70,8 +70,15 @@ class SimulatorProvider:
         provider_call_id = "sim-" + uuid.uuid4().hex
         start = time.time()
         if self.log_path:
-            line = json.dumps({"call_id": request.call_id, "attempt": request.attempt, "at": start,
-                               "phone_number": request.phone_number, "uuid": provider_call_id})
+            line = json.dumps(
+                {
+                    "call_id": request.call_id,
+                    "attempt": request.attempt,
+                    "at": start,
+                    "phone_number": request.phone_number,
+                    "uuid": provider_call_id,
+                }
+            )
             # One write of a short line to an O_APPEND file: lines from many processes never mix.
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -91,8 +98,12 @@ class SimulatorProvider:
             # The call exists (it is in the log): its events are lost, as a provider's webhooks
             # can be, and the reconciler asks `poll`. Raised, the create would look unconfirmed,
             # and the call would end failed instead of as the network decided.
-            log.warning("simulator lost a call's events call_id=%s attempt=%d error=%s",
-                        request.call_id, request.attempt, quoted(exc))
+            log.warning(
+                "simulator lost a call's events call_id=%s attempt=%d error=%s",
+                request.call_id,
+                request.attempt,
+                quoted(exc),
+            )
         return provider_call_id
 
     def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:

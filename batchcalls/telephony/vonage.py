@@ -117,8 +117,7 @@ def load_private_key(value: str) -> rsa.RSAPrivateKey:
 
 def pkcs8_pem(key: rsa.RSAPrivateKey) -> str:
     """The key as PKCS#8 PEM text, the one form the SDK takes as text."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return pem.decode()
 
 
@@ -131,8 +130,9 @@ def webhook_url_key(settings: Settings) -> bytes:
     if not settings.vonage_private_key:
         raise ConfigurationError("Vonage webhooks need VONAGE_SIGNATURE_SECRET (or, unsigned, VONAGE_PRIVATE_KEY)")
     key = load_private_key(settings.vonage_private_key)
-    return url_key(key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()))
+    return url_key(
+        key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
 
 
 def _auth(application_id: str, key: rsa.RSAPrivateKey) -> Auth:
@@ -155,8 +155,16 @@ class SafeCreateAdapter(HTTPAdapter):
     goes out, that create reads as "maybe placed" like any dropped one: never re-sent."""
 
     def __init__(self, ca_bundle: str | None) -> None:
-        retry = Retry(total=CONNECT_RETRIES, connect=CONNECT_RETRIES, read=0, status=0, other=0,
-                      redirect=0, backoff_factor=0.1, raise_on_status=False)
+        retry = Retry(
+            total=CONNECT_RETRIES,
+            connect=CONNECT_RETRIES,
+            read=0,
+            status=0,
+            other=0,
+            redirect=0,
+            backoff_factor=0.1,
+            raise_on_status=False,
+        )
         super().__init__(pool_connections=1, pool_maxsize=1, max_retries=retry)
         self.ca_bundle = ca_bundle
 
@@ -179,11 +187,16 @@ def _sdk_action(action: Mapping[str, Any]) -> Talk | Input | Connect:
         return Talk(**fields)
     if kind == "input":
         dtmf, speech = fields.pop("dtmf", None), fields.pop("speech", None)
-        return Input(dtmf=Dtmf(**dtmf) if dtmf is not None else None,
-                     speech=Speech(**speech) if speech is not None else None, **fields)
+        return Input(
+            dtmf=Dtmf(**dtmf) if dtmf is not None else None,
+            speech=Speech(**speech) if speech is not None else None,
+            **fields,
+        )
     if kind == "connect":
-        endpoints = [WebsocketEndpoint(uri=e["uri"], contentType=e["content-type"], headers=e.get("headers"))
-                     for e in fields["endpoint"]]
+        endpoints = [
+            WebsocketEndpoint(uri=e["uri"], contentType=e["content-type"], headers=e.get("headers"))
+            for e in fields["endpoint"]
+        ]
         return Connect(endpoint=endpoints, from_=fields.get("from"))
     raise ValueError(f"no SDK model for NCCO action {kind!r}")
 
@@ -218,8 +231,9 @@ def create_error(exc: BaseException) -> ProviderError:
     if isinstance(exc, HttpRequestError):
         status = exc.response.status_code
         if status == 429:
-            return ProviderError("Vonage refused the create: over its calls-per-second limit (429)",
-                                 definite=True, throttled=True)
+            return ProviderError(
+                "Vonage refused the create: over its calls-per-second limit (429)", definite=True, throttled=True
+            )
         if 400 <= status < 500:
             # 401/403 are a configuration problem (application id, key, account): every call
             # fails the same way until it is fixed, and says so in its last_error.
@@ -227,8 +241,7 @@ def create_error(exc: BaseException) -> ProviderError:
         return ProviderError(f"Vonage answered {status} to the create; the call may exist", definite=False)
     if isinstance(exc, requests.RequestException) and _never_sent(exc):
         return ProviderError(f"could not reach Vonage: {exc}", definite=True)
-    return ProviderError(f"no answer from Vonage to the create; the call may exist: {exc!r}"[:500],
-                         definite=False)
+    return ProviderError(f"no answer from Vonage to the create; the call may exist: {exc!r}"[:500], definite=False)
 
 
 @dataclass
@@ -253,10 +266,13 @@ class VonageProvider:
         """This process's SDK client, built on first use (after a fork: never inherited)."""
         if self._client is None or self._pid != os.getpid():
             options = HttpClientOptions(
-                api_host=self.api_host, timeout=REQUEST_TIMEOUT_SECONDS,
+                api_host=self.api_host,
+                timeout=REQUEST_TIMEOUT_SECONDS,
                 # The SDK re-sends a request whose connection dropped `pool_maxsize` times:
                 # once here. Pool size 1 suits a prefork child, which sends one request at a time.
-                pool_connections=1, pool_maxsize=1, max_retries=0,
+                pool_connections=1,
+                pool_maxsize=1,
+                max_retries=0,
             )
             client = Vonage(_auth(self.application_id, self.private_key), options)
             # The SDK keeps its requests session private and offers no transport options.
@@ -283,11 +299,18 @@ class VonageProvider:
     def create_call(self, request: DialRequest) -> str:
         voice = self.voices.get(request.voice_id) if request.voice_id else None
         if request.voice_id and voice is None:
-            log.warning("voice no longer in the catalog, Vonage's default voice used call_id=%s attempt=%d voice_id=%s",
-                        request.call_id, request.attempt, quoted(request.voice_id))
-        actions = ncco.render(request.script, voice, from_number=self.from_number,
-                              input_url=partial(input_url, self.public_base_url, request.call_id, request.attempt,
-                                                key=self.url_key))
+            log.warning(
+                "voice no longer in the catalog, Vonage's default voice used call_id=%s attempt=%d voice_id=%s",
+                request.call_id,
+                request.attempt,
+                quoted(request.voice_id),
+            )
+        actions = ncco.render(
+            request.script,
+            voice,
+            from_number=self.from_number,
+            input_url=partial(input_url, self.public_base_url, request.call_id, request.attempt, key=self.url_key),
+        )
         try:
             params = CreateCallRequest(
                 to=[ToPhone(number=_digits(request.phone_number))],
@@ -317,8 +340,13 @@ class VonageProvider:
         except NotFoundError:
             return None
         except (VonageError, requests.RequestException, ValidationError) as exc:
-            log.warning("could not poll Vonage call_id=%s attempt=%d provider_call_id=%s error=%s",
-                        attempt.call_id, attempt.attempt, attempt.provider_call_id, quoted(exc))
+            log.warning(
+                "could not poll Vonage call_id=%s attempt=%d provider_call_id=%s error=%s",
+                attempt.call_id,
+                attempt.attempt,
+                attempt.provider_call_id,
+                quoted(exc),
+            )
             return None
         at = parse_timestamp(info.end_time) or time.time()
         return translate_status(info.status, attempt.call_id, attempt.attempt, at, info.uuid)
@@ -329,11 +357,15 @@ class VonageProvider:
             self.client().voice.hangup(provider_call_id)
         except HttpRequestError as exc:
             if exc.response.status_code in _ALREADY_OVER:
-                log.info("hangup not needed, the call is already over provider_call_id=%s status=%d",
-                         provider_call_id, exc.response.status_code)
+                log.info(
+                    "hangup not needed, the call is already over provider_call_id=%s status=%d",
+                    provider_call_id,
+                    exc.response.status_code,
+                )
                 return
-            raise ProviderError(f"Vonage refused the hangup of {provider_call_id}: {_brief(exc)}",
-                                definite=False) from exc
+            raise ProviderError(
+                f"Vonage refused the hangup of {provider_call_id}: {_brief(exc)}", definite=False
+            ) from exc
         except (VonageError, requests.RequestException) as exc:
             raise ProviderError(f"could not hang up {provider_call_id}: {exc}"[:500], definite=False) from exc
 
@@ -341,9 +373,11 @@ class VonageProvider:
 def make_vonage_provider(settings: Settings) -> VonageProvider:
     """The Vonage provider for `settings`, checked now: missing settings, an unreadable key or
     CA bundle, or a key the SDK cannot sign with raise `ConfigurationError`."""
-    required = {"VONAGE_APPLICATION_ID": settings.vonage_application_id,
-                "VONAGE_PRIVATE_KEY": settings.vonage_private_key,
-                "VONAGE_FROM_NUMBER": settings.vonage_from_number}
+    required = {
+        "VONAGE_APPLICATION_ID": settings.vonage_application_id,
+        "VONAGE_PRIVATE_KEY": settings.vonage_private_key,
+        "VONAGE_FROM_NUMBER": settings.vonage_from_number,
+    }
     missing = [name for name, value in required.items() if not value]
     if missing:
         raise ConfigurationError(f"BATCHCALLS_PROVIDER=vonage needs {', '.join(missing)}")
@@ -353,7 +387,9 @@ def make_vonage_provider(settings: Settings) -> VonageProvider:
     if not from_number.isdigit() or not 7 <= len(from_number) <= 15 or from_number[0] == "0":
         raise ConfigurationError("VONAGE_FROM_NUMBER must be a phone number in E.164 form, like +447700900000")
     if not _HOST.fullmatch(settings.vonage_api_host):
-        raise ConfigurationError(f"VONAGE_API_HOST must be a host name with an optional port: {settings.vonage_api_host!r}")
+        raise ConfigurationError(
+            f"VONAGE_API_HOST must be a host name with an optional port: {settings.vonage_api_host!r}"
+        )
     if not settings.public_base_url.startswith(("https://", "http://")):
         raise ConfigurationError("PUBLIC_BASE_URL must be the http(s) URL where Vonage reaches the API")
     if settings.vonage_ca_bundle and not Path(settings.vonage_ca_bundle).is_file():
@@ -363,11 +399,16 @@ def make_vonage_provider(settings: Settings) -> VonageProvider:
     except (VonageError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"the Vonage SDK cannot sign with VONAGE_PRIVATE_KEY: {exc}") from exc
     if not settings.vonage_signature_secret:
-        log.warning("VONAGE_SIGNATURE_SECRET is not set and VONAGE_ALLOW_UNSIGNED is: Vonage webhooks are"
-                    " accepted unsigned; for development only, never in production")
+        log.warning(
+            "VONAGE_SIGNATURE_SECRET is not set and VONAGE_ALLOW_UNSIGNED is: Vonage webhooks are"
+            " accepted unsigned; for development only, never in production"
+        )
     return VonageProvider(
-        application_id=settings.vonage_application_id, private_key=key, from_number=settings.vonage_from_number,
-        public_base_url=settings.public_base_url, url_key=webhook_url_key(settings),
+        application_id=settings.vonage_application_id,
+        private_key=key,
+        from_number=settings.vonage_from_number,
+        public_base_url=settings.public_base_url,
+        url_key=webhook_url_key(settings),
         api_host=settings.vonage_api_host,
         ca_bundle=settings.vonage_ca_bundle,
     )

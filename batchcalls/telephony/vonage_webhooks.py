@@ -113,8 +113,9 @@ def event_url(base_url: str, call_id: str, attempt: int, *, key: bytes) -> str:
 
 def input_url(base_url: str, call_id: str, attempt: int, step: int, *, key: bytes) -> str:
     """Where Vonage posts the result of the script's input step `step`."""
-    query = urlencode({"call_id": call_id, "attempt": attempt, "step": step,
-                       "token": url_token(key, call_id, attempt, step)})
+    query = urlencode(
+        {"call_id": call_id, "attempt": attempt, "step": step, "token": url_token(key, call_id, attempt, step)}
+    )
     return f"{base_url.rstrip('/')}{INPUT_PATH}?{query}"
 
 
@@ -138,8 +139,9 @@ def parse_ids(query: Mapping[str, str], *, with_step: bool) -> WebhookIds:
     for name in ("attempt", "step") if with_step else ("attempt",):
         raw = query.get(name, "")
         if not _NUMBER.fullmatch(raw):
-            raise MalformedRequest(f"{name} must be a number in decimal digits",
-                                   {name: ["must be a number in decimal digits"]})
+            raise MalformedRequest(
+                f"{name} must be a number in decimal digits", {name: ["must be a number in decimal digits"]}
+            )
         numbers[name] = int(raw)
     if numbers["attempt"] < 1:
         raise MalformedRequest("attempt must be at least 1", {"attempt": ["must be at least 1"]})
@@ -202,8 +204,14 @@ def event_from_webhook(call_id: str, attempt: int, payload: Mapping[str, Any], n
     # store also keeps it after the attempt was dialed).
     at = min(parse_timestamp(payload.get("timestamp")) or now, now)
     detail = payload.get("detail")
-    return translate_status(status, call_id, attempt, at, uuid if isinstance(uuid, str) else None,
-                            detail if isinstance(detail, str) else None)
+    return translate_status(
+        status,
+        call_id,
+        attempt,
+        at,
+        uuid if isinstance(uuid, str) else None,
+        detail if isinstance(detail, str) else None,
+    )
 
 
 def responses_from_input(
@@ -263,9 +271,12 @@ def verify_token(authorization: str | None, secret: str, *, now: float) -> dict[
         raise Unauthorized("webhook is not signed: expected Authorization: Bearer <jwt>")
     try:
         # Times are checked below against the caller's clock.
-        claims: dict[str, Any] = jwt.decode(token.strip(), secret, algorithms=["HS256"],
-                                            options={"verify_exp": False, "verify_iat": False,
-                                                     "verify_nbf": False})
+        claims: dict[str, Any] = jwt.decode(
+            token.strip(),
+            secret,
+            algorithms=["HS256"],
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"webhook signature is not valid: {exc}") from exc
     issued: Any = claims.get("iat")
@@ -292,9 +303,7 @@ def check_payload_hash(claims: Mapping[str, Any], body: bytes) -> None:
     if claimed is None:
         if body:
             raise Unauthorized("webhook signature does not cover its body (no payload_hash)")
-    elif not isinstance(claimed, str) or not hmac.compare_digest(
-        claimed.lower(), hashlib.sha256(body).hexdigest()
-    ):
+    elif not isinstance(claimed, str) or not hmac.compare_digest(claimed.lower(), hashlib.sha256(body).hexdigest()):
         raise Unauthorized("webhook body does not match its signature's payload_hash")
 
 

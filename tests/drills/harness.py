@@ -87,8 +87,9 @@ def table_outcome(phone_number: str, attempt: int) -> str:
     return TABLE.get(digit, "completed")
 
 
-def wrong_outcome(call: dict[str, Any], attempts: list[dict[str, Any]], retry_config: dict[str, Any],
-                  worker_kills: list[float]) -> str | None:
+def wrong_outcome(
+    call: dict[str, Any], attempts: list[dict[str, Any]], retry_config: dict[str, Any], worker_kills: list[float]
+) -> str | None:
     """Why this call's attempts or final state differ from what the table and the batch's retry
     policy make of its number, or None when they agree. The one documented exception: an attempt
     whose worker was killed between recording it and hearing back may end `failed` (it is not
@@ -107,7 +108,8 @@ def wrong_outcome(call: dict[str, Any], attempts: list[dict[str, Any]], retry_co
         retried = attempt["outcome"] in retry_on and attempt["number"] < max_attempts
         if retried != (i < len(attempts) - 1):
             return f"attempt {attempt['number']} ended {attempt['outcome']} and was " + (
-                "not retried" if retried else "retried")
+                "not retried" if retried else "retried"
+            )
     outcome = attempts[-1]["outcome"]
     status = "completed" if outcome == "completed" else "failed"
     if (call["outcome"], call["status"]) != (outcome, status):
@@ -117,8 +119,11 @@ def wrong_outcome(call: dict[str, Any], attempts: list[dict[str, Any]], retry_co
 
 def _excused(attempt: dict[str, Any], worker_kills: list[float]) -> bool:
     dialed = attempt["dialed_at"].timestamp()
-    return (attempt["outcome"] == "failed" and (attempt["error"] or "").startswith(UNKNOWN_RESULT)
-            and any(KILL_WINDOW[0] <= dialed - killed <= KILL_WINDOW[1] for killed in worker_kills))
+    return (
+        attempt["outcome"] == "failed"
+        and (attempt["error"] or "").startswith(UNKNOWN_RESULT)
+        and any(KILL_WINDOW[0] <= dialed - killed <= KILL_WINDOW[1] for killed in worker_kills)
+    )
 
 
 @dataclass
@@ -140,12 +145,14 @@ class Figures:
     total_seconds: float
 
     def line(self) -> str:
-        return (f"drill={self.drill} calls={self.calls} final={self.final} (completed={self.completed} "
-                f"failed={self.failed}) wrong_outcomes={self.wrong_outcomes}"
-                + (f" (excused={self.excused})" if self.excused else "")
-                + f" double_dials={self.double_dials} max_live={self.max_live}/"
-                f"{self.concurrency} terminal_events={self.terminal_events} events_lost={self.events_lost} "
-                f"recover_s={self.recover_seconds:.1f} total_s={self.total_seconds:.1f}")
+        return (
+            f"drill={self.drill} calls={self.calls} final={self.final} (completed={self.completed} "
+            f"failed={self.failed}) wrong_outcomes={self.wrong_outcomes}"
+            + (f" (excused={self.excused})" if self.excused else "")
+            + f" double_dials={self.double_dials} max_live={self.max_live}/"
+            f"{self.concurrency} terminal_events={self.terminal_events} events_lost={self.events_lost} "
+            f"recover_s={self.recover_seconds:.1f} total_s={self.total_seconds:.1f}"
+        )
 
     def assert_invariants(self) -> None:
         assert self.final == self.calls, self.line()
@@ -174,23 +181,65 @@ class System:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        self.procs[name] = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_worker(self, name: str, concurrency: int = 2, queues: str | None = None) -> None:
         """A Celery worker process; without `queues` it consumes every queue, deliveries included,
         so that the drills that kill workers kill the processes that deliver too."""
-        self._spawn(name, [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--concurrency",
-                           str(concurrency), "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
-                           "--loglevel", "INFO", *(["--queues", queues] if queues else [])])
+        self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.tasks",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+                *(["--queues", queues] if queues else []),
+            ],
+        )
 
     def start_beat(self) -> None:
-        self._spawn("beat", [sys.executable, "-m", "celery", "-A", "workers.tasks", "beat", "--loglevel", "INFO",
-                             "--schedule", str(self.workdir / "beat-schedule")])
+        self._spawn(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.tasks",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.workdir / "beat-schedule"),
+            ],
+        )
 
     def start_api(self) -> None:
-        self._spawn("api", [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.api_port}",
-                            "--workers", "2", "api.app:create_app()"])
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.api_port}",
+                "--workers",
+                "2",
+                "api.app:create_app()",
+            ],
+        )
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -215,8 +264,10 @@ class System:
         for name, proc in self.procs.items():
             code = proc.poll()
             if code is not None:
-                raise AssertionError(f"{name} (pid {proc.pid}) exited by itself with code {code}; end of "
-                                     f"{self.workdir / (name + '.log')}:\n{self.log_tail(name)}")
+                raise AssertionError(
+                    f"{name} (pid {proc.pid}) exited by itself with code {code}; end of "
+                    f"{self.workdir / (name + '.log')}:\n{self.log_tail(name)}"
+                )
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.workdir / f"{name}.log"
@@ -302,13 +353,13 @@ class System:
 
     # -- measuring ----------------------------------------------------------------------------
 
-    def measure(self, drill: str, batch_id: str, broke_at: float, started_at: float,
-                event_wait: float = 90) -> Figures:
+    def measure(self, drill: str, batch_id: str, broke_at: float, started_at: float, event_wait: float = 90) -> Figures:
         """Wait for the batch's terminal event, then measure every invariant."""
         self.wait_finished(batch_id)
         deadline = time.time() + event_wait
         while time.time() < deadline and not any(
-                e["type"] in ("batch.completed", "batch.failed") for e in self.receiver.events(batch_id)):
+            e["type"] in ("batch.completed", "batch.failed") for e in self.receiver.events(batch_id)
+        ):
             self.check_processes()
             time.sleep(0.2)
         time.sleep(1.0)  # a late duplicate would show now
@@ -317,28 +368,37 @@ class System:
             cur.execute("SELECT id, status, outcome, phone_number FROM calls WHERE batch_id = %s", (batch_id,))
             rows = {row["id"]: row for row in cur.fetchall()}
             calls = {call_id: row["status"] for call_id, row in rows.items()}
-            cur.execute("SELECT a.* FROM attempts a JOIN calls c ON c.id = a.call_id WHERE c.batch_id = %s",
-                        (batch_id,))
+            cur.execute(
+                "SELECT a.* FROM attempts a JOIN calls c ON c.id = a.call_id WHERE c.batch_id = %s", (batch_id,)
+            )
             attempts = list(cur.fetchall())
             cur.execute("SELECT * FROM batches WHERE id = %s", (batch_id,))
             batch = cur.fetchone()
         per_call: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         for attempt in attempts:
             per_call[attempt["call_id"]].append(attempt)
-        wrong = {call_id: wrong_outcome(row, per_call[call_id], batch["retry_config"], self.worker_kills)
-                 for call_id, row in rows.items()}
+        wrong = {
+            call_id: wrong_outcome(row, per_call[call_id], batch["retry_config"], self.worker_kills)
+            for call_id, row in rows.items()
+        }
         wrong = {call_id: why for call_id, why in wrong.items() if why is not None}
         for call_id, why in sorted(wrong.items())[:10]:
             print(f"wrong outcome: {call_id} {rows[call_id]['phone_number']}: {why}")
-        excused = sum(any(a["outcome"] != table_outcome(rows[call_id]["phone_number"], a["number"])
-                          for a in per_call[call_id]) for call_id in set(rows) - set(wrong))
+        excused = sum(
+            any(a["outcome"] != table_outcome(rows[call_id]["phone_number"], a["number"]) for a in per_call[call_id])
+            for call_id in set(rows) - set(wrong)
+        )
         creates = collections.Counter(
-            (c["call_id"], c["attempt"]) for c in _read_jsonl(Path(self.env["BATCHCALLS_SIM_LOG"]))
-            if c["call_id"] in calls)
+            (c["call_id"], c["attempt"])
+            for c in _read_jsonl(Path(self.env["BATCHCALLS_SIM_LOG"]))
+            if c["call_id"] in calls
+        )
         recorded = {(a["call_id"], a["number"]) for a in attempts}
-        edges = sorted([(a["dialed_at"].timestamp(), 1) for a in attempts]
-                       + [(a["ended_at"].timestamp(), -1) for a in attempts if a["ended_at"]],
-                       key=lambda e: (e[0], e[1]))
+        edges = sorted(
+            [(a["dialed_at"].timestamp(), 1) for a in attempts]
+            + [(a["ended_at"].timestamp(), -1) for a in attempts if a["ended_at"]],
+            key=lambda e: (e[0], e[1]),
+        )
         live = max_live = 0
         for _, step in edges:
             live += step
@@ -349,25 +409,32 @@ class System:
         final = sum(status in ("completed", "failed") for status in calls.values())
         counted = batch["completed_calls"] + batch["failed_calls"]
         return Figures(
-            drill=drill, calls=len(calls), final=final if counted == final else -1,
-            completed=batch["completed_calls"], failed=batch["failed_calls"],
-            wrong_outcomes=len(wrong), excused=excused,
+            drill=drill,
+            calls=len(calls),
+            final=final if counted == final else -1,
+            completed=batch["completed_calls"],
+            failed=batch["failed_calls"],
+            wrong_outcomes=len(wrong),
+            excused=excused,
             double_dials=sum(n - 1 for n in creates.values() if n > 1),
             undeclared_dials=len(set(creates) - recorded),
-            max_live=max_live, concurrency=batch["concurrency"],
+            max_live=max_live,
+            concurrency=batch["concurrency"],
             terminal_events=sum(e["type"] in ("batch.completed", "batch.failed") for e in events),
             events_lost=len(set(calls) - reported) + (0 if any(e["type"] == "batch.started" for e in events) else 1),
             recover_seconds=(min(dials_after) - broke_at) if dials_after else float("nan"),
             total_seconds=time.time() - started_at,
         )
 
-
     def chaos_done(self, batch_id: str) -> dict[str, int]:
         """How many of the batch's provider events the simulator's chaos lost, delayed, reordered
         and duplicated, and how many delayed ones were due after the call's next attempt dialed."""
         with self._db() as cur:
-            cur.execute("SELECT a.call_id, a.number, a.dialed_at FROM attempts a JOIN calls c ON c.id = a.call_id"
-                        " WHERE c.batch_id = %s", (batch_id,))
+            cur.execute(
+                "SELECT a.call_id, a.number, a.dialed_at FROM attempts a JOIN calls c ON c.id = a.call_id"
+                " WHERE c.batch_id = %s",
+                (batch_id,),
+            )
             dialed = {(row["call_id"], row["number"]): row["dialed_at"].timestamp() for row in cur.fetchall()}
         done = {"lost": 0, "duplicated": 0, "delayed": 0, "reordered": 0, "delayed_past_next_attempt": 0}
         for line in _read_jsonl(self.workdir / "chaos.jsonl"):
@@ -418,8 +485,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_system(workers: int = 3, chaos: str | None = None, delivery_workers: int = 0, delivery_concurrency: int = 4,
-                 **env: str) -> System:
+def start_system(
+    workers: int = 3, chaos: str | None = None, delivery_workers: int = 0, delivery_concurrency: int = 4, **env: str
+) -> System:
     """`chaos` (BATCHCALLS_SIM_CHAOS's shares) makes the simulator's events misbehave, and has
     what it did recorded for `System.chaos_done`. With `delivery_workers`, the processes run as
     in production: workers `w<n>` handle calls only and workers `d<n>` deliver events only."""
@@ -435,8 +503,15 @@ def start_system(workers: int = 3, chaos: str | None = None, delivery_workers: i
     upgrade(database_url)
     tenant, api_key = create_key(Database(database_url), "drill")
     close_pools()
-    full_env = {**os.environ, **DRILL_ENV, **env, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                "BATCHCALLS_SIM_LOG": str(workdir / "sim-creates.jsonl"), "PYTHONPATH": str(ROOT)}
+    full_env = {
+        **os.environ,
+        **DRILL_ENV,
+        **env,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "BATCHCALLS_SIM_LOG": str(workdir / "sim-creates.jsonl"),
+        "PYTHONPATH": str(ROOT),
+    }
     system = System(workdir, full_env, pg, rd, pg_port, redis_port, start_receiver(), api_key, _free_port())
     system.start_api()
     for i in range(workers):

@@ -29,7 +29,7 @@ from tests.support.bad_receivers import RawServer, huge, start_raw_server, trick
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(600)]
 
 TIMEOUT = 3  # BATCHCALLS_WEBHOOK_TIMEOUT_SECONDS: a slow receiver holds a delivery this long
-GIGABYTE = 1024 ** 3
+GIGABYTE = 1024**3
 CALLS, CONCURRENCY = 100, 20
 SLOW_BATCHES = 3  # more batches than the tenant's share of deliveries (2)
 TERMINAL = ("batch.completed", "batch.failed")
@@ -37,8 +37,9 @@ TERMINAL = ("batch.completed", "batch.failed")
 
 @pytest.fixture
 def system(request: pytest.FixtureRequest) -> Iterator[System]:
-    running = start_system(workers=2, delivery_workers=1, delivery_concurrency=4,
-                           BATCHCALLS_WEBHOOK_TIMEOUT_SECONDS=str(TIMEOUT))
+    running = start_system(
+        workers=2, delivery_workers=1, delivery_concurrency=4, BATCHCALLS_WEBHOOK_TIMEOUT_SECONDS=str(TIMEOUT)
+    )
     try:
         yield running
     finally:
@@ -58,15 +59,18 @@ def hostile() -> Iterator[tuple[RawServer, RawServer]]:
 
 
 def _body(callback_url: str, calls: int, offset: int) -> dict[str, Any]:
-    return {"calls": [{"phone_number": number(offset + i), "script": {"text": f"Drill call {i}"}}
-                      for i in range(calls)],
-            "concurrency": CONCURRENCY, "callback_url": callback_url,
-            "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy", "no_answer"]}}
+    return {
+        "calls": [{"phone_number": number(offset + i), "script": {"text": f"Drill call {i}"}} for i in range(calls)],
+        "concurrency": CONCURRENCY,
+        "callback_url": callback_url,
+        "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy", "no_answer"]},
+    }
 
 
 def _submit(system: System, key: str, body: dict[str, Any]) -> str:
-    response = requests.post(f"{system.api_url}/v1/batches", json=body, headers={"Authorization": f"Bearer {key}"},
-                             timeout=60)
+    response = requests.post(
+        f"{system.api_url}/v1/batches", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    )
     assert response.status_code == 202, response.text
     return str(response.json()["batch_id"])
 
@@ -117,13 +121,17 @@ def _run_third(system: System, offset: int, calls: int = CALLS) -> tuple[str, fl
 
 def _outbox(system: System, batch_id: str) -> list[dict[str, Any]]:
     with system._db() as cur:
-        cur.execute("SELECT seq, id, type, delivered_at, given_up_at, delivery_attempts, last_error FROM events"
-                    " WHERE batch_id = %s ORDER BY seq", (batch_id,))
+        cur.execute(
+            "SELECT seq, id, type, delivered_at, given_up_at, delivery_attempts, last_error FROM events"
+            " WHERE batch_id = %s ORDER BY seq",
+            (batch_id,),
+        )
         return list(cur.fetchall())
 
 
-def test_drill_8_hostile_receivers_do_not_slow_other_tenants(system: System,
-                                                             hostile: tuple[RawServer, RawServer]) -> None:
+def test_drill_8_hostile_receivers_do_not_slow_other_tenants(
+    system: System, hostile: tuple[RawServer, RawServer]
+) -> None:
     slow, big = hostile
     db = Database(system.env["DATABASE_URL"])
     _, slow_key = create_key(db, "drill-slow")
@@ -159,11 +167,13 @@ def test_drill_8_hostile_receivers_do_not_slow_other_tenants(system: System,
     rss_after = _worker_rss(system)
     rss_peak = peak.stop()
 
-    line = (f"drill=8-hostile-receivers third_alone_s={alone:.1f} third_meanwhile_s={meanwhile:.1f} "
-            f"rss_before_mb={rss_before / 1e6:.0f} rss_after_mb={rss_after / 1e6:.0f} "
-            f"rss_peak_mb={rss_peak / 1e6:.0f} slow_posts={len(slow.requests)} slow_most_at_once={slow.most_at_once(0.2)} "
-            f"huge_posts={len(big.requests)} huge_offered_gb={len(big.requests) * GIGABYTE / 1e9:.0f} "
-            f"huge_sent_mb={big.bytes_sent / 1e6:.0f}")
+    line = (
+        f"drill=8-hostile-receivers third_alone_s={alone:.1f} third_meanwhile_s={meanwhile:.1f} "
+        f"rss_before_mb={rss_before / 1e6:.0f} rss_after_mb={rss_after / 1e6:.0f} "
+        f"rss_peak_mb={rss_peak / 1e6:.0f} slow_posts={len(slow.requests)} slow_most_at_once={slow.most_at_once(0.2)} "
+        f"huge_posts={len(big.requests)} huge_offered_gb={len(big.requests) * GIGABYTE / 1e9:.0f} "
+        f"huge_sent_mb={big.bytes_sent / 1e6:.0f}"
+    )
     print("\n" + line)
     REPORTED.append(line)
 
@@ -188,5 +198,6 @@ def test_drill_8_hostile_receivers_do_not_slow_other_tenants(system: System,
         assert len(rows) == 10 + 2, rows  # batch.started, one per call, the terminal event
         assert all(row["given_up_at"] is None and row["delivered_at"] is None for row in rows), rows[0]
         assert rows[0]["delivery_attempts"] >= 1 and rows[0]["last_error"], rows[0]
-    assert any(_outbox(system, b)[0]["delivery_attempts"] >= 2 for b in [*slow_batches, big_batch]), \
+    assert any(_outbox(system, b)[0]["delivery_attempts"] >= 2 for b in [*slow_batches, big_batch]), (
         "no event was retried"
+    )

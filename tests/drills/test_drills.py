@@ -137,8 +137,12 @@ def test_drill_7_api_killed_during_submits_with_idempotent_retries(system: Syste
         while time.time() < deadline:
             after_kills = kills_over.is_set()
             try:
-                response = requests.post(f"{system.api_url}/v1/batches", json=body, timeout=30,
-                                         headers=system.headers() | {"Idempotency-Key": key})
+                response = requests.post(
+                    f"{system.api_url}/v1/batches",
+                    json=body,
+                    timeout=30,
+                    headers=system.headers() | {"Idempotency-Key": key},
+                )
             except requests.ConnectionError as exc:
                 (refused if "refused" in str(exc).lower() else cut).append(f"{key}: {exc!r}"[:300])
             except requests.RequestException as exc:
@@ -152,8 +156,9 @@ def test_drill_7_api_killed_during_submits_with_idempotent_retries(system: Syste
                     cut.append(f"{key}: {response.status_code} {response.text[:200]}")
             time.sleep(rng.uniform(0.0, 0.1))
 
-    threads = [threading.Thread(target=client, args=(key, 1000 * i, random.Random(70 + i)))
-               for i, key in enumerate(keys)]
+    threads = [
+        threading.Thread(target=client, args=(key, 1000 * i, random.Random(70 + i))) for i, key in enumerate(keys)
+    ]
     for thread in threads:
         thread.start()
     broke_at = time.time()
@@ -168,8 +173,10 @@ def test_drill_7_api_killed_during_submits_with_idempotent_retries(system: Syste
     with system._db() as cur:
         cur.execute("SELECT idempotency_key, count(*) AS n FROM batches GROUP BY idempotency_key")
         per_key = {row["idempotency_key"]: row["n"] for row in cur.fetchall()}
-        cur.execute("SELECT b.id, b.idempotency_key, b.total_calls, count(c.id) AS stored FROM batches b"
-                    " LEFT JOIN calls c ON c.batch_id = b.id GROUP BY b.id")
+        cur.execute(
+            "SELECT b.id, b.idempotency_key, b.total_calls, count(c.id) AS stored FROM batches b"
+            " LEFT JOIN calls c ON c.batch_id = b.id GROUP BY b.id"
+        )
         sizes = list(cur.fetchall())
     print(f"\ndrill 7: {len(cut)} POSTs cut by the kills, {len(refused)} refused while the API was down")
     assert cut, f"no POST was cut by a kill ({len(refused)} refused): the drill proved nothing"
@@ -177,8 +184,10 @@ def test_drill_7_api_killed_during_submits_with_idempotent_retries(system: Syste
     assert per_key == {key: 1 for key in keys}, per_key
     assert len(sizes) == 3 and all(row["stored"] == row["total_calls"] == 300 for row in sizes), sizes
     assert {row["id"] for row in sizes} == {next(iter(ids)) for ids in results.values()}, (sizes, results)
-    figures = [system.measure(f"7-api-killed-during-submit[{i}]", next(iter(results[key])), broke_at, started)
-               for i, key in enumerate(keys)]
+    figures = [
+        system.measure(f"7-api-killed-during-submit[{i}]", next(iter(results[key])), broke_at, started)
+        for i, key in enumerate(keys)
+    ]
     for one in figures:
         _report(one)
     for one in figures:

@@ -79,8 +79,9 @@ class Application:
 
 def make_application() -> Application:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
     return Application(str(uuidlib.uuid4()), pem, key.public_key(), "sig-" + uuidlib.uuid4().hex + uuidlib.uuid4().hex)
 
 
@@ -92,16 +93,31 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=True,
-                                     content_commitment=False, data_encipherment=False, key_agreement=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                key_cert_sign=True,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
@@ -109,16 +125,22 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / "fake-vonage.crt", directory / "fake-vonage.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
 def sign_webhook(body: bytes, secret: str, application_id: str) -> str:
     """Vonage's signed-webhook JWT for `body`."""
-    claims = {"iat": int(time.time()), "jti": str(uuidlib.uuid4()), "iss": "Vonage",
-              "payload_hash": hashlib.sha256(body).hexdigest(), "application_id": application_id,
-              "api_key": "fakekey"}
+    claims = {
+        "iat": int(time.time()),
+        "jti": str(uuidlib.uuid4()),
+        "iss": "Vonage",
+        "payload_hash": hashlib.sha256(body).hexdigest(),
+        "application_id": application_id,
+        "api_key": "fakekey",
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -190,14 +212,26 @@ class FakeCall:
 
 # --- the server ----------------------------------------------------------------------------
 
-_ENDINGS = {"1": ("busy", None, True), "2": ("timeout", None, True), "3": ("failed", "cannot_route", False),
-            "6": ("rejected", "declined", False), "7": ("unanswered", "unavailable", True),
-            "8": ("cancelled", None, True)}
+_ENDINGS = {
+    "1": ("busy", None, True),
+    "2": ("timeout", None, True),
+    "3": ("failed", "cannot_route", False),
+    "6": ("rejected", "declined", False),
+    "7": ("unanswered", "unavailable", True),
+    "8": ("cancelled", None, True),
+}
 
 
 class FakeVonage:
-    def __init__(self, application: Application, cert: Path, key: Path, cps: int = 3,
-                 ring_seconds: float = 0.2, action_seconds: float = 0.1) -> None:
+    def __init__(
+        self,
+        application: Application,
+        cert: Path,
+        key: Path,
+        cps: int = 3,
+        ring_seconds: float = 0.2,
+        action_seconds: float = 0.1,
+    ) -> None:
         self.application = application
         self.cps = cps
         self.ring_seconds = ring_seconds
@@ -271,10 +305,22 @@ class FakeVonage:
         with self._lock:
             record = CreateRequest(at, "created", body)
             self.creates.append(record)
-            if body is None or not body.get("to") or not body.get("from") or not (body.get("ncco") or body.get("answer_url")):
+            if (
+                body is None
+                or not body.get("to")
+                or not body.get("from")
+                or not (body.get("ncco") or body.get("answer_url"))
+            ):
                 record.answer = "invalid"
-                return 400, {"type": "https://developer.nexmo.com/api-errors#bad-request",
-                             "title": "Bad Request", "detail": "to, from and ncco are required"}, False
+                return (
+                    400,
+                    {
+                        "type": "https://developer.nexmo.com/api-errors#bad-request",
+                        "title": "Bad Request",
+                        "detail": "to, from and ncco are required",
+                    },
+                    False,
+                )
             drop = self._drops.pop(0) if self._drops else None
             if drop is False:
                 record.answer = "dropped"
@@ -283,10 +329,23 @@ class FakeVonage:
             if drop is None and (self._throttles or len(recent) >= self.cps):
                 self._throttles = max(0, self._throttles - 1)
                 record.answer = "throttled"
-                return 429, {"type": "https://developer.nexmo.com/api-errors#throttled",
-                             "title": "Too Many Requests", "detail": "over the calls-per-second limit"}, False
-            call = FakeCall(str(uuidlib.uuid4()), "CON-" + str(uuidlib.uuid4()), record.number,
-                            str(body["from"].get("number", "")), body["event_url"][0], [body.get("ncco") or []])
+                return (
+                    429,
+                    {
+                        "type": "https://developer.nexmo.com/api-errors#throttled",
+                        "title": "Too Many Requests",
+                        "detail": "over the calls-per-second limit",
+                    },
+                    False,
+                )
+            call = FakeCall(
+                str(uuidlib.uuid4()),
+                "CON-" + str(uuidlib.uuid4()),
+                record.number,
+                str(body["from"].get("number", "")),
+                body["event_url"][0],
+                [body.get("ncco") or []],
+            )
             record.uuid = call.uuid
             self.calls[call.uuid] = call
             self._dialed[call.to] += 1
@@ -294,22 +353,34 @@ class FakeVonage:
             if drop is True:
                 record.answer = "dropped"
         threading.Thread(target=self._live, args=(call, first), daemon=True).start()
-        answer = {"uuid": call.uuid, "status": "started", "direction": "outbound",
-                  "conversation_uuid": call.conversation_uuid}
+        answer = {
+            "uuid": call.uuid,
+            "status": "started",
+            "direction": "outbound",
+            "conversation_uuid": call.conversation_uuid,
+        }
         return (201, answer, drop is True)
 
     def call_info(self, call: FakeCall) -> dict[str, Any]:
         info: dict[str, Any] = {
-            "uuid": call.uuid, "conversation_uuid": call.conversation_uuid,
-            "to": {"type": "phone", "number": call.to}, "from": {"type": "phone", "number": call.from_},
-            "status": call.status, "direction": "outbound", "network": "GB-FIXED",
+            "uuid": call.uuid,
+            "conversation_uuid": call.conversation_uuid,
+            "to": {"type": "phone", "number": call.to},
+            "from": {"type": "phone", "number": call.from_},
+            "status": call.status,
+            "direction": "outbound",
+            "network": "GB-FIXED",
             "start_time": iso(call.created_at),
             "_links": {"self": {"href": f"/v1/calls/{call.uuid}"}},
         }
         if call.ended_at is not None:
             duration = int(call.ended_at - call.answered_at) if call.answered_at else 0
-            info.update(end_time=iso(call.ended_at), duration=str(duration), rate="0.00450000",
-                        price=f"{0.0045 * duration / 60:.8f}")
+            info.update(
+                end_time=iso(call.ended_at),
+                duration=str(duration),
+                rate="0.00450000",
+                price=f"{0.0045 * duration / 60:.8f}",
+            )
         return info
 
     # -- a call's life ------------------------------------------------------------------------
@@ -361,24 +432,39 @@ class FakeVonage:
 
     def _input(self, call: FakeCall, action: dict[str, Any]) -> Any:
         kinds = action.get("type") or []
-        payload: dict[str, Any] = {"from": call.from_, "to": call.to, "uuid": call.uuid,
-                                   "conversation_uuid": call.conversation_uuid, "timestamp": iso(time.time())}
+        payload: dict[str, Any] = {
+            "from": call.from_,
+            "to": call.to,
+            "uuid": call.uuid,
+            "conversation_uuid": call.conversation_uuid,
+            "timestamp": iso(time.time()),
+        }
         if "dtmf" in kinds:
             payload["dtmf"] = {"digits": self.input_digits, "timed_out": False}
             if "speech" in kinds:
                 payload["speech"] = {"error": "Speech overridden by DTMF"}
         else:
             payload["dtmf"] = {"digits": None, "timed_out": False}
-            payload["speech"] = {"timeout_reason": "end_on_silence_timeout",
-                                 "results": [{"confidence": "0.9405097", "text": self.input_speech},
-                                             {"confidence": "0.51", "text": self.input_speech + "s"}]}
+            payload["speech"] = {
+                "timeout_reason": "end_on_silence_timeout",
+                "results": [
+                    {"confidence": "0.9405097", "text": self.input_speech},
+                    {"confidence": "0.51", "text": self.input_speech + "s"},
+                ],
+            }
         return self._post("input", action["eventUrl"][0], payload)
 
     def _status(self, call: FakeCall, status: str, detail: str | None = None, call_uuid: bool = False) -> None:
         if status in ("started", "ringing", "answered", "completed"):
             call.status = status
-        payload: dict[str, Any] = {"from": call.from_, "to": call.to, "conversation_uuid": call.conversation_uuid,
-                                   "status": status, "direction": "outbound", "timestamp": iso(time.time())}
+        payload: dict[str, Any] = {
+            "from": call.from_,
+            "to": call.to,
+            "conversation_uuid": call.conversation_uuid,
+            "status": status,
+            "direction": "outbound",
+            "timestamp": iso(time.time()),
+        }
         # The human/machine event names the call `call_uuid` (Vonage's webhook reference).
         payload["call_uuid" if call_uuid else "uuid"] = call.uuid
         if detail:
@@ -397,9 +483,11 @@ class FakeVonage:
 
     def _post(self, kind: str, url: str, payload: dict[str, Any]) -> Any:
         body = compact(payload)
-        headers = {"Authorization": "Bearer " + sign_webhook(body, self.application.signature_secret,
-                                                             self.application.application_id),
-                   "Content-Type": "application/json"}
+        headers = {
+            "Authorization": "Bearer "
+            + sign_webhook(body, self.application.signature_secret, self.application.application_id),
+            "Content-Type": "application/json",
+        }
         try:
             response = requests.post(url, data=body, headers=headers, timeout=10)
         except requests.RequestException as exc:
@@ -423,8 +511,9 @@ class FakeVonage:
 class _TLSServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 context: ssl.SSLContext) -> None:
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext
+    ) -> None:
         super().__init__(address, handler)
         self.context = context
 
@@ -475,8 +564,13 @@ def _handler_for(fake: FakeVonage) -> type[BaseHTTPRequestHandler]:
                 return self._answer(404, {"title": "Not Found"})
             if not fake.authorized(self.headers.get("Authorization")):
                 fake.creates.append(CreateRequest(at, "unauthorized", _json(raw)))
-                return self._answer(401, {"type": "https://developer.nexmo.com/api-errors#unauthorized",
-                                          "title": "Invalid credentials supplied"})
+                return self._answer(
+                    401,
+                    {
+                        "type": "https://developer.nexmo.com/api-errors#unauthorized",
+                        "title": "Invalid credentials supplied",
+                    },
+                )
             status, body, drop = fake.create(_json(raw), at)
             if drop:
                 return self._drop()

@@ -45,10 +45,16 @@ class Api:
     def headers(self, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}", **extra}
 
-    def post(self, body: Any = None, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> TestResponse:
+    def post(
+        self, body: Any = None, *, data: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> TestResponse:
         """POST /v1/batches with `body` as JSON (None is sent as `null`), or the raw bytes `data`."""
-        return self.client.post("/v1/batches", data=json.dumps(body).encode() if data is None else data,
-                                content_type="application/json", headers={**self.headers(), **(headers or {})})
+        return self.client.post(
+            "/v1/batches",
+            data=json.dumps(body).encode() if data is None else data,
+            content_type="application/json",
+            headers={**self.headers(), **(headers or {})},
+        )
 
     def get(self, path: str, **params: Any) -> TestResponse:
         return self.client.get(path, query_string=params, headers=self.headers())
@@ -120,9 +126,15 @@ def api_factory(
     a tenant of its own."""
 
     def make(**env: str) -> Api:
-        settings = load_settings({"BATCHCALLS_RATE_LIMIT": "100000 per minute",
-                                  "BATCHCALLS_AUTH_FAILURE_LIMIT": "100000 per minute", **env,
-                                  "DATABASE_URL": api_database, "REDIS_URL": servers.redis_url})
+        settings = load_settings(
+            {
+                "BATCHCALLS_RATE_LIMIT": "100000 per minute",
+                "BATCHCALLS_AUTH_FAILURE_LIMIT": "100000 per minute",
+                **env,
+                "DATABASE_URL": api_database,
+                "REDIS_URL": servers.redis_url,
+            }
+        )
         app = create_app(settings)
         tenant, key = new_tenant(api_database)
         return Api(app, app.test_client(), tenant, key, pg, redis.Redis.from_url(settings.redis_url))

@@ -57,8 +57,18 @@ ISO_MS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 CALL_STATUSES = {"queued", "scheduled", "dialing", "ringing", "in_progress", "completed", "failed", "cancelled"}
 SEED_STATUS_FIELDS = {"batch_id", "total_calls", "completed_calls", "failed_calls", "in_progress", "calls"}
 OUR_STATUS_FIELDS = {"status", "pending", "created_at", "started_at", "finished_at"}
-CALL_FIELDS = {"id", "phone_number", "status", "outcome", "priority", "voice_id", "script_type", "responses",
-               "last_error", "attempts"}
+CALL_FIELDS = {
+    "id",
+    "phone_number",
+    "status",
+    "outcome",
+    "priority",
+    "voice_id",
+    "script_type",
+    "responses",
+    "last_error",
+    "attempts",
+}
 
 # The seed's two request examples, verbatim. Neither of their numbers is a valid phone number.
 SEED_BASIC: dict[str, Any] = {
@@ -78,8 +88,10 @@ SEED_ADVANCED: dict[str, Any] = {
         {
             "phone_number": "+0987654321",
             "voice_id": "voice_male_1",
-            "script": {"type": "support_call",
-                       "steps": [{"text": "Hi, I'm calling to follow up on your support ticket."}]},
+            "script": {
+                "type": "support_call",
+                "steps": [{"text": "Hi, I'm calling to follow up on your support ticket."}],
+            },
         },
     ],
     "concurrency": 5,
@@ -105,8 +117,9 @@ def with_calls(*calls: Any, **fields: Any) -> dict[str, Any]:
     return {"calls": list(calls), **fields}
 
 
-def assert_error(response: TestResponse | requests.Response, status: int, code: str,
-                 fields: set[str] | None = None) -> dict[str, Any]:
+def assert_error(
+    response: TestResponse | requests.Response, status: int, code: str, fields: set[str] | None = None
+) -> dict[str, Any]:
     """The response is `status` with the one error shape, `code`, and details naming `fields`."""
     text = response.get_data(as_text=True) if isinstance(response, TestResponse) else response.text
     assert response.status_code == status, text
@@ -165,8 +178,16 @@ def unknown_batches(api: Api, keys: set[str]) -> set[str]:
     return named - stored
 
 
-def assert_refused(api: Api, status: int, code: str, fields: set[str] | None = None, *, body: Any = None,
-                   data: bytes | None = None, headers: dict[str, str] | None = None) -> TestResponse:
+def assert_refused(
+    api: Api,
+    status: int,
+    code: str,
+    fields: set[str] | None = None,
+    *,
+    body: Any = None,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> TestResponse:
     """POST is refused as stated, and nothing was stored or enqueued for it: the tenant's batches
     and calls are what they were, no gate key of a new batch appeared in Redis, and the app
     published no task message to the broker."""
@@ -198,15 +219,17 @@ def test_an_accepted_post_shows_in_the_gates_and_the_broker_that_assert_refused_
     sent_before = set(sent_by_this_process(api))
     batch_id = accepted(api, batch(2))["batch_id"]
     assert {key for key in gate_keys(api) - keys_before if "{" + batch_id + "}" in key} >= {
-        f"bc:{{{batch_id}}}:meta", f"bc:{{{batch_id}}}:ready"}
-    assert unknown_batches(api, {f"bc:{{{batch_id}}}:meta", "bc:{batch_never_stored}:meta"}) == {
-        "batch_never_stored"}
+        f"bc:{{{batch_id}}}:meta",
+        f"bc:{{{batch_id}}}:ready",
+    }
+    assert unknown_batches(api, {f"bc:{{{batch_id}}}:meta", "bc:{batch_never_stored}:meta"}) == {"batch_never_stored"}
     new = set(sent_by_this_process(api)) - sent_before
     assert len(new) == 1, new
     dispatches = [json.loads(raw) for queue in broker_queues(api) for raw in api.redis.lrange(queue, 0, -1)]
     sent = [m for m in dispatches if m["headers"]["id"] in new]
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in sent] == [
-        ("batchcalls.dispatch", repr((batch_id,)))]
+        ("batchcalls.dispatch", repr((batch_id,)))
+    ]
 
 
 def cursor_of(value: Any) -> str:
@@ -300,8 +323,10 @@ def test_malformed_json_is_400_invalid_request(api: Api, data: bytes) -> None:
         (batch(retry_config={"backoff_multiplier": 0.5}), {"retry_config.backoff_multiplier"}),
         (batch(retry_config={"retry_on": "busy"}), {"retry_config.retry_on"}),
         (batch(retry_config={"retry_on": ["busy", "completed"]}), {"retry_config.retry_on[1]"}),
-        (batch(retry_config={"max_attempts": 0, "delay": -5, "retry_on": ["x"]}),
-         {"retry_config.max_attempts", "retry_config.delay", "retry_config.retry_on[0]"}),
+        (
+            batch(retry_config={"max_attempts": 0, "delay": -5, "retry_on": ["x"]}),
+            {"retry_config.max_attempts", "retry_config.delay", "retry_config.retry_on[0]"},
+        ),
     ],
 )
 def test_wrong_types_unknown_fields_and_bad_retry_config_are_422_invalid_request(
@@ -333,8 +358,9 @@ def test_a_body_with_an_emoji_is_stored(api: Api) -> None:
 
 
 def test_idempotency_key_is_checked(api: Api) -> None:
-    assert_refused(api, 422, "invalid_request", {"Idempotency-Key"}, body=batch(),
-                   headers={"Idempotency-Key": "k" * 256})
+    assert_refused(
+        api, 422, "invalid_request", {"Idempotency-Key"}, body=batch(), headers={"Idempotency-Key": "k" * 256}
+    )
 
 
 # -- 422 invalid_phone_number -----------------------------------------------------------------
@@ -345,8 +371,7 @@ def test_the_seeds_examples_verbatim_name_both_invalid_numbers(api: Api, seed: d
     for raw in ("+1234567890", "+0987654321"):
         with contextlib.suppress(phonenumbers.NumberParseException):  # +0...: no country code starts with 0
             assert not phonenumbers.is_valid_number(phonenumbers.parse(raw))
-    assert_refused(api, 422, "invalid_phone_number", {"calls[0].phone_number", "calls[1].phone_number"},
-                   body=seed)
+    assert_refused(api, 422, "invalid_phone_number", {"calls[0].phone_number", "calls[1].phone_number"}, body=seed)
 
 
 def test_each_invalid_phone_number_is_named_by_its_index(api: Api) -> None:
@@ -357,7 +382,9 @@ def test_each_invalid_phone_number_is_named_by_its_index(api: Api) -> None:
     calls[6]["phone_number"] = ""
     calls[5]["phone_number"] = "+44 (20) 7946-0005"  # separators are fine
     response = assert_refused(
-        api, 422, "invalid_phone_number",
+        api,
+        422,
+        "invalid_phone_number",
         {"calls[1].phone_number", "calls[3].phone_number", "calls[4].phone_number", "calls[6].phone_number"},
         body=with_calls(*calls),
     )
@@ -385,7 +412,10 @@ def test_phone_numbers_are_judged_before_scripts(api: Api) -> None:
         (with_calls(call(0, script={"steps": [{"text": "ok"}, {"text": ""}]})), {"calls[0].script.steps[1].text"}),
         (with_calls(call(0), call(1, script={"text": "x" * 1501})), {"calls[1].script.text"}),
         (with_calls(call(0, script={"steps": [{"text": "y" * 1501}]})), {"calls[0].script.steps[0].text"}),
-        (with_calls(call(0, script={"steps": [{"type": "dtmf", "text": "Press 1"}]})), {"calls[0].script.steps[0].type"}),
+        (
+            with_calls(call(0, script={"steps": [{"type": "dtmf", "text": "Press 1"}]})),
+            {"calls[0].script.steps[0].type"},
+        ),
         (with_calls(call(0, script={"steps": [{"type": 7, "text": "Hi"}]})), {"calls[0].script.steps[0].type"}),
         (with_calls(call(0, script={"text": "a", "steps": [{"text": "b"}]})), {"calls[0].script"}),
         (with_calls(call(0, voice_id="voice_robot_9")), {"calls[0].voice_id"}),
@@ -394,9 +424,26 @@ def test_phone_numbers_are_judged_before_scripts(api: Api) -> None:
         (with_calls(call(0, script={"steps": [{"text": "Hi"}] * 50_000})), {"calls[0].script.steps"}),
         (with_calls(call(0, script={"type": "t" * 65, "text": "Hi"})), {"calls[0].script.type"}),
     ],
-    ids=["missing", "missing-twice", "empty-object", "no-text-or-steps", "empty-text", "blank-text", "no-steps",
-         "empty-step", "text-1501", "step-1501", "unknown-step-type", "step-type-not-a-string",
-         "text-and-steps", "unknown-voice", "empty-voice", "51-steps", "50000-steps", "script-type-65"],
+    ids=[
+        "missing",
+        "missing-twice",
+        "empty-object",
+        "no-text-or-steps",
+        "empty-text",
+        "blank-text",
+        "no-steps",
+        "empty-step",
+        "text-1501",
+        "step-1501",
+        "unknown-step-type",
+        "step-type-not-a-string",
+        "text-and-steps",
+        "unknown-voice",
+        "empty-voice",
+        "51-steps",
+        "50000-steps",
+        "script-type-65",
+    ],
 )
 def test_script_and_voice_errors_are_422_invalid_script(api: Api, body: Any, fields: set[str]) -> None:
     assert_refused(api, 422, "invalid_script", fields, body=body)
@@ -422,14 +469,16 @@ DEEP_PLACES = {
     "script-type": (with_calls(call(0, script={"type": DEEP, "steps": [{"text": "Hi"}]})), "calls[0].script.type"),
     "steps": (with_calls(call(0, script={"steps": DEEP})), "calls[0].script.steps"),
     "step": (with_calls(call(0, script={"steps": [DEEP]})), "calls[0].script.steps[0]"),
-    "step-type": (with_calls(call(0, script={"steps": [{"type": DEEP, "text": "Hi"}]})),
-                  "calls[0].script.steps[0].type"),
+    "step-type": (
+        with_calls(call(0, script={"steps": [{"type": DEEP, "text": "Hi"}]})),
+        "calls[0].script.steps[0].type",
+    ),
     "step-text": (with_calls(call(0, script={"steps": [{"text": DEEP}]})), "calls[0].script.steps[0].text"),
-    "dtmf": (with_calls(call(0, script={"steps": [{"type": "input", "dtmf": DEEP}]})),
-             "calls[0].script.steps[0].dtmf"),
-    "agent-headers": (with_calls(call(0, script={"steps": [{"type": "agent", "url": "wss://a.example/x",
-                                                            "headers": DEEP}]})),
-                      "calls[0].script.steps[0].headers"),
+    "dtmf": (with_calls(call(0, script={"steps": [{"type": "input", "dtmf": DEEP}]})), "calls[0].script.steps[0].dtmf"),
+    "agent-headers": (
+        with_calls(call(0, script={"steps": [{"type": "agent", "url": "wss://a.example/x", "headers": DEEP}]})),
+        "calls[0].script.steps[0].headers",
+    ),
     "voice": (with_calls(call(0, voice_id=DEEP)), "calls[0].voice_id"),
     "retry_on": (batch(retry_config={"retry_on": DEEP}), "retry_config.retry_on"),
     "callback": (batch(callback_url=DEEP), "callback_url"),
@@ -452,7 +501,10 @@ def test_deeply_nested_values_anywhere_in_the_body_are_refused_naming_the_field(
             if response.status_code == 422:
                 details = response.get_json()["error"]["details"]
                 assert any(path == field or path.startswith((field + ".", field + "[")) for path in details), (
-                    depth, place, details)
+                    depth,
+                    place,
+                    details,
+                )
     assert api.stored() == (0, 0)
 
 
@@ -469,9 +521,10 @@ def test_a_missing_script_among_other_shape_errors_is_invalid_request(api: Api) 
 
 
 def test_texts_of_1500_characters_and_catalog_voices_are_accepted(api: Api) -> None:
-    body = with_calls(call(0, script={"text": "x" * 1500}, voice_id="voice_female_2"),
-                      call(1, script={"type": "survey", "steps": [{"type": "text", "text": "y" * 1500}]},
-                           voice_id="voice_male_de"))
+    body = with_calls(
+        call(0, script={"text": "x" * 1500}, voice_id="voice_female_2"),
+        call(1, script={"type": "survey", "steps": [{"type": "text", "text": "y" * 1500}]}, voice_id="voice_male_de"),
+    )
     status = accepted(api, body)
     assert status["total_calls"] == 2
     calls = api.get(f"/v1/batches/{status['batch_id']}/calls").get_json()["calls"]
@@ -483,7 +536,9 @@ def test_texts_of_1500_characters_and_catalog_voices_are_accepted(api: Api) -> N
 
 
 @pytest.mark.parametrize("concurrency", [0, -1, 6, 1_000_000])
-def test_concurrency_outside_1_to_the_maximum_is_422_concurrency_limit(api_factory: ApiFactory, concurrency: int) -> None:
+def test_concurrency_outside_1_to_the_maximum_is_422_concurrency_limit(
+    api_factory: ApiFactory, concurrency: int
+) -> None:
     api = api_factory(BATCHCALLS_MAX_CONCURRENCY="5")
     assert_refused(api, 422, "concurrency_limit", {"concurrency"}, body=batch(2, concurrency=concurrency))
 
@@ -495,8 +550,12 @@ def test_concurrency_up_to_the_maximum_is_accepted_and_the_default_is_capped(api
     assert accepted(api, batch(2))["concurrency"] == 5  # the default 10, capped by the maximum
     default = accepted(api_factory(), batch(2))
     assert default["concurrency"] == 10
-    assert default["retry_config"] == {"max_attempts": 1, "delay": 60.0, "backoff_multiplier": 1.0,
-                                       "retry_on": ["busy", "failed", "no_answer"]}
+    assert default["retry_config"] == {
+        "max_attempts": 1,
+        "delay": 60.0,
+        "backoff_multiplier": 1.0,
+        "retry_on": ["busy", "failed", "no_answer"],
+    }
 
 
 # -- 429 rate_limited -------------------------------------------------------------------------
@@ -517,10 +576,12 @@ def some_address() -> str:
     return f"10.{secrets.randbelow(256)}.{secrets.randbelow(256)}.{secrets.randbelow(254) + 1}"
 
 
-def from_address(api: Api, address: str, key: str, path: str = "/v1/batches",
-                 headers: dict[str, str] | None = None) -> TestResponse:
-    return api.client.get(path, headers={"Authorization": f"Bearer {key}", **(headers or {})},
-                          environ_base={"REMOTE_ADDR": address})
+def from_address(
+    api: Api, address: str, key: str, path: str = "/v1/batches", headers: dict[str, str] | None = None
+) -> TestResponse:
+    return api.client.get(
+        path, headers={"Authorization": f"Bearer {key}", **(headers or {})}, environ_base={"REMOTE_ADDR": address}
+    )
 
 
 def test_too_many_requests_for_one_tenant_is_429_whichever_of_its_keys(api_factory: ApiFactory) -> None:
@@ -541,8 +602,7 @@ def test_too_many_requests_for_one_tenant_is_429_whichever_of_its_keys(api_facto
     assert standing(response)[:3] == ('"tenant";q=3;w=60', "tenant", 0)
     assert int(response.headers["Retry-After"]) >= standing(response)[3]
     assert_error(api.get("/v1/batches"), 429, "rate_limited")
-    assert_error(api.client.get("/v1/batches", headers={"Authorization": f"Bearer {second_key}"}),
-                 429, "rate_limited")
+    assert_error(api.client.get("/v1/batches", headers={"Authorization": f"Bearer {second_key}"}), 429, "rate_limited")
     # Another tenant on the same app has its own budget.
     _, other_key = new_tenant(api.pg.dsn)
     response = api.client.get("/v1/batches", headers={"Authorization": f"Bearer {other_key}"})
@@ -566,8 +626,9 @@ def test_a_flood_of_invalid_keys_from_one_address_is_429_before_any_key_is_looke
         assert "address" in error["message"]
         assert 1 <= int(response.headers["Retry-After"]) <= 60
         assert standing(response)[:3] == ('"failed-auth";q=5;w=60', "failed-auth", 0)
-    response = api.client.post("/v1/batches", json=batch(), headers=api.headers(),
-                               environ_base={"REMOTE_ADDR": address})
+    response = api.client.post(
+        "/v1/batches", json=batch(), headers=api.headers(), environ_base={"REMOTE_ADDR": address}
+    )
     assert_error(response, 429, "rate_limited")
     assert api.stored() == (0, 0)
     # Another address is not affected, and a valid key does not spend the failure budget.
@@ -577,7 +638,8 @@ def test_a_flood_of_invalid_keys_from_one_address_is_429_before_any_key_is_looke
 
 
 def test_concurrent_invalid_keys_from_one_address_get_no_more_key_lookups_than_the_budget(
-    api_factory: ApiFactory, monkeypatch: pytest.MonkeyPatch,
+    api_factory: ApiFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """50 requests in flight at once with random keys against a budget of 10: each lookup waits
     until every other request has either started its own lookup or been answered, so that a
@@ -600,8 +662,11 @@ def test_concurrent_invalid_keys_from_one_address_get_no_more_key_lookups_than_t
 
     def one_request() -> None:
         client = api.app.test_client()
-        response = client.get("/v1/batches", headers={"Authorization": f"Bearer bc_live_{secrets.token_urlsafe(30)}"},
-                              environ_base={"REMOTE_ADDR": address})
+        response = client.get(
+            "/v1/batches",
+            headers={"Authorization": f"Bearer bc_live_{secrets.token_urlsafe(30)}"},
+            environ_base={"REMOTE_ADDR": address},
+        )
         with progress:
             answers.append(response.status_code)
             counts["answered"] += 1
@@ -639,7 +704,8 @@ def test_an_ipv6_client_is_counted_by_its_64(api_factory: ApiFactory) -> None:
 
 
 def test_x_forwarded_for_without_trusted_proxies_is_warned_about_once(
-    api_factory: ApiFactory, caplog: pytest.LogCaptureFixture,
+    api_factory: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     untrusting = api_factory()
     with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
@@ -658,18 +724,23 @@ def test_x_forwarded_for_without_trusted_proxies_is_warned_about_once(
 def test_x_forwarded_for_names_the_client_only_behind_trusted_proxies(api_factory: ApiFactory) -> None:
     untrusting = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="2 per minute")
     address = some_address()
-    answers = [from_address(untrusting, address, "wrong", headers={"X-Forwarded-For": some_address()}).status_code
-               for _ in range(3)]
+    answers = [
+        from_address(untrusting, address, "wrong", headers={"X-Forwarded-For": some_address()}).status_code
+        for _ in range(3)
+    ]
     assert answers == [401, 401, 429]  # a made-up X-Forwarded-For does not buy a new budget
     behind_proxy = api_factory(BATCHCALLS_AUTH_FAILURE_LIMIT="2 per minute", BATCHCALLS_TRUSTED_PROXIES="1")
     proxy, client = some_address(), some_address()
-    answers = [from_address(behind_proxy, proxy, "wrong", headers={"X-Forwarded-For": client}).status_code
-               for _ in range(3)]
+    answers = [
+        from_address(behind_proxy, proxy, "wrong", headers={"X-Forwarded-For": client}).status_code for _ in range(3)
+    ]
     assert answers == [401, 401, 429]
     # Other clients behind the same proxy have their own budgets.
     assert from_address(behind_proxy, proxy, "wrong", headers={"X-Forwarded-For": some_address()}).status_code == 401
-    assert from_address(behind_proxy, proxy, behind_proxy.key,
-                        headers={"X-Forwarded-For": some_address()}).status_code == 200
+    assert (
+        from_address(behind_proxy, proxy, behind_proxy.key, headers={"X-Forwarded-For": some_address()}).status_code
+        == 200
+    )
 
 
 def test_no_redis_key_name_holds_an_api_key(api_factory: ApiFactory) -> None:
@@ -682,7 +753,7 @@ def test_no_redis_key_name_holds_an_api_key(api_factory: ApiFactory) -> None:
     names = [name.decode(errors="replace") for name in api.redis.scan_iter(count=1000)]
     assert any(name.startswith("LIMITS") for name in names)  # the budgets are there
     for key in [api.key, *wrong]:
-        assert not [name for name in names if key in name or key[len("bc_live_"):] in name]
+        assert not [name for name in names if key in name or key[len("bc_live_") :] in name]
 
 
 # -- 503 over_capacity ------------------------------------------------------------------------
@@ -691,8 +762,10 @@ def test_no_redis_key_name_holds_an_api_key(api_factory: ApiFactory) -> None:
 def waiting_calls(pg: psycopg2.extensions.connection) -> int:
     """The calls not yet final, system-wide, counted as the capacity check counts them."""
     with pg.cursor() as cur:
-        cur.execute("SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0)"
-                    " FROM batches WHERE status IN ('queued', 'running', 'paused')")
+        cur.execute(
+            "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0)"
+            " FROM batches WHERE status IN ('queued', 'running', 'paused')"
+        )
         return int(cur.fetchone()[0])
 
 
@@ -725,10 +798,14 @@ def test_a_batch_that_would_exceed_the_waiting_calls_limit_is_503_over_capacity(
     assert replay.status_code == 202 and replay.get_json()["batch_id"] == fits.get_json()["batch_id"]
     # Final calls do not count: once the batch is done, there is room again.
     with pg.cursor() as cur:
-        cur.execute("UPDATE calls SET status = 'completed', outcome = 'completed' WHERE batch_id = %s",
-                    (fits.get_json()["batch_id"],))
-        cur.execute("UPDATE batches SET status = 'completed', completed_calls = 3, finished_at = now()"
-                    " WHERE id = %s", (fits.get_json()["batch_id"],))
+        cur.execute(
+            "UPDATE calls SET status = 'completed', outcome = 'completed' WHERE batch_id = %s",
+            (fits.get_json()["batch_id"],),
+        )
+        cur.execute(
+            "UPDATE batches SET status = 'completed', completed_calls = 3, finished_at = now() WHERE id = %s",
+            (fits.get_json()["batch_id"],),
+        )
     assert api.post(batch(3)).status_code == 202
 
 
@@ -793,7 +870,9 @@ def test_a_batch_posted_while_redis_is_down_is_503_unavailable_and_not_stored(
 
 
 def test_a_batch_stored_just_before_redis_fails_is_accepted_and_the_reconciler_queues_it(
-    api_on_own_redis: tuple[Api, OwnRedis], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    api_on_own_redis: tuple[Api, OwnRedis],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     api, own = api_on_own_redis
     insert_batch = store_batches.insert_batch
@@ -841,9 +920,14 @@ def post_chunked(base_url: str, key: str, payload: bytes) -> tuple[int, dict[str
     port = int(base_url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        chunks = (payload[i:i + 256] for i in range(0, len(payload), 256))
-        conn.request("POST", "/v1/batches", body=chunks, encode_chunked=True,
-                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        chunks = (payload[i : i + 256] for i in range(0, len(payload), 256))
+        conn.request(
+            "POST",
+            "/v1/batches",
+            body=chunks,
+            encode_chunked=True,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -920,8 +1004,7 @@ def assert_status_body(status: dict[str, Any], total: int, numbers: list[str]) -
     assert re.fullmatch(r"batch_\w+", status["batch_id"])
     assert status["total_calls"] == total
     assert status["status"] in {"queued", "running"}  # running only if worker processes are about
-    assert (status["pending"] + status["in_progress"] + status["completed_calls"] + status["failed_calls"]
-            == total)
+    assert status["pending"] + status["in_progress"] + status["completed_calls"] + status["failed_calls"] == total
     for name in ("created_at", "started_at", "finished_at"):
         assert status[name] is None or ISO_MS.fullmatch(status[name]), status[name]
     assert status["created_at"] is not None and status["finished_at"] is None
@@ -1017,8 +1100,9 @@ def test_concurrent_posts_with_one_key_make_one_batch(api: Api) -> None:
         session = requests.Session()
         session.get(f"{base_url}/healthz", timeout=30)  # connect before the race
         barrier.wait(timeout=30)
-        response = session.post(f"{base_url}/v1/batches", json=body, timeout=60,
-                                headers=api.headers(**{"Idempotency-Key": "same-for-all"}))
+        response = session.post(
+            f"{base_url}/v1/batches", json=body, timeout=60, headers=api.headers(**{"Idempotency-Key": "same-for-all"})
+        )
         with lock:
             responses.append(response)
 
@@ -1114,8 +1198,9 @@ def test_call_pages_cover_every_call_once_in_submission_order(api: Api) -> None:
         assert set(item) >= CALL_FIELDS
         assert item["status"] in CALL_STATUSES and item["priority"] == 5
         for attempt in item["attempts"]:
-            assert {"number", "provider_call_id", "outcome", "dialed_at", "answered_at", "ended_at",
-                    "duration"} <= set(attempt)
+            assert {"number", "provider_call_id", "outcome", "dialed_at", "answered_at", "ended_at", "duration"} <= set(
+                attempt
+            )
     everything = api.get(f"/v1/batches/{batch_id}/calls").get_json()
     assert [c["id"] for c in everything["calls"]] == [c["id"] for c in seen]
     assert everything["next_cursor"] is None
@@ -1131,8 +1216,9 @@ def test_calls_are_filtered_by_status(api: Api) -> None:
     wanted = {0: "completed", 1: "failed", 2: "cancelled"}
     with api.pg.cursor() as cur:
         for seq in range(10):
-            cur.execute("UPDATE calls SET status = %s WHERE batch_id = %s AND seq = %s",
-                        (wanted[seq % 3], batch_id, seq))
+            cur.execute(
+                "UPDATE calls SET status = %s WHERE batch_id = %s AND seq = %s", (wanted[seq % 3], batch_id, seq)
+            )
         cur.execute("UPDATE batches SET status = 'completed', finished_at = now() WHERE id = %s", (batch_id,))
     for name, remainder in (("completed", 0), ("failed", 1), ("cancelled", 2)):
         expected = [ids[i] for i in range(10) if i % 3 == remainder]
@@ -1203,9 +1289,10 @@ def test_healthz_says_unavailable_without_the_error(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
         response = app.test_client().get("/healthz")
     assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable",
-                                   "checks": {"database": "unavailable", "redis": "unavailable",
-                                              "broker": "unavailable"}}
+    assert response.get_json() == {
+        "status": "unavailable",
+        "checks": {"database": "unavailable", "redis": "unavailable", "broker": "unavailable"},
+    }
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "check=database" in logged and "check=redis" in logged
 
@@ -1217,8 +1304,12 @@ def test_metrics_answers_only_with_the_metrics_token_when_one_is_set(api_factory
     open_api = api_factory()
     assert open_api.client.get("/metrics").status_code == 200
     api = api_factory(BATCHCALLS_METRICS_TOKEN="scrape-secret-1")
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {api.key}"},
-                    {"Authorization": "Basic scrape-secret-1"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {api.key}"},
+        {"Authorization": "Basic scrape-secret-1"},
+    ):
         assert_error(api.client.get("/metrics", headers=headers), 401, "unauthorized")
     response = api.client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-1"})
     assert response.status_code == 200

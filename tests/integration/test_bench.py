@@ -18,19 +18,44 @@ from tests.support.stack import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-FIGURES = ("slot_utilisation", "slot_ideal", "slot_measured", "cps_utilisation", "cps_max_window",
-           "engine_rate", "celery_rate", "engine_ratio", "submit_1000_s", "submit_5000_s",
-           "dispatch_p50_ms", "dispatch_p99_ms", "mem_5000_api_mb", "mem_5000_worker_mb")
+FIGURES = (
+    "slot_utilisation",
+    "slot_ideal",
+    "slot_measured",
+    "cps_utilisation",
+    "cps_max_window",
+    "engine_rate",
+    "celery_rate",
+    "engine_ratio",
+    "submit_1000_s",
+    "submit_5000_s",
+    "dispatch_p50_ms",
+    "dispatch_p99_ms",
+    "mem_5000_api_mb",
+    "mem_5000_worker_mb",
+)
 
 
 def test_bench_smoke_runs_every_scenario_and_prints_the_table(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--json", str(out)], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=540)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for label in ("Slot utilisation", "CPS utilisation", "Engine throughput", "Submit latency",
-                  "Dispatch latency", "Memory (peak RSS)", "machine:"):
+    for label in (
+        "Slot utilisation",
+        "CPS utilisation",
+        "Engine throughput",
+        "Submit latency",
+        "Dispatch latency",
+        "Memory (peak RSS)",
+        "machine:",
+    ):
         assert label in done.stdout
     figures = json.loads(out.read_text())["runs"][0]
     for key in FIGURES:

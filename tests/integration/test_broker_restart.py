@@ -51,9 +51,25 @@ def test_a_worker_holding_unacked_tasks_survives_redis_restarts(tmp_path: Path) 
     log_path = tmp_path / "worker.log"
     log = open(log_path, "ab")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bench.noop", "worker", "--loglevel", "INFO",
-         "--concurrency", "2", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.noop",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     sender = noop.create_app(load_settings({"REDIS_URL": url}))
     client = redis.Redis.from_url(url)
@@ -70,8 +86,11 @@ def test_a_worker_holding_unacked_tasks_survives_redis_restarts(tmp_path: Path) 
             server = start_redis(tmp_path / "servers", port=port)
             connects = restart + 2  # the first connection, and one after each restart so far
             # "Connected to workers.broker:Transport://...": the product's Redis transport.
-            _wait_for(lambda n=connects: log_path.read_bytes().count(b"Connected to ") >= n, 30,
-                      f"the worker to reconnect after restart {restart + 1}")
+            _wait_for(
+                lambda n=connects: log_path.read_bytes().count(b"Connected to ") >= n,
+                30,
+                f"the worker to reconnect after restart {restart + 1}",
+            )
             assert worker.poll() is None, log_path.read_text()[-3000:]
         # Still consuming: tasks sent after the last restart run.
         client.delete(noop.DONE_KEY, noop.FINISHED_KEY)

@@ -21,8 +21,7 @@ def test_publishes_share_one_client_until_the_pool_is_replaced(servers: TestServ
     with app.connection_for_write() as conn:
         channel = conn.default_channel
         assert isinstance(channel, Channel)
-        with mock.patch.object(Channel, "_create_client", autospec=True,
-                               side_effect=Channel._create_client) as created:
+        with mock.patch.object(Channel, "_create_client", autospec=True, side_effect=Channel._create_client) as created:
             for n in range(3):
                 app.send_task("test.nothing", (n,), queue=queue, connection=conn)
             assert created.call_count == 1

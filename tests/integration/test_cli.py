@@ -55,8 +55,11 @@ LISTENING = re.compile(r"Batchcalls API listening on (http://127\.0\.0\.1:(\d+))
 API_KEY = re.compile(r"API key \(tenant dev\): (\S+)")
 FLOWER = re.compile(r"^Flower: (http://127\.0\.0\.1:\d+) \((.*)\)$")
 # Short simulated calls so a batch ends in a second or two.
-FAST_SIM = {"BATCHCALLS_SIM_CALL_SECONDS": "0.2", "BATCHCALLS_SIM_RING_SECONDS": "0.1",
-            "BATCHCALLS_RATE_LIMIT": "100000 per minute"}
+FAST_SIM = {
+    "BATCHCALLS_SIM_CALL_SECONDS": "0.2",
+    "BATCHCALLS_SIM_RING_SECONDS": "0.1",
+    "BATCHCALLS_RATE_LIMIT": "100000 per minute",
+}
 
 
 def data_dir(prefix: str) -> Path:
@@ -91,9 +94,11 @@ def processes_of(marker_dir: Path) -> list[psutil.Process]:
         if process.pid == os.getpid() or not alive(process):
             continue
         try:
-            if (process.environ().get("BATCHCALLS_DATA_DIR") in (str(marker_dir), marker)
-                    or inside(process.cwd())
-                    or any(inside(arg) or marker + os.sep in arg for arg in process.cmdline())):
+            if (
+                process.environ().get("BATCHCALLS_DATA_DIR") in (str(marker_dir), marker)
+                or inside(process.cwd())
+                or any(inside(arg) or marker + os.sep in arg for arg in process.cmdline())
+            ):
                 found.append(process)
         except (psutil.Error, OSError):
             continue
@@ -108,8 +113,11 @@ def kill_all(processes: list[psutil.Process]) -> None:
 
 def servers_of(marker_dir: Path) -> list[str]:
     """postgres and redis-server processes that reference `marker_dir`."""
-    return [f"{p.pid} {p.name()} {p.cmdline()}" for p in processes_of(marker_dir)
-            if p.name().startswith(("postgres", "redis-server", "pg_ctl"))]
+    return [
+        f"{p.pid} {p.name()} {p.cmdline()}"
+        for p in processes_of(marker_dir)
+        if p.name().startswith(("postgres", "redis-server", "pg_ctl"))
+    ]
 
 
 @dataclass
@@ -127,10 +135,25 @@ class Up:
     def start(cls, env: dict[str, str], data: Path, workers: int = 1, *options: str) -> Up:
         stderr = open(data / "up.stderr", "w")  # noqa: SIM115 - lives as long as the process
         process = subprocess.Popen(
-            [sys.executable, "-m", "batchcalls.cli", "up", "--port", str(free_port()), "--workers", str(workers),
-             *options],
-            cwd=ROOT, env={**env, "BATCHCALLS_DATA_DIR": str(data)}, stdout=subprocess.PIPE, stderr=stderr,
-            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "batchcalls.cli",
+                "up",
+                "--port",
+                str(free_port()),
+                "--workers",
+                str(workers),
+                *options,
+            ],
+            cwd=ROOT,
+            env={**env, "BATCHCALLS_DATA_DIR": str(data)},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         up = cls(process, data)
         threading.Thread(target=up._read, daemon=True).start()
         return up
@@ -153,8 +176,10 @@ class Up:
             found = pattern.search(line)
             if found:
                 return found
-        raise AssertionError(f"no {pattern.pattern!r} from `batchcalls up` in {timeout}s (exit "
-                             f"{self.process.poll()}); stdout: {self.output}; stderr: {self.stderr()}")
+        raise AssertionError(
+            f"no {pattern.pattern!r} from `batchcalls up` in {timeout}s (exit "
+            f"{self.process.poll()}); stdout: {self.output}; stderr: {self.stderr()}"
+        )
 
     def wait_started(self, timeout: float = 90) -> float:
         started = time.time()
@@ -224,8 +249,10 @@ def test_up_serves_the_api_and_sigterm_stops_every_process_it_started(own_server
         assert requests.get(f"{up.api_url}/healthz", timeout=10).status_code == 200
         response = requests.get(f"{up.api_url}/v1/batches", headers=up.headers(), timeout=10)
         assert response.status_code == 200, response.text
-        assert requests.get(f"{up.api_url}/v1/batches", headers={"Authorization": "Bearer nope"},
-                            timeout=10).status_code == 401
+        assert (
+            requests.get(f"{up.api_url}/v1/batches", headers={"Authorization": "Bearer nope"}, timeout=10).status_code
+            == 401
+        )
 
         # gunicorn master + 2 workers, celery worker + 2 pool processes, beat
         children = up.descendants(at_least=7)
@@ -234,8 +261,10 @@ def test_up_serves_the_api_and_sigterm_stops_every_process_it_started(own_server
         # Deliveries in a worker of their own, call handling in the others (as the Procfile runs them).
         assert "--queues deliveries" in names and "--queues celery" in names
         stopped_in = up.terminate()
-        print(f"\n`up` (external servers) ready in {took:.1f}s; stopped in {stopped_in:.1f}s "
-              f"with {len(children)} child processes")
+        print(
+            f"\n`up` (external servers) ready in {took:.1f}s; stopped in {stopped_in:.1f}s "
+            f"with {len(children)} child processes"
+        )
         assert up.process.returncode == 0, up.stderr()
         up.wait_for(re.compile(r"^stopped$"), 5)
         time.sleep(0.5)
@@ -293,11 +322,13 @@ def test_repeated_sigterm_does_not_cut_the_stopping_short() -> None:
 
 
 def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_credentials(
-        own_servers: dict[str, str]) -> None:
+    own_servers: dict[str, str],
+) -> None:
     data = data_dir("bc-cli-flower-")
     credentials = ("ops", "flower-pass")
-    up = Up.start({**os.environ, **FAST_SIM, **own_servers, "FLOWER_BASIC_AUTH": ":".join(credentials)},
-                  data, 1, "--flower")
+    up = Up.start(
+        {**os.environ, **FAST_SIM, **own_servers, "FLOWER_BASIC_AUTH": ":".join(credentials)}, data, 1, "--flower"
+    )
     try:
         up.wait_started()
         found = up.wait_for(FLOWER, 10)
@@ -312,8 +343,7 @@ def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_cre
         # It watches this `up`'s worker (named worker1@host by `up`).
         deadline, workers = time.time() + 60, {}
         while time.time() < deadline:
-            answer = requests.get(f"{flower}/api/workers", params={"refresh": "true"}, auth=credentials,
-                                  timeout=30)
+            answer = requests.get(f"{flower}/api/workers", params={"refresh": "true"}, auth=credentials, timeout=30)
             assert answer.status_code == 200, answer.text
             workers = answer.json()
             if any(name.startswith("worker1@") for name in workers):
@@ -455,8 +485,9 @@ def batchcalls_command_env(env: dict[str, str], *args: str) -> Run:
     """The console script with exactly `env` (nothing of this process's environment added back)."""
     script = Path(sys.executable).with_name("batchcalls")
     assert script.exists(), f"no {script}: is the package installed (pip install -e .)?"
-    done = subprocess.run([str(script), *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [str(script), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+    )
     return Run(done.returncode, done.stdout, done.stderr)
 
 
@@ -469,12 +500,12 @@ def schema_of(database_url: str) -> dict[str, list[tuple[object, ...]]]:
             for name, sql in {
                 "tables": "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
                 "columns": "SELECT table_name, column_name, data_type, column_default, is_nullable"
-                           " FROM information_schema.columns WHERE table_schema = 'public'",
+                " FROM information_schema.columns WHERE table_schema = 'public'",
                 "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
                 "constraints": "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-                               " WHERE connamespace = 'public'::regnamespace",
+                " WHERE connamespace = 'public'::regnamespace",
                 "functions": "SELECT proname, pg_get_functiondef(oid) FROM pg_proc"
-                             " WHERE pronamespace = 'public'::regnamespace",
+                " WHERE pronamespace = 'public'::regnamespace",
             }.items():
                 cur.execute(sql)
                 found[name] = sorted(cur.fetchall(), key=repr)
@@ -488,7 +519,8 @@ def schema_of(database_url: str) -> dict[str, list[tuple[object, ...]]]:
 
 
 def test_db_upgrade_creates_the_schema_on_a_fresh_database_and_a_second_run_changes_nothing(
-        servers: support.TestServers) -> None:
+    servers: support.TestServers,
+) -> None:
     with more_test_servers(servers) as fresh:
         env = {"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url}
         assert schema_of(fresh.database_url)["tables"] == []
@@ -522,8 +554,7 @@ def created_key(env: dict[str, str], tenant: str) -> dict[str, str]:
     return printed
 
 
-def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(
-        servers: support.TestServers) -> None:
+def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(servers: support.TestServers) -> None:
     with more_test_servers(servers) as fresh:
         env = {"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url}
         assert batchcalls_command(env, "db", "upgrade").code == 0
@@ -532,8 +563,15 @@ def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(
         secret = WEBHOOK_SECRET.fullmatch(first["webhook_secret"])
         assert secret and len(base64.b64decode(secret.group(1), validate=True)) >= 24, first["webhook_secret"]
 
-        app = create_app(load_settings({"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url,
-                                        "BATCHCALLS_RATE_LIMIT": "100000 per minute"}))
+        app = create_app(
+            load_settings(
+                {
+                    "DATABASE_URL": fresh.database_url,
+                    "REDIS_URL": fresh.redis_url,
+                    "BATCHCALLS_RATE_LIMIT": "100000 per minute",
+                }
+            )
+        )
         client = app.test_client()
 
         def as_key(key: str) -> dict[str, str]:
@@ -549,14 +587,18 @@ def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(
         assert again["api_key"] != first["api_key"]
         assert again["webhook_secret"] == first["webhook_secret"]  # the tenant's, not the key's
         # Same tenant: a batch submitted with the first key is seen with the second.
-        submitted_ = client.post("/v1/batches", headers=as_key(first["api_key"]),
-                                 json={"calls": [{"phone_number": "+442079460010", "script": {"text": "Hi"}}]})
+        submitted_ = client.post(
+            "/v1/batches",
+            headers=as_key(first["api_key"]),
+            json={"calls": [{"phone_number": "+442079460010", "script": {"text": "Hi"}}]},
+        )
         assert submitted_.status_code == 202, submitted_.get_data(as_text=True)
         batch_id = submitted_.get_json()["batch_id"]
         seen = client.get(f"/v1/batches/{batch_id}", headers=as_key(again["api_key"]))
         assert seen.status_code == 200, seen.get_data(as_text=True)
-        assert [b["batch_id"] for b in client.get("/v1/batches", headers=as_key(again["api_key"]))
-                .get_json()["batches"]] == [batch_id]
+        assert [
+            b["batch_id"] for b in client.get("/v1/batches", headers=as_key(again["api_key"])).get_json()["batches"]
+        ] == [batch_id]
 
         other = created_key(env, "globex")
         assert other["tenant"] == "globex" and other["webhook_secret"] != first["webhook_secret"]
@@ -565,15 +607,18 @@ def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(
         conn = psycopg2.connect(fresh.database_url)
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT t.name, count(k.id) FROM tenants t JOIN api_keys k ON k.tenant_id = t.id"
-                            " GROUP BY t.name ORDER BY t.name")
+                cur.execute(
+                    "SELECT t.name, count(k.id) FROM tenants t JOIN api_keys k ON k.tenant_id = t.id"
+                    " GROUP BY t.name ORDER BY t.name"
+                )
                 assert cur.fetchall() == [("acme", 2), ("globex", 1)]
-                cur.execute("SELECT count(*) FROM api_keys WHERE key_hash IN %s",
-                            ((first["api_key"], again["api_key"], other["api_key"]),))
+                cur.execute(
+                    "SELECT count(*) FROM api_keys WHERE key_hash IN %s",
+                    ((first["api_key"], again["api_key"], other["api_key"]),),
+                )
                 assert cur.fetchone() == (0,)  # stored hashed, never as printed
         finally:
             conn.close()
-
 
 
 def keys_policy(env: dict[str, str], *args: str) -> dict[str, object]:
@@ -584,55 +629,95 @@ def keys_policy(env: dict[str, str], *args: str) -> dict[str, object]:
 
 
 def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces_them(
-        servers: support.TestServers) -> None:
+    servers: support.TestServers,
+) -> None:
     """Issue 12, findings 8 and 11: per-tenant limits are set with the keys CLI."""
     with more_test_servers(servers) as fresh:
         env = {"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url}
         assert batchcalls_command(env, "db", "upgrade").code == 0
         key = created_key(env, "acme")["api_key"]
-        defaults = {"max_queued_calls": 100_000, "max_calls_per_batch": 100_000, "allowed_countries": [],
-                    "blocked_number_types": ["premium_rate", "shared_cost", "personal_number", "non_geographic"]}
+        defaults = {
+            "max_queued_calls": 100_000,
+            "max_calls_per_batch": 100_000,
+            "allowed_countries": [],
+            "blocked_number_types": ["premium_rate", "shared_cost", "personal_number", "non_geographic"],
+        }
         assert keys_policy(env, "--tenant", "acme") == {"tenant": "acme", "policy": defaults, "overrides": {}}
 
-        changed = keys_policy(env, "--tenant", "acme", "--max-queued-calls", "3", "--allowed-countries", "gb, us",
-                              "--blocked-number-types", "none")
+        changed = keys_policy(
+            env,
+            "--tenant",
+            "acme",
+            "--max-queued-calls",
+            "3",
+            "--allowed-countries",
+            "gb, us",
+            "--blocked-number-types",
+            "none",
+        )
         own = {"max_queued_calls": 3, "allowed_countries": ["GB", "US"], "blocked_number_types": []}
         assert changed == {"tenant": "acme", "policy": {**defaults, **own}, "overrides": own}
         assert keys_policy(env, "--tenant", "acme") == changed  # stored
 
-        app = create_app(load_settings({"DATABASE_URL": fresh.database_url, "REDIS_URL": fresh.redis_url,
-                                        "BATCHCALLS_RATE_LIMIT": "100000 per minute"}))
+        app = create_app(
+            load_settings(
+                {
+                    "DATABASE_URL": fresh.database_url,
+                    "REDIS_URL": fresh.redis_url,
+                    "BATCHCALLS_RATE_LIMIT": "100000 per minute",
+                }
+            )
+        )
         client = app.test_client()
 
         def post(*numbers: str) -> tuple[int, dict[str, object]]:
-            response = client.post("/v1/batches", headers={"Authorization": f"Bearer {key}"},
-                                   json={"calls": [{"phone_number": n, "script": {"text": "Hi"}} for n in numbers]})
+            response = client.post(
+                "/v1/batches",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"calls": [{"phone_number": n, "script": {"text": "Hi"}} for n in numbers]},
+            )
             error = (response.get_json() or {}).get("error") or {}
             return response.status_code, {"code": error.get("code"), "fields": sorted(error.get("details") or {})}
 
         assert post("+442079460010", "+442079460020", "+442079460030", "+442079460040") == (
-            422, {"code": "invalid_request", "fields": ["calls"]})  # more than the whole quota of 3
+            422,
+            {"code": "invalid_request", "fields": ["calls"]},
+        )  # more than the whole quota of 3
         assert post("+4930123456") == (422, {"code": "destination_not_allowed", "fields": ["calls[0].phone_number"]})
         assert post("+442079460010", "+19002345678")[0] == 202  # premium rate: no type blocked for acme
         assert post("+442079460020", "+442079460030") == (
-            429, {"code": "quota_exceeded", "fields": ["limit", "queued_calls", "quota", "requested_calls"]})
+            429,
+            {"code": "quota_exceeded", "fields": ["limit", "queued_calls", "quota", "requested_calls"]},
+        )
 
-        back = batchcalls_command(env, "keys", "policy", "--tenant", "acme", "--max-queued-calls", "default",
-                                  "--blocked-number-types", "default")
+        back = batchcalls_command(
+            env,
+            "keys",
+            "policy",
+            "--tenant",
+            "acme",
+            "--max-queued-calls",
+            "default",
+            "--blocked-number-types",
+            "default",
+        )
         assert back.code == 0, back.stdout + back.stderr
         assert back.stdout.splitlines() == [
-            "tenant: acme", "max_queued_calls: 100000 (default)", "max_calls_per_batch: 100000 (default)",
+            "tenant: acme",
+            "max_queued_calls: 100000 (default)",
+            "max_calls_per_batch: 100000 (default)",
             "allowed_countries: GB, US (own)",
-            "blocked_number_types: premium_rate, shared_cost, personal_number, non_geographic (default)"]
+            "blocked_number_types: premium_rate, shared_cost, personal_number, non_geographic (default)",
+        ]
         assert post("+442079460020", "+442079460030")[0] == 202
         assert post("+19002345678") == (422, {"code": "destination_not_allowed", "fields": ["calls[0].phone_number"]})
 
         # Mistakes are named, and change nothing.
         for args, code, words in (
-                (("--tenant", "nobody", "--max-queued-calls", "5"), 1, "no tenant 'nobody'"),
-                (("--tenant", "acme", "--max-queued-calls", "0"), 2, "--max-queued-calls"),
-                (("--tenant", "acme", "--blocked-number-types", "premium"), 2, "unknown number type premium"),
-                (("--tenant", "acme", "--allowed-countries", "UK"), 2, "GB"),
+            (("--tenant", "nobody", "--max-queued-calls", "5"), 1, "no tenant 'nobody'"),
+            (("--tenant", "acme", "--max-queued-calls", "0"), 2, "--max-queued-calls"),
+            (("--tenant", "acme", "--blocked-number-types", "premium"), 2, "unknown number type premium"),
+            (("--tenant", "acme", "--allowed-countries", "UK"), 2, "GB"),
         ):
             run = batchcalls_command(env, "keys", "policy", *args)
             assert (run.code, words in run.stderr) == (code, True), run.stdout + run.stderr
@@ -701,16 +786,31 @@ def keys_db(servers: support.TestServers) -> Iterator[KeysDb]:
 
 
 def test_keys_list_shows_each_key_and_its_dates_but_never_the_key(keys_db: KeysDb) -> None:
-    first, second, other = created_key(keys_db.env, "acme"), created_key(keys_db.env, "acme"), created_key(
-        keys_db.env, "globex")
+    first, second, other = (
+        created_key(keys_db.env, "acme"),
+        created_key(keys_db.env, "acme"),
+        created_key(keys_db.env, "globex"),
+    )
     assert keys_db.status_for(first["api_key"]) == 200  # used once: its last use is recorded
 
     listed = keys_db.json("keys", "list")["keys"]
-    assert [(k["tenant"], k["status"]) for k in listed] == [("acme", "active"), ("acme", "active"), ("globex", "active")]
+    assert [(k["tenant"], k["status"]) for k in listed] == [
+        ("acme", "active"),
+        ("acme", "active"),
+        ("globex", "active"),
+    ]
     assert [k["prefix"] for k in listed] == [made["api_key"][:14] for made in (first, second, other)]
     assert len({k["id"] for k in listed}) == 3
-    assert set(listed[0]) == {"id", "prefix", "tenant", "status", "created_at", "last_used_at", "expires_at",
-                              "revoked_at"}
+    assert set(listed[0]) == {
+        "id",
+        "prefix",
+        "tenant",
+        "status",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    }
     assert listed[0]["last_used_at"] and listed[1]["last_used_at"] is None
     assert all(k["created_at"].endswith("Z") and k["expires_at"] is None and k["revoked_at"] is None for k in listed)
     assert [k["tenant"] for k in keys_db.json("keys", "list", "--tenant", "globex")["keys"]] == ["globex"]
@@ -765,13 +865,19 @@ def test_keys_rotate_keeps_the_old_key_valid_for_the_overlap_then_refuses_it(key
     assert keys_db.status_for(newest["api_key"]) == 200
     assert keys_db.status_for(other["api_key"]) == 200  # another tenant's key is untouched
     assert [k["status"] for k in keys_db.json("keys", "list", "--tenant", "acme")["keys"]] == [
-        "expired", "expired", "active"]
+        "expired",
+        "expired",
+        "active",
+    ]
 
     # No overlap: the previous key stops at once.
     last = keys_db.json("keys", "rotate", "--tenant", "acme", "--overlap", "0")
     assert keys_db.status_for(newest["api_key"]) == 401 and keys_db.status_for(last["api_key"]) == 200
 
-    for args, says in [(("--tenant", "nobody"), "no tenant 'nobody'"), (("--tenant", "acme", "--overlap", "1x"), "--overlap")]:
+    for args, says in [
+        (("--tenant", "nobody"), "no tenant 'nobody'"),
+        (("--tenant", "acme", "--overlap", "1x"), "--overlap"),
+    ]:
         refused = keys_db.run("keys", "rotate", *args)
         assert refused.code != 0 and says in refused.stderr and "Traceback" not in refused.stderr
     assert [k["tenant"] for k in keys_db.json("keys", "list")["keys"]].count("nobody") == 0
@@ -780,8 +886,9 @@ def test_keys_rotate_keeps_the_old_key_valid_for_the_overlap_then_refuses_it(key
 def _verifies(record: Any, secret: str) -> tuple[bool, bool]:
     """(stripe accepts, standardwebhooks accepts) the delivered event with `secret`."""
     try:
-        stripe.WebhookSignature.verify_header(record.body.decode(), record.headers["batchcalls-signature"], secret,
-                                              tolerance=600)
+        stripe.WebhookSignature.verify_header(
+            record.body.decode(), record.headers["batchcalls-signature"], secret, tolerance=600
+        )
         by_stripe = True
     except stripe.SignatureVerificationError:
         by_stripe = False
@@ -795,8 +902,9 @@ def _verifies(record: Any, secret: str) -> tuple[bool, bool]:
 
 def _delivered(stack: Stack, api_key: str) -> list[Any]:
     body = {"calls": [{"phone_number": "+442079461230", "script": {"text": "Hi"}}], "callback_url": stack.receiver.url}
-    response = requests.post(f"{stack.api_url}/v1/batches", json=body, headers={"Authorization": f"Bearer {api_key}"},
-                             timeout=60)
+    response = requests.post(
+        f"{stack.api_url}/v1/batches", json=body, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+    )
     assert response.status_code == 202, response.text
     batch_id = response.json()["batch_id"]
     stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=60)
@@ -816,7 +924,8 @@ def rotation_stack(servers: support.TestServers, tmp_path_factory: pytest.TempPa
 
 
 def test_webhook_secret_rotate_signs_with_both_secrets_during_the_overlap_then_only_the_new(
-        rotation_stack: Stack) -> None:
+    rotation_stack: Stack,
+) -> None:
     stack = rotation_stack
     tenant_name = "rotate-" + os.urandom(4).hex()
     tenant, api_key = create_key(stack.db, tenant_name)
@@ -899,8 +1008,15 @@ class Run:
 
 def cli(up: Up, *args: str, timeout: float = 60) -> Run:
     env = {**os.environ, "BATCHCALLS_API_URL": up.api_url, "BATCHCALLS_API_KEY": up.api_key}
-    done = subprocess.run([sys.executable, "-m", "batchcalls.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "batchcalls.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return Run(done.returncode, done.stdout, done.stderr)
 
 
@@ -926,9 +1042,14 @@ def all_calls(up: Up, batch_id: str) -> list[dict[str, object]]:
 
 
 def test_submit_json_file_and_status(running: Up, tmp_path: Path) -> None:
-    body = {"calls": [{"phone_number": "+442079460010", "script": {"text": "Hello"}},
-                      {"phone_number": "+442079460027", "voice_id": "voice_male_1", "script": {"text": "Hi"}}],
-            "concurrency": 2, "metadata": {"from": "cli-test"}}
+    body = {
+        "calls": [
+            {"phone_number": "+442079460010", "script": {"text": "Hello"}},
+            {"phone_number": "+442079460027", "voice_id": "voice_male_1", "script": {"text": "Hi"}},
+        ],
+        "concurrency": 2,
+        "metadata": {"from": "cli-test"},
+    }
     path = tmp_path / "batch.json"
     path.write_text(json.dumps(body))
     batch_id = submitted(cli(running, "submit", str(path)))
@@ -941,9 +1062,11 @@ def test_submit_json_file_and_status(running: Up, tmp_path: Path) -> None:
 
 def test_submit_csv_with_every_column(running: Up, tmp_path: Path) -> None:
     path = tmp_path / "calls.csv"
-    path.write_text("phone_number,text,voice_id,priority\n"
-                    "+442079460010,Hello from the CSV,voice_female_1,2\n"
-                    "+44 20 7946 0027,Second row,voice_male_1,0\n")
+    path.write_text(
+        "phone_number,text,voice_id,priority\n"
+        "+442079460010,Hello from the CSV,voice_female_1,2\n"
+        "+44 20 7946 0027,Second row,voice_male_1,0\n"
+    )
     batch_id = submitted(cli(running, "submit", str(path), "--concurrency", "1"))
     assert status_json(running, batch_id)["total_calls"] == 2
     calls = {c["phone_number"]: c for c in all_calls(running, batch_id)}
@@ -957,8 +1080,9 @@ def test_submit_csv_with_every_column(running: Up, tmp_path: Path) -> None:
 def test_submit_csv_without_text_column_uses_text_option(running: Up, tmp_path: Path) -> None:
     path = tmp_path / "numbers.csv"
     path.write_text("phone_number\n+442079460010\n+442079460027\n+442079460038\n")
-    batch_id = submitted(cli(running, "submit", str(path), "--text", "Hello from the option",
-                             "--voice", "voice_female_2"))
+    batch_id = submitted(
+        cli(running, "submit", str(path), "--text", "Hello from the option", "--voice", "voice_female_2")
+    )
     assert status_json(running, batch_id)["total_calls"] == 3
     assert {c["voice_id"] for c in all_calls(running, batch_id)} == {"voice_female_2"}
 
@@ -980,8 +1104,7 @@ def test_submit_csv_with_bad_priority_names_row_and_column(running: Up, tmp_path
     assert run.stdout == ""
 
 
-def test_submit_csv_with_invalid_number_is_rejected_by_the_api_with_row_and_column(
-        running: Up, tmp_path: Path) -> None:
+def test_submit_csv_with_invalid_number_is_rejected_by_the_api_with_row_and_column(running: Up, tmp_path: Path) -> None:
     path = tmp_path / "bad-number.csv"
     path.write_text("phone_number,text\n+442079460010,Hi\n+442079460027,Hi\n+4420,Hi\n")
     run = cli(running, "submit", str(path))
@@ -995,8 +1118,15 @@ def test_submit_without_an_api_to_reach_fails_without_a_traceback(running: Up, t
     path = tmp_path / "batch.json"
     path.write_text(json.dumps({"calls": [{"phone_number": "+442079460010", "script": {"text": "Hi"}}]}))
     env = {**os.environ, "BATCHCALLS_API_URL": f"http://127.0.0.1:{free_port()}", "BATCHCALLS_API_KEY": "x"}
-    done = subprocess.run([sys.executable, "-m", "batchcalls.cli", "submit", str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "batchcalls.cli", "submit", str(path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "cannot reach" in done.stderr, done.stderr
 
@@ -1009,8 +1139,10 @@ def test_status_of_unknown_batch(running: Up) -> None:
 
 def test_submit_watch_exits_after_the_batch_finishes(running: Up, tmp_path: Path) -> None:
     path = tmp_path / "watch.csv"
-    path.write_text("phone_number,text\n+442079460010,Hi\n+442079460027,Hi\n+442079460038,Hi\n"
-                    "+442079460049,Hi\n+442079460011,Busy line\n")
+    path.write_text(
+        "phone_number,text\n+442079460010,Hi\n+442079460027,Hi\n+442079460038,Hi\n"
+        "+442079460049,Hi\n+442079460011,Busy line\n"
+    )
     started = time.time()
     run = cli(running, "submit", str(path), "--concurrency", "5", "--watch", timeout=120)
     batch_id = submitted(run)
@@ -1071,8 +1203,15 @@ def run_in_terminal(argv: list[str], cwd: Path, env: dict[str, str], timeout: fl
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
     with tempfile.TemporaryFile("w+") as stderr:
-        process = subprocess.Popen(argv, cwd=cwd, env={**env, "TERM": "xterm-256color", "COLUMNS": "200"},
-                                   stdin=subprocess.DEVNULL, stdout=slave, stderr=stderr, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**env, "TERM": "xterm-256color", "COLUMNS": "200"},
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=stderr,
+            start_new_session=True,
+        )
         os.close(slave)
         chunks: list[tuple[float, str]] = []
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -1093,8 +1232,9 @@ def run_in_terminal(argv: list[str], cwd: Path, env: dict[str, str], timeout: fl
                 chunks.append((time.time(), decoder.decode(data)))
             else:
                 os.killpg(process.pid, signal.SIGKILL)
-                raise AssertionError(f"{argv} still running after {timeout}s; output:\n"
-                                     + "".join(t for _, t in chunks)[-4000:])
+                raise AssertionError(
+                    f"{argv} still running after {timeout}s; output:\n" + "".join(t for _, t in chunks)[-4000:]
+                )
             code = process.wait(30)
             ended_at = time.time()
         finally:
@@ -1116,12 +1256,10 @@ def check_demo_output(run: Terminal, started_at: float) -> str:
     lines = [(at, line) for at, line in run.lines() if at >= started_at]
     shown = "\n".join(line for _, line in lines)[-6000:]
     events = [(at, found) for at, line in lines if (found := EVENT.match(line))]
-    progress = [(at, tuple(int(n) for n in found.groups())) for at, line in lines
-                if (found := PROGRESS.search(line))]
-    titled = [i for i, (_, line) in enumerate(lines) if re.search(r"Batch batch_\w+", line)
-              and "submitted" not in line]
+    progress = [(at, tuple(int(n) for n in found.groups())) for at, line in lines if (found := PROGRESS.search(line))]
+    titled = [i for i, (_, line) in enumerate(lines) if re.search(r"Batch batch_\w+", line) and "submitted" not in line]
     assert titled, f"no final status table:\n{shown}"
-    table = dict(found.groups() for _, line in lines[titled[-1]:] if (found := TABLE_ROW.match(line)))
+    table = dict(found.groups() for _, line in lines[titled[-1] :] if (found := TABLE_ROW.match(line)))
     table_at = lines[titled[-1]][0]
     fields = {"status", "total_calls", "completed_calls", "failed_calls", "in_progress", "pending", "finished_at"}
     assert fields <= set(table), f"the status table lacks {fields - set(table)}:\n{shown}"
@@ -1152,8 +1290,9 @@ def check_demo_output(run: Terminal, started_at: float) -> str:
     # ended, never going back, ending where the table does.
     assert progress, f"no progress bar:\n{shown}"
     done = [completed + failed for _, (_, _, completed, failed, _, _) in progress]
-    assert all(state[1] == total and state[0] == ended for (_, state), ended in zip(progress, done, strict=True)), \
+    assert all(state[1] == total and state[0] == ended for (_, state), ended in zip(progress, done, strict=True)), (
         progress
+    )
     assert done == sorted(done), f"the progress went back: {done}"
     assert any(0 < d < total for d in done), f"no progress shown while the batch ran: {done}"
     assert len({state for _, state in progress}) >= 3, progress
@@ -1161,8 +1300,10 @@ def check_demo_output(run: Terminal, started_at: float) -> str:
     assert mid[0] < last_event_at, "the progress bar moved only after the batch ended"
     final = progress[-1][1]
     assert (final[2], final[3]) == (int(table["completed_calls"]), int(table["failed_calls"])), (final, table)
-    return (f"{len(events)} events over {last_event_at - first_event_at:.1f}s, {len(progress)} progress "
-            f"drawings, final table: {table['completed_calls']} completed, {table['failed_calls']} failed")
+    return (
+        f"{len(events)} events over {last_event_at - first_event_at:.1f}s, {len(progress)} progress "
+        f"drawings, final table: {table['completed_calls']} completed, {table['failed_calls']} failed"
+    )
 
 
 @pytest.mark.timeout(900)
@@ -1188,8 +1329,9 @@ def test_readme_demo_command_works_on_a_fresh_clone() -> None:
         for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
             env.pop(name, None)
         # The venv of this test run must not shadow the clone's own.
-        env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                      if not p.startswith(str(Path(sys.prefix))))
+        env["PATH"] = os.pathsep.join(
+            p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(Path(sys.prefix)))
+        )
         started = time.time()
         done = run_in_terminal(["bash", "-c", timed], clone, env, timeout=840)
         output = done.text()
@@ -1198,8 +1340,10 @@ def test_readme_demo_command_works_on_a_fresh_clone() -> None:
         assert demo_started, f"the install part did not finish:\n{output[-4000:]}"
         demo_took = done.ended_at - demo_started[0]
         shown = check_demo_output(done, demo_started[0])
-        print(f"\nREADME demo command on a fresh clone: exit {done.code} in {done.ended_at - started:.0f}s, "
-              f"of which `{demo}` {demo_took:.1f}s; {shown}")
+        print(
+            f"\nREADME demo command on a fresh clone: exit {done.code} in {done.ended_at - started:.0f}s, "
+            f"of which `{demo}` {demo_took:.1f}s; {shown}"
+        )
         assert "batch.completed" in output
         assert "BAD SIGNATURE" not in output
         assert demo_took < 60, f"`{demo}` took {demo_took:.1f}s on a fresh clone (its first run)"

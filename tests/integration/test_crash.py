@@ -15,10 +15,12 @@ pytestmark = pytest.mark.integration
 
 def test_worker_killed_mid_batch_loses_and_doubles_nothing(stack: Stack) -> None:
     digits = [0, 0, 0, 4, 1, 7, 2, 0, 9, 5]
-    body = {"calls": [{"phone_number": number(500 + i, digits[i % 10]), "script": {"text": "Hi"}}
-                      for i in range(60)],
-            "concurrency": 6, "callback_url": stack.receiver.url,
-            "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy"]}}
+    body = {
+        "calls": [{"phone_number": number(500 + i, digits[i % 10]), "script": {"text": "Hi"}} for i in range(60)],
+        "concurrency": 6,
+        "callback_url": stack.receiver.url,
+        "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy"]},
+    }
     batch_id = stack.submit(body)["batch_id"]
     time.sleep(2.5)
     assert stack.status(batch_id)["finished_at"] is None, "the batch ended before the crash"

@@ -44,15 +44,25 @@ pytestmark = pytest.mark.integration
 EVENT = {"id": "evt_test", "type": "batch.started", "batch_id": "b", "data": {}}
 
 
-def _settings(redis_url: str = "redis://unused", *, timeout: float = 1.0, allowlist: tuple[str, ...] = ("127.0.0.1",),
-              **extra: object) -> Settings:
-    return Settings(database_url="postgresql://unused", redis_url=redis_url, webhook_timeout_seconds=timeout,
-                    allow_http_callbacks=True, callback_allowlist=allowlist, **extra)  # type: ignore[arg-type]
+def _settings(
+    redis_url: str = "redis://unused",
+    *,
+    timeout: float = 1.0,
+    allowlist: tuple[str, ...] = ("127.0.0.1",),
+    **extra: object,
+) -> Settings:
+    return Settings(
+        database_url="postgresql://unused",
+        redis_url=redis_url,
+        webhook_timeout_seconds=timeout,
+        allow_http_callbacks=True,
+        callback_allowlist=allowlist,
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 def _relay(settings: Settings, **kwargs: object) -> Relay:
-    return Relay(settings, Database("postgresql://unused"), redis.Redis.from_url("redis://127.0.0.1:1"),
-                 **kwargs)  # type: ignore[arg-type]
+    return Relay(settings, Database("postgresql://unused"), redis.Redis.from_url("redis://127.0.0.1:1"), **kwargs)  # type: ignore[arg-type]
 
 
 def _post(relay: Relay, url: str) -> str | None:
@@ -100,7 +110,8 @@ def test_a_short_reply_keeps_the_connection_for_the_next_event(servers_to_stop: 
 
 @pytest.mark.parametrize("over_tls", [False, True], ids=["http", "https"])
 def test_a_receiver_answering_a_byte_at_a_time_is_cut_at_the_deadline(
-        servers_to_stop: list[RawServer], tmp_path: Path, over_tls: bool) -> None:
+    servers_to_stop: list[RawServer], tmp_path: Path, over_tls: bool
+) -> None:
     # A byte every 50 ms: every read gets something long before a per-read timeout, for ever.
     tls, client = _tls(tmp_path, "127.0.0.1") if over_tls else (None, CallbackHTTP())
     server = start_raw_server(trickle(0.05), tls=tls)
@@ -116,7 +127,8 @@ def test_a_receiver_answering_a_byte_at_a_time_is_cut_at_the_deadline(
 
 
 def test_a_name_that_rebinds_to_loopback_after_the_check_never_reaches_loopback(
-        servers_to_stop: list[RawServer], monkeypatch: pytest.MonkeyPatch) -> None:
+    servers_to_stop: list[RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A loopback server on a port a public host may use, so that only the address decides.
     loopback = _bind_web_port("127.0.0.2")
     servers_to_stop.append(loopback)
@@ -142,7 +154,8 @@ def test_a_name_that_rebinds_to_loopback_after_the_check_never_reaches_loopback(
 
 
 def test_tls_goes_to_the_checked_address_with_the_urls_host_and_server_name(
-        servers_to_stop: list[RawServer], tmp_path: Path) -> None:
+    servers_to_stop: list[RawServer], tmp_path: Path
+) -> None:
     tls, client = _tls(tmp_path, "hooks.pinned.test")
     server = start_raw_server(ok(), tls=tls)
     servers_to_stop.append(server)
@@ -165,17 +178,20 @@ def test_tls_goes_to_the_checked_address_with_the_urls_host_and_server_name(
 
 
 def test_an_address_that_refuses_the_connection_gives_way_to_the_next_checked_one(
-        servers_to_stop: list[RawServer]) -> None:
+    servers_to_stop: list[RawServer],
+) -> None:
     server = start_raw_server(ok())
     servers_to_stop.append(server)
-    relay = _relay(_settings(allowlist=("127.0.0.0/8",)),
-                   resolve=lambda host, port: ["127.0.0.2", "127.0.0.1"])  # nothing listens on the first
+    relay = _relay(
+        _settings(allowlist=("127.0.0.0/8",)), resolve=lambda host, port: ["127.0.0.2", "127.0.0.1"]
+    )  # nothing listens on the first
     assert _post(relay, server.url("two.example.test")) is None
     assert server.requests[0].headers["host"] == f"two.example.test:{server.port}"
 
 
-def test_the_relay_lock_outlives_every_post(servers: TestServers, servers_to_stop: list[RawServer],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_relay_lock_outlives_every_post(
+    servers: TestServers, servers_to_stop: list[RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A POST to a receiver that never finishes its answer ends while the relay still holds the
     batch's lock: no second relay can take the batch while the first one still writes to it."""
     monkeypatch.setattr(delivery, "LOCK_MARGIN_SECONDS", 0.6)
@@ -251,37 +267,50 @@ def _tls(directory: Path, name: str) -> tuple[ssl.SSLContext, CallbackHTTP]:
     except ValueError:
         alt = x509.DNSName(name)
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / "receiver.crt", directory / "receiver.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert_path, key_path)
     return server, CallbackHTTP(ssl_context=ssl.create_default_context(cafile=str(cert_path)))
 
 
 def test_a_batch_whose_tenant_is_at_its_limit_waits_and_is_delivered_after(
-        servers: TestServers, servers_to_stop: list[RawServer]) -> None:
+    servers: TestServers, servers_to_stop: list[RawServer]
+) -> None:
     """The relay of a tenant already running its share of deliveries POSTs nothing, counts no
     failed attempt, and asks to be run again shortly; once a share is free it delivers."""
     receiver = start_raw_server(ok())
     servers_to_stop.append(receiver)
     with engine_on(servers) as engine:
         tenant, _ = create_key(engine.db, "tenant-share-" + uuid.uuid4().hex[:6])
-        body = {"calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}], "concurrency": 1,
-                "callback_url": receiver.url()}
-        batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
-                                    None, body)
+        body = {
+            "calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}],
+            "concurrency": 1,
+            "callback_url": receiver.url(),
+        }
+        batch_id, _ = engine.submit(
+            tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()), None, body
+        )
         engine.dispatch(batch_id)
         engine.place_call(engine.tasks.places[0], batch_id=batch_id)  # type: ignore[attr-defined]
-        settings = dataclasses.replace(engine.settings, allow_http_callbacks=True, callback_allowlist=("127.0.0.1",),
-                                       webhook_tenant_concurrency=2)
+        settings = dataclasses.replace(
+            engine.settings, allow_http_callbacks=True, callback_allowlist=("127.0.0.1",), webhook_tenant_concurrency=2
+        )
         relay = Relay(settings, engine.db, engine.gates.redis)
         others = [relay.leases.take(tenant.id, f"other-{i}") for i in range(2)]
         assert others == [True, True]
@@ -305,8 +334,9 @@ def test_an_address_that_never_answers_gives_way_to_the_next_checked_one(servers
     server = start_raw_server(ok())
     servers_to_stop.append(server)
     with _silent_listener("127.0.0.2", server.port):
-        relay = _relay(_settings(timeout=3.0, allowlist=("127.0.0.0/8",)),
-                       resolve=lambda host, port: ["127.0.0.2", "127.0.0.1"])
+        relay = _relay(
+            _settings(timeout=3.0, allowlist=("127.0.0.0/8",)), resolve=lambda host, port: ["127.0.0.2", "127.0.0.1"]
+        )
         assert _post(relay, server.url("two.example.test")) is None
         assert len(server.requests) == 1
 
@@ -345,14 +375,23 @@ def test_a_slow_resolving_callback_host_waits_for_its_tenants_share_and_the_dead
     held_while_resolving: list[int] = []
     with engine_on(servers) as engine:
         tenant, _ = create_key(engine.db, "tenant-dns-" + uuid.uuid4().hex[:6])
-        body = {"calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}], "concurrency": 1,
-                "callback_url": "http://slow-dns.example.test/hooks"}
-        batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
-                                    None, body)
+        body = {
+            "calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}],
+            "concurrency": 1,
+            "callback_url": "http://slow-dns.example.test/hooks",
+        }
+        batch_id, _ = engine.submit(
+            tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()), None, body
+        )
         engine.dispatch(batch_id)
         engine.place_call(engine.tasks.places[0], batch_id=batch_id)  # type: ignore[attr-defined]
-        settings = dataclasses.replace(engine.settings, allow_http_callbacks=True, callback_allowlist=(),
-                                       webhook_tenant_concurrency=1, webhook_timeout_seconds=1.0)
+        settings = dataclasses.replace(
+            engine.settings,
+            allow_http_callbacks=True,
+            callback_allowlist=(),
+            webhook_tenant_concurrency=1,
+            webhook_timeout_seconds=1.0,
+        )
 
         def never_resolves(host: str, port: int) -> list[str]:
             held_while_resolving.append(relay.leases.held(tenant.id))
@@ -390,15 +429,20 @@ def test_batches_waiting_for_their_tenants_share_keep_one_retry_each(servers: Te
     batches_waiting, seconds = 3, 6.0
     with engine_on(servers) as engine:
         tenant, _ = create_key(engine.db, "tenant-chains-" + uuid.uuid4().hex[:6])
-        body = {"calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}], "concurrency": 1,
-                "callback_url": "http://127.0.0.1:9/hooks"}
+        body = {
+            "calls": [{"phone_number": "+442079460001", "script": {"text": "Hi"}}],
+            "concurrency": 1,
+            "callback_url": "http://127.0.0.1:9/hooks",
+        }
         for _ in range(batches_waiting):
-            batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
-                                        None, body)
+            batch_id, _ = engine.submit(
+                tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()), None, body
+            )
             engine.dispatch(batch_id)
             engine.place_call(engine.tasks.places[-1], batch_id=batch_id)  # type: ignore[attr-defined]
-        settings = dataclasses.replace(engine.settings, allow_http_callbacks=True, callback_allowlist=("127.0.0.1",),
-                                       webhook_tenant_concurrency=1)
+        settings = dataclasses.replace(
+            engine.settings, allow_http_callbacks=True, callback_allowlist=("127.0.0.1",), webhook_tenant_concurrency=1
+        )
         relay = Relay(settings, engine.db, engine.gates.redis)
         sent: list[tuple[str, float]] = engine.tasks.delivers  # type: ignore[attr-defined]
         queued: list[tuple[float, str]] = []  # (when due, batch): the `deliver` tasks not yet run
@@ -420,8 +464,10 @@ def test_batches_waiting_for_their_tenants_share_keep_one_retry_each(servers: Te
                 runs.append(time.monotonic() - started)
             time.sleep(0.02)
     late_runs = [t for t in runs if t >= seconds / 2]
-    print(f"{len(runs)} runs in {seconds:.0f} s, {len(late_runs)} in the last {seconds / 2:.0f} s;"
-          f" at most {most_queued} tasks queued")
+    print(
+        f"{len(runs)} runs in {seconds:.0f} s, {len(late_runs)} in the last {seconds / 2:.0f} s;"
+        f" at most {most_queued} tasks queued"
+    )
     # A retry comes 1 to 2 s after a run: one chain per batch runs at most once a second.
     assert len(late_runs) <= batches_waiting * (seconds / 2 + 1)
     assert most_queued <= 2 * batches_waiting  # a sweep may send one in the moment a retry starts

@@ -55,8 +55,7 @@ def _lease_worker(redis_url: str, batch_id: str, seed: int, start: Any, results:
         results.put(("error", traceback.format_exc()))
 
 
-def _give_back_and_take(gates: Gates, batch_id: str, held: list[str], rng: random.Random,
-                        pause: float = 0.0) -> Grant:
+def _give_back_and_take(gates: Gates, batch_id: str, held: list[str], rng: random.Random, pause: float = 0.0) -> Grant:
     """Release `held` and lease what is free: half the time a release on its own (and a pause of
     up to `pause`), then an acquire, so other processes' acquires get the slots too (a release
     inside acquire hands the freed slots straight back to this process); else both in one."""
@@ -71,8 +70,9 @@ def _give_back_and_take(gates: Gates, batch_id: str, held: list[str], rng: rando
     return grant
 
 
-def _renew_race_worker(redis_url: str, batch_id: str, role: str, total: int, seed: int, start: Any,
-                       results: Any) -> None:
+def _renew_race_worker(
+    redis_url: str, batch_id: str, role: str, total: int, seed: int, start: Any, results: Any
+) -> None:
     """Race renew.lua against acquire and release, as the engine does: a `holder` takes leases,
     renews its own while it holds them, and releases them; a `renewer` (a reconciler sweep or a
     late provider event) keeps renewing random calls, held, released or never granted."""

@@ -32,10 +32,14 @@ def _batch(engine: Engine, calls: int, concurrency: int) -> tuple[str, list[str]
     queue = engine.tasks
     assert isinstance(queue, ListQueue)
     tenant, _ = create_key(engine.db, "gathered-test")
-    body = {"calls": [{"phone_number": f"+44207946{i:04d}", "script": {"text": "Hi"}} for i in range(calls)],
-            "concurrency": concurrency, "callback_url": "https://crm.example/hooks"}
-    batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
-                                None, body)
+    body = {
+        "calls": [{"phone_number": f"+44207946{i:04d}", "script": {"text": "Hi"}} for i in range(calls)],
+        "concurrency": concurrency,
+        "callback_url": "https://crm.example/hooks",
+    }
+    batch_id, _ = engine.submit(
+        tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()), None, body
+    )
     engine.dispatch(batch_id)
     live = list(queue.places)
     for call_id in live:
@@ -48,8 +52,10 @@ def _batch(engine: Engine, calls: int, concurrency: int) -> tuple[str, list[str]
 
 def _ended(call_id: str) -> list[ProviderEvent]:
     at = time.time()
-    return [ProviderEvent(call_id, 1, AttemptStatus.ANSWERED, at),
-            ProviderEvent(call_id, 1, AttemptStatus.ENDED, at, Outcome.COMPLETED)]
+    return [
+        ProviderEvent(call_id, 1, AttemptStatus.ANSWERED, at),
+        ProviderEvent(call_id, 1, AttemptStatus.ENDED, at, Outcome.COMPLETED),
+    ]
 
 
 def test_calls_ending_in_one_read_free_their_slots_and_kick_delivery_once(engine: Engine) -> None:

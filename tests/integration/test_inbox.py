@@ -28,8 +28,12 @@ CALL_SECONDS = 30  # the simulator's own end of the call comes long after the te
 @pytest.fixture(scope="module")
 def long_calls(servers: TestServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with more_test_servers(servers) as own:
-        stack = start_stack(own.database_url, own.redis_url, Path(tmp_path_factory.mktemp("inbox")),
-                            BATCHCALLS_SIM_CALL_SECONDS=str(CALL_SECONDS))
+        stack = start_stack(
+            own.database_url,
+            own.redis_url,
+            Path(tmp_path_factory.mktemp("inbox")),
+            BATCHCALLS_SIM_CALL_SECONDS=str(CALL_SECONDS),
+        )
         try:
             yield stack
         finally:

@@ -41,11 +41,21 @@ def _procfile(name: str) -> str:
 def flower(stack: Stack) -> Iterator[str]:
     port = _free_port()
     venv_bin = str(Path(sys.executable).parent)
-    env = {**stack.env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": ":".join(AUTH),
-           "PATH": venv_bin + os.pathsep + stack.env.get("PATH", "")}
+    env = {
+        **stack.env,
+        "FLOWER_PORT": str(port),
+        "FLOWER_BASIC_AUTH": ":".join(AUTH),
+        "PATH": venv_bin + os.pathsep + stack.env.get("PATH", ""),
+    }
     log = open(stack.log_dir / "flower.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(["sh", "-c", _procfile("flower")], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["sh", "-c", _procfile("flower")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     try:
@@ -78,8 +88,10 @@ EVENT_TASKS = ("batchcalls.drain_events", "batchcalls.record_event", "batchcalls
 
 def test_flower_lists_the_workers_and_the_tasks_of_a_running_batch(stack: Stack, flower: str) -> None:
     assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401  # credentials required
-    body = {"calls": [{"phone_number": number(700 + i, 0), "script": {"text": "Hi"}} for i in range(6)],
-            "concurrency": 3}
+    body = {
+        "calls": [{"phone_number": number(700 + i, 0), "script": {"text": "Hi"}} for i in range(6)],
+        "concurrency": 3,
+    }
     batch_id = stack.submit(body)["batch_id"]
     stack.wait_finished(batch_id)
     workers = requests.get(f"{flower}/api/workers", params={"refresh": "true"}, auth=AUTH, timeout=30).json()
@@ -91,11 +103,17 @@ def test_flower_lists_the_workers_and_the_tasks_of_a_running_batch(stack: Stack,
         # Dialing tasks name their batch and call(s) in their arguments; a call dialed in the
         # slot another call's ending freed is named in the result of that delayed event's own
         # task (a drain of the event inbox hands such calls to `place_call` tasks).
-        placed = [t for t in tasks.values()
-                  if t["name"] in ("batchcalls.place_call", "batchcalls.place_calls") and batch_id in (t["args"] or "")]
+        placed = [
+            t
+            for t in tasks.values()
+            if t["name"] in ("batchcalls.place_call", "batchcalls.place_calls") and batch_id in (t["args"] or "")
+        ]
         events = [t for t in tasks.values() if t["name"] in EVENT_TASKS]
-        shown = {c for c in call_ids if any(c in (t["args"] or "") for t in placed)
-                 or any(f"'{c}'" in (t.get("result") or "") for t in events)}
+        shown = {
+            c
+            for c in call_ids
+            if any(c in (t["args"] or "") for t in placed) or any(f"'{c}'" in (t.get("result") or "") for t in events)
+        }
         if shown == call_ids:
             break
         time.sleep(0.5)
@@ -113,15 +131,19 @@ def _sample(text: str, name: str, labels: str = "") -> float:
 def test_metrics_move_during_a_batch(stack: Stack) -> None:
     before = requests.get(f"{stack.api_url}/metrics", timeout=10)
     assert before.status_code == 200 and before.headers["Content-Type"].startswith("text/plain")
-    body = {"calls": [{"phone_number": number(800 + i, 0 if i % 4 else 1), "script": {"text": "Hi"}}
-                      for i in range(12)],
-            "concurrency": 4, "callback_url": stack.receiver.url}
+    body = {
+        "calls": [{"phone_number": number(800 + i, 0 if i % 4 else 1), "script": {"text": "Hi"}} for i in range(12)],
+        "concurrency": 4,
+        "callback_url": stack.receiver.url,
+    }
     batch_id = stack.submit(body)["batch_id"]
     live_seen = 0.0
     while stack.status(batch_id)["finished_at"] is None:
         text = requests.get(f"{stack.api_url}/metrics", timeout=10).text
-        live_seen = max(live_seen, sum(_sample(text, "batchcalls_calls_live", f'status="{s}"')
-                                       for s in ("dialing", "ringing", "in_progress")))
+        live_seen = max(
+            live_seen,
+            sum(_sample(text, "batchcalls_calls_live", f'status="{s}"') for s in ("dialing", "ringing", "in_progress")),
+        )
         time.sleep(0.1)
     stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=30)
     old = before.text
@@ -133,9 +155,12 @@ def test_metrics_move_during_a_batch(stack: Stack) -> None:
     deadline = time.time() + 5 * FLUSH_SECONDS
     while True:
         after = requests.get(f"{stack.api_url}/metrics", timeout=10).text
-        counted = (moved(after, "batchcalls_dials_total"), moved(after, "batchcalls_calls_total", 'outcome="completed"'),
-                   moved(after, "batchcalls_calls_total", 'outcome="busy"'),
-                   moved(after, "batchcalls_webhook_deliveries_total"))
+        counted = (
+            moved(after, "batchcalls_dials_total"),
+            moved(after, "batchcalls_calls_total", 'outcome="completed"'),
+            moved(after, "batchcalls_calls_total", 'outcome="busy"'),
+            moved(after, "batchcalls_webhook_deliveries_total"),
+        )
         if all(n >= want for n, want in zip(counted, (12, 9, 3, 14))) or time.time() > deadline:
             break
         time.sleep(0.1)

@@ -64,8 +64,11 @@ def test_reading_the_contract_does_not_spend_a_keys_rate_limit(api_factory: Call
 
 
 def test_a_method_a_route_does_not_have_is_405_naming_those_it_has(api: Api) -> None:
-    for path, allowed in (("/docs", {"GET", "HEAD", "OPTIONS"}), ("/healthz", {"GET", "HEAD", "OPTIONS"}),
-                          ("/v1/batches", {"GET", "HEAD", "OPTIONS", "POST"})):
+    for path, allowed in (
+        ("/docs", {"GET", "HEAD", "OPTIONS"}),
+        ("/healthz", {"GET", "HEAD", "OPTIONS"}),
+        ("/v1/batches", {"GET", "HEAD", "OPTIONS", "POST"}),
+    ):
         response = api.client.open(path, method="TRACE", headers=api.headers())
         assert response.status_code == 405, path
         assert response.json is not None and response.json["error"]["code"] == "method_not_allowed"
@@ -92,14 +95,16 @@ def test_the_budget_headers_answers_carry_are_the_documented_ones(api: Api) -> N
     assert document is not None
     op = document["paths"]["/v1/batches"]["get"]["responses"]
     unauthorized = document["components"]["responses"][op["401"]["$ref"].rsplit("/", 1)[-1]]
-    for response, documented in ((api.get("/v1/batches"), op["200"]["headers"]),
-                                 (api.client.get("/v1/batches", headers={"Authorization": "Bearer nope"}),
-                                  unauthorized["headers"])):
+    for response, documented in (
+        (api.get("/v1/batches"), op["200"]["headers"]),
+        (api.client.get("/v1/batches", headers={"Authorization": "Bearer nope"}), unauthorized["headers"]),
+    ):
         for name in ("RateLimit-Policy", "RateLimit"):
             sent, example = response.headers[name], documented[name]["example"]
             assert sent.split(";")[0] == example.split(";")[0], (response.status_code, name, sent, example)
             assert {item.split("=")[0] for item in sent.split(";")[1:]} == {
-                item.split("=")[0] for item in example.split(";")[1:]}, (name, sent, example)
+                item.split("=")[0] for item in example.split(";")[1:]
+            }, (name, sent, example)
 
 
 # --- schemathesis on the live API ------------------------------------------------------------
@@ -120,7 +125,10 @@ def gunicorn_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "api.app:create_app()"],
-            cwd=ROOT, env={**stack.env, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**stack.env, "PYTHONPATH": str(ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
@@ -149,8 +157,14 @@ EXAMPLES_PER_OPERATION = 40
 
 def _run(strategy: Any, examples: int, call: Callable[[Any], None]) -> None:
     @given(case=strategy)
-    @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-              phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case: Any) -> None:
         call(case)
 
@@ -168,20 +182,24 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
     headers = {"Authorization": f"Bearer {key}"}
     # A finished batch of this tenant, so that the batch routes answer real bodies too, not only 404s.
     basic = schema.raw_schema["paths"]["/v1/batches"]["post"]["requestBody"]["content"]["application/json"]
-    submitted = session.post(f"{gunicorn_api}/v1/batches", json=basic["examples"]["basic"]["value"], headers=headers,
-                             timeout=30)
+    submitted = session.post(
+        f"{gunicorn_api}/v1/batches", json=basic["examples"]["basic"]["value"], headers=headers, timeout=30
+    )
     assert submitted.status_code == 202, submitted.text
     batch_id = submitted.json()["batch_id"]
     deadline = time.monotonic() + 60
-    while session.get(f"{gunicorn_api}/v1/batches/{batch_id}", headers=headers, timeout=30).json()["finished_at"] is None:
+    while (
+        session.get(f"{gunicorn_api}/v1/batches/{batch_id}", headers=headers, timeout=30).json()["finished_at"] is None
+    ):
         assert time.monotonic() < deadline, "the example batch did not finish"
         time.sleep(0.2)
     answers: Counter[tuple[str, int]] = Counter()
     failures: list[str] = []
 
     def call(case: Any) -> None:
-        response = case.call_and_validate(base_url=gunicorn_api, session=session, headers=headers, checks=CHECKS,
-                                          timeout=30)
+        response = case.call_and_validate(
+            base_url=gunicorn_api, session=session, headers=headers, checks=CHECKS, timeout=30
+        )
         answers[(case.operation.label, response.status_code)] += 1
 
     def attempt(label: str, run: Callable[[], None]) -> None:
@@ -199,13 +217,22 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
         for strategy in op.get_strategies_from_examples():
             attempt(f"{op.label} (examples)", partial(_run, strategy, 5, call))
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            attempt(f"{op.label} ({mode.value})",
-                    partial(_run, op.as_strategy(generation_mode=mode), EXAMPLES_PER_OPERATION, call))
+            attempt(
+                f"{op.label} ({mode.value})",
+                partial(_run, op.as_strategy(generation_mode=mode), EXAMPLES_PER_OPERATION, call),
+            )
             if "batch_id" in op.path:
                 real = op.as_strategy(generation_mode=mode, path_parameters={"batch_id": batch_id})
-                attempt(f"{op.label} ({mode.value}, real batch)", partial(_run, real, EXAMPLES_PER_OPERATION // 2, call))
+                attempt(
+                    f"{op.label} ({mode.value}, real batch)", partial(_run, real, EXAMPLES_PER_OPERATION // 2, call)
+                )
     print(sorted(answers.items()))
     assert not failures, "\n\n".join(failures)
-    for label, status in (("POST /v1/batches", 202), ("GET /v1/batches", 200), ("GET /v1/batches/{batch_id}", 200),
-                          ("GET /v1/batches/{batch_id}/calls", 200), ("POST /v1/batches", 422)):
+    for label, status in (
+        ("POST /v1/batches", 202),
+        ("GET /v1/batches", 200),
+        ("GET /v1/batches/{batch_id}", 200),
+        ("GET /v1/batches/{batch_id}/calls", 200),
+        ("POST /v1/batches", 422),
+    ):
         assert answers[(label, status)], (label, status, sorted(answers.items()))

@@ -14,6 +14,7 @@ from tests.support.stack import Stack
 
 pytestmark = pytest.mark.integration
 
+
 # phonenumbers-valid UK numbers whose last digit picks the simulator's behaviour.
 def number(i: int, last_digit: int) -> str:
     return f"+4420794{i % 1000:03d}{(i // 1000) % 10}{last_digit}"
@@ -45,8 +46,11 @@ def live_profile(calls: list[dict[str, Any]]) -> tuple[int, float]:
 
 
 def test_forty_calls_never_exceed_concurrency_and_fill_it(stack: Stack) -> None:
-    body = {"calls": [{"phone_number": number(i, 0), "script": {"text": f"Hello {i}"}} for i in range(40)],
-            "concurrency": 4, "callback_url": stack.receiver.url}
+    body = {
+        "calls": [{"phone_number": number(i, 0), "script": {"text": f"Hello {i}"}} for i in range(40)],
+        "concurrency": 4,
+        "callback_url": stack.receiver.url,
+    }
     batch = stack.submit(body)
     # The 202 shows the batch as it is when the answer is written: its first calls may be dialing.
     assert batch["status"] in ("queued", "running") and batch["total_calls"] == 40
@@ -62,9 +66,12 @@ def test_forty_calls_never_exceed_concurrency_and_fill_it(stack: Stack) -> None:
 
 
 def test_events_are_ordered_signed_and_complete(stack: Stack) -> None:
-    body = {"calls": [{"phone_number": number(i, d), "script": {"text": "Hi"}}
-                      for i, d in enumerate([0, 0, 1, 7, 3])],
-            "concurrency": 2, "callback_url": stack.receiver.url, "metadata": {"crm": "abc"}}
+    body = {
+        "calls": [{"phone_number": number(i, d), "script": {"text": "Hi"}} for i, d in enumerate([0, 0, 1, 7, 3])],
+        "concurrency": 2,
+        "callback_url": stack.receiver.url,
+        "metadata": {"crm": "abc"},
+    }
     batch_id = stack.submit(body)["batch_id"]
     stack.wait_finished(batch_id)
     events = stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=30)
@@ -81,16 +88,20 @@ def test_events_are_ordered_signed_and_complete(stack: Stack) -> None:
     assert sorted(c["outcome"] for c in failed) == ["busy", "failed"]
     for record in stack.receiver.records(batch_id):
         payload = record.body.decode()
-        stripe.WebhookSignature.verify_header(payload, record.headers["batchcalls-signature"],
-                                              stack.webhook_secret, tolerance=600)
+        stripe.WebhookSignature.verify_header(
+            payload, record.headers["batchcalls-signature"], stack.webhook_secret, tolerance=600
+        )
         standardwebhooks.Webhook(stack.webhook_secret).verify(record.body, record.headers)
 
 
 def test_events_survive_a_failing_receiver(stack: Stack) -> None:
     stack.receiver.failing = True
     try:
-        body = {"calls": [{"phone_number": number(i, 0), "script": {"text": "Hi"}} for i in range(3)],
-                "concurrency": 3, "callback_url": stack.receiver.url}
+        body = {
+            "calls": [{"phone_number": number(i, 0), "script": {"text": "Hi"}} for i in range(3)],
+            "concurrency": 3,
+            "callback_url": stack.receiver.url,
+        }
         batch_id = stack.submit(body)["batch_id"]
         stack.wait_finished(batch_id)
         time.sleep(2)
@@ -105,8 +116,10 @@ def test_events_survive_a_failing_receiver(stack: Stack) -> None:
 
 
 def test_busy_then_answered_completes_on_the_second_attempt_after_the_delay(stack: Stack) -> None:
-    body = {"calls": [{"phone_number": number(1, 4), "script": {"text": "Hi"}}],
-            "retry_config": {"max_attempts": 3, "delay": 1}}
+    body = {
+        "calls": [{"phone_number": number(1, 4), "script": {"text": "Hi"}}],
+        "retry_config": {"max_attempts": 3, "delay": 1},
+    }
     batch_id = stack.submit(body)["batch_id"]
     final = stack.wait_finished(batch_id)
     assert final["status"] == "completed"
@@ -119,8 +132,10 @@ def test_busy_then_answered_completes_on_the_second_attempt_after_the_delay(stac
 
 
 def test_always_busy_fails_after_three_attempts_with_backoff(stack: Stack) -> None:
-    body = {"calls": [{"phone_number": number(2, 1), "script": {"text": "Hi"}}],
-            "retry_config": {"max_attempts": 3, "delay": 1, "backoff_multiplier": 2}}
+    body = {
+        "calls": [{"phone_number": number(2, 1), "script": {"text": "Hi"}}],
+        "retry_config": {"max_attempts": 3, "delay": 1, "backoff_multiplier": 2},
+    }
     batch_id = stack.submit(body)["batch_id"]
     final = stack.wait_finished(batch_id)
     assert final["status"] == "failed" and final["failed_calls"] == 1
@@ -141,9 +156,13 @@ def test_no_attempt_is_dialed_twice(stack: Stack) -> None:
 
 def test_higher_priority_calls_dial_first_then_submission_order(stack: Stack) -> None:
     priorities = [5, 5, 0, 9, 0, 3]
-    body = {"calls": [{"phone_number": number(900 + i, 0), "script": {"text": "Hi"}, "priority": p}
-                      for i, p in enumerate(priorities)],
-            "concurrency": 1}
+    body = {
+        "calls": [
+            {"phone_number": number(900 + i, 0), "script": {"text": "Hi"}, "priority": p}
+            for i, p in enumerate(priorities)
+        ],
+        "concurrency": 1,
+    }
     batch_id = stack.submit(body)["batch_id"]
     stack.wait_finished(batch_id)
     calls = stack.all_calls(batch_id)
@@ -159,13 +178,18 @@ def test_a_new_batch_starts_while_a_running_batch_keeps_every_worker_busy(stack:
     priority once held a new batch back until the running ones were done)."""
     # 100 calls at once, of 0.75 s each: more provider events than the test's four worker
     # processes apply as they come, so some are always waiting in the broker.
-    running = stack.submit({"calls": [{"phone_number": number(3000 + i, 0), "script": {"text": "Hi"}}
-                                      for i in range(600)], "concurrency": 100})["batch_id"]
+    running = stack.submit(
+        {
+            "calls": [{"phone_number": number(3000 + i, 0), "script": {"text": "Hi"}} for i in range(600)],
+            "concurrency": 100,
+        }
+    )["batch_id"]
     deadline = time.time() + 30
     while stack.status(running)["completed_calls"] < 100 and time.time() < deadline:
         time.sleep(0.1)
-    second = stack.submit({"calls": [{"phone_number": number(3300 + i, 0), "script": {"text": "Hi"}}
-                                     for i in range(3)], "concurrency": 3})["batch_id"]
+    second = stack.submit(
+        {"calls": [{"phone_number": number(3300 + i, 0), "script": {"text": "Hi"}} for i in range(3)], "concurrency": 3}
+    )["batch_id"]
     stack.wait_finished(second, timeout=60)
     first_done = stack.wait_finished(running, timeout=120)
     second_dials = [ts(a["dialed_at"]) for c in stack.all_calls(second) for a in c["attempts"]]

@@ -40,8 +40,10 @@ def test_a_statement_is_prepared_once_per_connection_and_then_executed(database_
         execute(cur, "SELECT %s::int + 1 AS n, '50%%' AS pct", (41,))
         assert cur.fetchone() == {"n": 42, "pct": "50%"}
         statements = _prepared(cur)
-    assert statements == ["PREPARE bc_0 AS SELECT * FROM batches WHERE id = $1",
-                          "PREPARE bc_1 AS SELECT $1::int + 1 AS n, '50%' AS pct"]
+    assert statements == [
+        "PREPARE bc_0 AS SELECT * FROM batches WHERE id = $1",
+        "PREPARE bc_1 AS SELECT $1::int + 1 AS n, '50%' AS pct",
+    ]
     with db.transaction() as cur:  # the same pooled connection: nothing prepared again
         assert get_batch(cur, "b4") is None
         assert len(_prepared(cur)) == 2
@@ -61,8 +63,11 @@ def test_a_schema_change_under_a_prepared_select_is_a_transient_error_then_works
     with db.transaction() as cur:
         cur.execute("INSERT INTO tenants (name, webhook_secrets) VALUES ('t', '{}') RETURNING id")
         tenant = cur.fetchone()["id"]
-        cur.execute("INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config, total_calls)"
-                    " VALUES ('b1', %s, 'queued', 1, 5, '{}', 0)", (tenant,))
+        cur.execute(
+            "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config, total_calls)"
+            " VALUES ('b1', %s, 'queued', 1, 5, '{}', 0)",
+            (tenant,),
+        )
         assert get_batch(cur, "b1") is not None
     other = psycopg2.connect(database_url)
     other.autocommit = True

@@ -35,10 +35,13 @@ def engine(servers: TestServers) -> Iterator[Engine]:
 def _running_batch(engine: Engine) -> tuple[str, list[str]]:
     """A batch of 10 calls at concurrency 2, its first two calls dialed: (batch id, live calls)."""
     tenant, _ = create_key(engine.db, "reconciler-test")
-    body = {"calls": [{"phone_number": f"+44207946{i:04d}", "script": {"text": "Hi"}} for i in range(10)],
-            "concurrency": 2}
-    batch_id, _ = engine.submit(tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()),
-                                None, body)
+    body = {
+        "calls": [{"phone_number": f"+44207946{i:04d}", "script": {"text": "Hi"}} for i in range(10)],
+        "concurrency": 2,
+    }
+    batch_id, _ = engine.submit(
+        tenant, build_batch(body, max_concurrency=10, voices=voices.voice_catalog()), None, body
+    )
     engine.dispatch(batch_id)
     queue = engine.tasks
     assert isinstance(queue, ListQueue)
@@ -52,8 +55,12 @@ def _running_batch(engine: Engine) -> tuple[str, list[str]]:
 def _end(engine: Engine, call_id: str) -> None:
     """The provider reports the call answered and done: its slot goes to the next call."""
     at = time.time()
-    engine.record_events([ProviderEvent(call_id, 1, AttemptStatus.ANSWERED, at),
-                          ProviderEvent(call_id, 1, AttemptStatus.ENDED, at, Outcome.COMPLETED)])
+    engine.record_events(
+        [
+            ProviderEvent(call_id, 1, AttemptStatus.ANSWERED, at),
+            ProviderEvent(call_id, 1, AttemptStatus.ENDED, at, Outcome.COMPLETED),
+        ]
+    )
 
 
 def test_calls_that_end_while_the_sweep_reads_the_batch_are_not_a_lost_state(engine: Engine) -> None:
@@ -94,16 +101,18 @@ def _slow_ready(engine: Engine, batch_id: str, stop_after: int | None = None) ->
 
 def _waiting(engine: Engine, batch_id: str) -> list[tuple[str, int]]:
     with engine.db.transaction() as cur:
-        cur.execute("SELECT id, seq, priority FROM calls WHERE batch_id = %s AND status = 'queued'"
-                    " ORDER BY seq", (batch_id,))
+        cur.execute(
+            "SELECT id, seq, priority FROM calls WHERE batch_id = %s AND status = 'queued' ORDER BY seq", (batch_id,)
+        )
         return [(r["id"], ready_score(r["priority"], r["seq"])) for r in cur.fetchall()]
 
 
 def test_a_batch_whose_state_is_being_written_is_not_taken_for_lost(engine: Engine) -> None:
     batch_id, live = _running_batch(engine)
     engine.gates.forget(batch_id)  # as a submit stands before its Redis state is written
-    loader = threading.Thread(target=engine.gates.load_batch,
-                              args=(batch_id, 2, _slow_ready(engine, batch_id), (), live), kwargs={"chunk": 2})
+    loader = threading.Thread(
+        target=engine.gates.load_batch, args=(batch_id, 2, _slow_ready(engine, batch_id), (), live), kwargs={"chunk": 2}
+    )
     loader.start()
     ready_key = f"bc:{{{batch_id}}}:ready"
     while engine.gates.redis.zcard(ready_key) < 2:  # the first chunk is written
@@ -115,7 +124,8 @@ def test_a_batch_whose_state_is_being_written_is_not_taken_for_lost(engine: Engi
 
 
 def test_a_batch_whose_writer_died_half_way_is_rebuilt_once_its_mark_runs_out(
-        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(gates_mod, "LOADING_MS", 400)
     batch_id, live = _running_batch(engine)
     engine.gates.forget(batch_id)

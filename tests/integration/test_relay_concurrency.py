@@ -83,8 +83,9 @@ class _WatchedRelay(Relay):
             letting_go = time.monotonic()  # the relay may release its lock from now on
             self.held += [(_token(still_ours), since, min(until, letting_go)) for since, until in proven]
 
-    def _deliver(self, batch_id: str, still_ours: Callable[[], bool],
-                 proven: list[tuple[float, float]]) -> tuple[int, float | None]:
+    def _deliver(
+        self, batch_id: str, still_ours: Callable[[], bool], proven: list[tuple[float, float]]
+    ) -> tuple[int, float | None]:
         token = _token(still_ours)
         holding = still_ours.__self__  # type: ignore[attr-defined]
         lock_key = relay_keys(batch_id)[0]
@@ -101,12 +102,15 @@ class _WatchedRelay(Relay):
             if not ours:
                 self.lost += 1
                 if back < sent + lock:
-                    self.problems.append(f"lock {token} was gone {back - sent:.3f}s after its renewal:"
-                                         " another relay renewed, released or took it")
+                    self.problems.append(
+                        f"lock {token} was gone {back - sent:.3f}s after its renewal:"
+                        " another relay renewed, released or took it"
+                    )
                 return posts, None
             if sent + lock < back + WEBHOOK_TIMEOUT:
-                self.problems.append(f"lock {token} said ours with {sent + lock - back:.3f}s left, less than"
-                                     " a POST's timeout")
+                self.problems.append(
+                    f"lock {token} said ours with {sent + lock - back:.3f}s left, less than a POST's timeout"
+                )
             proven.append((back, sent + lock))
             value = self.checker.get(lock_key)
             if time.monotonic() < sent + lock and value != token.encode():
@@ -126,8 +130,12 @@ def _lock_worker(redis_url: str, batch_id: str, seed: int, seconds: float, start
         delivery.LOCK_MARGIN_SECONDS = LOCK_SECONDS - WEBHOOK_TIMEOUT  # this process only
         rng = random.Random(seed)
         _StallingRedis.rng = random.Random(seed + 1000)
-        relay = _WatchedRelay(_settings(redis_url, WEBHOOK_TIMEOUT), _StallingRedis.from_url(redis_url),
-                              redis.Redis.from_url(redis_url), rng)
+        relay = _WatchedRelay(
+            _settings(redis_url, WEBHOOK_TIMEOUT),
+            _StallingRedis.from_url(redis_url),
+            redis.Redis.from_url(redis_url),
+            rng,
+        )
         start.wait()
         deadline = time.monotonic() + seconds
         runs = 0

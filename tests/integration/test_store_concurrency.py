@@ -38,8 +38,14 @@ PROCESSES = 6
 
 
 def _batch(size: int, retry: RetryPolicy | None = None) -> NewBatch:
-    return NewBatch(calls=tuple(NewCall(f"+4420794600{i:02d}", {"type": None, "steps": [{"type": "text", "text": "Hi"}]},
-                                        None, 5) for i in range(size)), concurrency=size, retry=retry or RetryPolicy())
+    return NewBatch(
+        calls=tuple(
+            NewCall(f"+4420794600{i:02d}", {"type": None, "steps": [{"type": "text", "text": "Hi"}]}, None, 5)
+            for i in range(size)
+        ),
+        concurrency=size,
+        retry=retry or RetryPolicy(),
+    )
 
 
 def _run(target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float = 120) -> list[tuple[Any, ...]]:
@@ -48,8 +54,9 @@ def _run(target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: 
     close_pools()  # no connection of this process is inherited or shared
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(len(args), timeout=30), ctx.Queue()
-    procs = [ctx.Process(target=target, args=(index, *a, barrier, results), daemon=True)
-             for index, a in enumerate(args)]
+    procs = [
+        ctx.Process(target=target, args=(index, *a, barrier, results), daemon=True) for index, a in enumerate(args)
+    ]
     for proc in procs:
         proc.start()
     try:
@@ -173,32 +180,47 @@ def test_an_undone_attempt_and_its_provider_event_never_both_take_effect(dsn: st
     tenant, _ = create_key(db, "race-undo")
     size = 30
     retry = RetryPolicy(max_attempts=2, delay=60, retry_on=frozenset({Outcome.BUSY}))
-    submitted = insert_batch(db, tenant.id, _batch(size, retry), idempotency_key=None, request_hash="u",
-                             max_queued_calls=10**9)
+    submitted = insert_batch(
+        db, tenant.id, _batch(size, retry), idempotency_key=None, request_hash="u", max_queued_calls=10**9
+    )
     call_ids = [cid for cid, _, _ in submitted.calls]
     for call_id in call_ids:
         with db.transaction() as cur:
             assert calls.start_attempt(cur, call_id, "simulator")[0] is not None
     now = time.time()
-    kinds = [(AttemptStatus.ENDED, Outcome.COMPLETED), (AttemptStatus.ENDED, Outcome.BUSY),
-             (AttemptStatus.RINGING, None)]
-    events = [ProviderEvent(call_id, 1, kinds[i % 3][0], now, kinds[i % 3][1], "uuid-" + call_id)
-              for i, call_id in enumerate(call_ids)]
+    kinds = [
+        (AttemptStatus.ENDED, Outcome.COMPLETED),
+        (AttemptStatus.ENDED, Outcome.BUSY),
+        (AttemptStatus.RINGING, None),
+    ]
+    events = [
+        ProviderEvent(call_id, 1, kinds[i % 3][0], now, kinds[i % 3][1], "uuid-" + call_id)
+        for i, call_id in enumerate(call_ids)
+    ]
     roles = ["undo", "event"] * (PROCESSES // 2)
     answers = _run(_undo_or_apply, [(dsn, role, events) for role in roles])
 
-    expected = {(AttemptStatus.ENDED, Outcome.COMPLETED): ("completed", "ended"),
-                (AttemptStatus.ENDED, Outcome.BUSY): ("scheduled", "ended"),
-                (AttemptStatus.RINGING, None): ("ringing", "ringing")}
+    expected = {
+        (AttemptStatus.ENDED, Outcome.COMPLETED): ("completed", "ended"),
+        (AttemptStatus.ENDED, Outcome.BUSY): ("scheduled", "ended"),
+        (AttemptStatus.RINGING, None): ("ringing", "ringing"),
+    }
     with db.transaction() as cur:
-        cur.execute("SELECT c.id, c.status, c.attempt_count, a.status AS attempt_status FROM calls c"
-                    " LEFT JOIN attempts a ON a.call_id = c.id WHERE c.batch_id = %s", (submitted.batch_id,))
+        cur.execute(
+            "SELECT c.id, c.status, c.attempt_count, a.status AS attempt_status FROM calls c"
+            " LEFT JOIN attempts a ON a.call_id = c.id WHERE c.batch_id = %s",
+            (submitted.batch_id,),
+        )
         rows = {row["id"]: row for row in cur.fetchall()}
-        cur.execute("SELECT completed_calls, failed_calls, cancelled_calls FROM batches WHERE id = %s",
-                    (submitted.batch_id,))
+        cur.execute(
+            "SELECT completed_calls, failed_calls, cancelled_calls FROM batches WHERE id = %s", (submitted.batch_id,)
+        )
         batch = cur.fetchone()
-        cur.execute("SELECT payload->'data'->>'id' AS call_id, count(*) AS n FROM events"
-                    " WHERE batch_id = %s AND type = 'batch.call_completed' GROUP BY 1", (submitted.batch_id,))
+        cur.execute(
+            "SELECT payload->'data'->>'id' AS call_id, count(*) AS n FROM events"
+            " WHERE batch_id = %s AND type = 'batch.call_completed' GROUP BY 1",
+            (submitted.batch_id,),
+        )
         completed_events = {row["call_id"]: row["n"] for row in cur.fetchall()}
     assert len(rows) == size  # one row per call: an undone call has no attempt left
     undone = applied = 0
@@ -226,8 +248,9 @@ def test_an_undone_attempt_and_its_provider_event_never_both_take_effect(dsn: st
             assert again is not None and again["attempt_count"] == 1
 
 
-def _submit(index: int, dsn: str, tenant_id: int, rounds: list[tuple[str | None, int, int]], barrier: Any,
-            results: Any) -> None:
+def _submit(
+    index: int, dsn: str, tenant_id: int, rounds: list[tuple[str | None, int, int]], barrier: Any, results: Any
+) -> None:
     """Each round, together with the others: submit a batch of `size` calls under
     Idempotency-Key `key` (None: no key) with the capacity limit `limit`."""
     try:
@@ -236,8 +259,9 @@ def _submit(index: int, dsn: str, tenant_id: int, rounds: list[tuple[str | None,
         for key, size, limit in rounds:
             barrier.wait()
             try:
-                submitted = insert_batch(db, tenant_id, _batch(size), idempotency_key=key,
-                                         request_hash=f"body-{key}", max_queued_calls=limit)
+                submitted = insert_batch(
+                    db, tenant_id, _batch(size), idempotency_key=key, request_hash=f"body-{key}", max_queued_calls=limit
+                )
             except OverCapacity:
                 answers.append(("over", None, False))
             else:
@@ -263,8 +287,11 @@ def test_a_batch_submitted_with_one_key_by_many_processes_is_stored_once_whole(d
         assert len({batch_id for _, batch_id, _ in got}) == 1, f"{key}: several batches {got}"
         assert sum(created for _, _, created in got) == 1, f"{key}: created {got}"
         with db.transaction() as cur:
-            cur.execute("SELECT b.id, b.total_calls, (SELECT count(*) FROM calls c WHERE c.batch_id = b.id) AS n"
-                        " FROM batches b WHERE b.tenant_id = %s AND b.idempotency_key = %s", (tenant.id, key))
+            cur.execute(
+                "SELECT b.id, b.total_calls, (SELECT count(*) FROM calls c WHERE c.batch_id = b.id) AS n"
+                " FROM batches b WHERE b.tenant_id = %s AND b.idempotency_key = %s",
+                (tenant.id, key),
+            )
             stored = cur.fetchall()
         assert [(row["id"], row["total_calls"], row["n"]) for row in stored] == [(got[0][1], size, size)]
     with db.transaction() as cur:
@@ -274,8 +301,10 @@ def test_a_batch_submitted_with_one_key_by_many_processes_is_stored_once_whole(d
 
 def _open_calls(db: Database) -> int:
     with db.transaction() as cur:
-        cur.execute("SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0) AS n"
-                    " FROM batches WHERE status IN ('queued', 'running', 'paused')")
+        cur.execute(
+            "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0) AS n"
+            " FROM batches WHERE status IN ('queued', 'running', 'paused')"
+        )
         return int(cur.fetchone()["n"])
 
 
@@ -295,9 +324,12 @@ def test_parallel_submits_never_exceed_the_queued_calls_limit(dsn: str) -> None:
         assert sorted(status for status, _, _ in got) == ["ok"] * fit + ["over"] * (PROCESSES - fit), got
     assert _open_calls(db) == base + rounds * fit * size
     with db.transaction() as cur:
-        cur.execute("SELECT count(*) AS batches, sum(total_calls) AS total, (SELECT count(*) FROM calls c"
-                    " JOIN batches b ON b.id = c.batch_id WHERE b.tenant_id = %(t)s) AS calls"
-                    " FROM batches WHERE tenant_id = %(t)s", {"t": tenant.id})
+        cur.execute(
+            "SELECT count(*) AS batches, sum(total_calls) AS total, (SELECT count(*) FROM calls c"
+            " JOIN batches b ON b.id = c.batch_id WHERE b.tenant_id = %(t)s) AS calls"
+            " FROM batches WHERE tenant_id = %(t)s",
+            {"t": tenant.id},
+        )
         row = cur.fetchone()
     assert (row["batches"], row["total"], row["calls"]) == (rounds * fit, rounds * fit * size, rounds * fit * size)
 
@@ -327,14 +359,20 @@ class _ForgetfulProvider:
         pass
 
 
-def _give_up_or_end(index: int, database_url: str, redis_url: str, role: str, call_ids: list[str], barrier: Any,
-                    results: Any) -> None:
+def _give_up_or_end(
+    index: int, database_url: str, redis_url: str, role: str, call_ids: list[str], barrier: Any, results: Any
+) -> None:
     """For each call in turn, together with the others: the reconciler gives its stale attempt
     up (`reconciler`, from the stale list it read first, as a sweep does), or the provider's
     late `ended` event for it arrives (`webhook`, through Engine.record_event as the task does)."""
     try:
-        engine = Engine(Settings(database_url=database_url, redis_url=redis_url), Database(database_url),
-                        Gates(redis.Redis.from_url(redis_url), lease_seconds=60), _Tasks(), _ForgetfulProvider())
+        engine = Engine(
+            Settings(database_url=database_url, redis_url=redis_url),
+            Database(database_url),
+            Gates(redis.Redis.from_url(redis_url), lease_seconds=60),
+            _Tasks(),
+            _ForgetfulProvider(),
+        )
         with engine.db.transaction() as cur:
             stale = {row["call_id"]: row for row in calls.stale_attempts(cur, engine.settings.stale_attempt_seconds)}
         rng = random.Random(index)
@@ -345,7 +383,9 @@ def _give_up_or_end(index: int, database_url: str, redis_url: str, role: str, ca
                 outcomes.append(_resolve_stale(engine, stale[call_id]))
             else:
                 time.sleep(rng.uniform(0, 0.0015))  # the reconciler asks the provider first: even the odds
-                event = ProviderEvent(call_id, 1, AttemptStatus.ENDED, time.time(), Outcome.COMPLETED, "uuid-" + call_id)
+                event = ProviderEvent(
+                    call_id, 1, AttemptStatus.ENDED, time.time(), Outcome.COMPLETED, "uuid-" + call_id
+                )
                 outcomes.append(engine.record_event(event))
         results.put((index, ("ok", role, outcomes)))
     except BaseException:
@@ -360,30 +400,39 @@ def test_a_stale_attempt_given_up_while_its_late_end_arrives_ends_once(own: Test
     db = Database(own.database_url)
     tenant, _ = create_key(db, "race-give-up")
     size = 20
-    submitted = insert_batch(db, tenant.id, _batch(size), idempotency_key=None, request_hash="g",
-                             max_queued_calls=10**9)
+    submitted = insert_batch(
+        db, tenant.id, _batch(size), idempotency_key=None, request_hash="g", max_queued_calls=10**9
+    )
     call_ids = [cid for cid, _, _ in submitted.calls]
     for n, call_id in enumerate(call_ids):
         with db.transaction() as cur:
             assert calls.start_attempt(cur, call_id, "simulator")[0] is not None
             if n % 2:  # half were confirmed and rang; the others never heard of again
-                calls.apply_event(cur, ProviderEvent(call_id, 1, AttemptStatus.RINGING, time.time(),
-                                                     provider_call_id="uuid-" + call_id))
+                calls.apply_event(
+                    cur,
+                    ProviderEvent(call_id, 1, AttemptStatus.RINGING, time.time(), provider_call_id="uuid-" + call_id),
+                )
     with db.transaction() as cur:  # and none has heard anything for an hour
-        cur.execute("UPDATE attempts SET last_event_at = clock_timestamp() - interval '1 hour'"
-                    " WHERE call_id = ANY(%s)", (call_ids,))
+        cur.execute(
+            "UPDATE attempts SET last_event_at = clock_timestamp() - interval '1 hour' WHERE call_id = ANY(%s)",
+            (call_ids,),
+        )
     roles = ["reconciler", "webhook"] * (PROCESSES // 2)
     answers = _run(_give_up_or_end, [(own.database_url, own.redis_url, role, call_ids) for role in roles])
 
     with db.transaction() as cur:
-        cur.execute("SELECT c.id, c.status, c.outcome, c.last_error, count(a.*) AS attempts,"
-                    " bool_and(a.status = 'ended') AS ended FROM calls c JOIN attempts a ON a.call_id = c.id"
-                    " WHERE c.batch_id = %s GROUP BY c.id", (submitted.batch_id,))
+        cur.execute(
+            "SELECT c.id, c.status, c.outcome, c.last_error, count(a.*) AS attempts,"
+            " bool_and(a.status = 'ended') AS ended FROM calls c JOIN attempts a ON a.call_id = c.id"
+            " WHERE c.batch_id = %s GROUP BY c.id",
+            (submitted.batch_id,),
+        )
         rows = {row["id"]: row for row in cur.fetchall()}
         cur.execute("SELECT * FROM batches WHERE id = %s", (submitted.batch_id,))
         batch = cur.fetchone()
-        cur.execute("SELECT type, payload->'data'->>'id' AS call_id FROM events WHERE batch_id = %s",
-                    (submitted.batch_id,))
+        cur.execute(
+            "SELECT type, payload->'data'->>'id' AS call_id FROM events WHERE batch_id = %s", (submitted.batch_id,)
+        )
         events = [(row["type"], row["call_id"]) for row in cur.fetchall()]
     completed = {cid for cid, row in rows.items() if row["status"] == "completed"}
     failed = {cid for cid, row in rows.items() if row["status"] == "failed"}
@@ -397,7 +446,11 @@ def test_a_stale_attempt_given_up_while_its_late_end_arrives_ends_once(own: Test
         else:
             assert row["outcome"] == "failed" and finals == 0, (row, finals)
             assert "provider" in (row["last_error"] or ""), row  # the give-up's reason
-    assert (batch["completed_calls"], batch["failed_calls"], batch["cancelled_calls"]) == (len(completed), len(failed), 0)
+    assert (batch["completed_calls"], batch["failed_calls"], batch["cancelled_calls"]) == (
+        len(completed),
+        len(failed),
+        0,
+    )
     assert batch["status"] == ("completed" if completed else "failed") and batch["finished_at"] is not None
     call_events = sorted(cid for kind, cid in events if kind in ("batch.call_completed", "batch.call_failed"))
     assert call_events == sorted(call_ids)  # one event of its end per call

@@ -59,13 +59,21 @@ def api_factory(own_servers: TestServers, pg: psycopg2.extensions.connection) ->
     """conftest's `api_factory` on this module's own servers."""
 
     def make(**env: str) -> Api:
-        settings = load_settings({"BATCHCALLS_RATE_LIMIT": "100000 per minute", **env,
-                                  "DATABASE_URL": own_servers.database_url, "REDIS_URL": own_servers.redis_url})
+        settings = load_settings(
+            {
+                "BATCHCALLS_RATE_LIMIT": "100000 per minute",
+                **env,
+                "DATABASE_URL": own_servers.database_url,
+                "REDIS_URL": own_servers.redis_url,
+            }
+        )
         app = create_app(settings)
         tenant, key = new_tenant(own_servers.database_url)
         return Api(app, app.test_client(), tenant, key, pg, redis.Redis.from_url(settings.redis_url))
 
     return make
+
+
 US_PREMIUM, SATELLITE, US = "+19002345678", "+881612345678", "+14155552671"
 
 
@@ -77,8 +85,10 @@ def finish(pg: psycopg2.extensions.connection, batch_id: str) -> None:
     """Make every call of the batch final, as the engine's counters would."""
     with pg.cursor() as cur:
         cur.execute("UPDATE calls SET status = 'completed', outcome = 'completed' WHERE batch_id = %s", (batch_id,))
-        cur.execute("UPDATE batches SET status = 'completed', completed_calls = total_calls, finished_at = now()"
-                    " WHERE id = %s", (batch_id,))
+        cur.execute(
+            "UPDATE batches SET status = 'completed', completed_calls = total_calls, finished_at = now() WHERE id = %s",
+            (batch_id,),
+        )
 
 
 # -- 429 quota_exceeded -----------------------------------------------------------------------
@@ -90,7 +100,11 @@ def test_a_tenant_over_its_quota_is_429_quota_exceeded_and_other_tenants_go_on(a
     response = assert_refused(api, 429, "quota_exceeded", body=batch(3))
     assert int(response.headers["Retry-After"]) >= 1
     assert response.get_json()["error"]["details"] == {
-        "quota": "max_queued_calls", "limit": 5, "queued_calls": 3, "requested_calls": 3}
+        "quota": "max_queued_calls",
+        "limit": 5,
+        "queued_calls": 3,
+        "requested_calls": 3,
+    }
     assert api.stored() == (1, 3)
     accepted(api, batch(2))  # exactly up to the quota
     assert_refused(api, 429, "quota_exceeded", body=batch(1))
@@ -101,11 +115,13 @@ def test_a_tenant_over_its_quota_is_429_quota_exceeded_and_other_tenants_go_on(a
     # Another tenant of the same API is not held back by the first one's calls, over real HTTP.
     other, other_key = new_tenant(api.pg.dsn)
     with serving(api.app) as base_url:
-        answer = requests.post(f"{base_url}/v1/batches", json=batch(5), timeout=30,
-                               headers={"Authorization": f"Bearer {other_key}"})
+        answer = requests.post(
+            f"{base_url}/v1/batches", json=batch(5), timeout=30, headers={"Authorization": f"Bearer {other_key}"}
+        )
         assert answer.status_code == 202, answer.text
-        answer = requests.post(f"{base_url}/v1/batches", json=batch(1), timeout=30,
-                               headers={"Authorization": f"Bearer {other_key}"})
+        answer = requests.post(
+            f"{base_url}/v1/batches", json=batch(1), timeout=30, headers={"Authorization": f"Bearer {other_key}"}
+        )
         assert_error(answer, 429, "quota_exceeded")
 
     # Calls that became final free the quota.
@@ -132,6 +148,7 @@ def test_concurrent_posts_of_one_tenant_never_pass_a_quota_only_some_fit(api_fac
     lock = threading.Lock()
 
     with serving(api.app) as base_url:
+
         def post() -> None:
             barrier.wait(timeout=30)
             answer = requests.post(f"{base_url}/v1/batches", json=batch(3), timeout=60, headers=api.headers())
@@ -152,16 +169,17 @@ def test_concurrent_posts_of_one_tenant_never_pass_a_quota_only_some_fit(api_fac
 
 def test_the_system_wide_limit_still_answers_503(api_factory: ApiFactory, pg: psycopg2.extensions.connection) -> None:
     with pg.cursor() as cur:
-        cur.execute("SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0)"
-                    " FROM batches WHERE status IN ('queued', 'running', 'paused')")
+        cur.execute(
+            "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0)"
+            " FROM batches WHERE status IN ('queued', 'running', 'paused')"
+        )
         waiting = int(cur.fetchone()[0])
     # Far under the tenant quota, over the system's: 503 over_capacity, as before.
     api = api_factory(BATCHCALLS_MAX_QUEUED_CALLS=str(waiting), BATCHCALLS_TENANT_MAX_QUEUED_CALLS="1000")
     assert_refused(api, 503, "over_capacity", body=batch(1))
 
 
-def test_on_the_running_system_a_full_tenant_stops_no_other_and_gets_room_back_as_its_calls_end(
-        stack: Stack) -> None:
+def test_on_the_running_system_a_full_tenant_stops_no_other_and_gets_room_back_as_its_calls_end(stack: Stack) -> None:
     """The whole system (API over HTTP, Celery workers, beat): tenant A, with a quota of its own
     of 6, fills it; its next batch is refused while tenant B's runs to the end; once the workers
     have ended A's calls, A may submit again."""
@@ -173,14 +191,16 @@ def test_on_the_running_system_a_full_tenant_stops_no_other_and_gets_room_back_a
     def post(key: str, calls: int, concurrency: int = 2) -> requests.Response:
         # Numbers ending in 0: the simulator answers and completes them.
         body = {"calls": [call(i * 10) for i in range(calls)], "concurrency": concurrency}
-        return requests.post(f"{stack.api_url}/v1/batches", json=body, timeout=60,
-                             headers={"Authorization": f"Bearer {key}"})
+        return requests.post(
+            f"{stack.api_url}/v1/batches", json=body, timeout=60, headers={"Authorization": f"Bearer {key}"}
+        )
 
     def finished(key: str, batch_id: str, timeout: float = 90) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            answer = requests.get(f"{stack.api_url}/v1/batches/{batch_id}", timeout=30,
-                                  headers={"Authorization": f"Bearer {key}"})
+            answer = requests.get(
+                f"{stack.api_url}/v1/batches/{batch_id}", timeout=30, headers={"Authorization": f"Bearer {key}"}
+            )
             assert answer.status_code == 200, answer.text
             if answer.json()["finished_at"] is not None:
                 return dict(answer.json())
@@ -219,8 +239,9 @@ def test_a_batch_with_more_calls_than_allowed_is_422_naming_calls(api_factory: A
 
 def test_premium_rate_and_satellite_numbers_are_refused_by_default(api: Api) -> None:
     body = {"calls": [call(0), call(1, phone_number=US_PREMIUM), call(2, phone_number=SATELLITE)]}
-    response = assert_refused(api, 422, "destination_not_allowed", {"calls[1].phone_number", "calls[2].phone_number"},
-                              body=body)
+    response = assert_refused(
+        api, 422, "destination_not_allowed", {"calls[1].phone_number", "calls[2].phone_number"}, body=body
+    )
     details = response.get_json()["error"]["details"]
     assert "premium_rate" in details["calls[1].phone_number"][0]
     assert "non_geographic" in details["calls[2].phone_number"][0]
@@ -234,8 +255,13 @@ def test_a_tenants_destination_policy_replaces_the_default(api_factory: ApiFacto
     response = assert_refused(api, 422, "destination_not_allowed", {"calls[0].phone_number"}, body=batch(1))
     assert "is in GB" in response.get_json()["error"]["details"]["calls[0].phone_number"][0]
     accepted(api, {"calls": [call(0, phone_number=US)]})
-    assert_refused(api, 422, "destination_not_allowed", {"calls[0].phone_number"},
-                   body={"calls": [call(0, phone_number=US_PREMIUM)]})
+    assert_refused(
+        api,
+        422,
+        "destination_not_allowed",
+        {"calls[0].phone_number"},
+        body={"calls": [call(0, phone_number=US_PREMIUM)]},
+    )
     set_policy(api, blocked_number_types=())  # this tenant may call premium-rate numbers
     accepted(api, {"calls": [call(0, phone_number=US_PREMIUM)]})
     # The defaults from settings apply to tenants without their own values.
@@ -247,13 +273,18 @@ def test_under_vonage_tenants_call_only_the_caller_ids_country_unless_allowed_mo
     """International revenue-share fraud dials ordinary numbers abroad: with
     BATCHCALLS_ALLOWED_COUNTRIES unset, Vonage calls stay in VONAGE_FROM_NUMBER's country."""
     application = make_application()
-    vonage = {"BATCHCALLS_PROVIDER": "vonage", "VONAGE_SIGNATURE_SECRET": "s" * 40,
-              "VONAGE_FROM_NUMBER": "+447700900001", "VONAGE_APPLICATION_ID": application.application_id,
-              "VONAGE_PRIVATE_KEY": application.private_key_env}
+    vonage = {
+        "BATCHCALLS_PROVIDER": "vonage",
+        "VONAGE_SIGNATURE_SECRET": "s" * 40,
+        "VONAGE_FROM_NUMBER": "+447700900001",
+        "VONAGE_APPLICATION_ID": application.application_id,
+        "VONAGE_PRIVATE_KEY": application.private_key_env,
+    }
     api = api_factory(**vonage)
     accepted(api, batch(1))  # GB, the caller id's country
-    response = assert_refused(api, 422, "destination_not_allowed", {"calls[0].phone_number"},
-                              body={"calls": [call(0, phone_number=US)]})
+    response = assert_refused(
+        api, 422, "destination_not_allowed", {"calls[0].phone_number"}, body={"calls": [call(0, phone_number=US)]}
+    )
     assert "may call only GB" in response.get_json()["error"]["details"]["calls[0].phone_number"][0]
     # A tenant's own countries replace the default, as does an explicit `all` for every tenant.
     set_policy(api, allowed_countries=("GB", "US"))

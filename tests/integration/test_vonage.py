@@ -86,8 +86,11 @@ class VonageStack:
         own webhooks talk. (batch id, the call once its Vonage uuid is known)"""
         self.fake.silent.add(phone)
         batch_id = self.submit({"calls": [{"phone_number": phone, "script": TYPED}], **(body or {})})
-        call = wait_for(lambda: (c := self.call(batch_id))["attempts"] and c["attempts"][0]["provider_call_id"] and c,
-                        30, "the call was created at Vonage")
+        call = wait_for(
+            lambda: (c := self.call(batch_id))["attempts"] and c["attempts"][0]["provider_call_id"] and c,
+            30,
+            "the call was created at Vonage",
+        )
         return batch_id, call
 
 
@@ -114,8 +117,9 @@ def vonage(servers: test_servers.TestServers, tmp_path_factory: pytest.TempPathF
     fake = FakeVonage(application, cert, key, cps=CPS, ring_seconds=0.2, action_seconds=0.1)
     try:
         with test_servers.more_test_servers(servers) as own:
-            stack = start_stack(own.database_url, own.redis_url, tmp / "stack", workers=3,
-                                **vonage_env(fake, application, cert))
+            stack = start_stack(
+                own.database_url, own.redis_url, tmp / "stack", workers=3, **vonage_env(fake, application, cert)
+            )
             try:
                 yield VonageStack(stack, fake, application)
             finally:
@@ -142,8 +146,12 @@ TYPED = {
     "type": "survey",
     "steps": [
         {"text": "Hello, this is Acme calling about your order."},
-        {"type": "input", "dtmf": {"max_digits": 1, "timeout": 5}, "speech": {"context": ["yes", "no"]},
-         "name": "interest"},
+        {
+            "type": "input",
+            "dtmf": {"max_digits": 1, "timeout": 5},
+            "speech": {"context": ["yes", "no"]},
+            "name": "interest",
+        },
         {"text": "Thank you. Connecting you to our assistant."},
         {"type": "agent", "url": "wss://agent.example/voice", "headers": {"lead_id": "L-42"}},
         {"text": "Anything else? Say it after the tone."},
@@ -159,11 +167,17 @@ TYPED = {
 def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage: VonageStack) -> None:
     catalog = voice_catalog()
     voices = sorted(catalog)
-    body = {"calls": [{"phone_number": number(100 + i, 0), "script": {"text": f"Hello from {v}."}, "voice_id": v}
-                      for i, v in enumerate(voices)]
-            + [{"phone_number": number(150, 0), "script": TYPED, "voice_id": "voice_male_2"},
-               {"phone_number": number(151, 0), "script": {"text": "Hello in the default voice."}}],
-            "concurrency": 20}
+    body = {
+        "calls": [
+            {"phone_number": number(100 + i, 0), "script": {"text": f"Hello from {v}."}, "voice_id": v}
+            for i, v in enumerate(voices)
+        ]
+        + [
+            {"phone_number": number(150, 0), "script": TYPED, "voice_id": "voice_male_2"},
+            {"phone_number": number(151, 0), "script": {"text": "Hello in the default voice."}},
+        ],
+        "concurrency": 20,
+    }
     batch_id = vonage.submit(body)
     final = vonage.stack.wait_finished(batch_id, timeout=90)
     assert final["status"] == "completed" and final["completed_calls"] == len(body["calls"])
@@ -175,12 +189,20 @@ def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage
         (create,) = vonage.fake.creates_for(call["id"])
         assert create.answer == "created"
         assert create.body == {
-            "ncco": [{"action": "talk", "text": f"Hello from {voice}.", "language": catalog[voice]["language"],
-                      "style": catalog[voice]["style"]}],
+            "ncco": [
+                {
+                    "action": "talk",
+                    "text": f"Hello from {voice}.",
+                    "language": catalog[voice]["language"],
+                    "style": catalog[voice]["style"],
+                }
+            ],
             "to": [{"type": "phone", "number": digits(call["phone_number"])}],
             "from": {"type": "phone", "number": digits(FROM)},
-            "event_url": [f"{api}/webhooks/vonage/event?call_id={call['id']}&attempt=1"
-                          f"&token={vw.url_token(vonage.key, call['id'], 1)}"],
+            "event_url": [
+                f"{api}/webhooks/vonage/event?call_id={call['id']}&attempt=1"
+                f"&token={vw.url_token(vonage.key, call['id'], 1)}"
+            ],
             "event_method": "POST",
             "machine_detection": "hangup",
         }
@@ -193,22 +215,47 @@ def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage
     assert fake_call is not None
     first, after_interest, after_comment = fake_call.nccos
     voice = {"language": "en-GB", "style": 4}
-    print("\nNCCO of the create:", json.dumps(first), "\nafter input 1:", json.dumps(after_interest),
-          "\nafter input 5:", json.dumps(after_comment))
+    print(
+        "\nNCCO of the create:",
+        json.dumps(first),
+        "\nafter input 1:",
+        json.dumps(after_interest),
+        "\nafter input 5:",
+        json.dumps(after_comment),
+    )
     assert first == [
         {"action": "talk", "text": "Hello, this is Acme calling about your order.", **voice, "bargeIn": True},
-        {"action": "input", "type": ["dtmf", "speech"], "dtmf": {"maxDigits": 1, "timeOut": 5},
-         "speech": {"language": "en-GB", "context": ["yes", "no"], "saveAudio": False},
-         "eventUrl": [vonage.input_url(typed["id"], 1, 1)], "eventMethod": "POST"},
+        {
+            "action": "input",
+            "type": ["dtmf", "speech"],
+            "dtmf": {"maxDigits": 1, "timeOut": 5},
+            "speech": {"language": "en-GB", "context": ["yes", "no"], "saveAudio": False},
+            "eventUrl": [vonage.input_url(typed["id"], 1, 1)],
+            "eventMethod": "POST",
+        },
     ]
     assert after_interest == [
         {"action": "talk", "text": "Thank you. Connecting you to our assistant.", **voice},
-        {"action": "connect", "from": digits(FROM),
-         "endpoint": [{"type": "websocket", "uri": "wss://agent.example/voice",
-                       "content-type": "audio/l16;rate=16000", "headers": {"lead_id": "L-42"}}]},
+        {
+            "action": "connect",
+            "from": digits(FROM),
+            "endpoint": [
+                {
+                    "type": "websocket",
+                    "uri": "wss://agent.example/voice",
+                    "content-type": "audio/l16;rate=16000",
+                    "headers": {"lead_id": "L-42"},
+                }
+            ],
+        },
         {"action": "talk", "text": "Anything else? Say it after the tone.", **voice, "bargeIn": True},
-        {"action": "input", "type": ["speech"], "speech": {"endOnSilence": 1.0, "language": "en-GB"},
-         "eventUrl": [vonage.input_url(typed["id"], 1, 5)], "eventMethod": "POST"},
+        {
+            "action": "input",
+            "type": ["speech"],
+            "speech": {"endOnSilence": 1.0, "language": "en-GB"},
+            "eventUrl": [vonage.input_url(typed["id"], 1, 5)],
+            "eventMethod": "POST",
+        },
     ]
     assert after_comment == [{"action": "talk", "text": "Goodbye.", **voice}]
 
@@ -222,15 +269,20 @@ def test_scripts_render_to_ncco_in_each_voice_and_inputs_become_responses(vonage
     assert interest["step"] == 1 and interest["name"] == "interest" and interest["attempt"] == 1
     assert interest["digits"] == "1" and interest["speech"] == [] and interest["timed_out"] is False
     assert comment["step"] == 5 and comment["name"] == "comment" and comment["digits"] is None
-    assert comment["speech"] == [{"text": "yes please", "confidence": 0.9405097},
-                                 {"text": "yes pleases", "confidence": 0.51}]
+    assert comment["speech"] == [
+        {"text": "yes please", "confidence": 0.9405097},
+        {"text": "yes pleases", "confidence": 0.51},
+    ]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", comment["at"])
 
     # Vonage repeats a webhook it thinks was lost (signed again): the same input result and
     # status event are taken again and change nothing.
     inputs = [w for w in vonage.fake.webhooks if w.kind == "input" and typed["id"] in w.url]
-    answered = [w for w in vonage.fake.webhooks if w.kind == "event" and typed["id"] in w.url
-                and w.payload["status"] == "answered"]
+    answered = [
+        w
+        for w in vonage.fake.webhooks
+        if w.kind == "event" and typed["id"] in w.url and w.payload["status"] == "answered"
+    ]
     assert len(inputs) == 2 and all(w.status == 200 for w in inputs)
     for sent in [*inputs, *answered]:
         again = vonage.post(sent.url, sent.body, vonage.signed(sent.body))
@@ -259,9 +311,11 @@ OUTCOMES = {
 
 
 def test_every_vonage_outcome_is_mapped_and_retried_per_retry_config(vonage: VonageStack) -> None:
-    body = {"calls": [{"phone_number": number(200 + d, d), "script": {"text": "Hi"}} for d in OUTCOMES],
-            "concurrency": 9,
-            "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy", "no_answer", "failed", "machine"]}}
+    body = {
+        "calls": [{"phone_number": number(200 + d, d), "script": {"text": "Hi"}} for d in OUTCOMES],
+        "concurrency": 9,
+        "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy", "no_answer", "failed", "machine"]},
+    }
     once = {"calls": [{"phone_number": number(220, 1), "script": {"text": "Hi"}}]}  # no retry_config: one attempt
     batch_id, once_id = vonage.submit(body), vonage.submit(once)
     final = vonage.stack.wait_finished(batch_id, timeout=90)
@@ -272,8 +326,14 @@ def test_every_vonage_outcome_is_mapped_and_retried_per_retry_config(vonage: Von
         digit = int(call["phone_number"][-1])
         reported, outcomes = OUTCOMES[digit]
         attempts = call["attempts"]
-        statuses = [[w.payload["status"] for w in vonage.fake.webhooks
-                     if w.kind == "event" and f"call_id={call['id']}&attempt={a['number']}" in w.url] for a in attempts]
+        statuses = [
+            [
+                w.payload["status"]
+                for w in vonage.fake.webhooks
+                if w.kind == "event" and f"call_id={call['id']}&attempt={a['number']}" in w.url
+            ]
+            for a in attempts
+        ]
         print(f"  digit {digit}: Vonage {statuses} -> outcomes {[a['outcome'] for a in attempts]}")
         assert [a["outcome"] for a in attempts] == outcomes, (digit, statuses)
         assert call["outcome"] == outcomes[-1]
@@ -296,10 +356,16 @@ def test_every_vonage_outcome_is_mapped_and_retried_per_retry_config(vonage: Von
 
 def token(vonage: VonageStack, body: bytes, **claims: Any) -> str:
     """A webhook JWT signed with the application's secret, with claims changed (None: left out)."""
-    payload = {**jwt.decode(sign_webhook(body, vonage.application.signature_secret, vonage.application.application_id),
-                            options={"verify_signature": False}), **claims}
-    return "Bearer " + jwt.encode({k: v for k, v in payload.items() if v is not None},
-                                  vonage.application.signature_secret, algorithm="HS256")
+    payload = {
+        **jwt.decode(
+            sign_webhook(body, vonage.application.signature_secret, vonage.application.application_id),
+            options={"verify_signature": False},
+        ),
+        **claims,
+    }
+    return "Bearer " + jwt.encode(
+        {k: v for k, v in payload.items() if v is not None}, vonage.application.signature_secret, algorithm="HS256"
+    )
 
 
 def test_forged_unsigned_and_stale_webhooks_get_401_and_change_nothing(vonage: VonageStack) -> None:
@@ -307,12 +373,24 @@ def test_forged_unsigned_and_stale_webhooks_get_401_and_change_nothing(vonage: V
     batch_id, before = vonage.silent_call(phone)
     call_id, uuid = before["id"], before["attempts"][0]["provider_call_id"]
     api = vonage.stack.api_url
-    completed = compact({"from": digits(FROM), "to": digits(phone), "uuid": uuid, "conversation_uuid": "CON-x",
-                         "status": "completed", "direction": "outbound", "timestamp": "2030-01-01T00:00:00.000Z"})
-    answer = compact({"uuid": uuid, "dtmf": {"digits": "9", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"})
+    completed = compact(
+        {
+            "from": digits(FROM),
+            "to": digits(phone),
+            "uuid": uuid,
+            "conversation_uuid": "CON-x",
+            "status": "completed",
+            "direction": "outbound",
+            "timestamp": "2030-01-01T00:00:00.000Z",
+        }
+    )
+    answer = compact(
+        {"uuid": uuid, "dtmf": {"digits": "9", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"}
+    )
     other_secret = "Bearer " + sign_webhook(completed, "x" * 64, vonage.application.application_id)
-    unsigned_alg = "Bearer " + jwt.encode({"payload_hash": hashlib.sha256(completed).hexdigest()}, None,
-                                          algorithm="none")
+    unsigned_alg = "Bearer " + jwt.encode(
+        {"payload_hash": hashlib.sha256(completed).hexdigest()}, None, algorithm="none"
+    )
     now = int(time.time())
 
     def forgeries(body: bytes) -> dict[str, str | None]:
@@ -340,8 +418,10 @@ def test_forged_unsigned_and_stale_webhooks_get_401_and_change_nothing(vonage: V
         assert response.json()["error"]["code"] == "unauthorized"
     answer_url = f"{api}/webhooks/vonage/answer?uuid={uuid}"
     assert requests.get(answer_url, timeout=10).status_code == 401
-    assert requests.get(answer_url, headers={"Authorization": token(vonage, b"", payload_hash=None)},
-                        timeout=10).json() == []
+    assert (
+        requests.get(answer_url, headers={"Authorization": token(vonage, b"", payload_hash=None)}, timeout=10).json()
+        == []
+    )
 
     # Genuinely signed bodies on URLs we did not give Vonage: the token binds the URL's ids.
     event_base, input_base = f"{api}{vw.EVENT_PATH}", f"{api}{vw.INPUT_PATH}"
@@ -349,15 +429,24 @@ def test_forged_unsigned_and_stale_webhooks_get_401_and_change_nothing(vonage: V
         "no token": (f"{event_base}?call_id={call_id}&attempt=1", f"{input_base}?call_id={call_id}&attempt=1&step=1"),
         "another call's token": (
             f"{event_base}?call_id={call_id}&attempt=1&token={vw.url_token(vonage.key, 'another-call', 1)}",
-            f"{input_base}?call_id={call_id}&attempt=1&step=1&token={vw.url_token(vonage.key, 'another-call', 1, 1)}"),
-        "attempt 2's token": (vonage.event_url(call_id, 2).replace("attempt=2", "attempt=1"),
-                              vonage.input_url(call_id, 2, 1).replace("attempt=2", "attempt=1")),
-        "step 5's token": (vonage.event_url(call_id, 1) + "x", vonage.input_url(call_id, 1, 5).replace("step=5", "step=1")),
+            f"{input_base}?call_id={call_id}&attempt=1&step=1&token={vw.url_token(vonage.key, 'another-call', 1, 1)}",
+        ),
+        "attempt 2's token": (
+            vonage.event_url(call_id, 2).replace("attempt=2", "attempt=1"),
+            vonage.input_url(call_id, 2, 1).replace("attempt=2", "attempt=1"),
+        ),
+        "step 5's token": (
+            vonage.event_url(call_id, 1) + "x",
+            vonage.input_url(call_id, 1, 5).replace("step=5", "step=1"),
+        ),
         "the other route's token": (
             f"{event_base}?call_id={call_id}&attempt=1&token={vw.url_token(vonage.key, call_id, 1, 1)}",
-            f"{input_base}?call_id={call_id}&attempt=1&step=1&token={vw.url_token(vonage.key, call_id, 1)}"),
-        "a token of another key": (vw.event_url(api, call_id, 1, key=vw.url_key(b"guessed")),
-                                   vw.input_url(api, call_id, 1, 1, key=vw.url_key(b"guessed"))),
+            f"{input_base}?call_id={call_id}&attempt=1&step=1&token={vw.url_token(vonage.key, call_id, 1)}",
+        ),
+        "a token of another key": (
+            vw.event_url(api, call_id, 1, key=vw.url_key(b"guessed")),
+            vw.input_url(api, call_id, 1, 1, key=vw.url_key(b"guessed")),
+        ),
     }
     for name, (event_url, input_url) in wrong_urls.items():
         response = vonage.post(event_url, completed, vonage.signed(completed))
@@ -369,17 +458,30 @@ def test_forged_unsigned_and_stale_webhooks_get_401_and_change_nothing(vonage: V
 
     # A genuinely signed event about another Vonage call, replayed against this call's URL, is
     # taken by the endpoint (the signature covers the body, not the URL) but changes nothing.
-    replayed = compact({"from": digits(FROM), "to": digits(phone), "uuid": "another-call-uuid",
-                        "conversation_uuid": "CON-y", "status": "completed", "direction": "outbound",
-                        "timestamp": "2030-01-01T00:00:00.000Z"})
+    replayed = compact(
+        {
+            "from": digits(FROM),
+            "to": digits(phone),
+            "uuid": "another-call-uuid",
+            "conversation_uuid": "CON-y",
+            "status": "completed",
+            "direction": "outbound",
+            "timestamp": "2030-01-01T00:00:00.000Z",
+        }
+    )
     assert vonage.post(vonage.event_url(call_id, 1), replayed, vonage.signed(replayed)).status_code == 204
 
     # Webhooks signed with the application's secret, on the URLs Vonage was given, are taken:
     # the call ends as they say (rejected, with the one answer "7"), not as any forgery said.
-    genuine_answer = compact({"uuid": uuid, "dtmf": {"digits": "7", "timed_out": False},
-                              "timestamp": "2030-01-01T00:00:01.000Z"})
-    rejected = compact({"uuid": uuid, "status": "rejected", "detail": "declined", "timestamp": "2030-01-01T00:00:02.000Z"})
-    assert vonage.post(vonage.input_url(call_id, 1, 1), genuine_answer, vonage.signed(genuine_answer)).status_code == 200
+    genuine_answer = compact(
+        {"uuid": uuid, "dtmf": {"digits": "7", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"}
+    )
+    rejected = compact(
+        {"uuid": uuid, "status": "rejected", "detail": "declined", "timestamp": "2030-01-01T00:00:02.000Z"}
+    )
+    assert (
+        vonage.post(vonage.input_url(call_id, 1, 1), genuine_answer, vonage.signed(genuine_answer)).status_code == 200
+    )
     assert vonage.post(vonage.event_url(call_id, 1), rejected, vonage.signed(rejected)).status_code == 204
     final = vonage.stack.wait_finished(batch_id, timeout=30)
     assert final["status"] == "failed" and final["failed_calls"] == 1  # its one call failed
@@ -401,8 +503,10 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
 
 def test_three_workers_never_exceed_three_creates_per_second_and_keep_close_to_it(vonage: VonageStack) -> None:
     total = 36
-    body = {"calls": [{"phone_number": number(400 + i, 0), "script": {"text": f"Hi {i}"}} for i in range(total)],
-            "concurrency": total}
+    body = {
+        "calls": [{"phone_number": number(400 + i, 0), "script": {"text": f"Hi {i}"}} for i in range(total)],
+        "concurrency": total,
+    }
     batch_id = vonage.submit(body)
     final = vonage.stack.wait_finished(batch_id, timeout=120)
     assert final["completed_calls"] == total
@@ -417,10 +521,13 @@ def test_three_workers_never_exceed_three_creates_per_second_and_keep_close_to_i
     per_worker = {}
     for log_file in sorted(vonage.stack.log_dir.glob("w*.log")):
         text = log_file.read_text(errors="replace")
-        per_worker[log_file.stem] = sum(1 for line in text.splitlines()
-                                        if "dialing call_id=" in line and any(i in line for i in ids))
-    print(f"\n{len(created)} creates in {span:.2f}s: {rate:.2f}/s after the first window; busiest one-second"
-          f" window {peak} (limit {CPS}); 429s {len(throttled)}; dials per worker {per_worker}")
+        per_worker[log_file.stem] = sum(
+            1 for line in text.splitlines() if "dialing call_id=" in line and any(i in line for i in ids)
+        )
+    print(
+        f"\n{len(created)} creates in {span:.2f}s: {rate:.2f}/s after the first window; busiest one-second"
+        f" window {peak} (limit {CPS}); 429s {len(throttled)}; dials per worker {per_worker}"
+    )
     assert len(created) == total
     timeline = [f"{c.at - created[0]:.3f} {c.answer}" for c in sorted(requests_, key=lambda c: c.at)]
     assert peak <= CPS, timeline
@@ -445,23 +552,35 @@ def test_a_429_puts_the_attempt_back_to_wait_and_does_not_fail_it(vonage: Vonage
 
 def test_a_create_dropped_before_vonage_placed_it_is_given_up_not_redialed(vonage: VonageStack) -> None:
     vonage.fake.drop_creates(1, placed=False)
-    batch_id = vonage.submit({"calls": [{"phone_number": number(600, 0), "script": {"text": "Hi"}}],
-                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
+    batch_id = vonage.submit(
+        {
+            "calls": [{"phone_number": number(600, 0), "script": {"text": "Hi"}}],
+            "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]},
+        }
+    )
     final = vonage.stack.wait_finished(batch_id, timeout=60)
     call = vonage.call(batch_id)
     first, second = call["attempts"]
     assert first["outcome"] == "failed" and first["provider_call_id"] is None
     assert second["outcome"] == "completed" and final["status"] == "completed"
     assert [(c.ids, c.answer) for c in vonage.fake.creates_for(call["id"])] == [
-        ((call["id"], 1), "dropped"), ((call["id"], 2), "created")]
-    print(f"\nattempt 1 given up {ts(first['ended_at']) - ts(first['dialed_at']):.1f}s after its dropped create;"
-          f" last_error {call['last_error']!r}")
+        ((call["id"], 1), "dropped"),
+        ((call["id"], 2), "created"),
+    ]
+    print(
+        f"\nattempt 1 given up {ts(first['ended_at']) - ts(first['dialed_at']):.1f}s after its dropped create;"
+        f" last_error {call['last_error']!r}"
+    )
 
 
 def test_a_create_dropped_after_vonage_placed_it_is_resolved_by_its_events(vonage: VonageStack) -> None:
     vonage.fake.drop_creates(1, placed=True)
-    batch_id = vonage.submit({"calls": [{"phone_number": number(610, 0), "script": {"text": "Hi"}}],
-                              "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]}})
+    batch_id = vonage.submit(
+        {
+            "calls": [{"phone_number": number(610, 0), "script": {"text": "Hi"}}],
+            "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["failed"]},
+        }
+    )
     final = vonage.stack.wait_finished(batch_id, timeout=60)
     call = vonage.call(batch_id)
     (attempt,) = call["attempts"]
@@ -497,7 +616,9 @@ def test_a_replayed_signed_webhook_is_refused_and_reveals_nothing(vonage: Vonage
     phone = number(310, 0)
     batch_id, call = vonage.silent_call(phone)
     uuid = call["attempts"][0]["provider_call_id"]
-    answer = compact({"uuid": uuid, "dtmf": {"digits": "3", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"})
+    answer = compact(
+        {"uuid": uuid, "dtmf": {"digits": "3", "timed_out": False}, "timestamp": "2030-01-01T00:00:01.000Z"}
+    )
     authorization = vonage.signed(answer)
     first = vonage.post(vonage.input_url(call["id"], 1, 1), answer, authorization)
     assert first.status_code == 200 and first.json()[0]["action"] == "talk"  # the script's next part
@@ -516,16 +637,26 @@ def test_an_input_result_of_another_vonage_call_gets_no_script(vonage: VonageSta
     """A captured signed input webhook of call A, replayed with call B's id, gets nothing: A's URL
     token does not fit B's ids, and even on B's own URL A's uuid is not B's Vonage call."""
     (batch_a, a), (batch_b, b) = vonage.silent_call(number(320, 0)), vonage.silent_call(number(321, 0))
-    captured = compact({"uuid": a["attempts"][0]["provider_call_id"], "dtmf": {"digits": "1", "timed_out": False},
-                        "timestamp": "2030-01-01T00:00:01.000Z"})
+    captured = compact(
+        {
+            "uuid": a["attempts"][0]["provider_call_id"],
+            "dtmf": {"digits": "1", "timed_out": False},
+            "timestamp": "2030-01-01T00:00:01.000Z",
+        }
+    )
     a_url = vonage.input_url(a["id"], 1, 1)
     response = vonage.post(a_url.replace(a["id"], b["id"]), captured, vonage.signed(captured))
     assert response.status_code == 401
     response = vonage.post(vonage.input_url(b["id"], 1, 1), captured, vonage.signed(captured))
     assert response.status_code == 200 and response.json() == []
     # B's own result is answered with B's script, and is the only response B holds.
-    own = compact({"uuid": b["attempts"][0]["provider_call_id"], "dtmf": {"digits": "2", "timed_out": False},
-                   "timestamp": "2030-01-01T00:00:02.000Z"})
+    own = compact(
+        {
+            "uuid": b["attempts"][0]["provider_call_id"],
+            "dtmf": {"digits": "2", "timed_out": False},
+            "timestamp": "2030-01-01T00:00:02.000Z",
+        }
+    )
     response = vonage.post(vonage.input_url(b["id"], 1, 1), own, vonage.signed(own))
     assert response.status_code == 200 and response.json()[0]["text"] == "Thank you. Connecting you to our assistant."
     busy = compact({"uuid": b["attempts"][0]["provider_call_id"], "status": "busy"})
@@ -540,8 +671,9 @@ def test_a_provider_time_far_ahead_or_behind_cannot_move_a_retry(vonage: VonageS
     have made it due at once: the attempt's end is kept between its dial and now."""
     retry = {"retry_config": {"max_attempts": 2, "delay": 1, "retry_on": ["busy"]}}
     batch_id, call = vonage.silent_call(number(330, 0), retry)
-    future = compact({"uuid": call["attempts"][0]["provider_call_id"], "status": "busy",
-                      "timestamp": "9999-12-31T23:59:59.000Z"})
+    future = compact(
+        {"uuid": call["attempts"][0]["provider_call_id"], "status": "busy", "timestamp": "9999-12-31T23:59:59.000Z"}
+    )
     assert vonage.post(vonage.event_url(call["id"], 1), future, vonage.signed(future)).status_code == 204
     retried = wait_for(lambda: len((c := vonage.call(batch_id))["attempts"]) == 2 and c, 30, "the retry dialed")
     first = retried["attempts"][0]
@@ -549,8 +681,9 @@ def test_a_provider_time_far_ahead_or_behind_cannot_move_a_retry(vonage: VonageS
 
     later = {"retry_config": {"max_attempts": 2, "delay": 600, "retry_on": ["busy"]}}
     batch_id, call = vonage.silent_call(number(331, 0), later)
-    past = compact({"uuid": call["attempts"][0]["provider_call_id"], "status": "busy",
-                    "timestamp": "2001-01-01T00:00:00.000Z"})
+    past = compact(
+        {"uuid": call["attempts"][0]["provider_call_id"], "status": "busy", "timestamp": "2001-01-01T00:00:00.000Z"}
+    )
     assert vonage.post(vonage.event_url(call["id"], 1), past, vonage.signed(past)).status_code == 204
     scheduled = wait_for(lambda: (c := vonage.call(batch_id))["status"] == "scheduled" and c, 30, "the retry scheduled")
     first = scheduled["attempts"][0]
@@ -566,9 +699,12 @@ def test_an_oversized_webhook_body_gets_413(vonage: VonageStack) -> None:
     big = compact({"uuid": call["attempts"][0]["provider_call_id"], "status": "completed", "pad": "x" * 100_000})
     response = vonage.post(vonage.event_url(call["id"], 1), big, vonage.signed(big))
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
-    chunked = requests.post(vonage.event_url(call["id"], 1), data=iter([big[:50_000], big[50_000:]]),
-                            headers={"Content-Type": "application/json", "Authorization": vonage.signed(big)},
-                            timeout=10)
+    chunked = requests.post(
+        vonage.event_url(call["id"], 1),
+        data=iter([big[:50_000], big[50_000:]]),
+        headers={"Content-Type": "application/json", "Authorization": vonage.signed(big)},
+        timeout=10,
+    )
     assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
     assert vonage.call(batch_id)["outcome"] is None
 
@@ -577,17 +713,35 @@ def test_a_webhook_without_a_valid_signature_is_refused_before_its_body_is_read(
     """The answer comes while the announced body has not been sent at all."""
     host, port = vonage.stack.api_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=20) as conn:
-        conn.sendall(b"POST /webhooks/vonage/event?call_id=c&attempt=1 HTTP/1.1\r\n"
-                     b"Host: " + host.encode() + b"\r\nAuthorization: Bearer forged\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n")
+        conn.sendall(
+            b"POST /webhooks/vonage/event?call_id=c&attempt=1 HTTP/1.1\r\n"
+            b"Host: " + host.encode() + b"\r\nAuthorization: Bearer forged\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n"
+        )
         head = conn.recv(4096)
     assert head.startswith(b"HTTP/1.1 401"), head[:100]
 
 
-@pytest.mark.parametrize("query", [
-    "step=%C2%B2", "step=%D9%A1", "step=%EF%BC%91", "step=-1", "step=1.5", "step=", "step=99999999", "step=0x1",
-    "attempt=%C2%B2", "attempt=0", "attempt=", "call_id=", "call_id=a%00b", "token=", "token=zz",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "step=%C2%B2",
+        "step=%D9%A1",
+        "step=%EF%BC%91",
+        "step=-1",
+        "step=1.5",
+        "step=",
+        "step=99999999",
+        "step=0x1",
+        "attempt=%C2%B2",
+        "attempt=0",
+        "attempt=",
+        "call_id=",
+        "call_id=a%00b",
+        "token=",
+        "token=zz",
+    ],
+)
 def test_odd_webhook_queries_get_a_clean_4xx(vonage: VonageStack, query: str) -> None:
     call_id = "c-" + os.urandom(4).hex()
     fields = dict(part.split("=", 1) for part in f"call_id={call_id}&attempt=1&step=1&token={'0' * 32}".split("&"))
@@ -616,30 +770,37 @@ def test_the_simulator_serves_no_vonage_webhooks(api_factory: Callable[..., Api]
     """The simulator hands its events to the workers; an HTTP route would only be a way in."""
     api = api_factory()
     assert api.app.url_map.bind("localhost").test(vw.EVENT_PATH, method="POST") is False
-    for path in (vw.EVENT_PATH + "?call_id=c&attempt=1", vw.INPUT_PATH + "?call_id=c&attempt=1&step=1",
-                 vw.ANSWER_PATH):
+    for path in (vw.EVENT_PATH + "?call_id=c&attempt=1", vw.INPUT_PATH + "?call_id=c&attempt=1&step=1", vw.ANSWER_PATH):
         response = api.client.post(path, data=b'{"status": "completed"}', content_type="application/json")
         assert response.status_code == 404, path
         assert response.get_json()["error"]["code"] == "not_found"
 
 
 def test_unsigned_in_development_a_webhook_still_needs_its_url_token(
-    api_factory: Callable[..., Api], caplog: pytest.LogCaptureFixture,
+    api_factory: Callable[..., Api],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """With VONAGE_ALLOW_UNSIGNED=1 nobody signs, but a forged `completed` must still name a URL
     we gave Vonage: its token is keyed (then) from the application's private key."""
     application = make_application()
-    env = {"BATCHCALLS_PROVIDER": "vonage", "VONAGE_ALLOW_UNSIGNED": "1", "VONAGE_FROM_NUMBER": FROM,
-           "VONAGE_APPLICATION_ID": application.application_id, "VONAGE_PRIVATE_KEY": application.private_key_env}
+    env = {
+        "BATCHCALLS_PROVIDER": "vonage",
+        "VONAGE_ALLOW_UNSIGNED": "1",
+        "VONAGE_FROM_NUMBER": FROM,
+        "VONAGE_APPLICATION_ID": application.application_id,
+        "VONAGE_PRIVATE_KEY": application.private_key_env,
+    }
     with caplog.at_level(logging.WARNING, logger="batchcalls.api"):
         api = api_factory(**env)
     assert "accepted unsigned" in caplog.text
     call_id = "call_" + os.urandom(10).hex()
     completed = compact({"uuid": "u-1", "status": "completed", "timestamp": "2030-01-01T00:00:00.000Z"})
     key = webhook_url_key(api.app.extensions["batchcalls.engine"].settings)
-    for url in (f"{vw.EVENT_PATH}?call_id={call_id}&attempt=1",
-                vw.event_url("", call_id, 1, key=vw.url_key(b"guessed")),
-                vw.event_url("", call_id, 1, key=vw.url_key(application.signature_secret.encode()))):
+    for url in (
+        f"{vw.EVENT_PATH}?call_id={call_id}&attempt=1",
+        vw.event_url("", call_id, 1, key=vw.url_key(b"guessed")),
+        vw.event_url("", call_id, 1, key=vw.url_key(application.signature_secret.encode())),
+    ):
         response = api.client.post(url, data=completed, content_type="application/json")
         assert response.status_code == 401, url
         assert response.get_json()["error"]["code"] == "unauthorized"
@@ -649,18 +810,24 @@ def test_unsigned_in_development_a_webhook_still_needs_its_url_token(
 
 
 def test_a_webhook_whose_handling_failed_is_taken_on_vonages_retry(
-    api_factory: Callable[..., Api], monkeypatch: pytest.MonkeyPatch,
+    api_factory: Callable[..., Api],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Vonage retries a webhook it got no 2xx for, perhaps with the same token: a token is only
     spent on a request that was handled."""
     application = make_application()
-    api = api_factory(BATCHCALLS_PROVIDER="vonage", VONAGE_SIGNATURE_SECRET=application.signature_secret,
-                      VONAGE_FROM_NUMBER=FROM, VONAGE_APPLICATION_ID=application.application_id,
-                      VONAGE_PRIVATE_KEY=application.private_key_env)
+    api = api_factory(
+        BATCHCALLS_PROVIDER="vonage",
+        VONAGE_SIGNATURE_SECRET=application.signature_secret,
+        VONAGE_FROM_NUMBER=FROM,
+        VONAGE_APPLICATION_ID=application.application_id,
+        VONAGE_PRIVATE_KEY=application.private_key_env,
+    )
     url = vw.event_url("", "call_" + os.urandom(10).hex(), 1, key=vw.url_key(application.signature_secret.encode()))
     body = compact({"uuid": "u-1", "status": "ringing"})
-    headers = {"Authorization": "Bearer " + sign_webhook(body, application.signature_secret,
-                                                         application.application_id)}
+    headers = {
+        "Authorization": "Bearer " + sign_webhook(body, application.signature_secret, application.application_id)
+    }
 
     def broker_down(*_: object, **__: object) -> None:
         raise OperationalError("broker unreachable")
@@ -676,14 +843,22 @@ def test_a_webhook_whose_handling_failed_is_taken_on_vonages_retry(
 @pytest.mark.parametrize("process", ["worker", "api"])
 def test_vonage_without_a_signature_secret_does_not_start(process: str) -> None:
     application = make_application()
-    env = {**os.environ, "BATCHCALLS_PROVIDER": "vonage", "VONAGE_APPLICATION_ID": application.application_id,
-           "VONAGE_PRIVATE_KEY": application.private_key_env, "VONAGE_FROM_NUMBER": FROM,
-           "DATABASE_URL": "postgresql://127.0.0.1:9/none", "REDIS_URL": "redis://127.0.0.1:9/0",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "BATCHCALLS_PROVIDER": "vonage",
+        "VONAGE_APPLICATION_ID": application.application_id,
+        "VONAGE_PRIVATE_KEY": application.private_key_env,
+        "VONAGE_FROM_NUMBER": FROM,
+        "DATABASE_URL": "postgresql://127.0.0.1:9/none",
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("VONAGE_SIGNATURE_SECRET", None)
     env.pop("VONAGE_ALLOW_UNSIGNED", None)
-    command = {"worker": [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--pool", "solo"],
-               "api": [sys.executable, "-c", "from api.app import create_app; create_app()"]}[process]
+    command = {
+        "worker": [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--pool", "solo"],
+        "api": [sys.executable, "-c", "from api.app import create_app; create_app()"],
+    }[process]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120, check=False)
     assert done.returncode != 0
     assert b"needs VONAGE_SIGNATURE_SECRET" in done.stdout + done.stderr
@@ -710,20 +885,33 @@ def test_the_sdk_as_shipped_would_call_twice_on_a_dropped_connection_ours_once(
 ) -> None:
     fake, application, cert = lone_fake
     fake.drop_creates(2, placed=True)
-    shipped = Vonage(Auth(application_id=application.application_id,
-                          private_key=pkcs8_pem(load_private_key(application.private_key_env))),
-                     HttpClientOptions(api_host=fake.host))
+    shipped = Vonage(
+        Auth(
+            application_id=application.application_id,
+            private_key=pkcs8_pem(load_private_key(application.private_key_env)),
+        ),
+        HttpClientOptions(api_host=fake.host),
+    )
     shipped.http_client._session.verify = str(cert)
     shipped.http_client._session.trust_env = False  # else REQUESTS_CA_BUNDLE would win over verify
-    shipped.voice.create_call(CreateCallRequest(
-        to=[ToPhone(number="442079460000")], from_=Phone(number=digits(FROM)), ncco=[Talk(text="Hi")],
-        event_url=["http://127.0.0.1:9/webhooks/vonage/event?call_id=shipped&attempt=1"]))
+    shipped.voice.create_call(
+        CreateCallRequest(
+            to=[ToPhone(number="442079460000")],
+            from_=Phone(number=digits(FROM)),
+            ncco=[Talk(text="Hi")],
+            event_url=["http://127.0.0.1:9/webhooks/vonage/event?call_id=shipped&attempt=1"],
+        )
+    )
     shipped_calls = [c for c in fake.creates_for("shipped") if c.uuid]
     assert len(shipped_calls) == 3, "one request of the shipped SDK made three phone calls"
 
     fake.drop_creates(2, placed=True)
-    env = {"DATABASE_URL": "-", "REDIS_URL": "-", "PUBLIC_BASE_URL": "http://127.0.0.1:9",
-           **vonage_env(fake, application, cert)}
+    env = {
+        "DATABASE_URL": "-",
+        "REDIS_URL": "-",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+        **vonage_env(fake, application, cert),
+    }
     provider = make_vonage_provider(load_settings(env))
     with pytest.raises(ProviderError) as excinfo:
         provider.create_call(dial("ours"))
@@ -737,8 +925,13 @@ def test_a_wrong_key_is_refused_by_vonage_and_fails_the_attempt_definitely(
 ) -> None:
     fake, application, cert = lone_fake
     stranger = make_application()
-    env = {"DATABASE_URL": "-", "REDIS_URL": "-", "PUBLIC_BASE_URL": "http://127.0.0.1:9",
-           **vonage_env(fake, application, cert), "VONAGE_PRIVATE_KEY": stranger.private_key_env}
+    env = {
+        "DATABASE_URL": "-",
+        "REDIS_URL": "-",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+        **vonage_env(fake, application, cert),
+        "VONAGE_PRIVATE_KEY": stranger.private_key_env,
+    }
     provider = make_vonage_provider(load_settings(env))
     with pytest.raises(ProviderError) as excinfo:
         provider.create_call(dial("stranger"))
@@ -752,8 +945,12 @@ def test_hangup_ends_a_live_call_and_leaves_an_ended_one_alone(
 ) -> None:
     fake, application, cert = lone_fake
     fake.silent.add(number(700, 0))  # rings until hung up
-    env = {"DATABASE_URL": "-", "REDIS_URL": "-", "PUBLIC_BASE_URL": "http://127.0.0.1:9",
-           **vonage_env(fake, application, cert)}
+    env = {
+        "DATABASE_URL": "-",
+        "REDIS_URL": "-",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+        **vonage_env(fake, application, cert),
+    }
     provider = make_vonage_provider(load_settings(env))
     uuid = provider.create_call(dial("live"))
     provider.hangup(uuid)
@@ -761,5 +958,7 @@ def test_hangup_ends_a_live_call_and_leaves_an_ended_one_alone(
     provider.hangup(uuid)  # already over: Vonage answers 400, which is no error
     provider.hangup("00000000-0000-4000-8000-00000000dead")  # unknown: 404, no error
     assert [r for r in fake.requests if r[0] == "PUT"] == [
-        ("PUT", f"/v1/calls/{uuid}", 204), ("PUT", f"/v1/calls/{uuid}", 400),
-        ("PUT", "/v1/calls/00000000-0000-4000-8000-00000000dead", 404)]
+        ("PUT", f"/v1/calls/{uuid}", 204),
+        ("PUT", f"/v1/calls/{uuid}", 400),
+        ("PUT", "/v1/calls/00000000-0000-4000-8000-00000000dead", 404),
+    ]

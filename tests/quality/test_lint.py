@@ -16,11 +16,15 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("command", [
-    ("ruff", "check", "."),
-    ("ruff", "format", "--check", "."),
-    ("mypy", "--strict", *PACKAGES),
-], ids=["ruff-check", "ruff-format", "mypy-strict"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("ruff", "check", "."),
+        ("ruff", "format", "--check", "."),
+        ("mypy", "--strict", *PACKAGES),
+    ],
+    ids=["ruff-check", "ruff-format", "mypy-strict"],
+)
 def test_the_code_is_clean(command: tuple[str, ...]) -> None:
     result = _run(*command)
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}{result.stderr}"

@@ -77,9 +77,11 @@ class RawServer:
         """The most connections that were open at the same time, each counted as closed `slack`
         seconds before the server saw it close (the server notices a hang-up a little late)."""
         with self.lock:
-            edges = sorted([(opened, 1) for opened, _ in self.spans]
-                           + [(max(opened, closed - slack), -1) for opened, closed in self.spans],
-                           key=lambda edge: (edge[0], edge[1]))
+            edges = sorted(
+                [(opened, 1) for opened, _ in self.spans]
+                + [(max(opened, closed - slack), -1) for opened, closed in self.spans],
+                key=lambda edge: (edge[0], edge[1]),
+            )
         live = most = 0
         for _, step in edges:
             live += step
@@ -129,16 +131,23 @@ def _read_request(conn: socket.socket) -> Request | None:
     return Request(lines[0], headers, rest[:length], None)
 
 
-def start_raw_server(answer: Callable[[socket.socket, RawServer], None], *, host: str = "127.0.0.1",
-                     port: int = 0, tls: ssl.SSLContext | None = None) -> RawServer:
+def start_raw_server(
+    answer: Callable[[socket.socket, RawServer], None],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: ssl.SSLContext | None = None,
+) -> RawServer:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(64)
     server = RawServer(sock, tls, answer)
     if tls is not None:
+
         def remember(ssl_sock: Any, name: str | None, context: Any) -> None:
             server.sni.name = name
+
         tls.sni_callback = remember
     threading.Thread(target=server._serve, daemon=True).start()
     return server
@@ -168,6 +177,7 @@ def trickle(interval: float) -> Callable[[socket.socket, RawServer], None]:
                     return
             n += 1
             reply = f"X-Slow-{n}: 1\r\n".encode()
+
     return answer
 
 
@@ -179,13 +189,15 @@ def huge(size: int, chunk: int = 256 * 1024, status: str = "200 OK") -> Callable
         server.sent(f"HTTP/1.1 {status}\r\nContent-Length: {size}\r\nContent-Type: text/plain\r\n\r\n".encode(), conn)
         left = size
         while left > 0 and not server.stopped.is_set():
-            piece = block[:min(left, chunk)]
+            piece = block[: min(left, chunk)]
             server.sent(piece, conn)
             left -= len(piece)
+
     return answer
 
 
 def ok() -> Callable[[socket.socket, RawServer], None]:
     def answer(conn: socket.socket, server: RawServer) -> None:
         server.sent(b"HTTP/1.1 204 No Content\r\n\r\n", conn)
+
     return answer

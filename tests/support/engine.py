@@ -30,14 +30,19 @@ class ListQueue:
     def dispatch(self, *args: Any, **kwargs: Any) -> None: ...
     def place_call(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
         self.places.append(call_id)
+
     def place_calls(self, batch_id: str, call_ids: list[str], *args: Any, **kwargs: Any) -> None:
         self.places.extend(call_ids)
+
     def wake(self, *args: Any, **kwargs: Any) -> None: ...
     def deliver(self, batch_id: str, countdown: float = 0) -> None:
         self.delivers.append((batch_id, countdown))
+
     def record_event(self, *args: Any, **kwargs: Any) -> None: ...
     def record_events(self, *args: Any, **kwargs: Any) -> None: ...
-    def recover_events(self) -> int: return 0
+    def recover_events(self) -> int:
+        return 0
+
     def record_responses(self, *args: Any, **kwargs: Any) -> None: ...
 
 
@@ -48,7 +53,6 @@ def engine_on(servers: TestServers) -> Iterator[Engine]:
         settings = Settings(database_url=own.database_url, redis_url=own.redis_url)
         client = redis.Redis.from_url(own.redis_url)
         provider = SimulatorProvider(schedule=lambda event, delay: None, ring_seconds=60, call_seconds=60)
-        yield Engine(settings, Database(own.database_url), Gates(client, settings.lease_seconds), ListQueue(),
-                     provider)
+        yield Engine(settings, Database(own.database_url), Gates(client, settings.lease_seconds), ListQueue(), provider)
         client.close()
         close_pools()

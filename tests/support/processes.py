@@ -10,7 +10,9 @@ from typing import Any
 SPAWN = multiprocessing.get_context("spawn")  # fresh interpreters: nothing inherited by fork
 
 
-def run_processes(target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float) -> list[tuple[Any, ...]]:
+def run_processes(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: float
+) -> list[tuple[Any, ...]]:
     """Run `target(*a, start, results)` in one process per `a`; `start` is a barrier they pass
     together (after their imports), and each puts one answer on `results`: ("ok", ...) or
     ("error", traceback). Fails on any error; returns the answers in the order they came."""

@@ -50,8 +50,9 @@ class Receiver:
             if any(e["type"] in types for e in events):
                 return events
             time.sleep(0.1)
-        raise AssertionError(f"no {types} event for {batch_id} within {timeout}s; got "
-                             f"{[e['type'] for e in self.events(batch_id)]}")
+        raise AssertionError(
+            f"no {types} event for {batch_id} within {timeout}s; got {[e['type'] for e in self.events(batch_id)]}"
+        )
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -64,10 +64,29 @@ class Stack:
         deliveries: fewer processes than production's dedicated delivery worker, the same tasks)."""
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.tasks", "worker", "--events",
-             "--loglevel", "INFO", "--concurrency", str(concurrency), "-n", f"{name}@%h",
-             "--without-mingle", "--without-gossip", *(["--queues", queues] if queues else [])],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.tasks",
+                "worker",
+                "--events",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                *(["--queues", queues] if queues else []),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.workers[name] = proc
         return proc
@@ -75,9 +94,23 @@ class Stack:
     def start_beat(self) -> None:
         log = open(self.log_dir / "beat.log", "ab")  # noqa: SIM115
         self.beat = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.tasks", "beat", "--loglevel", "INFO",
-             "--schedule", str(self.log_dir / "beat-schedule")],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.tasks",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.log_dir / "beat-schedule"),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill_worker(self, name: str) -> None:
@@ -122,8 +155,9 @@ class Stack:
             params: dict[str, Any] = {"limit": 1000}
             if cursor:
                 params["cursor"] = cursor
-            response = requests.get(f"{self.api_url}/v1/batches/{batch_id}/calls", params=params,
-                                    headers=self.headers(), timeout=30)
+            response = requests.get(
+                f"{self.api_url}/v1/batches/{batch_id}/calls", params=params, headers=self.headers(), timeout=30
+            )
             assert response.status_code == 200, response.text
             page = response.json()
             found += page["calls"]
@@ -156,8 +190,15 @@ def _not_ready(environ: Any, start_response: Any) -> list[bytes]:
 def start_stack(database_url: str, redis_url: str, tmp: Path, workers: int = 2, **env: str) -> Stack:
     upgrade(database_url)
     tmp.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **TEST_ENV, **env, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-                "BATCHCALLS_SIM_LOG": str(tmp / "sim-creates.jsonl"), "PYTHONPATH": str(ROOT)}
+    full_env = {
+        **os.environ,
+        **TEST_ENV,
+        **env,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "BATCHCALLS_SIM_LOG": str(tmp / "sim-creates.jsonl"),
+        "PYTHONPATH": str(ROOT),
+    }
     # The server is made first so that its URL is known: provider webhooks go to PUBLIC_BASE_URL.
     server = make_server("127.0.0.1", 0, _not_ready, threaded=True)
     api_url = f"http://127.0.0.1:{server.server_port}"
@@ -168,8 +209,17 @@ def start_stack(database_url: str, redis_url: str, tmp: Path, workers: int = 2, 
     receiver = start_receiver()
     server.app = create_app(settings)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    stack = Stack(full_env, api_url, api_key, tenant.webhook_secrets[0],
-                  receiver, tmp / "sim-creates.jsonl", tmp, db, _server=server)
+    stack = Stack(
+        full_env,
+        api_url,
+        api_key,
+        tenant.webhook_secrets[0],
+        receiver,
+        tmp / "sim-creates.jsonl",
+        tmp,
+        db,
+        _server=server,
+    )
     for i in range(workers):
         stack.start_worker(f"w{i + 1}")
     stack.start_beat()

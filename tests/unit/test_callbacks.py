@@ -44,9 +44,7 @@ def test_https_public_host_is_accepted() -> None:
         seen.append((host, port))
         return [PUBLIC]
 
-    check_callback_url(
-        "https://Example.com./hooks?x=1", allow_http=False, allowlist=(), resolve=resolve
-    )
+    check_callback_url("https://Example.com./hooks?x=1", allow_http=False, allowlist=(), resolve=resolve)
     assert seen == [("example.com", 443)]
 
 
@@ -114,9 +112,7 @@ def test_malformed_urls_are_refused(url: str) -> None:
 def test_non_public_addresses_are_refused_as_literal_and_resolved(address: str) -> None:
     literal = f"[{address}]" if ":" in address else address
     assert "non-public" in refused(f"https://{literal}/hooks")
-    assert "non-public" in refused(
-        "https://evil.example/hooks", resolve=resolver({"evil.example": [address]})
-    )
+    assert "non-public" in refused("https://evil.example/hooks", resolve=resolver({"evil.example": [address]}))
 
 
 def test_one_private_address_among_public_ones_is_refused() -> None:
@@ -124,33 +120,23 @@ def test_one_private_address_among_public_ones_is_refused() -> None:
 
 
 def test_mapped_public_address_is_accepted() -> None:
-    check_callback_url(
-        f"https://[::ffff:{PUBLIC}]/", allow_http=False, allowlist=(), resolve=no_dns
-    )
+    check_callback_url(f"https://[::ffff:{PUBLIC}]/", allow_http=False, allowlist=(), resolve=no_dns)
 
 
 def test_resolution_failure_and_empty_answer_are_refused() -> None:
     assert "does not resolve" in refused("https://nowhere.example/", resolve=resolver({}))
-    assert "does not resolve" in refused(
-        "https://empty.example/", resolve=resolver({"empty.example": []})
-    )
+    assert "does not resolve" in refused("https://empty.example/", resolve=resolver({"empty.example": []}))
 
 
 def test_allowlisted_ip_accepts_loopback() -> None:
-    check_callback_url(
-        "http://127.0.0.1:8080/hooks", allow_http=True, allowlist=("127.0.0.1",), resolve=no_dns
-    )
-    check_callback_url(
-        "https://[::ffff:127.0.0.1]/", allow_http=False, allowlist=("127.0.0.1",), resolve=no_dns
-    )
+    check_callback_url("http://127.0.0.1:8080/hooks", allow_http=True, allowlist=("127.0.0.1",), resolve=no_dns)
+    check_callback_url("https://[::ffff:127.0.0.1]/", allow_http=False, allowlist=("127.0.0.1",), resolve=no_dns)
     refused("https://127.0.0.2/", allowlist=("127.0.0.1",))
 
 
 def test_allowlisted_cidr_accepts_resolved_private_addresses() -> None:
     resolve = resolver({"crm.internal": ["10.20.30.40", "10.20.1.1"]})
-    check_callback_url(
-        "https://crm.internal/hooks", allow_http=False, allowlist=("10.20.0.0/16",), resolve=resolve
-    )
+    check_callback_url("https://crm.internal/hooks", allow_http=False, allowlist=("10.20.0.0/16",), resolve=resolve)
     refused("https://crm.internal/hooks", allowlist=("10.21.0.0/16",), resolve=resolve)
 
 
@@ -191,10 +177,10 @@ def test_public_host_on_a_web_port_is_accepted(port: int) -> None:
 
 def test_allowlisted_host_may_use_any_port() -> None:
     resolve = resolver({"crm.example.com": [PUBLIC]})
-    check_callback_url("https://crm.example.com:9443/h", allow_http=False, allowlist=("crm.example.com",),
-                       resolve=no_dns)
-    check_callback_url("https://crm.example.com:9443/h", allow_http=False, allowlist=(f"{PUBLIC}/32",),
-                       resolve=resolve)
+    check_callback_url(
+        "https://crm.example.com:9443/h", allow_http=False, allowlist=("crm.example.com",), resolve=no_dns
+    )
+    check_callback_url("https://crm.example.com:9443/h", allow_http=False, allowlist=(f"{PUBLIC}/32",), resolve=resolve)
     check_callback_url("http://127.0.0.1:54321/hooks", allow_http=True, allowlist=("127.0.0.1",), resolve=no_dns)
     # One address of the name outside the allowlist: the port is refused.
     two = resolver({"crm.example.com": [PUBLIC, "93.184.216.35"]})
@@ -202,8 +188,12 @@ def test_allowlisted_host_may_use_any_port() -> None:
 
 
 def test_the_check_returns_the_addresses_it_approved() -> None:
-    target = check_callback_url("https://Example.com.:8443/a/b?token=x", allow_http=False, allowlist=(),
-                                resolve=resolver({"example.com": [PUBLIC, "2606:2800:220:1::1"]}))
+    target = check_callback_url(
+        "https://Example.com.:8443/a/b?token=x",
+        allow_http=False,
+        allowlist=(),
+        resolve=resolver({"example.com": [PUBLIC, "2606:2800:220:1::1"]}),
+    )
     assert target.addresses == (PUBLIC, "2606:2800:220:1::1")
     assert (target.scheme, target.host, target.port) == ("https", "example.com", 8443)
     assert (target.host_header, target.path) == ("example.com:8443", "/a/b?token=x")
@@ -213,8 +203,9 @@ def test_the_check_returns_the_addresses_it_approved() -> None:
 
 
 def test_an_allowlisted_name_is_resolved_only_to_connect() -> None:
-    target = check_callback_url("http://crm.internal:8080/h", allow_http=True, allowlist=("crm.internal",),
-                                resolve=no_dns)
+    target = check_callback_url(
+        "http://crm.internal:8080/h", allow_http=True, allowlist=("crm.internal",), resolve=no_dns
+    )
     assert target.addresses == ()
     assert connect_addresses(target, resolver({"crm.internal": ["10.1.2.3", "10.1.2.4"]})) == ("10.1.2.3", "10.1.2.4")
     with pytest.raises(OSError):

@@ -15,12 +15,16 @@ def problems_of(text: str, default_text: str | None = None, default_voice: str |
 
 
 def test_rows_with_text_column_become_calls() -> None:
-    text = ("phone_number,text,voice_id,priority\n"
-            "+442079460010,Hello there,voice_female_1,3\n"
-            "+442079460021,\"Hi, again\",,\n")
+    text = (
+        'phone_number,text,voice_id,priority\n+442079460010,Hello there,voice_female_1,3\n+442079460021,"Hi, again",,\n'
+    )
     assert calls_from_csv(text) == [
-        {"phone_number": "+442079460010", "script": {"text": "Hello there"}, "voice_id": "voice_female_1",
-         "priority": 3},
+        {
+            "phone_number": "+442079460010",
+            "script": {"text": "Hello there"},
+            "voice_id": "voice_female_1",
+            "priority": 3,
+        },
         {"phone_number": "+442079460021", "script": {"text": "Hi, again"}},
     ]
 
@@ -69,10 +73,12 @@ def test_priority_that_is_not_a_whole_number_is_named_by_row_and_column(cell: st
 
 
 def test_every_problem_is_reported_at_once_with_spreadsheet_row_numbers() -> None:
-    text = ("phone_number,text,priority\n"
-            "+442079460010,Hi,1\n"  # row 2: fine
-            ",Hi,2\n"  # row 3: no number
-            "+442079460027,,x\n")  # row 4: no text, bad priority
+    text = (
+        "phone_number,text,priority\n"
+        "+442079460010,Hi,1\n"  # row 2: fine
+        ",Hi,2\n"  # row 3: no number
+        "+442079460027,,x\n"
+    )  # row 4: no text, bad priority
     assert problems_of(text) == [
         "row 3, column phone_number: missing",
         "row 4, column text: missing (or pass --text)",

@@ -32,12 +32,21 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 # Procfile process -> compose service running the same command.
-PROCESS_SERVICE = {"release": "migrate", "web": "api", "worker": "worker", "delivery": "delivery", "beat": "beat",
-                   "flower": "flower"}
+PROCESS_SERVICE = {
+    "release": "migrate",
+    "web": "api",
+    "worker": "worker",
+    "delivery": "delivery",
+    "beat": "beat",
+    "flower": "flower",
+}
 APP_SERVICES = tuple(PROCESS_SERVICE.values())
 RUN_AFTER_MIGRATE = ("api", "worker", "delivery", "beat")
 
-DUMMY_ENV = {"DATABASE_URL": "postgresql://user:pw@db.invalid:5432/batchcalls", "REDIS_URL": "redis://redis.invalid:6379/0"}
+DUMMY_ENV = {
+    "DATABASE_URL": "postgresql://user:pw@db.invalid:5432/batchcalls",
+    "REDIS_URL": "redis://redis.invalid:6379/0",
+}
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -110,9 +119,9 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
             i += 2
         elif text.startswith("${", i):
             end = _closing_brace(text, i + 1)
-            out.append(_substitute(text[i + 2:end], env))
+            out.append(_substitute(text[i + 2 : end], env))
             i = end + 1
-        elif match := re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i + 1:]):
+        elif match := re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i + 1 :]):
             out.append(env.get(match.group(), ""))
             i += 1 + match.end()
         else:
@@ -157,8 +166,10 @@ def container_env(name: str, host_env: Mapping[str, str] | None = None) -> dict[
     environment = service(name).get("environment") or {}
     if isinstance(environment, list):
         environment = dict(item.split("=", 1) if "=" in item else (item, None) for item in environment)
-    return {key: host_env.get(key) if value is None else interpolate(str(value), host_env)
-            for key, value in environment.items()}
+    return {
+        key: host_env.get(key) if value is None else interpolate(str(value), host_env)
+        for key, value in environment.items()
+    }
 
 
 def container_command(name: str, host_env: Mapping[str, str] | None = None) -> list[str]:
@@ -244,7 +255,9 @@ def test_deliveries_have_a_worker_of_their_own_and_call_handling_never_waits_beh
     assert _option(shlex.split(procfile()["worker"]), "--hostname", "-n") is None
 
 
-FAKE_PROGRAM = "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'auth': os.environ.get('FLOWER_BASIC_AUTH')}))"
+FAKE_PROGRAM = (
+    "import json, os, sys; print(json.dumps({'argv': sys.argv[1:], 'auth': os.environ.get('FLOWER_BASIC_AUTH')}))"
+)
 
 
 def test_flower_requires_basic_auth_from_the_environment_and_keeps_it_off_its_command_line() -> None:
@@ -252,19 +265,31 @@ def test_flower_requires_basic_auth_from_the_environment_and_keeps_it_off_its_co
     assert program(line) == "celery"
     fake = line.replace(" celery ", f" {shlex.quote(sys.executable)} -c {shlex.quote(FAKE_PROGRAM)} ", 1)
     # Unset, the shell refuses to start Flower instead of serving it without a password.
-    result = subprocess.run(["sh", "-c", fake], capture_output=True, text=True,
-                            env={"PATH": os.environ.get("PATH", "")}, timeout=10)
+    result = subprocess.run(
+        ["sh", "-c", fake], capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")}, timeout=10
+    )
     assert result.returncode != 0 and "FLOWER_BASIC_AUTH" in result.stderr
-    result = subprocess.run(["sh", "-c", fake], capture_output=True, text=True,
-                            env={"PATH": os.environ.get("PATH", ""), "FLOWER_BASIC_AUTH": "ops:pa ss"}, timeout=10)
+    result = subprocess.run(
+        ["sh", "-c", fake],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", ""), "FLOWER_BASIC_AUTH": "ops:pa ss"},
+        timeout=10,
+    )
     assert result.returncode == 0, result.stderr
     ran = json.loads(result.stdout)
     assert ran["auth"] == "ops:pa ss"  # Flower gets it in its environment...
     assert not any("pa ss" in arg or "basic" in arg.lower() for arg in ran["argv"]), ran["argv"]  # ...not in argv
 
 
-SECRET_VARIABLES = {"FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "DATABASE_URL", "REDIS_URL",
-                    "VONAGE_PRIVATE_KEY", "VONAGE_SIGNATURE_SECRET"}
+SECRET_VARIABLES = {
+    "FLOWER_BASIC_AUTH",
+    "POSTGRES_PASSWORD",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "VONAGE_PRIVATE_KEY",
+    "VONAGE_SIGNATURE_SECRET",
+}
 
 
 @pytest.mark.parametrize("process", PROCESS_SERVICE)
@@ -313,8 +338,8 @@ def test_postgres_and_redis_services() -> None:
     assert str(redis["image"]).startswith("redis:7")
     redis_command = redis.get("command")
     assert isinstance(redis_command, list)
-    assert redis_command[redis_command.index("--save"):][:2] == ["--save", ""]
-    assert redis_command[redis_command.index("--appendonly"):][:2] == ["--appendonly", "no"]
+    assert redis_command[redis_command.index("--save") :][:2] == ["--save", ""]
+    assert redis_command[redis_command.index("--appendonly") :][:2] == ["--appendonly", "no"]
     assert not redis.get("volumes")
 
 
@@ -389,8 +414,11 @@ def test_dockerfile_installs_the_package_as_a_non_root_user() -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert ("EXPOSE", "8000") in instructions
     copied = " ".join(args for keyword, args in instructions if keyword == "COPY")
-    packages = [line.strip() for line in setup_cfg()["options.packages.find"]["include"].splitlines()
-                if line.strip() and "." not in line]
+    packages = [
+        line.strip()
+        for line in setup_cfg()["options.packages.find"]["include"].splitlines()
+        if line.strip() and "." not in line
+    ]
     metadata_files = re.findall(r"file:\s*(\S+)", setup_cfg()["metadata"].get("long_description", ""))
     for needed in ("pyproject.toml", "setup.cfg", "setup.py", *metadata_files, *packages):
         assert re.search(rf"(^|\s){re.escape(needed)}(\s|$)", copied), f"the Dockerfile does not copy {needed}"
@@ -446,7 +474,12 @@ def test_flower_options_are_known_to_flower() -> None:
     assert result.returncode == 0, result.stderr
     # Flower takes its credentials from FLOWER_BASIC_AUTH in its environment (FLOWER_ + option name).
     reads = "import flower.command as c, flower.options as o; c.apply_env_options(); print(o.options.basic_auth)"
-    result = subprocess.run([sys.executable, "-c", reads], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "FLOWER_BASIC_AUTH": "ops:secret"})
+    result = subprocess.run(
+        [sys.executable, "-c", reads],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FLOWER_BASIC_AUTH": "ops:secret"},
+    )
     assert result.returncode == 0 and result.stdout.strip() == "['ops:secret']", result.stdout + result.stderr
     assert _run([str(VENV_BIN / "celery"), "-A", "workers.tasks", "flower", "--help"]).returncode == 0

@@ -60,11 +60,19 @@ def refused(*numbers: str, destinations: DestinationPolicy | None = None) -> dic
     return details
 
 
-@pytest.mark.parametrize("number, kind", [
-    (US_PREMIUM, "premium_rate"), (UK_PREMIUM, "premium_rate"), (FR_SHARED_COST, "shared_cost"),
-    (UK_PERSONAL, "personal_number"), (SATELLITE, "non_geographic"), (INMARSAT, "non_geographic"),
-    (INTERNATIONAL_NETWORKS[0], "non_geographic"), (INTERNATIONAL_NETWORKS[1], "non_geographic"),
-])
+@pytest.mark.parametrize(
+    "number, kind",
+    [
+        (US_PREMIUM, "premium_rate"),
+        (UK_PREMIUM, "premium_rate"),
+        (FR_SHARED_COST, "shared_cost"),
+        (UK_PERSONAL, "personal_number"),
+        (SATELLITE, "non_geographic"),
+        (INMARSAT, "non_geographic"),
+        (INTERNATIONAL_NETWORKS[0], "non_geographic"),
+        (INTERNATIONAL_NETWORKS[1], "non_geographic"),
+    ],
+)
 def test_costly_destinations_are_refused_by_default_naming_the_call_and_the_reason(number: str, kind: str) -> None:
     assert phonenumbers.is_valid_number(phonenumbers.parse(number))  # valid: refused by policy, not as invalid
     details = refused(UK_LANDLINE, number)
@@ -112,10 +120,15 @@ def test_other_types_can_be_blocked() -> None:
 def test_special_type_agrees_with_phonenumbers_on_every_regions_examples() -> None:
     """The cheap type check gives phonenumbers' own answer for every region's example number of
     every type, and for the non-geographic ones."""
-    examples = [phonenumbers.example_number_for_type(region, kind)
-                for region in sorted(phonenumbers.SUPPORTED_REGIONS) for kind in phonenumbers.PhoneNumberType.values()]
-    examples += [phonenumbers.example_number_for_non_geo_entity(cc)
-                 for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)]
+    examples = [
+        phonenumbers.example_number_for_type(region, kind)
+        for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+        for kind in phonenumbers.PhoneNumberType.values()
+    ]
+    examples += [
+        phonenumbers.example_number_for_non_geo_entity(cc)
+        for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+    ]
     names = {getattr(phonenumbers.PhoneNumberType, kind.upper()): kind for kind in SPECIAL_TYPES}
     checked = special = 0
     for example in examples:
@@ -148,15 +161,23 @@ def test_settings_give_the_safe_default_and_refuse_unknown_names() -> None:
     defaults = load_settings({}).tenant_defaults
     assert defaults == Policy(100_000, 100_000, (), DEFAULT_BLOCKED_TYPES)
     assert set(DEFAULT_BLOCKED_TYPES) == {"premium_rate", "shared_cost", "personal_number", "non_geographic"}
-    custom = load_settings({"BATCHCALLS_TENANT_MAX_QUEUED_CALLS": "50", "BATCHCALLS_MAX_CALLS_PER_BATCH": "20",
-                            "BATCHCALLS_ALLOWED_COUNTRIES": "us, gb", "BATCHCALLS_BLOCKED_NUMBER_TYPES": "none"})
+    custom = load_settings(
+        {
+            "BATCHCALLS_TENANT_MAX_QUEUED_CALLS": "50",
+            "BATCHCALLS_MAX_CALLS_PER_BATCH": "20",
+            "BATCHCALLS_ALLOWED_COUNTRIES": "us, gb",
+            "BATCHCALLS_BLOCKED_NUMBER_TYPES": "none",
+        }
+    )
     assert custom.tenant_defaults == Policy(50, 20, ("US", "GB"), ())
     # Empty is the default, as for every setting (a compose file passing an unset variable as
     # empty must not unblock anything).
     empty = load_settings({"BATCHCALLS_ALLOWED_COUNTRIES": "", "BATCHCALLS_BLOCKED_NUMBER_TYPES": " "})
     assert empty.tenant_defaults == defaults
     assert load_settings({"BATCHCALLS_BLOCKED_NUMBER_TYPES": "premium_rate,uan"}).blocked_number_types == (
-        "premium_rate", "uan")
+        "premium_rate",
+        "uan",
+    )
     with pytest.raises(ValueError, match="BATCHCALLS_BLOCKED_NUMBER_TYPES"):
         load_settings({"BATCHCALLS_BLOCKED_NUMBER_TYPES": "premium"})
     with pytest.raises(ValueError, match="BATCHCALLS_ALLOWED_COUNTRIES"):
@@ -201,10 +222,17 @@ def test_warm_up_leaves_no_type_pattern_to_compile_on_a_request() -> None:
 VONAGE = {"BATCHCALLS_PROVIDER": "vonage", "VONAGE_SIGNATURE_SECRET": "s" * 40}
 
 
-@pytest.mark.parametrize(("from_number", "country"), [
-    ("+447700900001", "GB"), ("447700900001", "GB"), ("+1 212 555 0100", "US"), ("+15550100123", "US"),
-    ("+33123456789", "FR"), ("+61 2 9374 4000", "AU"),
-])
+@pytest.mark.parametrize(
+    ("from_number", "country"),
+    [
+        ("+447700900001", "GB"),
+        ("447700900001", "GB"),
+        ("+1 212 555 0100", "US"),
+        ("+15550100123", "US"),
+        ("+33123456789", "FR"),
+        ("+61 2 9374 4000", "AU"),
+    ],
+)
 def test_under_vonage_the_default_countries_are_the_caller_ids(from_number: str, country: str) -> None:
     settings = load_settings({**VONAGE, "VONAGE_FROM_NUMBER": from_number})
     assert settings.allowed_countries == (country,)
@@ -215,11 +243,16 @@ def test_the_default_countries_refuse_abroad_under_vonage_and_allow_every_countr
     home = load_settings({**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001"}).tenant_defaults
     assert build(UK_LANDLINE, destinations=home.destinations) == [UK_LANDLINE]
     details = refused(UK_LANDLINE, US, DE, destinations=home.destinations)
-    assert details == {"calls[1].phone_number": ["is in US; this account may call only GB"],
-                       "calls[2].phone_number": ["is in DE; this account may call only GB"]}
-    for env in ({**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001", "BATCHCALLS_ALLOWED_COUNTRIES": "all"},
-                {**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001", "BATCHCALLS_ALLOWED_COUNTRIES": " ALL "},
-                {}, {"BATCHCALLS_PROVIDER": "simulator"}):
+    assert details == {
+        "calls[1].phone_number": ["is in US; this account may call only GB"],
+        "calls[2].phone_number": ["is in DE; this account may call only GB"],
+    }
+    for env in (
+        {**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001", "BATCHCALLS_ALLOWED_COUNTRIES": "all"},
+        {**VONAGE, "VONAGE_FROM_NUMBER": "+447700900001", "BATCHCALLS_ALLOWED_COUNTRIES": " ALL "},
+        {},
+        {"BATCHCALLS_PROVIDER": "simulator"},
+    ):
         settings = load_settings(env)
         assert settings.allowed_countries == ()
         assert build(US, DE, UK_LANDLINE, destinations=settings.tenant_defaults.destinations) == [US, DE, UK_LANDLINE]
@@ -235,5 +268,6 @@ def test_the_default_countries_refuse_abroad_under_vonage_and_allow_every_countr
 def test_vonage_with_a_caller_id_of_no_country_needs_the_countries_set(from_number: str) -> None:
     with pytest.raises(ValueError, match="BATCHCALLS_ALLOWED_COUNTRIES"):
         load_settings({**VONAGE, "VONAGE_FROM_NUMBER": from_number})
-    assert load_settings({**VONAGE, "VONAGE_FROM_NUMBER": from_number,
-                          "BATCHCALLS_ALLOWED_COUNTRIES": "GB"}).allowed_countries == ("GB",)
+    assert load_settings(
+        {**VONAGE, "VONAGE_FROM_NUMBER": from_number, "BATCHCALLS_ALLOWED_COUNTRIES": "GB"}
+    ).allowed_countries == ("GB",)

@@ -7,11 +7,21 @@ import pytest
 from batchcalls.durations import parse_duration
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("24h", timedelta(hours=24)), ("90m", timedelta(minutes=90)), ("45s", timedelta(seconds=45)),
-    ("7d", timedelta(days=7)), ("1h30m", timedelta(hours=1, minutes=30)), ("1d2h3m4s", timedelta(days=1, seconds=7384)),
-    ("0", timedelta(0)), ("30", timedelta(seconds=30)), ("1.5h", timedelta(minutes=90)), (" 2H ", timedelta(hours=2)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24h", timedelta(hours=24)),
+        ("90m", timedelta(minutes=90)),
+        ("45s", timedelta(seconds=45)),
+        ("7d", timedelta(days=7)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("1d2h3m4s", timedelta(days=1, seconds=7384)),
+        ("0", timedelta(0)),
+        ("30", timedelta(seconds=30)),
+        ("1.5h", timedelta(minutes=90)),
+        (" 2H ", timedelta(hours=2)),
+    ],
+)
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 

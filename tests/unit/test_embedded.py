@@ -178,10 +178,10 @@ def test_real_postgres_as_root_explains_a_data_dir_its_account_cannot_reach(data
             start_postgres(private / "data")
 
 
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another account")
 def test_real_postgres_as_root_runs_from_a_virtualenv_its_account_cannot_reach(
-        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A clone in a directory private to root (`mktemp -d`): its virtualenv's PostgreSQL
     programs are copied once into the data directory, where their account reaches them."""
     from batchcalls import embedded
@@ -205,6 +205,7 @@ def test_real_postgres_as_root_runs_from_a_virtualenv_its_account_cannot_reach(
         assert (copied / "pgserver" / "pginstall" / "bin" / "postgres").exists()
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
 
 def test_embedded_servers_starts_only_what_is_missing(data_dir: Path) -> None:
     given = "postgresql://someone@db.example:5432/batchcalls"

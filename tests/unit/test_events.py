@@ -58,9 +58,7 @@ def test_make_event_accepts_type_string_and_given_id_but_not_unknown_type() -> N
 
 def test_isoformat_ms_converts_to_utc_and_truncates() -> None:
     plus_two = timezone(timedelta(hours=2))
-    assert isoformat_ms(datetime(2026, 1, 1, 2, 0, 0, 999999, tzinfo=plus_two)) == (
-        "2026-01-01T00:00:00.999Z"
-    )
+    assert isoformat_ms(datetime(2026, 1, 1, 2, 0, 0, 999999, tzinfo=plus_two)) == ("2026-01-01T00:00:00.999Z")
     assert isoformat_ms(datetime(2026, 1, 1, 0, 0, 0)) == "2026-01-01T00:00:00.000Z"
     assert isoformat_ms(None) is None
 

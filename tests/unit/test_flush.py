@@ -15,8 +15,12 @@ from workers import tasks
 
 
 def _engine() -> Engine:
-    return Engine(Settings(database_url="postgresql://unused", redis_url="redis://unused"),
-                  db=mock.Mock(), gates=mock.Mock(), tasks=mock.Mock())
+    return Engine(
+        Settings(database_url="postgresql://unused", redis_url="redis://unused"),
+        db=mock.Mock(),
+        gates=mock.Mock(),
+        tasks=mock.Mock(),
+    )
 
 
 def _work() -> Gathered:
@@ -39,8 +43,10 @@ def test_a_flush_that_fails_keeps_what_it_did_not_do_for_the_next() -> None:
         dispatched.append(batch_id)
         return 1, None
 
-    with (mock.patch.object(Engine, "kick_delivery") as kick,
-          mock.patch.object(Engine, "_dispatch", side_effect=dispatch)):
+    with (
+        mock.patch.object(Engine, "kick_delivery") as kick,
+        mock.patch.object(Engine, "_dispatch", side_effect=dispatch),
+    ):
         with pytest.raises(redis.ConnectionError):
             engine.flush_events(work)
         assert kick.call_count == 2 and work.kick == {} and work.renew == {}

@@ -49,8 +49,9 @@ def inbox(client: redis.Redis, kicks: list[int]) -> Inbox:
     return Inbox(client, shards=1, kick=kicks.append)
 
 
-def test_events_are_applied_in_order_and_leave_nothing_behind(inbox: Inbox, client: redis.Redis,
-                                                              kicks: list[int]) -> None:
+def test_events_are_applied_in_order_and_leave_nothing_behind(
+    inbox: Inbox, client: redis.Redis, kicks: list[int]
+) -> None:
     inbox.put([ProviderEvent("a", 1, AttemptStatus.RINGING, 1.0), ended("a", 1.0)])
     for name in "bcd":
         inbox.put([ended(name)])
@@ -80,7 +81,8 @@ def test_what_a_dead_drain_read_is_applied_first_by_the_next(inbox: Inbox, clien
 
 
 def test_more_pending_entries_than_one_read_holds_are_all_applied_before_new_ones(
-        inbox: Inbox, client: redis.Redis) -> None:
+    inbox: Inbox, client: redis.Redis
+) -> None:
     held = [f"held-{i:03d}" for i in range(inbox_mod.READ_COUNT * 2 + 5)]
     for name in held:
         inbox.put([ended(name)])
@@ -138,8 +140,9 @@ def test_a_malformed_or_failing_entry_is_dropped_and_the_rest_applied(inbox: Inb
     assert client.xlen(event_stream(0)) == 0  # neither is read again
 
 
-def test_a_drain_stops_at_its_budget_and_sends_its_successor(inbox: Inbox, client: redis.Redis,
-                                                             kicks: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_drain_stops_at_its_budget_and_sends_its_successor(
+    inbox: Inbox, client: redis.Redis, kicks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(inbox_mod, "DRAIN_MAX_EVENTS", 7)
     monkeypatch.setattr(inbox_mod, "READ_COUNT", 5)
     for i in range(12):
@@ -154,13 +157,15 @@ def test_a_drain_stops_at_its_budget_and_sends_its_successor(inbox: Inbox, clien
     assert recorder.calls == [f"c{i:02}" for i in range(12)]
 
 
-def test_an_event_added_as_the_drain_gives_up_its_flag_is_not_stranded(inbox: Inbox, kicks: list[int],
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_event_added_as_the_drain_gives_up_its_flag_is_not_stranded(
+    inbox: Inbox, kicks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     inbox.put([ended("a")])
     original, raced = Inbox._ack, False
 
-    def ack_then_race(self: Inbox, shard: int, ids: list[bytes],
-                      read_from: str | None = None) -> tuple[list[inbox_mod.Entry], bool]:
+    def ack_then_race(
+        self: Inbox, shard: int, ids: list[bytes], read_from: str | None = None
+    ) -> tuple[list[inbox_mod.Entry], bool]:
         nonlocal raced
         entries, pending = original(self, shard, ids, read_from)
         if not raced:
@@ -178,8 +183,7 @@ def test_an_event_added_as_the_drain_gives_up_its_flag_is_not_stranded(inbox: In
     assert kicks == [0]
 
 
-def test_the_sweep_sends_a_drain_only_where_events_wait_and_none_runs(client: redis.Redis,
-                                                                      kicks: list[int]) -> None:
+def test_the_sweep_sends_a_drain_only_where_events_wait_and_none_runs(client: redis.Redis, kicks: list[int]) -> None:
     inbox = Inbox(client, shards=4, kick=kicks.append)
     ids = {shard_of(c, 4): c for c in (f"call-{i}" for i in range(40))}
     waiting, running = ids[0], ids[1]

@@ -32,17 +32,17 @@ def parse_logfmt(line: str) -> dict[str, str]:
     i = 0
     while i < len(line):
         key = re.match(r'[^ ="]+', line[i:])
-        if not key or line[i + key.end():i + key.end() + 1] != "=":
-            raise ValueError(f"not a key=value pair at {i}: {line[i:i + 40]!r} in {line!r}")
+        if not key or line[i + key.end() : i + key.end() + 1] != "=":
+            raise ValueError(f"not a key=value pair at {i}: {line[i : i + 40]!r} in {line!r}")
         name = key.group(0)
         i += key.end() + 1
-        if line[i:i + 1] == '"':
+        if line[i : i + 1] == '"':
             end = i + 1
             while end < len(line) and line[end] != '"':
                 end += 2 if line[end] == "\\" else 1
             if end >= len(line):
                 raise ValueError(f"unclosed quote in {line!r}")
-            value = json.loads(line[i:end + 1])
+            value = json.loads(line[i : end + 1])
             i = end + 1
         else:
             bare = re.match(r'[^ ="]*', line[i:])
@@ -82,27 +82,36 @@ def test_an_engine_line_is_logfmt_with_its_batch_and_call_ids() -> None:
 
 
 def test_the_rebuilt_line_carries_the_batch_id_as_a_field() -> None:
-    fields = parse_logfmt(formatted("rebuilt Redis state batch_id=%s ready=%d delayed=%d live=%d",
-                                    "batch_9", 3, 1, 2))
+    fields = parse_logfmt(formatted("rebuilt Redis state batch_id=%s ready=%d delayed=%d live=%d", "batch_9", 3, 1, 2))
     assert fields["msg"] == "rebuilt Redis state"
     assert (fields["batch_id"], fields["ready"], fields["delayed"], fields["live"]) == ("batch_9", "3", "1", "2")
 
 
 def test_values_with_spaces_quotes_and_equals_signs_are_quoted() -> None:
     error = 'HTTP 500 "oops" at https://crm.example/hook\nsecond line a=1'
-    fields = parse_logfmt(formatted("event delivery failed batch_id=%s url=%s error=%s retry_in=%.1f",
-                                    "batch_1", quoted("https://crm.example/hook"), quoted(error), 2.0))
+    fields = parse_logfmt(
+        formatted(
+            "event delivery failed batch_id=%s url=%s error=%s retry_in=%.1f",
+            "batch_1",
+            quoted("https://crm.example/hook"),
+            quoted(error),
+            2.0,
+        )
+    )
     assert fields["url"] == "https://crm.example/hook"
     assert fields["error"] == error and fields["retry_in"] == "2.0" and fields["batch_id"] == "batch_1"
     assert quoted("batch_1") == "batch_1" and quoted("") == '""'
 
 
-@pytest.mark.parametrize("message", [
-    "Task batchcalls.dispatch[5d1c] succeeded in 0.003s: None",  # Celery's own lines
-    'an "unquoted" value: error=connection refused',  # a caller that forgot quoted()
-    "multi\nline message with a=1",
-    "",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Task batchcalls.dispatch[5d1c] succeeded in 0.003s: None",  # Celery's own lines
+        'an "unquoted" value: error=connection refused',  # a caller that forgot quoted()
+        "multi\nline message with a=1",
+        "",
+    ],
+)
 def test_any_other_line_is_still_logfmt_with_the_text_as_msg(message: str) -> None:
     fields = parse_logfmt(formatted(message, name="celery.app.trace"))
     assert fields.get("msg", "") == message
@@ -111,12 +120,20 @@ def test_any_other_line_is_still_logfmt_with_the_text_as_msg(message: str) -> No
 def test_a_real_code_path_writes_batch_id_and_call_id(caplog: pytest.LogCaptureFixture) -> None:
     """The reconciler giving up on an attempt whose provider went silent."""
     recorded: list[Any] = []
-    engine = SimpleNamespace(provider=None, settings=SimpleNamespace(stale_attempt_seconds=1),
-                             record_event=recorded.append)
+    engine = SimpleNamespace(
+        provider=None, settings=SimpleNamespace(stale_attempt_seconds=1), record_event=recorded.append
+    )
     long_ago = datetime.now(UTC) - timedelta(minutes=5)
-    attempt = {"call_id": "call_42", "number": 2, "phone_number": "+442079460010", "status": "dialing",
-               "provider_call_id": None, "dialed_at": long_ago, "last_event_at": long_ago,
-               "batch_id": "batch_17"}
+    attempt = {
+        "call_id": "call_42",
+        "number": 2,
+        "phone_number": "+442079460010",
+        "status": "dialing",
+        "provider_call_id": None,
+        "dialed_at": long_ago,
+        "last_event_at": long_ago,
+        "batch_id": "batch_17",
+    }
     with caplog.at_level(logging.INFO, logger="batchcalls.reconciler"):
         assert reconciler._resolve_stale(engine, attempt) == 1  # type: ignore[arg-type]
     assert len(recorded) == 1
@@ -130,17 +147,20 @@ def test_a_real_code_path_writes_batch_id_and_call_id(caplog: pytest.LogCaptureF
 # -- URLs: no credentials, tokens or fragments in a line -----------------------------------------
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("https://crm.example/hooks?token=s3cr3t", "https://crm.example/hooks"),
-    ("https://user:pa55@crm.example:8443/hooks/x?a=1&token=s3cr3t#frag", "https://crm.example:8443/hooks/x"),
-    ("https://crm.example", "https://crm.example"),
-    ("https://crm.example?token=s3cr3t", "https://crm.example"),
-    ("http://[::1]:8080/h#token=s3cr3t", "http://[::1]:8080/h"),
-    ("https://:pa55@crm.example/", "https://crm.example/"),
-    ("redis://:pa55@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-    ("crm.example/hooks?token=s3cr3t", "crm.example/hooks"),
-    ("http://[::1/h?token=s3cr3t", "<invalid URL>"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://crm.example/hooks?token=s3cr3t", "https://crm.example/hooks"),
+        ("https://user:pa55@crm.example:8443/hooks/x?a=1&token=s3cr3t#frag", "https://crm.example:8443/hooks/x"),
+        ("https://crm.example", "https://crm.example"),
+        ("https://crm.example?token=s3cr3t", "https://crm.example"),
+        ("http://[::1]:8080/h#token=s3cr3t", "http://[::1]:8080/h"),
+        ("https://:pa55@crm.example/", "https://crm.example/"),
+        ("redis://:pa55@127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("crm.example/hooks?token=s3cr3t", "crm.example/hooks"),
+        ("http://[::1/h?token=s3cr3t", "<invalid URL>"),
+    ],
+)
 def test_a_logged_url_loses_its_user_info_query_and_fragment(url: str, shown: str) -> None:
     assert redact_url(url) == shown
 
@@ -148,15 +168,21 @@ def test_a_logged_url_loses_its_user_info_query_and_fragment(url: str, shown: st
 def test_an_error_about_a_url_loses_the_urls_secrets_wherever_they_show() -> None:
     url = "https://bob:pa55@crm.example/hooks?token=s3cr3t&x=1#f-r-a-g"
     error = "MaxRetryError: Max retries exceeded with url: /hooks?token=s3cr3t&x=1 (bob:pa55) f-r-a-g"
-    assert redact_in(error, url) == "MaxRetryError: Max retries exceeded with url: /hooks?[redacted] ([redacted]) [redacted]"
+    assert (
+        redact_in(error, url)
+        == "MaxRetryError: Max retries exceeded with url: /hooks?[redacted] ([redacted]) [redacted]"
+    )
     assert redact_in("HTTP 500", url) == "HTTP 500"
     assert redact_in("HTTP 500", "http://[::1") == "HTTP 500"
 
 
 def test_the_formatter_redacts_any_url_a_line_carries() -> None:
     """A safety net for lines that did not call `redact_url` (another library's, a forgotten one)."""
-    line = formatted("event delivery failed url=%s error=%s", quoted("https://u:p@crm.example/h?token=s3cr3t"),
-                     quoted("refused by https://crm.example/h?token=s3cr3t#x (twice)"))
+    line = formatted(
+        "event delivery failed url=%s error=%s",
+        quoted("https://u:p@crm.example/h?token=s3cr3t"),
+        quoted("refused by https://crm.example/h?token=s3cr3t#x (twice)"),
+    )
     assert "s3cr3t" not in line and "u:p" not in line
     fields = parse_logfmt(line)
     assert fields["url"] == "https://crm.example/h"
@@ -201,9 +227,13 @@ def _log_calls() -> list[tuple[str, ast.Call]]:
         for path in sorted((ROOT / folder).rglob("*.py")):
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in LEVELS and isinstance(node.func.value, ast.Name)
-                        and node.func.value.id in ("log", "logger")):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in LEVELS
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("log", "logger")
+                ):
                     found.append((f"{path.relative_to(ROOT)}:{node.lineno}", node))
     return found
 
@@ -228,8 +258,9 @@ def test_the_code_has_log_calls_to_check() -> None:
 
 @pytest.mark.parametrize("where,call", LOG_CALLS, ids=[where for where, _ in LOG_CALLS])
 def test_every_log_call_writes_logfmt_naming_its_batch_and_call(where: str, call: ast.Call) -> None:
-    assert call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str), \
+    assert call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str), (
         f"{where}: the message is not a literal format string"
+    )
     message: str = call.args[0].value
     args = call.args[1:]
     specs = PLACEHOLDER.findall(message)
@@ -248,11 +279,13 @@ def test_every_log_call_writes_logfmt_naming_its_batch_and_call(where: str, call
             expected[about] = f"sample{i}"
     fields = parse_logfmt(formatted(message, *samples))
     assert "msg" in fields, f"{where}: no words saying what happened"
-    assert fields["msg"] == fields["msg"].strip() and "=" not in fields["msg"], \
+    assert fields["msg"] == fields["msg"].strip() and "=" not in fields["msg"], (
         f"{where}: key=value pairs not at the end of the message: {message!r}"
+    )
     for spec, sample in zip(specs, samples, strict=True):
         shown = spec % sample
-        assert shown not in fields["msg"] and shown in fields.values(), \
+        assert shown not in fields["msg"] and shown in fields.values(), (
             f"{where}: {spec} is not the value of a key=value pair in {message!r}"
+        )
     for key, value in expected.items():
         assert fields.get(key) == value, f"{where}: {message!r} does not write {key}=<the id>"

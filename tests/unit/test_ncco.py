@@ -47,9 +47,15 @@ def test_the_catalog_maps_voices_to_vonage_languages_and_styles_of_the_named_gen
     # Kimberly en-US 0 (f), Matthew en-US 9 (m), Amy en-GB 0 (f), Brian en-GB 4 (m), Conchita es-ES 0 (f),
     # Hans de-DE 3 (m), Celine fr-FR 0 (f).
     catalog = voice_catalog()
-    expected = {"voice_female_1": ("en-US", 0), "voice_male_1": ("en-US", 9), "voice_female_2": ("en-GB", 0),
-                "voice_male_2": ("en-GB", 4), "voice_female_es": ("es-ES", 0), "voice_male_de": ("de-DE", 3),
-                "voice_female_fr": ("fr-FR", 0)}
+    expected = {
+        "voice_female_1": ("en-US", 0),
+        "voice_male_1": ("en-US", 9),
+        "voice_female_2": ("en-GB", 0),
+        "voice_male_2": ("en-GB", 4),
+        "voice_female_es": ("es-ES", 0),
+        "voice_male_de": ("de-DE", 3),
+        "voice_female_fr": ("fr-FR", 0),
+    }
     for voice_id, (language, style) in expected.items():
         assert (catalog[voice_id]["language"], catalog[voice_id]["style"]) == (language, style), voice_id
 
@@ -59,8 +65,12 @@ TYPED = {
     "steps": [
         {"text": "Hello, this is Acme."},
         {"text": "Press 1 or say yes if you are interested."},
-        {"type": "input", "dtmf": {"max_digits": 1, "timeout": 5, "submit_on_hash": True},
-         "speech": {"context": ["yes", "no"], "end_on_silence": 1.5}, "name": "interest"},
+        {
+            "type": "input",
+            "dtmf": {"max_digits": 1, "timeout": 5, "submit_on_hash": True},
+            "speech": {"context": ["yes", "no"], "end_on_silence": 1.5},
+            "name": "interest",
+        },
         {"text": "Connecting you now."},
         {"type": "agent", "url": "wss://agent.example/voice", "headers": {"lead_id": "42", "score": 7}},
         {"text": "Goodbye."},
@@ -72,24 +82,47 @@ TYPED = {
 def test_a_typed_script_renders_up_to_its_first_input_with_barge_in_before_it() -> None:
     assert render(TYPED, from_number="+447700900001") == [
         {"action": "talk", "text": "Hello, this is Acme.", "language": "en-GB", "style": 4, "bargeIn": True},
-        {"action": "talk", "text": "Press 1 or say yes if you are interested.", "language": "en-GB", "style": 4,
-         "bargeIn": True},
-        {"action": "input", "type": ["dtmf", "speech"],
-         "dtmf": {"maxDigits": 1, "timeOut": 5, "submitOnHash": True},
-         "speech": {"context": ["yes", "no"], "endOnSilence": 1.5, "language": "en-GB"},
-         "eventUrl": [url(2)], "eventMethod": "POST"},
+        {
+            "action": "talk",
+            "text": "Press 1 or say yes if you are interested.",
+            "language": "en-GB",
+            "style": 4,
+            "bargeIn": True,
+        },
+        {
+            "action": "input",
+            "type": ["dtmf", "speech"],
+            "dtmf": {"maxDigits": 1, "timeOut": 5, "submitOnHash": True},
+            "speech": {"context": ["yes", "no"], "endOnSilence": 1.5, "language": "en-GB"},
+            "eventUrl": [url(2)],
+            "eventMethod": "POST",
+        },
     ]
 
 
 def test_the_input_webhook_answers_with_the_next_segment() -> None:
     assert render(TYPED, from_number="+447700900001", start=3) == [
         {"action": "talk", "text": "Connecting you now.", "language": "en-GB", "style": 4},
-        {"action": "connect", "from": "447700900001",
-         "endpoint": [{"type": "websocket", "uri": "wss://agent.example/voice", "content-type": "audio/l16;rate=16000",
-                       "headers": {"lead_id": "42", "score": 7}}]},
+        {
+            "action": "connect",
+            "from": "447700900001",
+            "endpoint": [
+                {
+                    "type": "websocket",
+                    "uri": "wss://agent.example/voice",
+                    "content-type": "audio/l16;rate=16000",
+                    "headers": {"lead_id": "42", "score": 7},
+                }
+            ],
+        },
         {"action": "talk", "text": "Goodbye.", "language": "en-GB", "style": 4, "bargeIn": True},
-        {"action": "input", "type": ["speech"], "speech": {"language": "en-GB"}, "eventUrl": [url(6)],
-         "eventMethod": "POST"},
+        {
+            "action": "input",
+            "type": ["speech"],
+            "speech": {"language": "en-GB"},
+            "eventUrl": [url(6)],
+            "eventMethod": "POST",
+        },
     ]
     assert render(TYPED, start=7) == []
 
@@ -113,22 +146,25 @@ def test_input_and_agent_steps_are_valid_scripts() -> None:
     assert script_problems_by_path({"steps": [{"type": "input", "dtmf": True}]}) == {}
 
 
-@pytest.mark.parametrize(("step", "path"), [
-    ({"type": "input"}, "steps[0].dtmf"),
-    ({"type": "input", "dtmf": "yes"}, "steps[0].dtmf"),
-    ({"type": "input", "dtmf": {"max_digits": 21}}, "steps[0].dtmf"),
-    ({"type": "input", "dtmf": {"timeout": True}}, "steps[0].dtmf"),
-    ({"type": "input", "dtmf": {"maxDigits": 2}}, "steps[0].dtmf"),
-    ({"type": "input", "speech": {"end_on_silence": 0.1}}, "steps[0].speech"),
-    ({"type": "input", "speech": {"language": "english"}}, "steps[0].speech"),
-    ({"type": "input", "speech": {"context": "yes"}}, "steps[0].speech"),
-    ({"type": "input", "dtmf": True, "name": ""}, "steps[0].name"),
-    ({"type": "input", "dtmf": True, "text": "Press 1"}, "steps[0].text"),
-    ({"type": "agent"}, "steps[0].url"),
-    ({"type": "agent", "url": "https://agent.example/voice"}, "steps[0].url"),
-    ({"type": "agent", "url": "wss://agent.example/v", "headers": {"a": {"nested": 1}}}, "steps[0].headers"),
-    ({"type": "agent", "url": "wss://agent.example/v", "headers": ["a"]}, "steps[0].headers"),
-])
+@pytest.mark.parametrize(
+    ("step", "path"),
+    [
+        ({"type": "input"}, "steps[0].dtmf"),
+        ({"type": "input", "dtmf": "yes"}, "steps[0].dtmf"),
+        ({"type": "input", "dtmf": {"max_digits": 21}}, "steps[0].dtmf"),
+        ({"type": "input", "dtmf": {"timeout": True}}, "steps[0].dtmf"),
+        ({"type": "input", "dtmf": {"maxDigits": 2}}, "steps[0].dtmf"),
+        ({"type": "input", "speech": {"end_on_silence": 0.1}}, "steps[0].speech"),
+        ({"type": "input", "speech": {"language": "english"}}, "steps[0].speech"),
+        ({"type": "input", "speech": {"context": "yes"}}, "steps[0].speech"),
+        ({"type": "input", "dtmf": True, "name": ""}, "steps[0].name"),
+        ({"type": "input", "dtmf": True, "text": "Press 1"}, "steps[0].text"),
+        ({"type": "agent"}, "steps[0].url"),
+        ({"type": "agent", "url": "https://agent.example/voice"}, "steps[0].url"),
+        ({"type": "agent", "url": "wss://agent.example/v", "headers": {"a": {"nested": 1}}}, "steps[0].headers"),
+        ({"type": "agent", "url": "wss://agent.example/v", "headers": ["a"]}, "steps[0].headers"),
+    ],
+)
 def test_bad_input_and_agent_steps_are_named(step: dict[str, Any], path: str) -> None:
     problems = script_problems_by_path({"steps": [step]})
     assert problems and set(problems) == {path}, problems

@@ -43,8 +43,13 @@ T0 = datetime(2026, 11, 23, 13, 43, 34, 123456, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    built = openapi.build_document(max_concurrency=100, voices=voice_catalog(), rate_limit="1200 per minute",
-                                   auth_failure_limit="20 per minute", tenant_defaults=DEFAULTS)
+    built = openapi.build_document(
+        max_concurrency=100,
+        voices=voice_catalog(),
+        rate_limit="1200 per minute",
+        auth_failure_limit="20 per minute",
+        tenant_defaults=DEFAULTS,
+    )
     as_sent: dict[str, Any] = json.loads(json.dumps(built))  # as a client gets it
     return as_sent
 
@@ -54,8 +59,9 @@ def validate(document: dict[str, Any], instance: Any, schema: dict[str, Any]) ->
     the dialect of OpenAPI 3.1)."""
     registry: Registry[Any] = Registry().with_resource(DOC_URI, DRAFT202012.create_resource(document))
     resolved = json.loads(json.dumps(schema).replace('"#/', f'"{DOC_URI}#/'))
-    jsonschema.Draft202012Validator(resolved, registry=registry,
-                                    format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER).validate(instance)
+    jsonschema.Draft202012Validator(
+        resolved, registry=registry, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(instance)
 
 
 def component(name: str) -> dict[str, Any]:
@@ -65,29 +71,73 @@ def component(name: str) -> dict[str, Any]:
 # --- real bodies ---------------------------------------------------------------------------
 
 BATCH_ROW = {
-    "id": "batch_1f2e3d", "status": "running", "total_calls": 3, "completed_calls": 1, "failed_calls": 1,
-    "cancelled_calls": 0, "concurrency": 5, "priority": 5,
+    "id": "batch_1f2e3d",
+    "status": "running",
+    "total_calls": 3,
+    "completed_calls": 1,
+    "failed_calls": 1,
+    "cancelled_calls": 0,
+    "concurrency": 5,
+    "priority": 5,
     "retry_config": {"max_attempts": 3, "delay": 300, "backoff_multiplier": 2.0, "retry_on": ["busy", "no_answer"]},
-    "callback_url": "https://crm.example.com/hooks", "metadata": {"campaign": "spring", "n": [1, {"a": None}]},
-    "created_at": T0, "started_at": T0 + timedelta(seconds=1), "finished_at": None,
+    "callback_url": "https://crm.example.com/hooks",
+    "metadata": {"campaign": "spring", "n": [1, {"a": None}]},
+    "created_at": T0,
+    "started_at": T0 + timedelta(seconds=1),
+    "finished_at": None,
 }
 CALL_ROW = {
-    "id": "call_a1", "phone_number": "+14155552671", "status": "completed", "outcome": "completed", "priority": 0,
-    "voice_id": "voice_female_1", "script": {"type": "sales_call", "steps": [{"type": "text", "text": "Hi."}]},
-    "responses": [{"id": "uuid-1:1:2026-11-23T13:43:40.000Z", "step": 1, "name": "menu", "attempt": 2,
-                   "digits": "1", "speech": [{"text": "yes", "confidence": 0.94}], "timed_out": False,
-                   "at": "2026-11-23T13:43:40.000Z"}],
-    "last_error": None, "next_attempt_at": None,
+    "id": "call_a1",
+    "phone_number": "+14155552671",
+    "status": "completed",
+    "outcome": "completed",
+    "priority": 0,
+    "voice_id": "voice_female_1",
+    "script": {"type": "sales_call", "steps": [{"type": "text", "text": "Hi."}]},
+    "responses": [
+        {
+            "id": "uuid-1:1:2026-11-23T13:43:40.000Z",
+            "step": 1,
+            "name": "menu",
+            "attempt": 2,
+            "digits": "1",
+            "speech": [{"text": "yes", "confidence": 0.94}],
+            "timed_out": False,
+            "at": "2026-11-23T13:43:40.000Z",
+        }
+    ],
+    "last_error": None,
+    "next_attempt_at": None,
 }
 ATTEMPTS: list[dict[str, Any]] = [
-    {"number": 2, "provider_call_id": "uuid-2", "outcome": "completed", "dialed_at": T0 + timedelta(seconds=70),
-     "answered_at": T0 + timedelta(seconds=72), "ended_at": T0 + timedelta(seconds=80)},
-    {"number": 1, "provider_call_id": None, "outcome": "busy", "dialed_at": T0, "answered_at": None,
-     "ended_at": T0 + timedelta(seconds=3)},
+    {
+        "number": 2,
+        "provider_call_id": "uuid-2",
+        "outcome": "completed",
+        "dialed_at": T0 + timedelta(seconds=70),
+        "answered_at": T0 + timedelta(seconds=72),
+        "ended_at": T0 + timedelta(seconds=80),
+    },
+    {
+        "number": 1,
+        "provider_call_id": None,
+        "outcome": "busy",
+        "dialed_at": T0,
+        "answered_at": None,
+        "ended_at": T0 + timedelta(seconds=3),
+    },
 ]
-WAITING_CALL_ROW = {**CALL_ROW, "id": "call_b2", "status": "scheduled", "outcome": None, "voice_id": None,
-                    "script": {"type": None, "steps": []}, "responses": [], "last_error": "busy",
-                    "next_attempt_at": T0 + timedelta(minutes=5)}
+WAITING_CALL_ROW = {
+    **CALL_ROW,
+    "id": "call_b2",
+    "status": "scheduled",
+    "outcome": None,
+    "voice_id": None,
+    "script": {"type": None, "steps": []},
+    "responses": [],
+    "last_error": "busy",
+    "next_attempt_at": T0 + timedelta(minutes=5),
+}
 COUNTS = {"dialing": 1, "queued": 0, "scheduled": 0, "completed": 1, "failed": 1}
 
 
@@ -109,7 +159,9 @@ def test_a_real_calls_page_validates(document: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("event_type", list(EventType))
 def test_a_real_event_of_each_type_validates(document: dict[str, Any], event_type: EventType) -> None:
-    data = call_view(CALL_ROW, ATTEMPTS) if event_type.value.startswith("batch.call_") else batch_view(BATCH_ROW, COUNTS)
+    data = (
+        call_view(CALL_ROW, ATTEMPTS) if event_type.value.startswith("batch.call_") else batch_view(BATCH_ROW, COUNTS)
+    )
     event = make_event(event_type, "batch_1f2e3d", data, T0)
     hook = document["webhooks"][event_type.value]["post"]
     validate(document, event, hook["requestBody"]["content"]["application/json"]["schema"])
@@ -157,10 +209,18 @@ def test_request_schema_refuses_unknown_fields_like_the_api(document: dict[str, 
 
 
 SCRIPTS = [
-    {"text": "Hello."}, {"type": "survey", "steps": [{"text": "Hi."}, {"type": "input", "dtmf": True}]},
-    {"text": "Hello.", "steps": [{"text": "Hi."}]}, {"type": "survey"}, {"text": " "}, {"text": ""},
-    {"text": "x" * 1500}, {"text": "x" * 1501}, {"steps": []}, {"steps": [{"type": "agent", "url": "wss://a.example"}]},
-    {"steps": [{"type": "dance"}]}, {"steps": [{"text": "Hi.", "colour": "red"}]},
+    {"text": "Hello."},
+    {"type": "survey", "steps": [{"text": "Hi."}, {"type": "input", "dtmf": True}]},
+    {"text": "Hello.", "steps": [{"text": "Hi."}]},
+    {"type": "survey"},
+    {"text": " "},
+    {"text": ""},
+    {"text": "x" * 1500},
+    {"text": "x" * 1501},
+    {"steps": []},
+    {"steps": [{"type": "agent", "url": "wss://a.example"}]},
+    {"steps": [{"type": "dance"}]},
+    {"steps": [{"text": "Hi.", "colour": "red"}]},
 ]
 
 
@@ -183,16 +243,34 @@ def test_the_document_and_the_real_checks_agree_on_scripts(document: dict[str, A
 # --- routes, errors, security ---------------------------------------------------------------
 
 DESIGN_CODES = {
-    ("/v1/batches", "post"): {"400": {"invalid_request"}, "401": {"unauthorized"}, "409": {"idempotency_conflict"},
-                              "413": {"payload_too_large"}, "429": {"rate_limited", "quota_exceeded"},
-                              "503": {"over_capacity", "unavailable"},
-                              "422": {"invalid_request", "invalid_phone_number", "destination_not_allowed",
-                                      "invalid_script", "concurrency_limit"}},
+    ("/v1/batches", "post"): {
+        "400": {"invalid_request"},
+        "401": {"unauthorized"},
+        "409": {"idempotency_conflict"},
+        "413": {"payload_too_large"},
+        "429": {"rate_limited", "quota_exceeded"},
+        "503": {"over_capacity", "unavailable"},
+        "422": {
+            "invalid_request",
+            "invalid_phone_number",
+            "destination_not_allowed",
+            "invalid_script",
+            "concurrency_limit",
+        },
+    },
     ("/v1/batches", "get"): {"401": {"unauthorized"}, "422": {"invalid_request"}, "429": {"rate_limited"}},
-    ("/v1/batches/{batch_id}", "get"): {"401": {"unauthorized"}, "404": {"not_found"}, "422": {"invalid_request"},
-                                        "429": {"rate_limited"}},
-    ("/v1/batches/{batch_id}/calls", "get"): {"401": {"unauthorized"}, "404": {"not_found"},
-                                              "422": {"invalid_request"}, "429": {"rate_limited"}},
+    ("/v1/batches/{batch_id}", "get"): {
+        "401": {"unauthorized"},
+        "404": {"not_found"},
+        "422": {"invalid_request"},
+        "429": {"rate_limited"},
+    },
+    ("/v1/batches/{batch_id}/calls", "get"): {
+        "401": {"unauthorized"},
+        "404": {"not_found"},
+        "422": {"invalid_request"},
+        "429": {"rate_limited"},
+    },
 }
 
 
@@ -209,8 +287,14 @@ def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
 
 def test_every_route_and_error_code_of_the_design_is_documented(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
-    assert set(document["paths"]) == {"/v1/batches", "/v1/batches/{batch_id}", "/v1/batches/{batch_id}/calls",
-                                      "/healthz", "/v1/openapi.json", "/docs"}
+    assert set(document["paths"]) == {
+        "/v1/batches",
+        "/v1/batches/{batch_id}",
+        "/v1/batches/{batch_id}/calls",
+        "/healthz",
+        "/v1/openapi.json",
+        "/docs",
+    }
     assert not any(path.startswith("/webhooks/") for path in document["paths"])  # internal
     for (path, method), statuses in DESIGN_CODES.items():
         for status, codes in statuses.items():
@@ -268,7 +352,10 @@ def test_quota_and_unavailable_examples_carry_the_quota_of_the_settings(document
 
 def test_v1_routes_need_the_bearer_key_and_the_contract_does_not(document: dict[str, Any]) -> None:
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
-        "type": "http", "scheme": "bearer", "description": document["components"]["securitySchemes"]["bearerAuth"]["description"]}
+        "type": "http",
+        "scheme": "bearer",
+        "description": document["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
     for path, operations in document["paths"].items():
         for op in operations.values():
             public = path in openapi.PUBLIC_PATHS or not path.startswith("/v1/")
@@ -325,4 +412,5 @@ def test_reference_page_fetches_nothing_from_elsewhere(page: str) -> None:
 
 def test_descriptions_show_code_and_escape_everything_else() -> None:
     assert openapi.code_spans("send `Authorization: Bearer <key>` <b>now</b>") == (
-        "send <code>Authorization: Bearer &lt;key&gt;</code> &lt;b&gt;now&lt;/b&gt;")
+        "send <code>Authorization: Bearer &lt;key&gt;</code> &lt;b&gt;now&lt;/b&gt;"
+    )

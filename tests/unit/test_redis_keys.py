@@ -43,8 +43,10 @@ def test_every_per_batch_key_carries_the_batch_hash_tag() -> None:
 
 def test_every_per_batch_key_builder_is_pinned() -> None:
     builders = {
-        fn for name, fn in inspect.getmembers(redis_keys, inspect.isfunction)
-        if not name.startswith("_") and list(inspect.signature(fn).parameters) == ["batch_id"]
+        fn
+        for name, fn in inspect.getmembers(redis_keys, inspect.isfunction)
+        if not name.startswith("_")
+        and list(inspect.signature(fn).parameters) == ["batch_id"]
         and fn.__annotations__.get("return") == "str"
     }
     assert builders == set(PER_BATCH)
@@ -54,11 +56,15 @@ def test_script_key_lists_keep_their_order() -> None:
     # lua/acquire.lua reads KEYS[1..4] as meta, ready, delayed, leases; the kick script as lock, dirty,
     # queued, retry.
     assert redis_keys.gate_keys(BATCH) == [
-        PER_BATCH[redis_keys.batch_meta], PER_BATCH[redis_keys.batch_ready],
-        PER_BATCH[redis_keys.batch_delayed], PER_BATCH[redis_keys.batch_leases],
+        PER_BATCH[redis_keys.batch_meta],
+        PER_BATCH[redis_keys.batch_ready],
+        PER_BATCH[redis_keys.batch_delayed],
+        PER_BATCH[redis_keys.batch_leases],
     ]
     assert redis_keys.relay_keys(BATCH) == (
-        PER_BATCH[redis_keys.relay_lock], PER_BATCH[redis_keys.relay_dirty], PER_BATCH[redis_keys.relay_queued],
+        PER_BATCH[redis_keys.relay_lock],
+        PER_BATCH[redis_keys.relay_dirty],
+        PER_BATCH[redis_keys.relay_queued],
         PER_BATCH[redis_keys.relay_retry],
     )
 
@@ -73,9 +79,7 @@ def test_fleet_wide_keys_keep_their_form() -> None:
     assert redis_keys.event_stream(3) == "bc:{events-3}:stream"
     assert redis_keys.event_drain_flag(3) == "bc:{events-3}:drain"
     # sha256("jti-1"), first 40 hex digits
-    assert redis_keys.vonage_replay("jti-1") == "bc:vonage-jti:" + (
-        "5964da055ae31cf8eb7230e190a504899c6f60f0"
-    )
+    assert redis_keys.vonage_replay("jti-1") == "bc:vonage-jti:" + ("5964da055ae31cf8eb7230e190a504899c6f60f0")
 
 
 def test_scripts_take_their_keys_as_arguments() -> None:

@@ -87,8 +87,14 @@ def test_every_setting_named_like_a_credential_is_masked_in_the_repr() -> None:
     """A value is set for every field whose name holds token, secret, key, password or url: none
     of them may show, whichever was added last."""
     secret_names = [item.name for item in fields(Settings) if is_secret(item.name)]
-    assert {"metrics_token", "database_url", "redis_url", "vonage_private_key", "vonage_signature_secret",
-            "public_base_url"} <= set(secret_names)
+    assert {
+        "metrics_token",
+        "database_url",
+        "redis_url",
+        "vonage_private_key",
+        "vonage_signature_secret",
+        "public_base_url",
+    } <= set(secret_names)
     values = {name: f"value-of-{name}-{secrets.token_hex(8)}" for name in secret_names}
     settings = replace(load_settings({}), **values, extra={"some_api_key": "extra-secret-1234", "region": "eu"})
     shown = repr(settings)

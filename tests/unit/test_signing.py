@@ -78,9 +78,7 @@ def test_tampered_body_fails_every_verifier() -> None:
 
     assert not _stripe_verifies(tampered, headers[BATCHCALLS_SIGNATURE_HEADER], secret)
     assert not _standard_verifies(tampered, headers, secret)
-    assert not verify_batchcalls_signature(
-        secret, headers[BATCHCALLS_SIGNATURE_HEADER], tampered, now
-    )
+    assert not verify_batchcalls_signature(secret, headers[BATCHCALLS_SIGNATURE_HEADER], tampered, now)
 
 
 def test_changed_event_id_fails_standard_webhooks() -> None:
@@ -100,9 +98,7 @@ def test_verify_batchcalls_signature_enforces_tolerance_both_ways() -> None:
     assert verify_batchcalls_signature(secret, header, BODY, 1_000_600, tolerance=600)
 
 
-@pytest.mark.parametrize(
-    "header", ["", "t=abc,v1=00", "v1=00", "t=1000000", "garbage", "t=1000000,v1=caf\u00e9"]
-)
+@pytest.mark.parametrize("header", ["", "t=abc,v1=00", "v1=00", "t=1000000", "garbage", "t=1000000,v1=caf\u00e9"])
 def test_verify_batchcalls_signature_rejects_malformed_headers(header: str) -> None:
     assert not verify_batchcalls_signature(new_webhook_secret(), header, BODY, 1_000_000)
 

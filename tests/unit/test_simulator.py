@@ -156,6 +156,7 @@ def test_create_call_logs_one_json_line_per_call(clock: Clock, tmp_path: Path) -
 def test_a_call_whose_events_cannot_be_sent_is_still_created_and_polled(clock: Clock, tmp_path: Path) -> None:
     """Events the simulator cannot hand over (Redis restarting) are lost like webhooks: the
     create still answers, so the attempt is confirmed and `poll` tells where it stands."""
+
     def broker_down(event: ProviderEvent, delay: float) -> None:
         raise ConnectionError("Redis is restarting")
 
@@ -164,8 +165,14 @@ def test_a_call_whose_events_cannot_be_sent_is_still_created_and_polled(clock: C
     provider_call_id = provider.create_call(request(number("0")))
     assert json.loads(log_path.read_text())["uuid"] == provider_call_id
     clock.now += 3.0
-    live = LiveAttempt(call_id="call-1", attempt=1, phone_number=number("0"), status="dialing",
-                       provider_call_id=provider_call_id, dialed_at=T0)
+    live = LiveAttempt(
+        call_id="call-1",
+        attempt=1,
+        phone_number=number("0"),
+        status="dialing",
+        provider_call_id=provider_call_id,
+        dialed_at=T0,
+    )
     polled = provider.poll(live)
     assert polled is not None and (polled.status, polled.outcome) == (ENDED, Outcome.COMPLETED)
 
@@ -243,8 +250,9 @@ def test_poll_agrees_with_the_events_create_call_scheduled(clock: Clock) -> None
 
 def test_chaos_parses_its_shares_and_a_log_path_taken_verbatim() -> None:
     chaos = Chaos.parse("lose=0.1, duplicate=0.2,delay=0.15,reorder=0.25,delay_seconds=2,log=/tmp/a b,c=d.jsonl")
-    assert chaos == Chaos(lose=0.1, duplicate=0.2, delay=0.15, reorder=0.25, delay_seconds=2.0,
-                          log="/tmp/a b,c=d.jsonl")
+    assert chaos == Chaos(
+        lose=0.1, duplicate=0.2, delay=0.15, reorder=0.25, delay_seconds=2.0, log="/tmp/a b,c=d.jsonl"
+    )
     assert Chaos.parse("lose=0.5").log is None
     with pytest.raises(ValueError, match="unknown chaos setting"):
         Chaos.parse("lost=0.5")
@@ -265,7 +273,11 @@ def event(status: AttemptStatus = RINGING) -> ProviderEvent:
     ],
 )
 def test_chaos_records_each_thing_it_did_to_an_event(
-    clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chaos: Chaos, did: list[str],
+    clock: Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chaos: Chaos,
+    did: list[str],
     delays: list[float] | None,
 ) -> None:
     monkeypatch.setattr(chaos_module, "time", clock)

@@ -266,7 +266,14 @@ def test_metadata_nests_at_most_8_deep(kind: str) -> None:
 
 def test_nesting_depth_counts_without_recursion_and_stops_early() -> None:
     assert [nesting_depth(v, at_most=8) for v in ("x", 3, None, {}, [], {"a": [1, {"b": {}}]}, [[], [[[]]]])] == [
-        0, 0, 0, 1, 1, 4, 4]
+        0,
+        0,
+        0,
+        1,
+        1,
+        4,
+        4,
+    ]
     assert nesting_depth(nested(100_000), at_most=8) == 9
 
 
@@ -408,7 +415,8 @@ def test_a_step_type_that_is_not_a_string_is_invalid_script_and_not_repeated(ste
     with pytest.raises(InvalidScript) as excinfo:
         build({"calls": [call(script={"steps": [{"type": step_type, "text": "Hi"}]})]})
     assert details_of(excinfo) == {
-        "calls[0].script.steps[0].type": ["must be a string naming a step type; known: agent, input, text"]}
+        "calls[0].script.steps[0].type": ["must be a string naming a step type; known: agent, input, text"]
+    }
 
 
 def test_a_script_holds_at_most_50_steps() -> None:
@@ -418,7 +426,9 @@ def test_a_script_holds_at_most_50_steps() -> None:
         many = [{"text": "Hi"}] * count
         with pytest.raises(InvalidScript) as excinfo:
             build({"calls": [call(), call(script={"steps": many})]})
-        assert details_of(excinfo) == {"calls[1].script.steps": [f"must hold at most {MAX_STEPS} steps (it has {count})"]}
+        assert details_of(excinfo) == {
+            "calls[1].script.steps": [f"must hold at most {MAX_STEPS} steps (it has {count})"]
+        }
     # Too many steps, none of them an object: still the one problem, not one per step.
     with pytest.raises(InvalidScript) as excinfo:
         build({"calls": [call(script={"steps": ["Hi"] * 50_000})]})
@@ -430,7 +440,8 @@ def test_a_scripts_type_is_at_most_64_characters() -> None:
     with pytest.raises(InvalidScript) as excinfo:
         build({"calls": [call(script={"type": "t" * 1_000_000, "text": "Hi"})]})
     assert details_of(excinfo) == {
-        "calls[0].script.type": [f"must be at most {MAX_SCRIPT_TYPE_CHARS} characters (it has 1000000)"]}
+        "calls[0].script.type": [f"must be at most {MAX_SCRIPT_TYPE_CHARS} characters (it has 1000000)"]
+    }
 
 
 # --- Concurrency, retry, priority and the order of checks ------------------------------------
@@ -533,8 +544,10 @@ def test_checks_run_in_order() -> None:
 
 def test_warm_up_leaves_no_region_to_compile_on_a_request() -> None:
     validation.warm_up()
-    examples = [phonenumbers.format_number(phonenumbers.example_number(region), phonenumbers.PhoneNumberFormat.E164)
-                for region in ("GB", "US", "IN", "BR", "JP", "NG", "DE", "AU")]
+    examples = [
+        phonenumbers.format_number(phonenumbers.example_number(region), phonenumbers.PhoneNumberFormat.E164)
+        for region in ("GB", "US", "IN", "BR", "JP", "NG", "DE", "AU")
+    ]
     with mock.patch("re.compile", side_effect=AssertionError("compiled during a request")):
         assert all(validation.normalize_phone_number(number) == number for number in examples)
 
@@ -545,23 +558,30 @@ def _neighbours(number: phonenumbers.PhoneNumber) -> list[phonenumbers.PhoneNumb
     variants = {digits, digits[:-1], digits + "0", digits + "9"}
     variants |= {digits[:-1] + d for d in "0123456789"}
     variants |= {digits[:-2] + d + digits[-1] for d in "0123456789"} if len(digits) > 2 else set()
-    return [phonenumbers.PhoneNumber(country_code=number.country_code, national_number=int(v))
-            for v in variants if v]
+    return [phonenumbers.PhoneNumber(country_code=number.country_code, national_number=int(v)) for v in variants if v]
 
 
 def test_is_valid_number_agrees_with_phonenumbers_on_every_region_and_its_neighbours() -> None:
-    examples = [phonenumbers.example_number_for_type(region, kind)
-                for region in sorted(phonenumbers.SUPPORTED_REGIONS) for kind in phonenumbers.PhoneNumberType.values()]
-    examples += [phonenumbers.example_number_for_non_geo_entity(cc)
-                 for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)]
+    examples = [
+        phonenumbers.example_number_for_type(region, kind)
+        for region in sorted(phonenumbers.SUPPORTED_REGIONS)
+        for kind in phonenumbers.PhoneNumberType.values()
+    ]
+    examples += [
+        phonenumbers.example_number_for_non_geo_entity(cc)
+        for cc in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+    ]
     checked = valid = 0
     for example in examples:
         if example is None:
             continue
         for number in _neighbours(example):
             ours, theirs = validation.is_valid_number(number), phonenumbers.is_valid_number(number)
-            assert ours == theirs, (phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-                                    ours, theirs)
+            assert ours == theirs, (
+                phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+                ours,
+                theirs,
+            )
             checked += 1
             valid += theirs
     assert checked > 30_000 and valid > 1_000 and checked - valid > 1_000  # both answers were compared

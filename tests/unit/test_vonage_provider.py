@@ -42,13 +42,16 @@ PKCS8 = pem(serialization.PrivateFormat.PKCS8)
 PKCS1 = pem(serialization.PrivateFormat.TraditionalOpenSSL)
 
 
-@pytest.mark.parametrize("value", [
-    PKCS8,
-    PKCS1,
-    PKCS8.strip().replace("\n", "\\n"),  # one line, as an environment variable holds it
-    PKCS1.strip().replace("\n", "\\n"),
-    f'"{PKCS1.strip()}"',
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        PKCS8,
+        PKCS1,
+        PKCS8.strip().replace("\n", "\\n"),  # one line, as an environment variable holds it
+        PKCS1.strip().replace("\n", "\\n"),
+        f'"{PKCS1.strip()}"',
+    ],
+)
 def test_keys_in_every_usual_form_load(value: str) -> None:
     loaded = load_private_key(value)
     assert pkcs8_pem(loaded) == PKCS8
@@ -61,21 +64,30 @@ def test_a_key_file_path_loads(tmp_path: Path) -> None:
     assert pkcs8_pem(load_private_key(str(path))) == PKCS8
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("/nonexistent/private.key", "neither PEM text nor a readable key file"),
-    ("-----BEGIN PRIVATE KEY-----\\nnot base64\\n-----END PRIVATE KEY-----", "is not a PEM private key"),
-    (pem(serialization.PrivateFormat.PKCS8, ec.generate_private_key(ec.SECP256R1())), "is not an RSA key"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("/nonexistent/private.key", "neither PEM text nor a readable key file"),
+        ("-----BEGIN PRIVATE KEY-----\\nnot base64\\n-----END PRIVATE KEY-----", "is not a PEM private key"),
+        (pem(serialization.PrivateFormat.PKCS8, ec.generate_private_key(ec.SECP256R1())), "is not an RSA key"),
+    ],
+)
 def test_a_bad_key_is_a_clear_configuration_error(value: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         load_private_key(value)
 
 
 def settings(**env: str | None) -> Any:
-    base = {"DATABASE_URL": "postgresql://x/y", "REDIS_URL": "redis://x/0", "BATCHCALLS_PROVIDER": "vonage",
-            "VONAGE_APPLICATION_ID": "app-1", "VONAGE_PRIVATE_KEY": PKCS1.replace("\n", "\\n"),
-            "VONAGE_FROM_NUMBER": "+447700900001", "PUBLIC_BASE_URL": "https://calls.example",
-            "VONAGE_SIGNATURE_SECRET": "s" * 40}
+    base = {
+        "DATABASE_URL": "postgresql://x/y",
+        "REDIS_URL": "redis://x/0",
+        "BATCHCALLS_PROVIDER": "vonage",
+        "VONAGE_APPLICATION_ID": "app-1",
+        "VONAGE_PRIVATE_KEY": PKCS1.replace("\n", "\\n"),
+        "VONAGE_FROM_NUMBER": "+447700900001",
+        "PUBLIC_BASE_URL": "https://calls.example",
+        "VONAGE_SIGNATURE_SECRET": "s" * 40,
+    }
     return load_settings({k: v for k, v in {**base, **env}.items() if v is not None})
 
 
@@ -97,8 +109,9 @@ def test_unsigned_vonage_webhooks_only_when_asked_for_and_loudly(caplog: pytest.
     assert "accepted unsigned" in caplog.text and "never in production" in caplog.text
     # The URL tokens' key comes from the private key then, the same in every process.
     assert isinstance(provider, VonageProvider)
-    assert provider.url_key == webhook_url_key(settings(VONAGE_SIGNATURE_SECRET=None, VONAGE_ALLOW_UNSIGNED="1",
-                                                        VONAGE_PRIVATE_KEY=PKCS8))
+    assert provider.url_key == webhook_url_key(
+        settings(VONAGE_SIGNATURE_SECRET=None, VONAGE_ALLOW_UNSIGNED="1", VONAGE_PRIVATE_KEY=PKCS8)
+    )
     assert provider.url_key != webhook_url_key(settings())
     # The simulator needs no secret.
     assert load_settings({"DATABASE_URL": "x", "REDIS_URL": "y"}).provider == "simulator"
@@ -110,16 +123,24 @@ def test_make_provider_builds_a_checked_vonage_provider() -> None:
     assert provider.api_host == "127.0.0.1:8443" and pkcs8_pem(provider.private_key) == PKCS8
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"VONAGE_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\\nAAAA\\n-----END RSA PRIVATE KEY-----"},
-     "VONAGE_PRIVATE_KEY"),
-    # With the countries set: unset, load_settings already refuses such a caller id.
-    ({"VONAGE_FROM_NUMBER": "", "BATCHCALLS_ALLOWED_COUNTRIES": "GB"}, "needs VONAGE_FROM_NUMBER"),
-    ({"VONAGE_FROM_NUMBER": "Acme", "BATCHCALLS_ALLOWED_COUNTRIES": "all"}, "VONAGE_FROM_NUMBER must be a phone number"),
-    ({"VONAGE_CA_BUNDLE": "/nonexistent/ca.pem"}, "VONAGE_CA_BUNDLE is not a file"),
-    ({"VONAGE_API_HOST": "https://api.nexmo.com/"}, "VONAGE_API_HOST must be a host name"),
-    ({"PUBLIC_BASE_URL": "calls.example.com"}, "PUBLIC_BASE_URL must be"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"VONAGE_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\\nAAAA\\n-----END RSA PRIVATE KEY-----"},
+            "VONAGE_PRIVATE_KEY",
+        ),
+        # With the countries set: unset, load_settings already refuses such a caller id.
+        ({"VONAGE_FROM_NUMBER": "", "BATCHCALLS_ALLOWED_COUNTRIES": "GB"}, "needs VONAGE_FROM_NUMBER"),
+        (
+            {"VONAGE_FROM_NUMBER": "Acme", "BATCHCALLS_ALLOWED_COUNTRIES": "all"},
+            "VONAGE_FROM_NUMBER must be a phone number",
+        ),
+        ({"VONAGE_CA_BUNDLE": "/nonexistent/ca.pem"}, "VONAGE_CA_BUNDLE is not a file"),
+        ({"VONAGE_API_HOST": "https://api.nexmo.com/"}, "VONAGE_API_HOST must be a host name"),
+        ({"PUBLIC_BASE_URL": "calls.example.com"}, "PUBLIC_BASE_URL must be"),
+    ],
+)
 def test_bad_vonage_settings_fail_at_startup(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         make_provider(settings(**env), sink=None)  # type: ignore[arg-type]
@@ -173,23 +194,29 @@ def wrapped(reason: Exception, kind: type[requests.RequestException] = requests.
     return kind(MaxRetryError(None, "/v1/calls", reason))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("exc", "definite", "throttled"), [
-    (RateLimitedError(response(429)), True, True),
-    (HttpRequestError(response(400)), True, False),
-    (HttpRequestError(response(401)), True, False),
-    (HttpRequestError(response(403)), True, False),
-    (ServerError(response(500)), False, False),
-    (HttpRequestError(response(503)), False, False),
-    # Never sent: no connection, or TLS refused the server.
-    (wrapped(NewConnectionError(None, "refused")), True, False),  # type: ignore[arg-type]
-    (wrapped(ssl.SSLCertVerificationError("self-signed"), requests.exceptions.SSLError), True, False),
-    # Maybe sent: the connection dropped or timed out after the request went out.
-    (requests.ConnectionError(ProtocolError("Connection aborted.", http.client.RemoteDisconnected("closed"))),
-     False, False),
-    (requests.exceptions.ReadTimeout(ReadTimeoutError(None, "/v1/calls", "read timed out")), False, False),  # type: ignore[arg-type]
-    (wrapped(ssl.SSLError("bad record mac"), requests.exceptions.SSLError), False, False),
-    (TypeError("CreateCallResponse() argument after ** must be a mapping"), False, False),
-])
+@pytest.mark.parametrize(
+    ("exc", "definite", "throttled"),
+    [
+        (RateLimitedError(response(429)), True, True),
+        (HttpRequestError(response(400)), True, False),
+        (HttpRequestError(response(401)), True, False),
+        (HttpRequestError(response(403)), True, False),
+        (ServerError(response(500)), False, False),
+        (HttpRequestError(response(503)), False, False),
+        # Never sent: no connection, or TLS refused the server.
+        (wrapped(NewConnectionError(None, "refused")), True, False),  # type: ignore[arg-type]
+        (wrapped(ssl.SSLCertVerificationError("self-signed"), requests.exceptions.SSLError), True, False),
+        # Maybe sent: the connection dropped or timed out after the request went out.
+        (
+            requests.ConnectionError(ProtocolError("Connection aborted.", http.client.RemoteDisconnected("closed"))),
+            False,
+            False,
+        ),
+        (requests.exceptions.ReadTimeout(ReadTimeoutError(None, "/v1/calls", "read timed out")), False, False),  # type: ignore[arg-type]
+        (wrapped(ssl.SSLError("bad record mac"), requests.exceptions.SSLError), False, False),
+        (TypeError("CreateCallResponse() argument after ** must be a mapping"), False, False),
+    ],
+)
 def test_each_failed_create_means_no_call_a_throttle_or_maybe_a_call(
     exc: Exception, definite: bool, throttled: bool
 ) -> None:

@@ -17,19 +17,22 @@ SECRET = "s" * 40
 NOW = 1_800_000_000.0
 
 
-@pytest.mark.parametrize(("status", "attempt_status", "outcome"), [
-    ("started", AttemptStatus.RINGING, None),
-    ("ringing", AttemptStatus.RINGING, None),
-    ("answered", AttemptStatus.ANSWERED, None),
-    ("completed", AttemptStatus.ENDED, Outcome.COMPLETED),
-    ("machine", AttemptStatus.ENDED, Outcome.MACHINE),
-    ("busy", AttemptStatus.ENDED, Outcome.BUSY),
-    ("timeout", AttemptStatus.ENDED, Outcome.NO_ANSWER),
-    ("unanswered", AttemptStatus.ENDED, Outcome.NO_ANSWER),
-    ("rejected", AttemptStatus.ENDED, Outcome.REJECTED),
-    ("failed", AttemptStatus.ENDED, Outcome.FAILED),
-    ("cancelled", AttemptStatus.ENDED, Outcome.FAILED),
-])
+@pytest.mark.parametrize(
+    ("status", "attempt_status", "outcome"),
+    [
+        ("started", AttemptStatus.RINGING, None),
+        ("ringing", AttemptStatus.RINGING, None),
+        ("answered", AttemptStatus.ANSWERED, None),
+        ("completed", AttemptStatus.ENDED, Outcome.COMPLETED),
+        ("machine", AttemptStatus.ENDED, Outcome.MACHINE),
+        ("busy", AttemptStatus.ENDED, Outcome.BUSY),
+        ("timeout", AttemptStatus.ENDED, Outcome.NO_ANSWER),
+        ("unanswered", AttemptStatus.ENDED, Outcome.NO_ANSWER),
+        ("rejected", AttemptStatus.ENDED, Outcome.REJECTED),
+        ("failed", AttemptStatus.ENDED, Outcome.FAILED),
+        ("cancelled", AttemptStatus.ENDED, Outcome.FAILED),
+    ],
+)
 def test_each_vonage_status_maps_to_one_attempt_state_and_outcome(
     status: str, attempt_status: AttemptStatus, outcome: Outcome | None
 ) -> None:
@@ -70,10 +73,18 @@ def test_an_unreadable_timestamp_falls_back_to_now() -> None:
     assert vw.parse_timestamp("2020-01-01 12:00:00") is None  # no zone: not trusted
 
 
-EXTREME_TIMESTAMPS = ("0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00-14:00", "0001-01-01T00:00:00Z",
-                      "9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59+14:00", "9999-12-31T23:59:59.999999Z",
-                      "1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59Z",
-                      "2100-01-01T00:00:00Z")
+EXTREME_TIMESTAMPS = (
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00-14:00",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59-14:00",
+    "9999-12-31T23:59:59+14:00",
+    "9999-12-31T23:59:59.999999Z",
+    "1969-12-31T23:59:59Z",
+    "1970-01-01T00:00:00Z",
+    "1999-12-31T23:59:59Z",
+    "2100-01-01T00:00:00Z",
+)
 
 
 @pytest.mark.parametrize("timestamp", EXTREME_TIMESTAMPS)
@@ -81,8 +92,7 @@ def test_a_timestamp_outside_2000_to_2100_is_taken_as_now(timestamp: str) -> Non
     assert vw.parse_timestamp(timestamp) is None
     event = vw.event_from_webhook("c", 1, {"status": "busy", "timestamp": timestamp}, NOW)
     assert event is not None and event.at == NOW
-    [response] = vw.responses_from_input({"uuid": "u", "dtmf": {"digits": "1"}, "timestamp": timestamp}, 1, 0,
-                                         "q", NOW)
+    [response] = vw.responses_from_input({"uuid": "u", "dtmf": {"digits": "1"}, "timestamp": timestamp}, 1, 0, "q", NOW)
     assert response["at"] == vw.isoformat_ms(datetime.fromtimestamp(NOW, tz=UTC))
 
 
@@ -99,16 +109,23 @@ def test_webhook_urls_carry_our_ids_and_a_token_over_them() -> None:
     event_token = vw.url_token(KEY, "c-1", 3)
     input_token = vw.url_token(KEY, "c-1", 3, 2)
     assert vw.event_url("https://calls.example/", "c-1", 3, key=KEY) == (
-        f"https://calls.example/webhooks/vonage/event?call_id=c-1&attempt=3&token={event_token}")
+        f"https://calls.example/webhooks/vonage/event?call_id=c-1&attempt=3&token={event_token}"
+    )
     assert vw.input_url("https://calls.example", "c-1", 3, 2, key=KEY) == (
-        f"https://calls.example/webhooks/vonage/input?call_id=c-1&attempt=3&step=2&token={input_token}")
+        f"https://calls.example/webhooks/vonage/input?call_id=c-1&attempt=3&step=2&token={input_token}"
+    )
 
 
 def test_a_url_token_fits_only_its_own_ids_and_key() -> None:
     token = vw.url_token(KEY, "c-1", 3, 2)
     assert vw.url_token_matches(KEY, token, "c-1", 3, 2)
-    others = [vw.url_token(KEY, "c-2", 3, 2), vw.url_token(KEY, "c-1", 4, 2), vw.url_token(KEY, "c-1", 3, 3),
-              vw.url_token(KEY, "c-1", 3), vw.url_token(vw.url_key(b"another secret"), "c-1", 3, 2)]
+    others = [
+        vw.url_token(KEY, "c-2", 3, 2),
+        vw.url_token(KEY, "c-1", 4, 2),
+        vw.url_token(KEY, "c-1", 3, 3),
+        vw.url_token(KEY, "c-1", 3),
+        vw.url_token(vw.url_key(b"another secret"), "c-1", 3, 2),
+    ]
     assert token not in others and len(set(others)) == len(others)
     assert not vw.url_token_matches(KEY, token, "c-2", 3, 2)
     assert not vw.url_token_matches(KEY, token, "c-1", 3)  # an input URL's token is no event URL's
@@ -126,25 +143,28 @@ def test_parse_ids_reads_a_url_we_made() -> None:
         vw.parse_ids({**query, "token": ""}, with_step=True)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("step", "\u00b2"),  # superscript two: a digit to str.isdigit, not to int()
-    ("step", "\u0661"),  # Arabic-Indic one: int() takes it
-    ("step", "\uff11"),  # fullwidth one
-    ("step", ""),
-    ("step", "-1"),
-    ("step", "+1"),
-    ("step", " 1"),
-    ("step", "1\n"),
-    ("step", "1e3"),
-    ("step", "0x1"),
-    ("step", "1" * 7),
-    ("attempt", "0"),
-    ("attempt", "\u00b2"),
-    ("attempt", "1.0"),
-    ("call_id", ""),
-    ("call_id", "c\x001"),
-    ("call_id", "c" * 65),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("step", "\u00b2"),  # superscript two: a digit to str.isdigit, not to int()
+        ("step", "\u0661"),  # Arabic-Indic one: int() takes it
+        ("step", "\uff11"),  # fullwidth one
+        ("step", ""),
+        ("step", "-1"),
+        ("step", "+1"),
+        ("step", " 1"),
+        ("step", "1\n"),
+        ("step", "1e3"),
+        ("step", "0x1"),
+        ("step", "1" * 7),
+        ("attempt", "0"),
+        ("attempt", "\u00b2"),
+        ("attempt", "1.0"),
+        ("call_id", ""),
+        ("call_id", "c\x001"),
+        ("call_id", "c" * 65),
+    ],
+)
 def test_malformed_ids_are_a_clear_error_naming_the_field(field: str, value: str) -> None:
     query = {"call_id": "c-1", "attempt": "1", "step": "1", "token": "0" * 32, field: value}
     with pytest.raises(MalformedRequest) as excinfo:
@@ -153,15 +173,25 @@ def test_malformed_ids_are_a_clear_error_naming_the_field(field: str, value: str
 
 
 def test_input_results_become_responses() -> None:
-    payload = {"uuid": "u-1", "timestamp": "2027-01-15T08:00:00.250Z",
-               "dtmf": {"digits": "42", "timed_out": False},
-               "speech": {"timeout_reason": "end_on_silence_timeout",
-                          "results": [{"text": "yes please", "confidence": "0.94"}, {"text": "yes", "confidence": 0.5}]}}
+    payload = {
+        "uuid": "u-1",
+        "timestamp": "2027-01-15T08:00:00.250Z",
+        "dtmf": {"digits": "42", "timed_out": False},
+        "speech": {
+            "timeout_reason": "end_on_silence_timeout",
+            "results": [{"text": "yes please", "confidence": "0.94"}, {"text": "yes", "confidence": 0.5}],
+        },
+    }
     (response,) = vw.responses_from_input(payload, 2, 3, "interest", NOW)
     assert response == {
-        "id": "u-1:3:2027-01-15T08:00:00.250Z", "step": 3, "name": "interest", "attempt": 2, "digits": "42",
+        "id": "u-1:3:2027-01-15T08:00:00.250Z",
+        "step": 3,
+        "name": "interest",
+        "attempt": 2,
+        "digits": "42",
         "speech": [{"text": "yes please", "confidence": 0.94}, {"text": "yes", "confidence": 0.5}],
-        "timed_out": False, "at": "2027-01-15T08:00:00.250Z",
+        "timed_out": False,
+        "at": "2027-01-15T08:00:00.250Z",
     }
 
 
@@ -176,8 +206,7 @@ def test_a_silent_callee_is_a_timed_out_response() -> None:
 
 
 def signed(body: bytes, secret: str = SECRET, **claims: object) -> str:
-    payload = {"iat": int(NOW), "jti": "j", "iss": "Vonage",
-               "payload_hash": hashlib.sha256(body).hexdigest(), **claims}
+    payload = {"iat": int(NOW), "jti": "j", "iss": "Vonage", "payload_hash": hashlib.sha256(body).hexdigest(), **claims}
     return "Bearer " + jwt.encode({k: v for k, v in payload.items() if v is not None}, secret, algorithm="HS256")
 
 
@@ -189,36 +218,42 @@ def test_a_vonage_signature_over_the_body_is_accepted() -> None:
     assert claims["iss"] == "Vonage"
 
 
-@pytest.mark.parametrize("authorization", [
-    None,
-    "",
-    "Basic abc",
-    "Bearer ",
-    "Bearer not-a-jwt",
-    signed(BODY, secret="t" * 40),
-    signed(BODY + b" "),
-    signed(BODY, payload_hash="0" * 64),
-    signed(BODY, payload_hash=None),
-    signed(BODY, exp=int(NOW) - 60),
-    "Bearer " + jwt.encode({"payload_hash": hashlib.sha256(BODY).hexdigest()}, None, algorithm="none"),
-])
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Basic abc",
+        "Bearer ",
+        "Bearer not-a-jwt",
+        signed(BODY, secret="t" * 40),
+        signed(BODY + b" "),
+        signed(BODY, payload_hash="0" * 64),
+        signed(BODY, payload_hash=None),
+        signed(BODY, exp=int(NOW) - 60),
+        "Bearer " + jwt.encode({"payload_hash": hashlib.sha256(BODY).hexdigest()}, None, algorithm="none"),
+    ],
+)
 def test_unsigned_forged_and_tampered_webhooks_are_refused(authorization: str | None) -> None:
     with pytest.raises(Unauthorized):
         vw.verify_signature(authorization, BODY, SECRET, now=NOW)
 
 
-@pytest.mark.parametrize(("claims", "why"), [
-    ({"iat": None}, "no issue time"),
-    ({"iat": "1800000000"}, "no issue time"),
-    ({"iat": float("nan")}, "no issue time"),
-    ({"iat": True}, "no issue time"),
-    ({"iat": int(NOW) - 5 * 365 * 86400}, "too old"),
-    ({"iat": int(NOW) - vw.MAX_TOKEN_AGE_SECONDS - 1}, "too old"),
-    ({"iat": int(NOW) + vw.CLOCK_SKEW_SECONDS + 1}, "future"),
-    ({"jti": None}, "no token id"),
-    ({"jti": ""}, "no token id"),
-    ({"jti": 7}, "no token id|must be a string"),
-])
+@pytest.mark.parametrize(
+    ("claims", "why"),
+    [
+        ({"iat": None}, "no issue time"),
+        ({"iat": "1800000000"}, "no issue time"),
+        ({"iat": float("nan")}, "no issue time"),
+        ({"iat": True}, "no issue time"),
+        ({"iat": int(NOW) - 5 * 365 * 86400}, "too old"),
+        ({"iat": int(NOW) - vw.MAX_TOKEN_AGE_SECONDS - 1}, "too old"),
+        ({"iat": int(NOW) + vw.CLOCK_SKEW_SECONDS + 1}, "future"),
+        ({"jti": None}, "no token id"),
+        ({"jti": ""}, "no token id"),
+        ({"jti": 7}, "no token id|must be a string"),
+    ],
+)
 def test_old_future_and_unidentified_tokens_are_refused(claims: dict[str, object], why: str) -> None:
     """A captured token cannot be replayed for years: it must be young and carry a `jti`,
     which the API takes once."""

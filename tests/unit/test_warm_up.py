@@ -22,9 +22,15 @@ UNREACHABLE = {"REDIS_URL": "redis://127.0.0.1:1/0", "DATABASE_URL": "postgresql
 def test_a_warm_api_checks_a_request_without_compiling_a_pattern() -> None:
     validation.warm_up()
     batches.warm_up(max_concurrency=100)
-    body = {"calls": [{"phone_number": "+14155550123", "script": {"text": "Hi there."}},
-                      {"phone_number": "+442079460958", "script": {"text": "Hello."}, "priority": 3}],
-            "callback_url": "http://crm.internal:8080/hooks/calls?x=1", "concurrency": 2, "priority": 7}
+    body = {
+        "calls": [
+            {"phone_number": "+14155550123", "script": {"text": "Hi there."}},
+            {"phone_number": "+442079460958", "script": {"text": "Hello."}, "priority": 3},
+        ],
+        "callback_url": "http://crm.internal:8080/hooks/calls?x=1",
+        "concurrency": 2,
+        "priority": 7,
+    }
     with mock.patch("re.compile", side_effect=AssertionError("compiled during a request")):
         check_storable_text(body)
         batch = build_batch(load_batch_request(body), max_concurrency=100, voices=voice_catalog())
