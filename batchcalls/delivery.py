@@ -108,7 +108,7 @@ class Kicks:
         self.lock_ms = _lock_ms(settings)
         self._kick = client.register_script(_KICK)
 
-    def needs_task(self, batch_id: str, urgent: bool = False) -> bool:
+    def needs_task(self, batch_id: str, *, urgent: bool = False) -> bool:
         """Note that the batch has new events; True when a `deliver` task must be sent for them
         (`urgent`: even if a delayed one is queued)."""
         return bool(
