@@ -108,7 +108,7 @@ class Metrics:
         else:
             self.dispatch_latency(dispatch_latency, {"dials_total": 1}, freed=freed)
 
-    def webhook(self, delivered: bool, count: int = 1) -> None:
+    def webhook(self, *, delivered: bool, count: int = 1) -> None:
         self._add({"webhook_deliveries_total" if delivered else "webhook_failures_total": count})
 
     def dispatch_latency(self, seconds: float, also: dict[str, float] | None = None, *, freed: bool = False) -> None:

@@ -79,26 +79,11 @@ class Dialing(EngineParts):
                 "not dialing, the call holds no slot (Redis state was lost) batch_id=%s call_id=%s", batch_id, call_id
             )
             return
-        batch_started: dict[str, Any] | None = None
-        while True:
-            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at, max_wait)
-            if deadline is None:
-                return
-            with self.db.transaction() as cur:
-                started, started_now = calls.start_attempt(cur, call_id, self.provider.name)
-            batch_started = batch_started or started_now
-            if started is None:
-                if call is None:
-                    self._not_dialed(batch_id, call_id)
-                return
-            attempt = started["attempt_count"]
-            if time.time() <= deadline:
-                break
-            # Recording the attempt took us past our creation instant: take it back and reserve
-            # again, so no window of a second ever holds more creations than the limit.
-            with self.db.transaction() as cur:
-                calls.undo_attempt(cur, call_id, attempt)
-            reserved_at = None
+        begun = self._start_attempt(call_id, batch_id, call, reserved_at, max_wait)
+        if begun is None:
+            return
+        started, batch_started, reserved_at = begun
+        attempt = started["attempt_count"]
         request = DialRequest(call_id, attempt, started["phone_number"], started["script"], started["voice_id"])
         log.info("dialing call_id=%s batch_id=%s attempt=%d", call_id, batch_id, attempt)
         created_at = time.time()
@@ -122,6 +107,39 @@ class Dialing(EngineParts):
             calls.set_provider_call_id(cur, call_id, attempt, provider_call_id)
         if kick:
             self.kick_delivery(batch_id)
+
+    def _start_attempt(
+        self,
+        call_id: str,
+        batch_id: str,
+        call: dict[str, Any] | None,
+        reserved_at: float | None,
+        max_wait: float,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, float | None] | None:
+        """Record the call's next attempt within its calls-per-second instant (`call` is None
+        when no limit applies). Returns the started call, its batch when this attempt started
+        it, and the instant the create was reserved for (None when reserved in this task); or
+        None when the call is not to be dialed here."""
+        assert self.provider is not None
+        batch_started: dict[str, Any] | None = None
+        while True:
+            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at, max_wait)
+            if deadline is None:
+                return None
+            with self.db.transaction() as cur:
+                started, started_now = calls.start_attempt(cur, call_id, self.provider.name)
+            batch_started = batch_started or started_now
+            if started is None:
+                if call is None:
+                    self._not_dialed(batch_id, call_id)
+                return None
+            if time.time() <= deadline:
+                return started, batch_started, reserved_at
+            # Recording the attempt took us past our creation instant: take it back and reserve
+            # again, so no window of a second ever holds more creations than the limit.
+            with self.db.transaction() as cur:
+                calls.undo_attempt(cur, call_id, started["attempt_count"])
+            reserved_at = None
 
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
         """A call that was not dialed: if it is final, its slot is not anyone's."""
