@@ -108,7 +108,7 @@ class Kicks:
         self.lock_ms = _lock_ms(settings)
         self._kick = client.register_script(_KICK)
 
-    def needs_task(self, batch_id: str, urgent: bool = False) -> bool:
+    def needs_task(self, batch_id: str, *, urgent: bool = False) -> bool:
         """Note that the batch has new events; True when a `deliver` task must be sent for them
         (`urgent`: even if a delayed one is queued)."""
         return bool(
@@ -280,7 +280,7 @@ class Relay:
                         delivered += 1
                         continue
                     if self.metrics is not None:
-                        self.metrics.webhook(False)
+                        self.metrics.webhook(delivered=False)
                     with self.db.transaction() as cur:
                         age_hours = (datetime.now(UTC) - event["created_at"]).total_seconds() / 3600
                         give_up = age_hours > self.settings.webhook_retry_hours
@@ -302,7 +302,7 @@ class Relay:
                     with self.db.transaction() as cur:
                         outbox.mark_delivered_many(cur, done)
                     if self.metrics is not None:
-                        self.metrics.webhook(True, len(done))
+                        self.metrics.webhook(delivered=True, count=len(done))
 
     def _target(self, url: str, deadline: float) -> tuple[CallbackTarget, tuple[str, ...]] | str:
         """Where to POST (the checked target and the addresses to connect to), or why not; the

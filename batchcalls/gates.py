@@ -6,12 +6,14 @@ Every per-batch key carries the `{batch_id}` hash tag, so each script touches on
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
 import redis
+from redis.lock import Lock
 
 from batchcalls import redis_keys
 
@@ -60,6 +62,7 @@ class Gates:
         ready: Iterable[tuple[str, int]],
         delayed: Iterable[tuple[str, int, float]] = (),
         leased: Iterable[str] = (),
+        *,
         paused: bool = False,
         chunk: int = 5000,
     ) -> None:
@@ -89,6 +92,30 @@ class Gates:
         pipe.hset(meta, mapping={"concurrency": concurrency, "paused": "1" if paused else "0"})
         pipe.delete(loading)
         pipe.execute()
+
+    def ping(self) -> None:
+        """Raises `RedisError` when Redis cannot be reached."""
+        self.redis.ping()
+
+    def claim_wake(self, batch_id: str, target: float, countdown: float) -> bool:
+        """Mark the batch's next wake-up for `target` (Unix seconds, `countdown` from now); False
+        when one is marked already for no later than that, so a wake-up is sent once."""
+        key = redis_keys.batch_wake(batch_id)
+        current = self.redis.get(key)
+        if current is not None and time.time() < float(current) <= target + 0.05:
+            return False
+        self.redis.set(key, f"{target:.3f}", px=int((countdown + 5) * 1000))
+        return True
+
+    def rebuild_lock(self, batch_id: str, timeout: float) -> Lock:
+        """Held while the batch's state is written again from Postgres, by one process at a time."""
+        lock: Lock = self.redis.lock(redis_keys.batch_rebuild_lock(batch_id), timeout=timeout)
+        return lock
+
+    def reconcile_lock(self, timeout: float) -> Lock:
+        """Held by the one reconciler sweep running in the fleet."""
+        lock: Lock = self.redis.lock(redis_keys.RECONCILE_LOCK, timeout=timeout)
+        return lock
 
     def loading(self, batch_id: str) -> bool:
         """True while a `load_batch` of the batch is under way, and up to LOADING_MS after one
@@ -138,7 +165,7 @@ class Gates:
         if ids:
             self.redis.zrem(redis_keys.batch_leases(batch_id), *ids)
 
-    def set_paused(self, batch_id: str, paused: bool) -> None:
+    def set_paused(self, batch_id: str, *, paused: bool) -> None:
         self.redis.hset(redis_keys.batch_meta(batch_id), "paused", "1" if paused else "0")
 
     def leases(self, batch_id: str) -> list[str]:

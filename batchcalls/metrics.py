@@ -100,7 +100,7 @@ class Metrics:
     def call_finished(self, outcome: str) -> None:
         self._add({f"calls_total:{outcome}": 1})
 
-    def call_dialed(self, dispatch_latency: float | None = None, freed: bool = False) -> None:
+    def call_dialed(self, dispatch_latency: float | None = None, *, freed: bool = False) -> None:
         """One dial, and with `dispatch_latency` its wait from slot grant to create; `freed`:
         the slot was freed by a call that ended."""
         if dispatch_latency is None:
@@ -108,10 +108,10 @@ class Metrics:
         else:
             self.dispatch_latency(dispatch_latency, {"dials_total": 1}, freed=freed)
 
-    def webhook(self, delivered: bool, count: int = 1) -> None:
+    def webhook(self, *, delivered: bool, count: int = 1) -> None:
         self._add({"webhook_deliveries_total" if delivered else "webhook_failures_total": count})
 
-    def dispatch_latency(self, seconds: float, also: dict[str, float] | None = None, freed: bool = False) -> None:
+    def dispatch_latency(self, seconds: float, also: dict[str, float] | None = None, *, freed: bool = False) -> None:
         """Count one observation into the histogram, and keep the exact sample in a capped list
         (the newest `LATENCY_SAMPLES`) for percentiles the buckets cannot give (the benchmark).
         `also`: more counters to add with it."""

@@ -12,7 +12,6 @@ from typing import Any
 
 from redis.exceptions import LockError
 
-from batchcalls import redis_keys
 from batchcalls.engine import Engine
 from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
@@ -40,7 +39,7 @@ def reconcile(engine: Engine) -> Sweep:
     """One sweep; a sweep already running elsewhere in the fleet makes this one a no-op."""
     # redis-py's Lock: a token of its own, released only while it is still ours (a sweep that
     # outlived its lock must not delete the next sweep's).
-    lock = engine.gates.redis.lock(redis_keys.RECONCILE_LOCK, timeout=max(engine.settings.reconcile_seconds * 4, 10))
+    lock = engine.gates.reconcile_lock(timeout=max(engine.settings.reconcile_seconds * 4, 10))
     if not lock.acquire(blocking=False):
         return Sweep()
     try:

@@ -72,6 +72,7 @@ class CeleryTaskQueue:
         countdown: float = 0,
         reserved_at: float | None = None,
         granted_at: float | None = None,
+        *,
         freed: bool = False,
     ) -> None:
         kwargs: dict[str, Any] = {
@@ -82,7 +83,13 @@ class CeleryTaskQueue:
         self._send("batchcalls.place_call", (batch_id, call_id), kwargs, priority=priority, countdown=countdown or None)
 
     def place_calls(
-        self, batch_id: str, call_ids: list[str], priority: int, granted_at: float | None = None, freed: bool = False
+        self,
+        batch_id: str,
+        call_ids: list[str],
+        priority: int,
+        granted_at: float | None = None,
+        *,
+        freed: bool = False,
     ) -> None:
         kwargs: dict[str, Any] = {"granted_at": granted_at} if granted_at is not None else {}
         if freed:

@@ -73,7 +73,7 @@ def _open_connections(engine: Engine) -> None:
     try:
         with engine.db.transaction() as cur:
             cur.execute("SELECT 1")
-        engine.gates.redis.ping()
+        engine.gates.ping()
     except TRANSIENT as exc:  # the first task retries as usual
         log.warning("could not open connections before the first task error=%s", logs.quoted(exc))
     warm = getattr(engine.provider, "warm", None)
@@ -133,16 +133,21 @@ def wake(batch_id: str) -> int:
 
 @app.task(base=EngineTask, name="batchcalls.place_call")
 def place_call(
-    batch_id: str, call_id: str, reserved_at: float | None = None, granted_at: float | None = None, freed: bool = False
+    batch_id: str,
+    call_id: str,
+    reserved_at: float | None = None,
+    granted_at: float | None = None,
+    *,
+    freed: bool = False,
 ) -> None:
     """`batch_id` shows in Flower which batch a call belongs to, and spares reading the call."""
     _parts()[0].place_call(call_id, reserved_at, granted_at, batch_id=batch_id, freed=freed)
 
 
 @app.task(base=EngineTask, name="batchcalls.place_calls")
-def place_calls(batch_id: str, call_ids: list[str], granted_at: float | None = None, freed: bool = False) -> None:
+def place_calls(batch_id: str, call_ids: list[str], granted_at: float | None = None, *, freed: bool = False) -> None:
     """Several calls of a batch granted slots together, placed one after another."""
-    _parts()[0].place_calls(batch_id, call_ids, granted_at, freed)
+    _parts()[0].place_calls(batch_id, call_ids, granted_at, freed=freed)
 
 
 @app.task(base=EngineTask, name="batchcalls.record_event")

@@ -179,9 +179,9 @@ def test_parking_the_same_call_twice_keeps_one_retry(gates: Gates, clock: Clock)
 def test_a_paused_batch_leases_nothing(gates: Gates) -> None:
     gates.load_batch("b", 3, queued(5), paused=True)
     assert gates.acquire("b").granted == []
-    gates.set_paused("b", False)
+    gates.set_paused("b", paused=False)
     assert ids(gates.acquire("b").granted) == ["c0", "c1", "c2"]
-    gates.set_paused("b", True)
+    gates.set_paused("b", paused=True)
     assert gates.acquire("b", release=["c0"]).granted == []
     assert gates.depth("b") == (2, 0, 2)
 
@@ -200,7 +200,7 @@ def test_a_queue_without_meta_is_missing_not_empty(gates: Gates, client: redis.R
 
 
 def test_pausing_a_batch_whose_state_is_lost_does_not_fake_a_whole_one(gates: Gates) -> None:
-    gates.set_paused("b", False)
+    gates.set_paused("b", paused=False)
     assert not gates.exists("b")
     assert gates.acquire("b").missing
     gates.load_batch("b", 2, queued(3))

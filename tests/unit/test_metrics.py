@@ -48,7 +48,7 @@ def test_counts_reach_redis_added_up_in_one_flush() -> None:
 def test_the_background_thread_flushes_without_being_asked() -> None:
     client = fakeredis.FakeRedis()
     metrics = Metrics(client, flush_seconds=0.05)
-    metrics.webhook(True, 5)
+    metrics.webhook(delivered=True, count=5)
     deadline = time.time() + 2
     while not _counts(client) and time.time() < deadline:
         time.sleep(0.01)

@@ -1,0 +1,56 @@
+"""What every part of the engine works with: its adapters, and the task queue it sends work to.
+
+The engine never imports Celery: it reaches the task queue through the small `TaskQueue`
+interface below.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from batchcalls.gates import Gates
+from batchcalls.metrics import Metrics
+from batchcalls.models import ProviderEvent
+from batchcalls.store.db import Database
+from batchcalls.telephony.base import Provider
+from config.settings import Settings
+
+
+class TaskQueue(Protocol):
+    def dispatch(self, batch_id: str, priority: int) -> None: ...
+    def place_call(
+        self,
+        batch_id: str,
+        call_id: str,
+        priority: int,
+        countdown: float = 0,
+        reserved_at: float | None = None,
+        granted_at: float | None = None,
+        *,
+        freed: bool = False,
+    ) -> None: ...
+    def place_calls(
+        self,
+        batch_id: str,
+        call_ids: list[str],
+        priority: int,
+        granted_at: float | None = None,
+        *,
+        freed: bool = False,
+    ) -> None: ...
+    def wake(self, batch_id: str, countdown: float) -> None: ...
+    def deliver(self, batch_id: str, countdown: float = 0) -> None: ...
+    def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
+    def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None: ...
+    def recover_events(self) -> int: ...
+
+
+class EngineParts:
+    """The engine's dependencies, declared once for the parts (`Engine` holds them as fields)."""
+
+    settings: Settings
+    db: Database
+    gates: Gates
+    tasks: TaskQueue
+    provider: Provider | None
+    metrics: Metrics | None

@@ -1,0 +1,210 @@
+"""Dialing: place one attempt of a call that holds a slot, at most once, within the provider's
+calls-per-second limit, and act on a create the provider refused."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from batchcalls.engine.base import EngineParts
+from batchcalls.errors import ProviderError
+from batchcalls.logs import quoted
+from batchcalls.models import ProviderEvent
+from batchcalls.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, Outcome
+from batchcalls.store import calls
+from batchcalls.telephony.base import DialRequest
+
+log = logging.getLogger("batchcalls.engine")
+
+# A call that reserved a creation instant dials within this much of it, or reserves again; the
+# rate window is widened by the same amount, so no window of one second holds more than the limit.
+CPS_TOLERANCE = 0.03
+# Waits for a creation instant up to this long are slept in the task; longer ones use a countdown.
+MAX_IN_TASK_WAIT = 1.5
+
+
+class Dialing(EngineParts):
+    if TYPE_CHECKING:  # granting.Granting, events.ApplyingEvents, kicks.DeliveryKicks
+
+        def dispatch(
+            self,
+            batch_id: str,
+            release: list[str] | None = None,
+            delay: list[tuple[str, int, float]] | None = None,
+            *,
+            place_here: bool = False,
+        ) -> int: ...
+        def record_event(self, event: ProviderEvent) -> str: ...
+        def kick_delivery(self, batch_id: str, *, urgent: bool = False) -> None: ...
+
+    def place_calls(
+        self, batch_id: str, call_ids: list[str], granted_at: float | None = None, *, freed: bool = False
+    ) -> None:
+        """Place several granted calls of a batch, one after another."""
+        for call_id in call_ids:
+            self.place_call(call_id, granted_at=granted_at, batch_id=batch_id, freed=freed)
+
+    def place_call(
+        self,
+        call_id: str,
+        reserved_at: float | None = None,
+        granted_at: float | None = None,
+        batch_id: str | None = None,
+        max_wait: float = MAX_IN_TASK_WAIT,
+        *,
+        freed: bool = False,
+    ) -> None:
+        """Dial one attempt of a call that holds a slot, at most once. `granted_at` (Unix seconds)
+        is when the slot was given, for the dispatch-latency metric. With `batch_id` (the task
+        carries it) and no calls-per-second limit, the call is not read first: its lease is
+        checked in Redis and the attempt recorded in one statement, which finds out whether the
+        call is still waiting to be dialed."""
+        assert self.provider is not None
+        call = None
+        if batch_id is None or self.settings.cps_limit:
+            with self.db.transaction() as cur:
+                call = calls.load_call(cur, call_id)
+            if call is None:
+                return
+            batch_id = call["batch_id"]
+            if call["status"] not in PENDING_STATUSES:
+                self._not_dialed(batch_id, call_id, call["status"])
+                return
+        if not self.gates.renew(batch_id, [call_id]):
+            if call is None:
+                self._not_dialed(batch_id, call_id)
+            log.info(
+                "not dialing, the call holds no slot (Redis state was lost) batch_id=%s call_id=%s", batch_id, call_id
+            )
+            return
+        begun = self._start_attempt(call_id, batch_id, call, reserved_at, max_wait)
+        if begun is None:
+            return
+        started, batch_started, reserved_at = begun
+        attempt = started["attempt_count"]
+        request = DialRequest(call_id, attempt, started["phone_number"], started["script"], started["voice_id"])
+        log.info("dialing call_id=%s batch_id=%s attempt=%d", call_id, batch_id, attempt)
+        created_at = time.time()
+        # `batch.started` is delivered after the create, never between the rate check and it:
+        # the kick may send a task (a process's first send opens a broker connection, 15 ms and
+        # more), and a create that late was past its calls-per-second instant (11 in a 1 s
+        # window). And after the provider id is stored: a kick that fails must not lose it.
+        kick = batch_started is not None and bool(batch_started["callback_url"])
+        try:
+            provider_call_id = self.provider.create_call(request)
+        except ProviderError as exc:
+            self._provider_refused(started, attempt, exc)
+            if kick:
+                self.kick_delivery(batch_id)
+            return
+        finally:
+            if self.metrics is not None:
+                waited = None if granted_at is None or reserved_at is not None else created_at - granted_at
+                self.metrics.call_dialed(None if waited is None else max(0.0, waited), freed=freed)
+        with self.db.autocommit() as cur:
+            calls.set_provider_call_id(cur, call_id, attempt, provider_call_id)
+        if kick:
+            self.kick_delivery(batch_id)
+
+    def _start_attempt(
+        self,
+        call_id: str,
+        batch_id: str,
+        call: dict[str, Any] | None,
+        reserved_at: float | None,
+        max_wait: float,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, float | None] | None:
+        """Record the call's next attempt within its calls-per-second instant (`call` is None
+        when no limit applies). Returns the started call, its batch when this attempt started
+        it, and the instant the create was reserved for (None when reserved in this task); or
+        None when the call is not to be dialed here."""
+        assert self.provider is not None
+        batch_started: dict[str, Any] | None = None
+        while True:
+            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at, max_wait)
+            if deadline is None:
+                return None
+            with self.db.transaction() as cur:
+                started, started_now = calls.start_attempt(cur, call_id, self.provider.name)
+            batch_started = batch_started or started_now
+            if started is None:
+                if call is None:
+                    self._not_dialed(batch_id, call_id)
+                return None
+            if time.time() <= deadline:
+                return started, batch_started, reserved_at
+            # Recording the attempt took us past our creation instant: take it back and reserve
+            # again, so no window of a second ever holds more creations than the limit.
+            with self.db.transaction() as cur:
+                calls.undo_attempt(cur, call_id, started["attempt_count"])
+            reserved_at = None
+
+    def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
+        """A call that was not dialed: if it is final, its slot is not anyone's."""
+        if status is None:
+            with self.db.transaction() as cur:
+                status = calls.call_states(cur, [call_id]).get(call_id)
+        if status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
+            self.dispatch(batch_id, release=[call_id])
+
+    def _wait_for_rate(
+        self, call: dict[str, Any], reserved_at: float | None, max_wait: float = MAX_IN_TASK_WAIT
+    ) -> float | None:
+        """Hold the call until the provider's calls-per-second limit lets it be created, for at
+        most `max_wait` seconds in this task; returns the latest time the creation may happen
+        (infinity without a limit), or None when it was handed to a later task instead."""
+        limit = self.settings.cps_limit
+        if not limit:
+            return math.inf
+        count, window = (1, 1.0 / limit) if limit < 1 else (int(limit), 1.0)
+        while True:
+            if reserved_at is None:
+                reserved_at, now = self.gates.reserve_call_slot(
+                    self.settings.provider_account, count, window + CPS_TOLERANCE + self.settings.cps_margin
+                )
+            else:
+                now = time.time()
+            wait = reserved_at - now
+            if wait > max_wait:
+                # That task sleeps out the last half second itself (up to MAX_IN_TASK_WAIT).
+                countdown = min(max(0.0, wait - 0.5), self.settings.max_countdown_seconds)
+                self.gates.renew(call["batch_id"], [call["id"]], extra_seconds=countdown)
+                self.tasks.place_call(
+                    call["batch_id"], call["id"], call["priority"], countdown=countdown, reserved_at=reserved_at
+                )
+                return None
+            if wait > 0:
+                time.sleep(wait)
+            if time.time() <= reserved_at + CPS_TOLERANCE:
+                return reserved_at + CPS_TOLERANCE
+            reserved_at = None  # too late for our instant: the window may be full now
+
+    def _provider_refused(self, call: dict[str, Any], attempt: int, exc: ProviderError) -> None:
+        if exc.definite and exc.throttled:
+            with self.db.transaction() as cur:
+                undone = calls.undo_attempt(cur, call["id"], attempt)
+            if undone:
+                log.warning(
+                    "provider throttled the call, waiting for a new slot batch_id=%s call_id=%s attempt=%d",
+                    call["batch_id"],
+                    call["id"],
+                    attempt,
+                )
+                self.tasks.place_call(call["batch_id"], call["id"], call["priority"], countdown=1.0)
+            return
+        if exc.definite:
+            self.record_event(
+                ProviderEvent(
+                    call["id"], attempt, AttemptStatus.ENDED, time.time(), Outcome.FAILED, error=str(exc)[:500]
+                )
+            )
+            return
+        log.warning(
+            "create has an unknown result batch_id=%s call_id=%s attempt=%d error=%s",
+            call["batch_id"],
+            call["id"],
+            attempt,
+            quoted(exc),
+        )

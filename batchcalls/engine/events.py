@@ -1,0 +1,150 @@
+"""Applying provider events: each exactly once, in order, then the Redis work they leave (slots
+renewed, parked for a retry or freed, delivery kicked, finished batches forgotten), done at once
+or gathered (`Gathered`) and flushed once per batch for the events of many calls."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from batchcalls import gates as gates_mod
+from batchcalls.engine.base import EngineParts
+from batchcalls.models import ProviderEvent
+from batchcalls.store import calls
+from batchcalls.store.calls import Applied
+
+log = logging.getLogger("batchcalls.engine")
+
+
+@dataclass
+class Gathered:
+    """The Redis work applied provider events leave, by batch, until `Engine.flush_events`."""
+
+    kick: dict[str, bool] = field(default_factory=dict)  # batch -> urgent (its last events)
+    renew: dict[str, list[str]] = field(default_factory=dict)
+    release: dict[str, list[str]] = field(default_factory=dict)
+    delay: dict[str, list[tuple[str, int, float]]] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+
+    def clear(self) -> None:
+        self.kick, self.renew, self.release, self.delay, self.finished = {}, {}, {}, {}, set()
+
+
+class ApplyingEvents(EngineParts):
+    if TYPE_CHECKING:  # granting.Granting, kicks.DeliveryKicks
+
+        def _dispatch(
+            self,
+            batch_id: str,
+            release: list[str] | None,
+            delay: list[tuple[str, int, float]] | None,
+            *,
+            place_here: bool,
+        ) -> tuple[int, str | None]: ...
+        def kick_delivery(self, batch_id: str, *, urgent: bool = False) -> None: ...
+
+    def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
+        """Store what the callee answered (input results), each response once."""
+        with self.db.transaction() as cur:
+            return calls.append_responses(cur, call_id, attempt, responses)
+
+    def record_event(self, event: ProviderEvent) -> str:
+        """Apply a provider event (from a webhook, the simulator or a poll) exactly once."""
+        return self.record_events([event])[0]
+
+    def record_events(self, events: list[ProviderEvent], gathered: Gathered | None = None) -> list[str]:
+        """Apply events of one call in order, each exactly once, in one transaction (the events
+        of a call that came due together); then act on where the call ended up: a freed slot is
+        given to the next call by a `place_call` task. With `gathered`, that Redis work waits
+        for `flush_events`, to be done once per batch for the events of many calls. Returns how
+        each event applied."""
+        return self.record_events_placing(events, place_here=False, gathered=gathered)[0]
+
+    def record_events_placing(
+        self,
+        events: list[ProviderEvent],
+        *,
+        place_here: bool = True,
+        gathered: Gathered | None = None,
+    ) -> tuple[list[str], str | None]:
+        """`record_events` for an event task: with `place_here`, a slot the events free is given
+        to the next call in this task. Returns how each event applied, and the call placed here
+        (tasks return it, so that Flower shows where each call was dialed). The reconciler does
+        not place here: a sweep must not wait on the provider for every call it resolves."""
+        if len({e.call_id for e in events}) != 1:
+            raise ValueError("record_events takes events of one call")
+        last = None
+        with self.db.transaction() as cur:
+            if len({e.attempt for e in events}) == 1:
+                results = calls.apply_events(cur, events)
+            else:
+                results = [calls.apply_event(cur, event) for event in events]
+            for result in results:
+                if result.call is not None:
+                    last = result
+        work = Gathered() if gathered is None else gathered
+        if last is not None:
+            assert last.call is not None
+            self._after_event(events[-1], last.call, last.applied, last.batch, last.due, work)
+        placed = self.flush_events(work, place_here=place_here) if gathered is None else None
+        return [result.applied for result in results], placed
+
+    def _after_event(
+        self,
+        event: ProviderEvent,
+        call: dict[str, Any],
+        applied: str,
+        batch: dict[str, Any] | None,
+        due: datetime | None,
+        work: Gathered,
+    ) -> None:
+        """Note how the event leaves the call's slot: renewed, parked for a retry, or freed."""
+        batch_id = call["batch_id"]
+        if applied == Applied.LIVE:
+            work.renew.setdefault(batch_id, []).append(event.call_id)
+        elif applied == Applied.SCHEDULED:
+            assert due is not None
+            score = gates_mod.ready_score(call["priority"], call["seq"])
+            work.release.setdefault(batch_id, []).append(event.call_id)
+            work.delay.setdefault(batch_id, []).append((event.call_id, score, due.timestamp()))
+        elif applied == Applied.FINAL:
+            log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
+            if self.metrics is not None:
+                self.metrics.call_finished(call["outcome"])
+            finished = batch is not None and batch["finished_at"] is not None
+            if batch is not None and batch["callback_url"]:
+                work.kick[batch_id] = work.kick.get(batch_id, False) or finished
+            work.release.setdefault(batch_id, []).append(event.call_id)
+            if batch is not None and finished:
+                log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
+                work.finished.add(batch_id)
+
+    def flush_events(self, work: Gathered, *, place_here: bool = False) -> str | None:
+        """Do the Redis work that applied events left, in one round of calls per batch: kick
+        delivery first (placing a call here may take a provider round trip), renew the slots of
+        live calls, give freed slots to the next calls (with `place_here`, the first of them in
+        this task), and forget finished batches. Each piece leaves `work` once done: when one
+        raises, what is left stays for the caller to flush again. Returns the call placed here."""
+        for batch_id, urgent in list(work.kick.items()):
+            self.kick_delivery(batch_id, urgent=urgent)
+            del work.kick[batch_id]
+        for batch_id, ids in list(work.renew.items()):
+            self.gates.renew(batch_id, ids)
+            del work.renew[batch_id]
+        placed = None
+        for batch_id in list(work.release):  # a call parked for a retry is released too
+            here = self._dispatch(
+                batch_id,
+                work.release[batch_id],
+                work.delay.get(batch_id),
+                place_here=place_here and placed is None and batch_id not in work.finished,
+            )[1]
+            del work.release[batch_id]
+            work.delay.pop(batch_id, None)
+            placed = placed or here
+        for batch_id in list(work.finished):
+            self.gates.forget(batch_id)  # nothing of a finished batch stays in Redis
+            work.finished.discard(batch_id)
+        return placed

@@ -1,0 +1,70 @@
+"""Submitting a batch: store it and its calls, queue them in Redis, and wake the dispatcher."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from batchcalls import gates as gates_mod
+from batchcalls.engine.base import EngineParts
+from batchcalls.errors import Unavailable
+from batchcalls.logs import quoted
+from batchcalls.models import NewBatch
+from batchcalls.store import batches
+from batchcalls.store.tenants import Tenant
+
+log = logging.getLogger("batchcalls.engine")
+
+# What a batch refused for want of Redis tells its client to wait before trying again (seconds).
+SUBMIT_RETRY_AFTER = 5
+
+
+def request_hash(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class Submitting(EngineParts):
+    def submit(self, tenant: Tenant, batch: NewBatch, idempotency_key: str | None, body: Any) -> tuple[str, bool]:
+        """Store the batch and its calls in one transaction, queue them in Redis, and wake the
+        dispatcher. Returns (batch id, created).
+
+        Raises `Unavailable`, with nothing stored, when Redis cannot be reached before the
+        batch is stored. Once it is stored it stands: should Redis fail after that, the
+        reconciler queues it (as it does a batch whose API process died there), so the batch is
+        accepted all the same rather than refused, which a client would retry into a second batch."""
+        try:
+            self.gates.ping()
+        except RedisError as exc:
+            log.warning("batch refused, Redis unavailable error=%s", quoted(exc))
+            raise Unavailable(
+                "the service cannot queue calls right now (Redis is unavailable); nothing was stored, retry later",
+                SUBMIT_RETRY_AFTER,
+            ) from exc
+        submitted = batches.insert_batch(
+            self.db,
+            tenant.id,
+            batch,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(body),
+            max_queued_calls=self.settings.max_queued_calls,
+            tenant_max_queued_calls=self.settings.tenant_max_queued_calls,
+        )
+        if submitted.created:
+            try:
+                self.gates.load_batch(
+                    submitted.batch_id,
+                    batch.concurrency,
+                    ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio in submitted.calls),
+                )
+                self.tasks.dispatch(submitted.batch_id, batch.priority)
+            except Exception as exc:  # noqa: BLE001 - Redis or the broker; the batch is stored either way
+                log.warning(
+                    "batch stored but not queued, the reconciler will queue it batch_id=%s error=%s",
+                    submitted.batch_id,
+                    quoted(f"{type(exc).__name__}: {exc}"),
+                )
+        return submitted.batch_id, submitted.created
