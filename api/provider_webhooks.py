@@ -14,7 +14,8 @@ No API key; instead, before a request changes or reveals anything:
 - an input result names the Vonage call (`uuid`) the attempt is (when it is known).
 
 Else it gets 401 and changes nothing. They answer fast (Vonage retries a webhook not answered
-within seconds): a status event becomes a `record_event` task; an input result is stored here,
+within seconds): a status event goes into its call's event inbox shard (see `vonage_event` for
+the order this keeps); an input result is stored here,
 before the input webhook answers with the NCCO of the script's next segment (what a callee said
 or typed never rides in a task's arguments, which Flower and `celery inspect` show).
 Translation lives in `batchcalls.telephony.vonage_webhooks`.
@@ -150,6 +151,25 @@ def _ids(*, with_step: bool) -> vw.WebhookIds | None:
 
 @bp.post(vw.EVENT_PATH)
 def vonage_event() -> ResponseReturnValue:
+    """A status event is added to its call's inbox shard (a Redis stream, `workers/inbox.py`)
+    before the webhook is answered, whatever its status, and that shard's drains apply its
+    entries one after another in the order they were added. So a call's events are applied in
+    the order they reached Redis, however late a drain runs: `machine` and the `completed` Vonage
+    posts right after it are applied in that order, and the `completed` finds the attempt already
+    ended as a machine (a no-op in `lifecycle`). No event waits on a countdown, which would let a
+    later event overtake one held in a lagging drain.
+
+    The order at Redis is the sending order whenever Vonage posts an event after the one before
+    it was answered: that one was in the stream before its 204. Only two webhooks of one call
+    handled at the same time (by two API processes) can reach Redis in either order; the later
+    one overtakes only if it arrives within the few milliseconds between the earlier one's
+    arrival and its XADD (a JWT check and one Redis SET). The provider's `timestamp` does not
+    settle that cheaply: once `completed` is applied the call is final, its event written, its
+    slot freed and a retry decided, so a late `machine` would have to reopen an ended attempt
+    (a new move of the state machine, and a correction of what was delivered), not merely be
+    sorted; sorting the entries a drain reads together would help only when the drain lags,
+    where the order is already the sending one; and Vonage's times are to the millisecond, so
+    the two may carry the same one."""
     ids = _ids(with_step=False)
     with _verified(ids) as payload:
         if ids is None:
@@ -158,7 +178,7 @@ def vonage_event() -> ResponseReturnValue:
         # An event whose uuid is not the attempt's Vonage call changes nothing (`calls.apply_events`).
         event = vw.event_from_webhook(ids.call_id, ids.attempt, payload, time.time())
         if event is not None:
-            _engine().tasks.record_event(event, countdown=vw.settle_seconds(payload.get("status")))
+            _engine().tasks.record_event(event)
         return "", 204
 
 

@@ -121,8 +121,11 @@ class CeleryTaskQueue:
         return self.inbox.sweep()
 
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None:
-        """An event due now goes to the event inbox (workers/inbox.py), a later one to a
-        `record_event` task with a countdown."""
+        """An event due now goes to the event inbox (workers/inbox.py), where the drains of its
+        call's shard apply it after every event of the call added before it. A later one (only
+        the simulator's scheduled events: a provider's webhooks are all due now) goes to a
+        `record_event` task with a countdown, applied when it runs: see `SimulatorProvider` for
+        why its order does not matter."""
         if countdown <= 0:
             self.inbox.put([event])
             return

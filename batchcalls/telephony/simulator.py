@@ -2,6 +2,13 @@
 
 It sends its events through the same path as a real provider's webhooks (`record_event`), and
 can answer `poll` from the clock alone, so a lost event is recovered like a lost webhook.
+
+Its events fall due over the call (ringing at once, answered after the ring, the end after the
+call) and so travel on countdowns; a lagging drain or countdown may apply them in any order.
+That is safe because an attempt has exactly one ending and it carries the outcome: a machine is
+the ending itself (`ended` with outcome `machine`), never a verdict followed by a separate
+`completed` as on Vonage; a `ringing` or `answered` applied after the ending is a no-op in
+`lifecycle.ATTEMPT_MOVES`, and one applied before it only moves the attempt forward.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ STATUSES: dict[str, tuple[AttemptStatus, Outcome | None]] = {
     "answered": (AttemptStatus.ANSWERED, None),
     "completed": (AttemptStatus.ENDED, Outcome.COMPLETED),
     # With machine_detection=hangup Vonage hangs up on a machine: the attempt ends here, and the
-    # `completed` that follows is a repeated ending (a no-op).
+    # `completed` Vonage posts right after it is a repeated ending (a no-op). That holds only
+    # when the two are applied in the order they came: see `api/provider_webhooks.py`.
     "machine": (AttemptStatus.ENDED, Outcome.MACHINE),
     "busy": (AttemptStatus.ENDED, Outcome.BUSY),
     "timeout": (AttemptStatus.ENDED, Outcome.NO_ANSWER),
@@ -70,18 +71,6 @@ STATUSES: dict[str, tuple[AttemptStatus, Outcome | None]] = {
 }
 # Endings that are not the callee's doing carry their status (and Vonage's `detail`) as the error.
 _ERROR_STATUSES = frozenset({"failed", "rejected", "cancelled"})
-
-# Vonage posts `machine` and then, at once, `completed` for the same call. Each webhook becomes a
-# task, and two workers may run the two tasks in either order: applied first, `completed` would
-# end the attempt as answered by a person and the `machine` behind it would change nothing (a
-# voicemail counted as a success). So `completed` is applied this much later than it arrives;
-# every other status at once. It holds the call's slot that long, about 3% of a 30 s call.
-SETTLE_SECONDS = {"completed": 1.0}
-
-
-def settle_seconds(status: object) -> float:
-    """How long after its webhook an event with Vonage's `status` is applied."""
-    return SETTLE_SECONDS.get(status, 0.0) if isinstance(status, str) else 0.0
 
 
 def url_key(material: bytes) -> bytes:

@@ -21,26 +21,40 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import pytest
+import redis
 import requests
 from kombu.exceptions import OperationalError
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_voice.models import CreateCallRequest, Phone, Talk, ToPhone
 
 from batchcalls.errors import ProviderError
+from batchcalls.models import ProviderEvent
+from batchcalls.redis_keys import event_drain_flag, event_stream
 from batchcalls.telephony import vonage_webhooks as vw
 from batchcalls.telephony.base import DialRequest
 from batchcalls.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem, webhook_url_key
 from batchcalls.voices import voice_catalog
 from config.settings import load_settings
-from tests.fakes.vonage import Application, FakeVonage, compact, make_application, make_certificate, sign_webhook
+from tests.fakes.vonage import (
+    Application,
+    FakeVonage,
+    compact,
+    iso,
+    make_application,
+    make_certificate,
+    sign_webhook,
+)
 from tests.integration.conftest import Api
 from tests.integration.test_pipeline import number, ts
 from tests.support import servers as test_servers
 from tests.support.stack import ROOT, Stack, start_stack
+from workers.celery_app import create_celery
+from workers.inbox import Entry, shard_of
+from workers.queue import CeleryTaskQueue
 
 pytestmark = pytest.mark.integration
 
@@ -689,6 +703,62 @@ def test_a_provider_time_far_ahead_or_behind_cannot_move_a_retry(vonage: VonageS
     first = scheduled["attempts"][0]
     assert ts(first["ended_at"]) >= ts(first["dialed_at"])
     assert ts(scheduled["next_attempt_at"]) >= ts(first["dialed_at"]) + 600
+
+
+DRAIN_LAG_SECONDS = 3.0
+
+
+def _inbox_statuses(client: redis.Redis, shard: int, call_id: str) -> list[str]:
+    """The statuses of the call's events waiting in its inbox shard, in stream order."""
+    statuses = []
+    for _, fields in cast(list[Entry], client.xrange(event_stream(shard))):
+        for message in json.loads(fields[b"e"]):
+            if message["call_id"] == call_id:
+                statuses.append(ProviderEvent.from_message(message).status.value)
+    return statuses
+
+
+def test_machine_then_completed_ends_as_machine_however_late_the_drain_runs(vonage: VonageStack) -> None:
+    """Vonage posts `machine` and, right after it, `completed`. The call's inbox shard has a drain
+    queued that runs only 3 s later (its flag is held as a queued drain holds it): nothing may
+    apply `completed` before `machine` meanwhile, and the call ends as a machine."""
+    batch_id, call = vonage.silent_call(number(360, 5))
+    call_id, uuid = call["id"], call["attempts"][0]["provider_call_id"]
+    settings = load_settings(vonage.stack.env)
+    shard = shard_of(call_id, settings.event_shards)
+    client = redis.Redis.from_url(settings.redis_url)
+    held = b"a drain queued behind other work"
+    wait_for(  # once no drain of the shard is queued or running
+        lambda: client.set(event_drain_flag(shard), held, nx=True, ex=60),
+        10,
+        "the shard's drain flag taken",
+    )
+    try:
+        now = time.time()
+        machine = compact({"call_uuid": uuid, "status": "machine", "timestamp": iso(now)})
+        completed = compact({"uuid": uuid, "status": "completed", "timestamp": iso(now + 0.05)})
+        for body in (machine, completed):
+            assert vonage.post(vonage.event_url(call_id, 1), body, vonage.signed(body)).status_code == 204
+        posted = time.time()
+        wait_for(
+            lambda: (
+                _inbox_statuses(client, shard, call_id) == ["ended", "ended"]
+                or vonage.call(batch_id)["status"] in ("completed", "failed")
+            ),
+            10,
+            "both events in the call's inbox shard, or the call ended",
+        )
+        time.sleep(max(0.0, posted + DRAIN_LAG_SECONDS - time.time()))  # the drain's lag
+        CeleryTaskQueue(create_celery(settings)).drain_events(shard)
+        final = vonage.stack.wait_finished(batch_id, timeout=30)
+    finally:
+        if client.get(event_drain_flag(shard)) == held:  # the drain gives the flag back itself
+            client.delete(event_drain_flag(shard))
+        client.close()
+    ended = vonage.call(batch_id)
+    assert [a["outcome"] for a in ended["attempts"]] == ["machine"], ended["attempts"]
+    assert ended["outcome"] == "machine" and ended["status"] == "failed"
+    assert (final["completed_calls"], final["failed_calls"]) == (0, 1)
 
 
 # --- malformed and oversized requests ------------------------------------------------------------
