@@ -280,7 +280,7 @@ class System:
 
     def restart_redis(self, flush_first: bool = False) -> None:
         if flush_first:
-            redis.Redis(port=self.redis_port).flushall()
+            redis.Redis.from_url(self.redis_server.url).flushall()  # the drill's own server
         self.redis_server.stop()
         self.redis_server = start_redis(self.workdir / "servers", port=self.redis_port)
 
