@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import requests
 from werkzeug.serving import make_server
 
@@ -173,6 +174,30 @@ class Stack:
                 return body
             time.sleep(0.2)
         raise AssertionError(f"batch {batch_id} did not finish in {timeout}s: {self.status(batch_id)}")
+
+    def wait_delivered(self, batch_id: str, timeout: float = 60) -> int:
+        """Wait until every event the batch's outbox holds is marked delivered (or given up), and
+        return how many it holds. The relay marks an event after its POST was answered, so from
+        then on nothing of the batch is left to send: a later duplicate could only come from a
+        delivery that ignored the mark, which is what the callers check for."""
+        deadline = time.time() + timeout
+        conn = psycopg2.connect(self.env["DATABASE_URL"])
+        conn.autocommit = True
+        try:
+            while True:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT count(*), count(*) FILTER (WHERE delivered_at IS NULL AND given_up_at IS NULL)"
+                        " FROM events WHERE batch_id = %s",
+                        (batch_id,),
+                    )
+                    total, pending = cur.fetchone()
+                if total and not pending:
+                    return int(total)
+                assert time.time() < deadline, f"{pending} of {total} events of {batch_id} undelivered after {timeout}s"
+                time.sleep(0.1)
+        finally:
+            conn.close()
 
     def sim_creates(self) -> list[dict[str, Any]]:
         import json
