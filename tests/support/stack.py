@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import redis
 import requests
 from werkzeug.serving import make_server
 
 from api.app import create_app
+from batchcalls import redis_keys
 from batchcalls.store.db import Database
 from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import create_key
@@ -198,6 +200,20 @@ class Stack:
                 time.sleep(0.1)
         finally:
             conn.close()
+
+    def wait_inbox_applied(self, timeout: float = 60) -> None:
+        """Wait until every provider event taken in so far has been applied: a drain deletes an
+        event from its inbox shard's stream once it is applied, so every stream empty means no
+        event taken before this call is still to change a call."""
+        shards = load_settings(self.env).event_shards
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        deadline = time.time() + timeout
+        try:
+            while owed := sum(int(client.xlen(redis_keys.event_stream(shard))) for shard in range(shards)):
+                assert time.time() < deadline, f"{owed} provider events still unapplied after {timeout}s"
+                time.sleep(0.1)
+        finally:
+            client.close()
 
     def sim_creates(self) -> list[dict[str, Any]]:
         import json
