@@ -1,7 +1,9 @@
 """Fixtures for tests of the HTTP API through Flask's test client on real PostgreSQL and Redis.
 
 `api_factory(**env)` builds an app with its own settings (small limits per test) and a fresh
-tenant, so no two tests share a rate-limit budget or a row count.
+tenant, so no two tests share a rate-limit budget or a row count. The apps run on a database and a
+Redis database of their own (`api_servers`), not the session `stack`'s: its workers would otherwise
+take the dispatch tasks these tests look for in the broker, and dial their batches.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from batchcalls.store.db import Database
 from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import Tenant, create_key
 from config.settings import load_settings
-from tests.support.servers import TestServers
+from tests.support.servers import TestServers, more_test_servers
 
 TENANT_PREFIX = "api-test-"
 
@@ -72,9 +74,16 @@ class Api:
 
 
 @pytest.fixture(scope="session")
-def api_database(servers: TestServers) -> str:
-    upgrade(servers.database_url)
-    return servers.database_url
+def api_servers(servers: TestServers) -> Iterator[TestServers]:
+    """A database and Redis database number no worker process of the session serves."""
+    with more_test_servers(servers) as own:
+        yield own
+
+
+@pytest.fixture(scope="session")
+def api_database(api_servers: TestServers) -> str:
+    upgrade(api_servers.database_url)
+    return api_servers.database_url
 
 
 @pytest.fixture(scope="session")
@@ -88,11 +97,16 @@ def pg(api_database: str) -> Iterator[psycopg2.extensions.connection]:
 
 
 @pytest.fixture(scope="module")
-def _retire_api_test_batches(servers: TestServers, pg: psycopg2.extensions.connection) -> Iterator[None]:
+def _retire_api_test_batches(api_servers: TestServers, pg: psycopg2.extensions.connection) -> Iterator[None]:
     """After a module's API tests, end every batch their tenants left waiting and drop its Redis
-    state, so that worker processes of later tests (and their reconciler) never dial those
-    calls, nor count them as waiting."""
+    state, so that nothing a later test looks at counts them as waiting."""
     yield
+    retire_test_batches(pg, api_servers.redis_url)
+
+
+def retire_test_batches(pg: psycopg2.extensions.connection, redis_url: str) -> None:
+    """End every batch of an API test tenant still waiting in `pg`'s database and drop its
+    Redis state in `redis_url`, so that no worker process (nor its reconciler) dials those calls."""
     with pg.cursor() as cur:
         cur.execute(
             "UPDATE calls SET status = 'cancelled', outcome = 'cancelled' WHERE status NOT IN"
@@ -108,7 +122,7 @@ def _retire_api_test_batches(servers: TestServers, pg: psycopg2.extensions.conne
             (TENANT_PREFIX + "%",),
         )
         retired = [row[0] for row in cur.fetchall()]
-    gates = Gates(redis.Redis.from_url(servers.redis_url), lease_seconds=60)
+    gates = Gates(redis.Redis.from_url(redis_url), lease_seconds=60)
     for batch_id in retired:
         gates.forget(batch_id)
 
@@ -119,7 +133,7 @@ def new_tenant(database_url: str) -> tuple[Tenant, str]:
 
 @pytest.fixture
 def api_factory(
-    servers: TestServers, api_database: str, pg: psycopg2.extensions.connection, _retire_api_test_batches: None
+    api_servers: TestServers, api_database: str, pg: psycopg2.extensions.connection, _retire_api_test_batches: None
 ) -> Callable[..., Api]:
     """`api_factory(BATCHCALLS_RATE_LIMIT="3 per minute", ...)`: an app with those settings
     (the rate limits are generous unless given: every test client's address is 127.0.0.1) and
@@ -132,7 +146,7 @@ def api_factory(
                 "BATCHCALLS_AUTH_FAILURE_LIMIT": "100000 per minute",
                 **env,
                 "DATABASE_URL": api_database,
-                "REDIS_URL": servers.redis_url,
+                "REDIS_URL": api_servers.redis_url,
             }
         )
         app = create_app(settings)

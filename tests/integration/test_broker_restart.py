@@ -81,7 +81,9 @@ def test_a_worker_holding_unacked_tasks_survives_redis_restarts(tmp_path: Path) 
                 sender.send_task("bench.noop", (10**9,), countdown=30)
             for _ in range(4):
                 sender.send_task("bench.noop", (10**9,))
-            time.sleep(0.5)
+            # The restart must come while the worker holds tasks unacknowledged (kombu keeps them in
+            # its `unacked` hash until they are acknowledged).
+            _wait_for(lambda: int(client.hlen("unacked")) >= 4, 30, "the worker to reserve the countdown tasks")
             server.stop()
             server = start_redis(tmp_path / "servers", port=port)
             connects = restart + 2  # the first connection, and one after each restart so far

@@ -25,7 +25,7 @@ import tempfile
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,15 @@ def alive(process: psutil.Process) -> bool:
         return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+def left_after(listed: Callable[[], list[Any]], timeout: float = 10) -> list[Any]:
+    """What `listed` still returns once it is empty or `timeout` has passed: processes a stopped
+    `up` signalled may take a moment to be reaped, and one that outlives the deadline is a leak."""
+    deadline = time.time() + timeout
+    while (left := listed()) and time.time() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def processes_of(marker_dir: Path) -> list[psutil.Process]:
@@ -267,10 +276,9 @@ def test_up_serves_the_api_and_sigterm_stops_every_process_it_started(own_server
         )
         assert up.process.returncode == 0, up.stderr()
         up.wait_for(re.compile(r"^stopped$"), 5)
-        time.sleep(0.5)
-        left = [f"{p.pid} {p.cmdline()}" for p in children if alive(p)]
+        left = left_after(lambda: [f"{p.pid} {p.cmdline()}" for p in children if alive(p)])
         assert left == [], f"still running after `up` exited: {left}"
-        assert [p.cmdline() for p in processes_of(data)] == []
+        assert left_after(lambda: [p.cmdline() for p in processes_of(data)]) == []
     finally:
         up.kill()
         shutil.rmtree(data, ignore_errors=True)
@@ -312,10 +320,9 @@ def test_repeated_sigterm_does_not_cut_the_stopping_short() -> None:
             up.process.send_signal(signal.SIGTERM if int(time.time() * 10) % 2 else signal.SIGINT)
             time.sleep(0.05)
         assert up.process.poll() is not None, "`up` did not exit"
-        time.sleep(0.5)
-        assert [p.cmdline() for p in children if alive(p)] == []
-        assert servers_of(data) == []
-        assert [p.cmdline() for p in processes_of(data)] == []
+        assert left_after(lambda: [p.cmdline() for p in children if alive(p)]) == []
+        assert left_after(lambda: servers_of(data)) == []
+        assert left_after(lambda: [p.cmdline() for p in processes_of(data)]) == []
     finally:
         up.kill()
         shutil.rmtree(data, ignore_errors=True)
@@ -356,8 +363,7 @@ def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_cre
         assert not [p.cmdline() for p in children if any("flower-pass" in arg for arg in p.cmdline())]
         up.terminate()
         assert up.process.returncode == 0, up.stderr()
-        time.sleep(0.5)
-        assert [p.cmdline() for p in children if alive(p)] == []
+        assert left_after(lambda: [p.cmdline() for p in children if alive(p)]) == []
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{flower}/healthcheck", timeout=5)
     finally:
@@ -466,8 +472,7 @@ def test_sigterm_while_starting_stops_what_was_started(own_servers: dict[str, st
         up.descendants(at_least=1)  # the API is being started
         up.terminate()
         assert up.process.returncode == 0, up.stderr()
-        time.sleep(0.5)
-        assert [p.cmdline() for p in processes_of(data)] == []
+        assert left_after(lambda: [p.cmdline() for p in processes_of(data)]) == []
     finally:
         up.kill()
         shutil.rmtree(data, ignore_errors=True)

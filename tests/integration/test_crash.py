@@ -22,8 +22,11 @@ def test_worker_killed_mid_batch_loses_and_doubles_nothing(stack: Stack) -> None
         "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy"]},
     }
     batch_id = stack.submit(body)["batch_id"]
-    time.sleep(2.5)
-    assert stack.status(batch_id)["finished_at"] is None, "the batch ended before the crash"
+    deadline = time.time() + 60
+    while (progress := stack.status(batch_id))["completed_calls"] + progress["failed_calls"] < 6:  # mid-batch
+        assert time.time() < deadline, f"the batch made no progress: {progress}"
+        time.sleep(0.1)
+    assert progress["finished_at"] is None, "the batch ended before the crash"
     stack.kill_worker("w1")
     stack.start_worker("w1-restarted")
     killed_at = time.time()
@@ -43,8 +46,8 @@ def test_worker_killed_mid_batch_loses_and_doubles_nothing(stack: Stack) -> None
     recorded = {(c["id"], a["number"]) for c in calls for a in c["attempts"]}
     assert set(creates) <= recorded
 
-    events = stack.receiver.wait_for(batch_id, {"batch.completed", "batch.failed"}, timeout=60)
-    time.sleep(1)
+    stack.receiver.wait_for(batch_id, {"batch.completed", "batch.failed"}, timeout=60)
+    stack.wait_delivered(batch_id)  # the outbox has nothing left to send: no late duplicate can come
     events = stack.receiver.events(batch_id)
     terminal = [e for e in events if e["type"] in ("batch.completed", "batch.failed")]
     assert len(terminal) == 1

@@ -118,11 +118,11 @@ def _cps_worker(redis_url: str, account: str, count: int, start: Any, results: A
     """Reserve an instant, wait for it (as `Engine._wait_for_rate` does), reserve the next."""
     try:
         gates = Gates(redis.Redis.from_url(redis_url), lease_seconds=60)
-        reserved: list[float] = []
+        reserved: list[tuple[float, float]] = []
         start.wait()
         for _ in range(count):
             at, now = gates.reserve_call_slot(account, 10, 1.0)
-            reserved.append(at)
+            reserved.append((at, now))
             if at > now:
                 time.sleep(at - now)
         results.put(("ok", reserved))
@@ -163,13 +163,18 @@ def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(s
 def test_six_processes_share_one_calls_per_second_limit(servers: TestServers) -> None:
     account = "cps-" + uuid.uuid4().hex[:8]
     answers = run_processes(_cps_worker, [(servers.redis_url, account, 10)] * PROCESSES, timeout=30)
-    instants = sorted(round(at * 1000) for answer in answers for at in answer[1])
+    reservations = [(round(at * 1000), round(now * 1000)) for answer in answers for at, now in answer[1]]
+    instants = sorted(at for at, _ in reservations)
     assert len(instants) == 60
     # No half-open window [t, t + 1000 ms) holds 11 instants: any 11 in a row span >= 1000 ms.
     tightest = min(instants[i + 10] - instants[i] for i in range(len(instants) - 10))
     assert tightest >= 1000
-    span = instants[-1] - instants[0]
-    assert 5000 <= span <= 5400, f"60 calls at 10/s took {span} ms to reserve"
+    # Close to the limit, said as an order rather than a duration (a busy machine calls late): a
+    # caller is given its own moment, or the first instant the window allows, the one a window
+    # after an earlier reservation; never a later one.
+    taken = set(instants)
+    late = [(at, now) for at, now in reservations if at != now and at - 1000 not in taken]
+    assert late == [], f"reserved later than the limit asks: {late}"
 
 
 def test_renewals_racing_acquire_and_release_never_resurrect_a_lease(servers: TestServers) -> None:

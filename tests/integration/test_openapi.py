@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import requests
 import schemathesis
@@ -29,7 +30,8 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
-from tests.integration.conftest import Api, new_tenant
+from tests.integration.conftest import Api, new_tenant, retire_test_batches
+from tests.support.servers import TestServers
 from tests.support.stack import ROOT, Stack
 
 pytestmark = pytest.mark.integration
@@ -151,6 +153,19 @@ def gunicorn_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iter
         print(f"gunicorn log {log_path}: {len(server_errors)} tracebacks")
 
 
+@pytest.fixture(scope="module")
+def _retire_stack_test_batches(stack: Stack, servers: TestServers) -> Iterator[None]:
+    """After this module, end the batches its tenant left waiting in the stack's database (retries
+    generated hours away), so that the stack's workers never dial them for a later module."""
+    yield
+    pg = psycopg2.connect(servers.database_url)
+    pg.autocommit = True
+    try:
+        retire_test_batches(pg, servers.redis_url)
+    finally:
+        pg.close()
+
+
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
 EXAMPLES_PER_OPERATION = 40
 
@@ -172,13 +187,13 @@ def _run(strategy: Any, examples: int, call: Callable[[Any], None]) -> None:
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
-    gunicorn_api: str, api_database: str, _retire_api_test_batches: None
+    gunicorn_api: str, servers: TestServers, _retire_stack_test_batches: None
 ) -> None:
     schema = schemathesis.openapi.from_url(f"{gunicorn_api}/v1/openapi.json", timeout=30)
     session = requests.Session()
-    # A tenant of its own, whose batches left waiting (retries generated hours away) are retired
-    # after this module, as the API tests' are.
-    _, key = new_tenant(api_database)
+    # A tenant of its own in the stack's database (gunicorn serves that one), whose batches left
+    # waiting are retired after this module.
+    _, key = new_tenant(servers.database_url)
     headers = {"Authorization": f"Bearer {key}"}
     # A finished batch of this tenant, so that the batch routes answer real bodies too, not only 404s.
     basic = schema.raw_schema["paths"]["/v1/batches"]["post"]["requestBody"]["content"]["application/json"]

@@ -74,9 +74,10 @@ def test_events_are_ordered_signed_and_complete(stack: Stack) -> None:
     }
     batch_id = stack.submit(body)["batch_id"]
     stack.wait_finished(batch_id)
-    events = stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=30)
-    time.sleep(1.5)  # anything delivered twice or late would show up now
+    stack.receiver.wait_for(batch_id, {"batch.completed"}, timeout=30)
+    stored = stack.wait_delivered(batch_id)  # the outbox has nothing left to send
     events = stack.receiver.events(batch_id)
+    assert len(events) == stored, "an event was delivered twice, or one was marked delivered unsent"
     types = [e["type"] for e in events]
     assert types[0] == "batch.started"
     assert types[-1] == "batch.completed" and types.count("batch.completed") == 1
@@ -96,6 +97,7 @@ def test_events_are_ordered_signed_and_complete(stack: Stack) -> None:
 
 def test_events_survive_a_failing_receiver(stack: Stack) -> None:
     stack.receiver.failing = True
+    refused_before = stack.receiver.refused
     try:
         body = {
             "calls": [{"phone_number": number(i, 0), "script": {"text": "Hi"}} for i in range(3)],
@@ -104,8 +106,10 @@ def test_events_survive_a_failing_receiver(stack: Stack) -> None:
         }
         batch_id = stack.submit(body)["batch_id"]
         stack.wait_finished(batch_id)
-        time.sleep(2)
-        assert stack.receiver.refused >= 1
+        deadline = time.time() + 30
+        while stack.receiver.refused == refused_before:  # the relay has tried and been refused
+            assert time.time() < deadline, "no delivery was attempted"
+            time.sleep(0.1)
         assert stack.receiver.events(batch_id) == []
     finally:
         stack.receiver.failing = False
@@ -128,7 +132,7 @@ def test_busy_then_answered_completes_on_the_second_attempt_after_the_delay(stac
     first, second = call["attempts"]
     assert first["outcome"] == "busy" and second["outcome"] == "completed"
     gap = ts(second["dialed_at"]) - ts(first["ended_at"])
-    assert 1.0 <= gap < 2.5, gap
+    assert gap >= 1.0, gap  # not before its delay; how much later is the machine's load, not the product
 
 
 def test_always_busy_fails_after_three_attempts_with_backoff(stack: Stack) -> None:
@@ -144,14 +148,25 @@ def test_always_busy_fails_after_three_attempts_with_backoff(stack: Stack) -> No
     attempts = call["attempts"]
     assert [a["outcome"] for a in attempts] == ["busy", "busy", "busy"]
     gaps = [ts(b["dialed_at"]) - ts(a["ended_at"]) for a, b in zip(attempts, attempts[1:])]
-    assert 1.0 <= gaps[0] < 2.0, gaps
-    assert 2.0 <= gaps[1] < 3.0, gaps
+    # Each retry waits at least its delay, the second one the doubled delay: the backoff. How much
+    # later each is dialed is the machine's load, not the product.
+    assert gaps[0] >= 1.0 and gaps[1] >= 2.0, gaps
 
 
 def test_no_attempt_is_dialed_twice(stack: Stack) -> None:
-    creates = stack.sim_creates()
-    keys = [(c["call_id"], c["attempt"]) for c in creates]
-    assert keys and len(keys) == len(set(keys))
+    # A batch of its own (three calls busy then retried once): the test does not depend on what
+    # earlier tests dialed.
+    body = {
+        "calls": [{"phone_number": number(1200 + i, 1 if i % 2 else 0), "script": {"text": "Hi"}} for i in range(6)],
+        "concurrency": 3,
+        "retry_config": {"max_attempts": 2, "delay": 0.5, "retry_on": ["busy"]},
+    }
+    batch_id = stack.submit(body)["batch_id"]
+    stack.wait_finished(batch_id)
+    ours = {c["id"] for c in stack.all_calls(batch_id)}
+    keys = [(c["call_id"], c["attempt"]) for c in stack.sim_creates()]
+    assert sorted(a for call_id, a in keys if call_id in ours) == [1] * 6 + [2] * 3
+    assert len(keys) == len(set(keys))
 
 
 def test_higher_priority_calls_dial_first_then_submission_order(stack: Stack) -> None:

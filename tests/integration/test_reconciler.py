@@ -132,6 +132,9 @@ def test_a_batch_whose_writer_died_half_way_is_rebuilt_once_its_mark_runs_out(
     with pytest.raises(RuntimeError):
         engine.gates.load_batch(batch_id, 2, _slow_ready(engine, batch_id, stop_after=5), (), live, chunk=2)
     assert reconcile(engine).rebuilt == 0  # still marked: it might be a writer that is slow
-    time.sleep(0.5)
+    deadline = time.time() + 30
+    while engine.gates.loading(batch_id):  # the mark runs out
+        assert time.time() < deadline, "the loading mark never ran out"
+        time.sleep(0.05)
     assert reconcile(engine).rebuilt == 1
     assert engine.gates.exists(batch_id) and engine.gates.redis.zcard(f"bc:{{{batch_id}}}:ready") == 8

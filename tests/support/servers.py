@@ -90,20 +90,30 @@ def _fresh_database(base_url: str) -> Iterator[str]:
         admin.close()
 
 
+# Written into every Redis database a test run claims, so that a later run may empty a database
+# an interrupted run left behind, and never one that holds anyone else's data.
+TEST_DB_MARK = "batchcalls-test-db"
+
+
 @contextmanager
 def _fresh_redis_db(base_url: str) -> Iterator[str]:
-    """Claim a Redis database number no other test run holds, empty it, and empty it after."""
+    """Claim a Redis database number no other test run holds and that is empty or was a test run's,
+    empty it, and empty it after."""
     admin = redis.Redis.from_url(_with_path(base_url, "/0"))
     claimed = None
     for number in range(15, 0, -1):
-        if admin.set(f"batchcalls-test-claim:{number}", os.getpid(), nx=True, ex=3 * 3600):
+        if not admin.set(f"batchcalls-test-claim:{number}", os.getpid(), nx=True, ex=3 * 3600):
+            continue
+        client = redis.Redis.from_url(_with_path(base_url, f"/{number}"))
+        if client.dbsize() == 0 or client.exists(TEST_DB_MARK):
             claimed = number
             break
+        admin.delete(f"batchcalls-test-claim:{number}")  # someone else's data: leave it alone
     if claimed is None:
-        raise RuntimeError("every Redis database number 1..15 is claimed by another test run")
+        raise RuntimeError("no Redis database number 1..15 is free: each is claimed by another test run or holds data")
     url = _with_path(base_url, f"/{claimed}")
-    client = redis.Redis.from_url(url)
     client.flushdb()
+    client.set(TEST_DB_MARK, os.getpid())
     try:
         yield url
     finally:

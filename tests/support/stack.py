@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg2
+import redis
 import requests
 from werkzeug.serving import make_server
 
 from api.app import create_app
+from batchcalls import redis_keys
 from batchcalls.store.db import Database
 from batchcalls.store.migrate import upgrade
 from batchcalls.store.tenants import create_key
@@ -173,6 +176,44 @@ class Stack:
                 return body
             time.sleep(0.2)
         raise AssertionError(f"batch {batch_id} did not finish in {timeout}s: {self.status(batch_id)}")
+
+    def wait_delivered(self, batch_id: str, timeout: float = 60) -> int:
+        """Wait until every event the batch's outbox holds is marked delivered (or given up), and
+        return how many it holds. The relay marks an event after its POST was answered, so from
+        then on nothing of the batch is left to send: a later duplicate could only come from a
+        delivery that ignored the mark, which is what the callers check for."""
+        deadline = time.time() + timeout
+        conn = psycopg2.connect(self.env["DATABASE_URL"])
+        conn.autocommit = True
+        try:
+            while True:
+                with conn.cursor() as cur:
+                    cur.execute(
+                        "SELECT count(*), count(*) FILTER (WHERE delivered_at IS NULL AND given_up_at IS NULL)"
+                        " FROM events WHERE batch_id = %s",
+                        (batch_id,),
+                    )
+                    total, pending = cur.fetchone()
+                if total and not pending:
+                    return int(total)
+                assert time.time() < deadline, f"{pending} of {total} events of {batch_id} undelivered after {timeout}s"
+                time.sleep(0.1)
+        finally:
+            conn.close()
+
+    def wait_inbox_applied(self, timeout: float = 60) -> None:
+        """Wait until every provider event taken in so far has been applied: a drain deletes an
+        event from its inbox shard's stream once it is applied, so every stream empty means no
+        event taken before this call is still to change a call."""
+        shards = load_settings(self.env).event_shards
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        deadline = time.time() + timeout
+        try:
+            while owed := sum(int(client.xlen(redis_keys.event_stream(shard))) for shard in range(shards)):
+                assert time.time() < deadline, f"{owed} provider events still unapplied after {timeout}s"
+                time.sleep(0.1)
+        finally:
+            client.close()
 
     def sim_creates(self) -> list[dict[str, Any]]:
         import json

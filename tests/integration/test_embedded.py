@@ -30,6 +30,8 @@ from batchcalls.embedded import (
     start_redis,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
