@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,11 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util.retry import Retry
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client.errors import HttpRequestError, NotFoundError
@@ -62,11 +59,24 @@ from batchcalls.errors import ConfigurationError, ProviderError
 from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 from batchcalls.telephony.base import DialRequest, LiveAttempt
-from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status, url_key
+from batchcalls.telephony.vonage_errors import brief, create_error
+from batchcalls.telephony.vonage_keys import load_private_key, pkcs8_pem, webhook_url_key
+from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status
 from batchcalls.voices import voice_catalog
 from config.settings import Settings
 
 log = logging.getLogger("batchcalls.vonage")
+
+__all__ = [
+    "MACHINE_DETECTION",
+    "SafeCreateAdapter",
+    "VonageProvider",
+    "create_error",
+    "load_private_key",
+    "make_vonage_provider",
+    "pkcs8_pem",
+    "webhook_url_key",
+]
 
 # Seconds to wait for Vonage to answer one request. A create that times out may exist.
 REQUEST_TIMEOUT_SECONDS = 10
@@ -81,58 +91,6 @@ WARM_UP_CALL = "00000000-0000-4000-8000-000000000000"
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 # Hangup answers meaning the call is already over.
 _ALREADY_OVER = frozenset({400, 404, 409, 410})
-
-
-MAX_PATH_SHOWN = 255
-
-
-def load_private_key(value: str) -> rsa.RSAPrivateKey:
-    """The application's RSA private key from `VONAGE_PRIVATE_KEY`: PEM text (PKCS#8 or PKCS#1;
-    literal `\\n` sequences, as environment variables carry them, are line breaks) or the path of
-    a PEM file. Raises `ConfigurationError` naming what is wrong."""
-    text = value.strip().strip("'\"")
-    if "-----BEGIN" in text:
-        data = text.replace("\\r\\n", "\n").replace("\\n", "\n").encode()
-        where = "VONAGE_PRIVATE_KEY"
-    else:
-        path = Path(text).expanduser()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            # Named only when it may be a path: a key pasted without its BEGIN line is key material,
-            # and this message is logged.
-            named = f"{path}: " if len(text) <= MAX_PATH_SHOWN and "\\n" not in text else ""
-            raise ConfigurationError(
-                f"VONAGE_PRIVATE_KEY is neither PEM text nor a readable key file: {named}{exc.strerror}"
-            ) from exc
-        where = f"VONAGE_PRIVATE_KEY file {path}"
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"{where} is not a PEM private key without a password: {exc}") from exc
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigurationError(f"{where} is not an RSA key (Vonage signs application tokens with RS256)")
-    return key
-
-
-def pkcs8_pem(key: rsa.RSAPrivateKey) -> str:
-    """The key as PKCS#8 PEM text, the one form the SDK takes as text."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return pem.decode()
-
-
-def webhook_url_key(settings: Settings) -> bytes:
-    """The key of the tokens in the webhook URLs we give Vonage, the same in every process of the
-    fleet: derived from `VONAGE_SIGNATURE_SECRET`, or (unsigned, in development) from the
-    application's private key. Raises `ConfigurationError` when neither is there."""
-    if settings.vonage_signature_secret:
-        return url_key(settings.vonage_signature_secret.encode())
-    if not settings.vonage_private_key:
-        raise ConfigurationError("Vonage webhooks need VONAGE_SIGNATURE_SECRET (or, unsigned, VONAGE_PRIVATE_KEY)")
-    key = load_private_key(settings.vonage_private_key)
-    return url_key(
-        key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
 
 
 def _auth(application_id: str, key: rsa.RSAPrivateKey) -> Auth:
@@ -201,49 +159,6 @@ def _sdk_action(action: Mapping[str, Any]) -> Talk | Input | Connect:
     raise ValueError(f"no SDK model for NCCO action {kind!r}")
 
 
-def _brief(exc: HttpRequestError) -> str:
-    """The SDK's error message (status, URL, pretty-printed body) on one short line."""
-    return " ".join(str(exc.message).split())[:300]
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and what it wraps (requests -> urllib3 MaxRetryError -> reason -> ...)."""
-    found: list[BaseException] = []
-    pending: list[object] = [exc]
-    while pending:
-        item = pending.pop()
-        if not isinstance(item, BaseException) or item in found:
-            continue
-        found.append(item)
-        pending.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
-    return found
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """True when the request certainly never reached Vonage: no connection was made, or TLS
-    refused the server's certificate during the handshake."""
-    return any(isinstance(c, ConnectTimeoutError | ssl.SSLCertVerificationError) for c in _causes(exc))
-
-
-def create_error(exc: BaseException) -> ProviderError:
-    """What a failed create means for the attempt: certainly no call (`definite`), throttled
-    (429: wait for a new slot, do not fail), or perhaps a call (`definite=False`)."""
-    if isinstance(exc, HttpRequestError):
-        status = exc.response.status_code
-        if status == 429:
-            return ProviderError(
-                "Vonage refused the create: over its calls-per-second limit (429)", definite=True, throttled=True
-            )
-        if 400 <= status < 500:
-            # 401/403 are a configuration problem (application id, key, account): every call
-            # fails the same way until it is fixed, and says so in its last_error.
-            return ProviderError(f"Vonage refused the call ({status}): {_brief(exc)}", definite=True)
-        return ProviderError(f"Vonage answered {status} to the create; the call may exist", definite=False)
-    if isinstance(exc, requests.RequestException) and _never_sent(exc):
-        return ProviderError(f"could not reach Vonage: {exc}", definite=True)
-    return ProviderError(f"no answer from Vonage to the create; the call may exist: {exc!r}"[:500], definite=False)
-
-
 @dataclass
 class VonageProvider:
     """Places, checks and ends calls through the Vonage Voice API."""
@@ -290,7 +205,7 @@ class VonageProvider:
         except NotFoundError:
             return
         except HttpRequestError as exc:
-            log.error("Vonage refused the warm-up request error=%s", quoted(_brief(exc)))
+            log.error("Vonage refused the warm-up request error=%s", quoted(brief(exc)))
         except (VonageError, requests.RequestException, ValidationError) as exc:
             log.warning("could not reach Vonage to warm up error=%s", quoted(exc))
 
@@ -364,7 +279,7 @@ class VonageProvider:
                 )
                 return
             raise ProviderError(
-                f"Vonage refused the hangup of {provider_call_id}: {_brief(exc)}", definite=False
+                f"Vonage refused the hangup of {provider_call_id}: {brief(exc)}", definite=False
             ) from exc
         except (VonageError, requests.RequestException) as exc:
             raise ProviderError(f"could not hang up {provider_call_id}: {exc}"[:500], definite=False) from exc
