@@ -12,7 +12,6 @@ MAX_LINES = 300
 # Split one, then remove it here (the test says when).
 KNOWN_EXCEPTIONS = {
     "api/openapi_operations.py": 321,
-    "api/schemas.py": 349,
     "batchcalls/delivery.py": 348,
     "batchcalls/embedded.py": 326,
     "batchcalls/store/calls.py": 363,
