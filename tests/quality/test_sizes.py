@@ -16,7 +16,6 @@ KNOWN_EXCEPTIONS = {
     "batchcalls/embedded.py": 326,
     "batchcalls/store/calls.py": 363,
     "batchcalls/telephony/vonage.py": 329,
-    "batchcalls/telephony/vonage_webhooks.py": 314,
 }
 
 
