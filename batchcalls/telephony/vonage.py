@@ -37,21 +37,13 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client.errors import HttpRequestError, NotFoundError
 from vonage_utils.errors import VonageError
 from vonage_voice.models import (
-    Connect,
     CreateCallRequest,
-    Dtmf,
-    Input,
     Phone,
-    Speech,
-    Talk,
     ToPhone,
-    WebsocketEndpoint,
 )
 
 from batchcalls import ncco
@@ -61,6 +53,7 @@ from batchcalls.models import ProviderEvent
 from batchcalls.telephony.base import DialRequest, LiveAttempt
 from batchcalls.telephony.vonage_errors import brief, create_error
 from batchcalls.telephony.vonage_keys import load_private_key, pkcs8_pem, webhook_url_key
+from batchcalls.telephony.vonage_sdk import SafeCreateAdapter, digits, sdk_action
 from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status
 from batchcalls.voices import voice_catalog
 from config.settings import Settings
@@ -83,8 +76,6 @@ REQUEST_TIMEOUT_SECONDS = 10
 # On a machine, Vonage hangs up and reports `machine` (the attempt's outcome): no script is left
 # on voicemail and no minutes are spent on it; `retry_on: ["machine"]` calls back later.
 MACHINE_DETECTION = "hangup"
-# Connection errors happen before the request is sent, so retrying them cannot create a call.
-CONNECT_RETRIES = 2
 # A call id no call has: `warm` asks for it to open a connection.
 WARM_UP_CALL = "00000000-0000-4000-8000-000000000000"
 # VONAGE_API_HOST: a host name or address and an optional port (the SDK adds https:// and the path).
@@ -100,63 +91,6 @@ def _auth(application_id: str, key: rsa.RSAPrivateKey) -> Auth:
     # that were spaced for the calls-per-second limit. Sign with the key parsed once instead.
     auth._jwt_client._private_key = key
     return auth
-
-
-class SafeCreateAdapter(HTTPAdapter):
-    """The transport under the SDK's requests session: no retry of anything that may have been
-    sent, and our CA bundle whatever the environment says.
-
-    Connections are kept alive: a create on a warm connection reaches Vonage in a few ms with
-    little spread, which keeps creates spaced as the calls-per-second gate spaced them (a TLS
-    handshake per create added 5-30 ms of spread). A pooled connection the server closed while
-    idle is noticed and replaced by urllib3 before use; if the server closes it just as a create
-    goes out, that create reads as "maybe placed" like any dropped one: never re-sent."""
-
-    def __init__(self, ca_bundle: str | None) -> None:
-        retry = Retry(
-            total=CONNECT_RETRIES,
-            connect=CONNECT_RETRIES,
-            read=0,
-            status=0,
-            other=0,
-            redirect=0,
-            backoff_factor=0.1,
-            raise_on_status=False,
-        )
-        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=retry)
-        self.ca_bundle = ca_bundle
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if self.ca_bundle:
-            kwargs["verify"] = self.ca_bundle
-        return super().send(request, **kwargs)
-
-
-def _digits(number: str) -> str:
-    """Vonage wants numbers as digits only: `447700900000`, not `+447700900000`."""
-    return number.strip().lstrip("+")
-
-
-def _sdk_action(action: Mapping[str, Any]) -> Talk | Input | Connect:
-    """One NCCO action (Vonage's JSON, from `batchcalls.ncco`) as the SDK's model."""
-    fields = {k: v for k, v in action.items() if k != "action"}
-    kind = action["action"]
-    if kind == "talk":
-        return Talk(**fields)
-    if kind == "input":
-        dtmf, speech = fields.pop("dtmf", None), fields.pop("speech", None)
-        return Input(
-            dtmf=Dtmf(**dtmf) if dtmf is not None else None,
-            speech=Speech(**speech) if speech is not None else None,
-            **fields,
-        )
-    if kind == "connect":
-        endpoints = [
-            WebsocketEndpoint(uri=e["uri"], contentType=e["content-type"], headers=e.get("headers"))
-            for e in fields["endpoint"]
-        ]
-        return Connect(endpoint=endpoints, from_=fields.get("from"))
-    raise ValueError(f"no SDK model for NCCO action {kind!r}")
 
 
 @dataclass
@@ -228,9 +162,9 @@ class VonageProvider:
         )
         try:
             params = CreateCallRequest(
-                to=[ToPhone(number=_digits(request.phone_number))],
-                from_=Phone(number=_digits(self.from_number)),
-                ncco=[_sdk_action(action) for action in actions],
+                to=[ToPhone(number=digits(request.phone_number))],
+                from_=Phone(number=digits(self.from_number)),
+                ncco=[sdk_action(action) for action in actions],
                 event_url=[event_url(self.public_base_url, request.call_id, request.attempt, key=self.url_key)],
                 event_method="POST",
                 machine_detection=MACHINE_DETECTION,
@@ -298,7 +232,7 @@ def make_vonage_provider(settings: Settings) -> VonageProvider:
         raise ConfigurationError(f"BATCHCALLS_PROVIDER=vonage needs {', '.join(missing)}")
     assert settings.vonage_application_id and settings.vonage_private_key and settings.vonage_from_number
     key = load_private_key(settings.vonage_private_key)
-    from_number = _digits(settings.vonage_from_number)
+    from_number = digits(settings.vonage_from_number)
     if not from_number.isdigit() or not 7 <= len(from_number) <= 15 or from_number[0] == "0":
         raise ConfigurationError("VONAGE_FROM_NUMBER must be a phone number in E.164 form, like +447700900000")
     if not _HOST.fullmatch(settings.vonage_api_host):

@@ -15,7 +15,6 @@ KNOWN_EXCEPTIONS = {
     "batchcalls/delivery.py": 348,
     "batchcalls/embedded.py": 326,
     "batchcalls/store/calls.py": 363,
-    "batchcalls/telephony/vonage.py": 329,
 }
 
 
