@@ -11,7 +11,6 @@ MAX_LINES = 300
 # Modules still over the limit, each with the most lines it may have: the list only shrinks.
 # Split one, then remove it here (the test says when).
 KNOWN_EXCEPTIONS = {
-    "api/openapi_operations.py": 321,
     "batchcalls/delivery.py": 348,
     "batchcalls/embedded.py": 326,
     "batchcalls/store/calls.py": 363,
