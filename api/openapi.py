@@ -18,10 +18,12 @@ from markupsafe import Markup, escape
 from marshmallow import Schema, fields
 
 from api import doc_schemas as docs
+from api.call_doc_schemas import CallSchema
 from api.openapi_errors import counted_headers, error_responses
-from api.openapi_operations import DOCS_PATH, OPENAPI_PATH, SEED_EXAMPLES, paths, webhooks
+from api.openapi_operations import DOCS_PATH, OPENAPI_PATH, SEED_EXAMPLES, paths
+from api.openapi_webhooks import webhooks
 from api.reference import reference_page
-from api.schemas import BatchRequestSchema, CallList, CallSchema
+from api.schemas import BatchRequestSchema, CallList
 from batchcalls.policy import Policy
 
 PUBLIC_PATHS = frozenset({OPENAPI_PATH, DOCS_PATH})

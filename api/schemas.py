@@ -16,9 +16,11 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from api.body_paths import check_storable_text as check_storable_text  # the routes and tests read it here
+from api.body_paths import flatten_errors
 from batchcalls.errors import InvalidRequest, InvalidScript
 from batchcalls.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
-from batchcalls.scripts import MAX_SCRIPT_TYPE_CHARS, MAX_STEPS, MAX_TEXT_CHARS
+from batchcalls.scripts import MAX_STEPS
 
 MAX_METADATA_BYTES = 16 * 1024
 # The metadata object itself is the first level.
@@ -249,164 +251,7 @@ class BatchRequestSchema(Schema):
     )
 
 
-# Documentation only: `CallList` checks calls with a loop (see there), and these schemas say
-# what that loop and `batchcalls.scripts` accept; tests/unit/test_openapi.py keeps their field
-# names equal to CALL_FIELDS, SCRIPT_FIELDS and STEP_KINDS.
-
-
-# Text spoken by a step: what `batchcalls.scripts` accepts.
-_SPOKEN = [validate.Length(min=1, max=MAX_TEXT_CHARS), validate.Regexp(r"\S")]
-
-
-class TextStepSchema(Schema):
-    """A step spoken to the callee."""
-
-    type = fields.String(validate=validate.OneOf(["text"]), metadata=_doc("`text` (the default)."))
-    text = fields.String(
-        required=True,
-        validate=_SPOKEN,
-        metadata=_doc("Not blank.", example="Hello, I'm calling about our new product."),
-    )
-
-
-class InputStepSchema(Schema):
-    """A step capturing DTMF digits and/or speech, stored in the call's `responses`."""
-
-    type = fields.String(required=True, validate=validate.OneOf(["input"]))
-    dtmf = fields.Raw(
-        metadata=_doc(
-            "`true` or options `{max_digits: 1..20, timeout: 0..10, submit_on_hash: bool}`; dtmf, speech or both.",
-            example={"max_digits": 1},
-        )
-    )
-    speech = fields.Raw(
-        metadata=_doc(
-            "`true` or options `{language: BCP-47, context: [hints], end_on_silence: 0.4..10,"
-            " start_timeout: 1..60, max_duration: 1..60}`.",
-            example=True,
-        )
-    )
-    name = fields.String(metadata=_doc("1 to 64 characters naming the responses of this step.", example="menu"))
-
-
-class AgentStepSchema(Schema):
-    """The call handed to a live AI voice agent over a WebSocket."""
-
-    type = fields.String(required=True, validate=validate.OneOf(["agent"]))
-    url = fields.String(
-        required=True,
-        metadata=_doc("ws:// or wss:// URL, at most 2,048 characters.", example="wss://agent.example.com/voice"),
-    )
-    headers = fields.Dict(
-        keys=fields.String(),
-        metadata=_doc("At most 50 names with string, number or boolean values sent when connecting."),
-    )
-
-
-class ScriptSchema(Schema):
-    """Either `text` (one spoken step) or `steps`, not both. A missing, empty or too long script,
-    an unknown step type or field is a 422 `invalid_script`."""
-
-    type = fields.String(
-        validate=validate.Length(max=MAX_SCRIPT_TYPE_CHARS),
-        metadata=_doc("A label of the script, shown as the call's `script_type`.", example="sales_call"),
-    )
-    text = fields.String(validate=_SPOKEN, metadata=_doc("Not blank.", example="Hello, this is a test call."))
-    steps = fields.List(
-        fields.Dict(metadata={"one_of": [TextStepSchema, InputStepSchema, AgentStepSchema]}),
-        validate=validate.Length(min=1, max=MAX_STEPS),
-        metadata=_doc("Text, input or agent steps."),
-    )
-
-
-class CallSchema(Schema):
-    """One call of a batch."""
-
-    phone_number = fields.String(
-        required=True,
-        metadata=_doc(
-            "International E.164 form (+ and the country code); spaces, dashes, dots and brackets are"
-            " ignored. Not a valid number: 422 `invalid_phone_number`.",
-            example="+14155552671",
-        ),
-    )
-    script = fields.Nested(ScriptSchema, required=True)
-    voice_id = fields.String(
-        metadata=_doc("A voice of the catalog; unknown: 422 `invalid_script`.", example="voice_female_1")
-    )
-    priority = fields.Integer(
-        strict=True,
-        validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
-        metadata=_doc("0 (highest) to 9; defaults to the batch's priority."),
-    )
-
-
 _SCHEMA = BatchRequestSchema()
-
-
-def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
-    """marshmallow's nested error messages as `{"calls[3].script.text": [...]}`.
-
-    Integer keys are list indexes, `_schema` is the object itself, and an error on the body
-    itself is named `body`.
-    """
-    flat: dict[str, list[str]] = {}
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            for key, child in node.items():
-                if isinstance(key, int):
-                    walk(child, f"{path}[{key}]")
-                elif key == "_schema":
-                    walk(child, path)
-                else:
-                    walk(child, f"{path}.{key}" if path else str(key))
-        elif isinstance(node, list):
-            for item in node:
-                if isinstance(item, (dict, list)):
-                    walk(item, path)
-                else:
-                    flat.setdefault(path or "body", []).append(str(item))
-        else:
-            flat.setdefault(path or "body", []).append(str(node))
-
-    walk(messages, prefix)
-    return flat
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-UNSTORABLE_TEXT = "Must not contain NUL characters or unpaired surrogates."
-UNSTORABLE_KEY = "Must not hold a key that contains NUL characters or unpaired surrogates."
-
-
-def _natural(path: str) -> list[Any]:
-    """Sort key putting calls[2] before calls[10]."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
-
-
-def check_storable_text(body: object) -> None:
-    """Raise `InvalidRequest` naming every string (or object key) in the parsed body that
-    PostgreSQL cannot store: one holding a NUL character or an unpaired surrogate, both of
-    which JSON can spell with \\u escapes. Iterative: a deeply nested body is no problem."""
-    problems: dict[str, list[str]] = {}
-    stack: list[tuple[object, str]] = [(body, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, str):
-            if _UNSTORABLE.search(node):
-                problems[path or "body"] = [UNSTORABLE_TEXT]
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                if _UNSTORABLE.search(key):
-                    problems[path or "body"] = [UNSTORABLE_KEY]
-                else:
-                    stack.append((value, f"{path}.{key}" if path else key))
-        elif isinstance(node, list):
-            stack.extend((item, f"{path}[{index}]") for index, item in enumerate(node))
-    if problems:
-        details = {path: problems[path] for path in sorted(problems, key=_natural)}
-        path = next(iter(details))
-        raise InvalidRequest(f"Invalid request: {path}: {details[path][0]}", details)
 
 
 def _missing_scripts_only(details: dict[str, list[str]]) -> bool:

@@ -185,6 +185,40 @@ def _refuse(reason: str) -> InvalidRequest:
     return InvalidRequest(message, {"callback_url": [message]})
 
 
+def _parse_target(url: str, *, allow_http: bool) -> CallbackTarget:
+    """The URL's parts, refused (`InvalidRequest`) when its form alone makes it unsafe; no
+    resolution, no allowlist."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise _refuse("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise _refuse(f"is not a valid URL ({e})") from e
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise _refuse("must be an https URL")
+    if scheme == "http" and not allow_http:
+        raise _refuse("must use https (plain http callbacks are disabled)")
+    if "@" in parts.netloc:
+        raise _refuse("must not contain a user name or password")
+    host = _normalize_host(parts.hostname or "")
+    if not host:
+        raise _refuse("has no host")
+    default_port = _DEFAULT_PORTS[scheme]
+    if port is None:
+        port = default_port
+    display = f"[{host}]" if ":" in host else host
+    return CallbackTarget(
+        scheme=scheme,
+        host=host,
+        port=port,
+        host_header=display if port == default_port else f"{display}:{port}",
+        path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+        addresses=(),
+    )
+
+
 def check_callback_url(
     url: str,
     *,
@@ -207,35 +241,8 @@ def check_callback_url(
     An HTTP client that resolved the name again might get another answer: connect to one of the
     returned `addresses` (`connect_addresses`).
     """
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise _refuse("must not contain whitespace or control characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise _refuse(f"is not a valid URL ({e})") from e
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
-        raise _refuse("must be an https URL")
-    if scheme == "http" and not allow_http:
-        raise _refuse("must use https (plain http callbacks are disabled)")
-    if "@" in parts.netloc:
-        raise _refuse("must not contain a user name or password")
-    host = _normalize_host(parts.hostname or "")
-    if not host:
-        raise _refuse("has no host")
-    default_port = _DEFAULT_PORTS[scheme]
-    if port is None:
-        port = default_port
-    display = f"[{host}]" if ":" in host else host
-    target = CallbackTarget(
-        scheme=scheme,
-        host=host,
-        port=port,
-        host_header=display if port == default_port else f"{display}:{port}",
-        path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-        addresses=(),
-    )
+    target = _parse_target(url, allow_http=allow_http)
+    host, port = target.host, target.port
 
     if host in _parse_allowlist(tuple(allowlist)).hosts:
         return target

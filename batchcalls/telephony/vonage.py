@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,25 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError
-from urllib3.util.retry import Retry
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client.errors import HttpRequestError, NotFoundError
 from vonage_utils.errors import VonageError
 from vonage_voice.models import (
-    Connect,
     CreateCallRequest,
-    Dtmf,
-    Input,
     Phone,
-    Speech,
-    Talk,
     ToPhone,
-    WebsocketEndpoint,
 )
 
 from batchcalls import ncco
@@ -62,77 +51,37 @@ from batchcalls.errors import ConfigurationError, ProviderError
 from batchcalls.logs import quoted
 from batchcalls.models import ProviderEvent
 from batchcalls.telephony.base import DialRequest, LiveAttempt
-from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status, url_key
+from batchcalls.telephony.vonage_errors import brief, create_error
+from batchcalls.telephony.vonage_keys import load_private_key, pkcs8_pem, webhook_url_key
+from batchcalls.telephony.vonage_sdk import SafeCreateAdapter, digits, sdk_action
+from batchcalls.telephony.vonage_webhooks import event_url, input_url, parse_timestamp, translate_status
 from batchcalls.voices import voice_catalog
 from config.settings import Settings
 
 log = logging.getLogger("batchcalls.vonage")
+
+__all__ = [
+    "MACHINE_DETECTION",
+    "SafeCreateAdapter",
+    "VonageProvider",
+    "create_error",
+    "load_private_key",
+    "make_vonage_provider",
+    "pkcs8_pem",
+    "webhook_url_key",
+]
 
 # Seconds to wait for Vonage to answer one request. A create that times out may exist.
 REQUEST_TIMEOUT_SECONDS = 10
 # On a machine, Vonage hangs up and reports `machine` (the attempt's outcome): no script is left
 # on voicemail and no minutes are spent on it; `retry_on: ["machine"]` calls back later.
 MACHINE_DETECTION = "hangup"
-# Connection errors happen before the request is sent, so retrying them cannot create a call.
-CONNECT_RETRIES = 2
 # A call id no call has: `warm` asks for it to open a connection.
 WARM_UP_CALL = "00000000-0000-4000-8000-000000000000"
 # VONAGE_API_HOST: a host name or address and an optional port (the SDK adds https:// and the path).
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 # Hangup answers meaning the call is already over.
 _ALREADY_OVER = frozenset({400, 404, 409, 410})
-
-
-MAX_PATH_SHOWN = 255
-
-
-def load_private_key(value: str) -> rsa.RSAPrivateKey:
-    """The application's RSA private key from `VONAGE_PRIVATE_KEY`: PEM text (PKCS#8 or PKCS#1;
-    literal `\\n` sequences, as environment variables carry them, are line breaks) or the path of
-    a PEM file. Raises `ConfigurationError` naming what is wrong."""
-    text = value.strip().strip("'\"")
-    if "-----BEGIN" in text:
-        data = text.replace("\\r\\n", "\n").replace("\\n", "\n").encode()
-        where = "VONAGE_PRIVATE_KEY"
-    else:
-        path = Path(text).expanduser()
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            # Named only when it may be a path: a key pasted without its BEGIN line is key material,
-            # and this message is logged.
-            named = f"{path}: " if len(text) <= MAX_PATH_SHOWN and "\\n" not in text else ""
-            raise ConfigurationError(
-                f"VONAGE_PRIVATE_KEY is neither PEM text nor a readable key file: {named}{exc.strerror}"
-            ) from exc
-        where = f"VONAGE_PRIVATE_KEY file {path}"
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"{where} is not a PEM private key without a password: {exc}") from exc
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigurationError(f"{where} is not an RSA key (Vonage signs application tokens with RS256)")
-    return key
-
-
-def pkcs8_pem(key: rsa.RSAPrivateKey) -> str:
-    """The key as PKCS#8 PEM text, the one form the SDK takes as text."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    return pem.decode()
-
-
-def webhook_url_key(settings: Settings) -> bytes:
-    """The key of the tokens in the webhook URLs we give Vonage, the same in every process of the
-    fleet: derived from `VONAGE_SIGNATURE_SECRET`, or (unsigned, in development) from the
-    application's private key. Raises `ConfigurationError` when neither is there."""
-    if settings.vonage_signature_secret:
-        return url_key(settings.vonage_signature_secret.encode())
-    if not settings.vonage_private_key:
-        raise ConfigurationError("Vonage webhooks need VONAGE_SIGNATURE_SECRET (or, unsigned, VONAGE_PRIVATE_KEY)")
-    key = load_private_key(settings.vonage_private_key)
-    return url_key(
-        key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
 
 
 def _auth(application_id: str, key: rsa.RSAPrivateKey) -> Auth:
@@ -142,106 +91,6 @@ def _auth(application_id: str, key: rsa.RSAPrivateKey) -> Auth:
     # that were spaced for the calls-per-second limit. Sign with the key parsed once instead.
     auth._jwt_client._private_key = key
     return auth
-
-
-class SafeCreateAdapter(HTTPAdapter):
-    """The transport under the SDK's requests session: no retry of anything that may have been
-    sent, and our CA bundle whatever the environment says.
-
-    Connections are kept alive: a create on a warm connection reaches Vonage in a few ms with
-    little spread, which keeps creates spaced as the calls-per-second gate spaced them (a TLS
-    handshake per create added 5-30 ms of spread). A pooled connection the server closed while
-    idle is noticed and replaced by urllib3 before use; if the server closes it just as a create
-    goes out, that create reads as "maybe placed" like any dropped one: never re-sent."""
-
-    def __init__(self, ca_bundle: str | None) -> None:
-        retry = Retry(
-            total=CONNECT_RETRIES,
-            connect=CONNECT_RETRIES,
-            read=0,
-            status=0,
-            other=0,
-            redirect=0,
-            backoff_factor=0.1,
-            raise_on_status=False,
-        )
-        super().__init__(pool_connections=1, pool_maxsize=1, max_retries=retry)
-        self.ca_bundle = ca_bundle
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if self.ca_bundle:
-            kwargs["verify"] = self.ca_bundle
-        return super().send(request, **kwargs)
-
-
-def _digits(number: str) -> str:
-    """Vonage wants numbers as digits only: `447700900000`, not `+447700900000`."""
-    return number.strip().lstrip("+")
-
-
-def _sdk_action(action: Mapping[str, Any]) -> Talk | Input | Connect:
-    """One NCCO action (Vonage's JSON, from `batchcalls.ncco`) as the SDK's model."""
-    fields = {k: v for k, v in action.items() if k != "action"}
-    kind = action["action"]
-    if kind == "talk":
-        return Talk(**fields)
-    if kind == "input":
-        dtmf, speech = fields.pop("dtmf", None), fields.pop("speech", None)
-        return Input(
-            dtmf=Dtmf(**dtmf) if dtmf is not None else None,
-            speech=Speech(**speech) if speech is not None else None,
-            **fields,
-        )
-    if kind == "connect":
-        endpoints = [
-            WebsocketEndpoint(uri=e["uri"], contentType=e["content-type"], headers=e.get("headers"))
-            for e in fields["endpoint"]
-        ]
-        return Connect(endpoint=endpoints, from_=fields.get("from"))
-    raise ValueError(f"no SDK model for NCCO action {kind!r}")
-
-
-def _brief(exc: HttpRequestError) -> str:
-    """The SDK's error message (status, URL, pretty-printed body) on one short line."""
-    return " ".join(str(exc.message).split())[:300]
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and what it wraps (requests -> urllib3 MaxRetryError -> reason -> ...)."""
-    found: list[BaseException] = []
-    pending: list[object] = [exc]
-    while pending:
-        item = pending.pop()
-        if not isinstance(item, BaseException) or item in found:
-            continue
-        found.append(item)
-        pending.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
-    return found
-
-
-def _never_sent(exc: BaseException) -> bool:
-    """True when the request certainly never reached Vonage: no connection was made, or TLS
-    refused the server's certificate during the handshake."""
-    return any(isinstance(c, ConnectTimeoutError | ssl.SSLCertVerificationError) for c in _causes(exc))
-
-
-def create_error(exc: BaseException) -> ProviderError:
-    """What a failed create means for the attempt: certainly no call (`definite`), throttled
-    (429: wait for a new slot, do not fail), or perhaps a call (`definite=False`)."""
-    if isinstance(exc, HttpRequestError):
-        status = exc.response.status_code
-        if status == 429:
-            return ProviderError(
-                "Vonage refused the create: over its calls-per-second limit (429)", definite=True, throttled=True
-            )
-        if 400 <= status < 500:
-            # 401/403 are a configuration problem (application id, key, account): every call
-            # fails the same way until it is fixed, and says so in its last_error.
-            return ProviderError(f"Vonage refused the call ({status}): {_brief(exc)}", definite=True)
-        return ProviderError(f"Vonage answered {status} to the create; the call may exist", definite=False)
-    if isinstance(exc, requests.RequestException) and _never_sent(exc):
-        return ProviderError(f"could not reach Vonage: {exc}", definite=True)
-    return ProviderError(f"no answer from Vonage to the create; the call may exist: {exc!r}"[:500], definite=False)
 
 
 @dataclass
@@ -290,7 +139,7 @@ class VonageProvider:
         except NotFoundError:
             return
         except HttpRequestError as exc:
-            log.error("Vonage refused the warm-up request error=%s", quoted(_brief(exc)))
+            log.error("Vonage refused the warm-up request error=%s", quoted(brief(exc)))
         except (VonageError, requests.RequestException, ValidationError) as exc:
             log.warning("could not reach Vonage to warm up error=%s", quoted(exc))
 
@@ -313,9 +162,9 @@ class VonageProvider:
         )
         try:
             params = CreateCallRequest(
-                to=[ToPhone(number=_digits(request.phone_number))],
-                from_=Phone(number=_digits(self.from_number)),
-                ncco=[_sdk_action(action) for action in actions],
+                to=[ToPhone(number=digits(request.phone_number))],
+                from_=Phone(number=digits(self.from_number)),
+                ncco=[sdk_action(action) for action in actions],
                 event_url=[event_url(self.public_base_url, request.call_id, request.attempt, key=self.url_key)],
                 event_method="POST",
                 machine_detection=MACHINE_DETECTION,
@@ -364,7 +213,7 @@ class VonageProvider:
                 )
                 return
             raise ProviderError(
-                f"Vonage refused the hangup of {provider_call_id}: {_brief(exc)}", definite=False
+                f"Vonage refused the hangup of {provider_call_id}: {brief(exc)}", definite=False
             ) from exc
         except (VonageError, requests.RequestException) as exc:
             raise ProviderError(f"could not hang up {provider_call_id}: {exc}"[:500], definite=False) from exc
@@ -383,7 +232,7 @@ def make_vonage_provider(settings: Settings) -> VonageProvider:
         raise ConfigurationError(f"BATCHCALLS_PROVIDER=vonage needs {', '.join(missing)}")
     assert settings.vonage_application_id and settings.vonage_private_key and settings.vonage_from_number
     key = load_private_key(settings.vonage_private_key)
-    from_number = _digits(settings.vonage_from_number)
+    from_number = digits(settings.vonage_from_number)
     if not from_number.isdigit() or not 7 <= len(from_number) <= 15 or from_number[0] == "0":
         raise ConfigurationError("VONAGE_FROM_NUMBER must be a phone number in E.164 form, like +447700900000")
     if not _HOST.fullmatch(settings.vonage_api_host):

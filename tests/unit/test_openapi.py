@@ -17,16 +17,8 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from api import openapi
-from api.schemas import (
-    CALL_FIELDS,
-    SCRIPT_FIELDS,
-    AgentStepSchema,
-    CallSchema,
-    InputStepSchema,
-    ScriptSchema,
-    TextStepSchema,
-    load_batch_request,
-)
+from api.call_doc_schemas import AgentStepSchema, CallSchema, InputStepSchema, ScriptSchema, TextStepSchema
+from api.schemas import CALL_FIELDS, SCRIPT_FIELDS, load_batch_request
 from batchcalls.errors import BatchcallsError
 from batchcalls.events import EventType, make_event
 from batchcalls.policy import Policy

@@ -1,0 +1,99 @@
+"""A call of a `POST /v1/batches` body as the published OpenAPI document shows it.
+
+Documentation only: `api.schemas.CallList` checks calls with a loop (see there), and these schemas
+say what that loop and `batchcalls.scripts` accept; tests/unit/test_openapi.py keeps their field
+names equal to CALL_FIELDS, SCRIPT_FIELDS and STEP_KINDS.
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from api.schemas import MAX_PRIORITY, MIN_PRIORITY, _doc
+from batchcalls.scripts import MAX_SCRIPT_TYPE_CHARS, MAX_STEPS, MAX_TEXT_CHARS
+
+# Text spoken by a step: what `batchcalls.scripts` accepts.
+_SPOKEN = [validate.Length(min=1, max=MAX_TEXT_CHARS), validate.Regexp(r"\S")]
+
+
+class TextStepSchema(Schema):
+    """A step spoken to the callee."""
+
+    type = fields.String(validate=validate.OneOf(["text"]), metadata=_doc("`text` (the default)."))
+    text = fields.String(
+        required=True,
+        validate=_SPOKEN,
+        metadata=_doc("Not blank.", example="Hello, I'm calling about our new product."),
+    )
+
+
+class InputStepSchema(Schema):
+    """A step capturing DTMF digits and/or speech, stored in the call's `responses`."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["input"]))
+    dtmf = fields.Raw(
+        metadata=_doc(
+            "`true` or options `{max_digits: 1..20, timeout: 0..10, submit_on_hash: bool}`; dtmf, speech or both.",
+            example={"max_digits": 1},
+        )
+    )
+    speech = fields.Raw(
+        metadata=_doc(
+            "`true` or options `{language: BCP-47, context: [hints], end_on_silence: 0.4..10,"
+            " start_timeout: 1..60, max_duration: 1..60}`.",
+            example=True,
+        )
+    )
+    name = fields.String(metadata=_doc("1 to 64 characters naming the responses of this step.", example="menu"))
+
+
+class AgentStepSchema(Schema):
+    """The call handed to a live AI voice agent over a WebSocket."""
+
+    type = fields.String(required=True, validate=validate.OneOf(["agent"]))
+    url = fields.String(
+        required=True,
+        metadata=_doc("ws:// or wss:// URL, at most 2,048 characters.", example="wss://agent.example.com/voice"),
+    )
+    headers = fields.Dict(
+        keys=fields.String(),
+        metadata=_doc("At most 50 names with string, number or boolean values sent when connecting."),
+    )
+
+
+class ScriptSchema(Schema):
+    """Either `text` (one spoken step) or `steps`, not both. A missing, empty or too long script,
+    an unknown step type or field is a 422 `invalid_script`."""
+
+    type = fields.String(
+        validate=validate.Length(max=MAX_SCRIPT_TYPE_CHARS),
+        metadata=_doc("A label of the script, shown as the call's `script_type`.", example="sales_call"),
+    )
+    text = fields.String(validate=_SPOKEN, metadata=_doc("Not blank.", example="Hello, this is a test call."))
+    steps = fields.List(
+        fields.Dict(metadata={"one_of": [TextStepSchema, InputStepSchema, AgentStepSchema]}),
+        validate=validate.Length(min=1, max=MAX_STEPS),
+        metadata=_doc("Text, input or agent steps."),
+    )
+
+
+class CallSchema(Schema):
+    """One call of a batch."""
+
+    phone_number = fields.String(
+        required=True,
+        metadata=_doc(
+            "International E.164 form (+ and the country code); spaces, dashes, dots and brackets are"
+            " ignored. Not a valid number: 422 `invalid_phone_number`.",
+            example="+14155552671",
+        ),
+    )
+    script = fields.Nested(ScriptSchema, required=True)
+    voice_id = fields.String(
+        metadata=_doc("A voice of the catalog; unknown: 422 `invalid_script`.", example="voice_female_1")
+    )
+    priority = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
+        metadata=_doc("0 (highest) to 9; defaults to the batch's priority."),
+    )
