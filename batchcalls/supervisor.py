@@ -157,6 +157,25 @@ def _wait_healthy(url: str, system: System, what: str = "the API", timeout: floa
     raise RuntimeError(f"{what} did not become healthy in {timeout}s; see {system.log_dir}")
 
 
+def _worker_command(queue: str, node: str) -> list[str]:
+    """A Celery worker of two pool processes consuming `queue`."""
+    return [
+        *_program("celery"),
+        "-A",
+        "workers.tasks",
+        "worker",
+        "--events",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "2",
+        "--queues",
+        queue,
+        "-n",
+        node,
+    ]
+
+
 @contextmanager
 def run_system(
     port: int | None = None,
@@ -220,44 +239,10 @@ def run_system(
                     ],
                 )
                 for i in range(workers):
-                    system.spawn(
-                        f"worker{i + 1}",
-                        [
-                            *_program("celery"),
-                            "-A",
-                            "workers.tasks",
-                            "worker",
-                            "--events",
-                            "--loglevel",
-                            "INFO",
-                            "--concurrency",
-                            "2",
-                            "--queues",
-                            CALLS_QUEUE,
-                            "-n",
-                            f"worker{i + 1}@%h",
-                        ],
-                    )
+                    system.spawn(f"worker{i + 1}", _worker_command(CALLS_QUEUE, f"worker{i + 1}@%h"))
                 # As in production (Procfile `delivery`): webhook deliveries in a worker of their
                 # own, so a slow receiver never holds up the calls.
-                system.spawn(
-                    "delivery",
-                    [
-                        *_program("celery"),
-                        "-A",
-                        "workers.tasks",
-                        "worker",
-                        "--events",
-                        "--loglevel",
-                        "INFO",
-                        "--concurrency",
-                        "2",
-                        "--queues",
-                        DELIVERY_QUEUE,
-                        "-n",
-                        "delivery@%h",
-                    ],
-                )
+                system.spawn("delivery", _worker_command(DELIVERY_QUEUE, "delivery@%h"))
                 system.spawn(
                     "beat",
                     [
