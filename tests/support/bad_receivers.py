@@ -154,13 +154,13 @@ def start_raw_server(
 
 
 def _wait_unless_hung_up(conn: socket.socket, seconds: float) -> bool:
-    """Wait `seconds`; False as soon as the sender hangs up (over plain TCP; over TLS, the next
-    send notices)."""
-    if isinstance(conn, ssl.SSLSocket):
-        time.sleep(seconds)
-        return True
+    """Wait `seconds`; False as soon as the sender hangs up. The sender sends nothing more while
+    it waits for the answer, so anything to read is its hang-up (over TLS, its close_notify or
+    the connection's end: a TLS socket cannot peek)."""
     readable, _, _ = select.select([conn], [], [], seconds)
-    return not (readable and conn.recv(1, socket.MSG_PEEK) == b"")
+    if not readable:
+        return True
+    return not isinstance(conn, ssl.SSLSocket) and conn.recv(1, socket.MSG_PEEK) != b""
 
 
 def trickle(interval: float) -> Callable[[socket.socket, RawServer], None]:

@@ -94,41 +94,50 @@ def test_a_forked_child_does_not_write_its_parents_counts_again() -> None:
 
 
 class _CountingDatabase:
-    """A Database whose every transaction is counted and answers two live calls and one batch."""
+    """A Database whose every transaction is counted and answers two live calls and one batch.
+    Its first query lasts until `overlapping` scrapes have begun, so that they all overlap it."""
 
-    def __init__(self) -> None:
+    def __init__(self, overlapping: int) -> None:
         self.transactions = 0
-        self._lock = threading.Lock()
+        self.scrapes = 0
+        self.overlapping = overlapping
+        self._changed = threading.Condition()
+
+    def scraping(self) -> None:
+        with self._changed:
+            self.scrapes += 1
+            self._changed.notify_all()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self._lock:
+        with self._changed:
             self.transactions += 1
+            assert self._changed.wait_for(lambda: self.scrapes >= self.overlapping, timeout=30)
         rows = iter([[{"status": "dialing", "n": 2}], [{"id": "batch_one"}]])
         cursor = mock.Mock()
         cursor.fetchall.side_effect = lambda: next(rows)
-        time.sleep(0.05)  # a query takes a while: concurrent scrapes overlap it
         yield cursor
 
 
-def _scrape(registry: CollectorRegistry) -> str:
+def _scrape(registry: CollectorRegistry, db: _CountingDatabase) -> str:
+    db.scraping()
     return generate_latest(registry).decode()
 
 
 def test_a_burst_of_scrapes_reads_the_database_once_per_interval() -> None:
-    db = _CountingDatabase()
+    db = _CountingDatabase(overlapping=8)  # every thread of the pool is scraping during the query
     now = [1000.0]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FleetCollector(db, fakeredis.FakeRedis(), cache_seconds=5, clock=lambda: now[0]))  # type: ignore[arg-type]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        texts = list(pool.map(lambda _: _scrape(registry), range(40)))
+        texts = list(pool.map(lambda _: _scrape(registry, db), range(40)))
     assert db.transactions == 1
     assert all('batchcalls_calls_live{status="dialing"} 2.0' in text for text in texts)
     assert all("batchcalls_batches_active 1.0" in text for text in texts)
     now[0] += 4.9
-    _scrape(registry)
+    _scrape(registry, db)
     assert db.transactions == 1
     now[0] += 0.1  # the interval is over: the next scrape reads again, once
     for _ in range(10):
-        _scrape(registry)
+        _scrape(registry, db)
     assert db.transactions == 2
