@@ -33,17 +33,20 @@ def authenticate(db: Database, budgets: RequestLimits) -> Tenant:
     refused even with a valid key.
     """
     address = client_subject(request.remote_addr)
-    reserved = budgets.spend(budgets.failed_auth, address)
-    if reserved is not None and not reserved.allowed:
-        g.rate_limit = reserved
+    # Only the count on the way in: what is left of the budget is read only for an answer that
+    # shows it (a refusal or a failure), not for every valid key.
+    reserved = budgets.reserve(budgets.failed_auth, address)
+    if reserved is False:
+        g.rate_limit = standing = budgets.standing(budgets.failed_auth, address, allowed=False)
+        retry_after = standing.retry_after if standing is not None else 1
         raise RateLimited(
-            f"too many requests with a missing or invalid API key from this address; retry in {reserved.retry_after} s",
-            reserved.retry_after,
+            f"too many requests with a missing or invalid API key from this address; retry in {retry_after} s",
+            retry_after,
         )
     key = bearer_key()
     tenant = tenant_for_key(db, key) if key else None
     if tenant is None:
-        g.rate_limit = reserved
+        g.rate_limit = None if reserved is None else budgets.standing(budgets.failed_auth, address, allowed=True)
         raise Unauthorized("missing or invalid API key: send `Authorization: Bearer <api key>`")
     if reserved is not None:
         budgets.refund(budgets.failed_auth, address)

@@ -106,13 +106,27 @@ class RequestLimits:
         self._windows = MovingWindowRateLimiter(self._storage)
 
     def spend(self, policy: Policy, subject: str) -> Standing | None:
-        """Count one request of `subject` against `policy` (a refused one is not counted).
-        None when Redis cannot be reached."""
+        """Count one request of `subject` against `policy` (a refused one is not counted), and
+        where that leaves it. None when Redis cannot be reached."""
+        allowed = self.reserve(policy, subject)
+        return None if allowed is None else self.standing(policy, subject, allowed=allowed)
+
+    def reserve(self, policy: Policy, subject: str) -> bool | None:
+        """Count one request of `subject` against `policy` in one atomic step: True when it fits,
+        False when refused (not counted), None when Redis cannot be reached."""
         try:
-            allowed = self._windows.hit(policy.item, policy.name, subject)
-            return self._standing(policy, subject, allowed)
+            return bool(self._windows.hit(policy.item, policy.name, subject))
         except redis.RedisError as exc:
             log.warning("rate limit not enforced, Redis unavailable policy=%s error=%s", policy.name, quoted(exc))
+            return None
+
+    def standing(self, policy: Policy, subject: str, *, allowed: bool) -> Standing | None:
+        """What is left of `subject`'s quota, for the answer's fields; None when Redis cannot be
+        reached."""
+        try:
+            return self._standing(policy, subject, allowed)
+        except redis.RedisError as exc:
+            log.warning("rate limit not read, Redis unavailable policy=%s error=%s", policy.name, quoted(exc))
             return None
 
     def refund(self, policy: Policy, subject: str) -> None:

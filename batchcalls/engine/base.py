@@ -6,7 +6,7 @@ interface below.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from batchcalls.gates import Gates
 from batchcalls.metrics import Metrics
@@ -54,3 +54,35 @@ class EngineParts:
     tasks: TaskQueue
     provider: Provider | None
     metrics: Metrics | None
+
+    if TYPE_CHECKING:
+        # What the parts call of one another (`Engine` joins them), declared once here so that
+        # mypy checks those calls.
+        def dispatch(
+            self,
+            batch_id: str,
+            release: list[str] | None = None,
+            delay: list[tuple[str, int, float]] | None = None,
+            *,
+            place_here: bool = False,
+        ) -> int: ...
+        def _dispatch(
+            self,
+            batch_id: str,
+            release: list[str] | None,
+            delay: list[tuple[str, int, float]] | None,
+            *,
+            place_here: bool,
+        ) -> tuple[int, str | None]: ...
+        def place_call(
+            self,
+            call_id: str,
+            reserved_at: float | None = None,
+            granted_at: float | None = None,
+            batch_id: str | None = None,
+            max_wait: float = ...,
+            *,
+            freed: bool = False,
+        ) -> None: ...
+        def record_event(self, event: ProviderEvent) -> str: ...
+        def kick_delivery(self, batch_id: str, *, urgent: bool = False) -> None: ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchcalls.engine.base import EngineParts
 from batchcalls.errors import ProviderError
@@ -26,19 +26,6 @@ MAX_IN_TASK_WAIT = 1.5
 
 
 class Dialing(EngineParts):
-    if TYPE_CHECKING:  # granting.Granting, events.ApplyingEvents, kicks.DeliveryKicks
-
-        def dispatch(
-            self,
-            batch_id: str,
-            release: list[str] | None = None,
-            delay: list[tuple[str, int, float]] | None = None,
-            *,
-            place_here: bool = False,
-        ) -> int: ...
-        def record_event(self, event: ProviderEvent) -> str: ...
-        def kick_delivery(self, batch_id: str, *, urgent: bool = False) -> None: ...
-
     def place_calls(
         self, batch_id: str, call_ids: list[str], granted_at: float | None = None, *, freed: bool = False
     ) -> None:

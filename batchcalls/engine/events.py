@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchcalls import gates as gates_mod
 from batchcalls.engine.base import EngineParts
@@ -33,18 +33,6 @@ class Gathered:
 
 
 class ApplyingEvents(EngineParts):
-    if TYPE_CHECKING:  # granting.Granting, kicks.DeliveryKicks
-
-        def _dispatch(
-            self,
-            batch_id: str,
-            release: list[str] | None,
-            delay: list[tuple[str, int, float]] | None,
-            *,
-            place_here: bool,
-        ) -> tuple[int, str | None]: ...
-        def kick_delivery(self, batch_id: str, *, urgent: bool = False) -> None: ...
-
     def record_responses(self, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
         """Store what the callee answered (input results), each response once."""
         with self.db.transaction() as cur:

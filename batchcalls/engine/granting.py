@@ -8,7 +8,6 @@ import contextlib
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from redis.exceptions import LockError
 
@@ -36,19 +35,6 @@ PLACE_SPREAD = 8
 
 
 class Granting(EngineParts):
-    if TYPE_CHECKING:  # dialing.Dialing
-
-        def place_call(
-            self,
-            call_id: str,
-            reserved_at: float | None = None,
-            granted_at: float | None = None,
-            batch_id: str | None = None,
-            max_wait: float = ...,
-            *,
-            freed: bool = False,
-        ) -> None: ...
-
     def dispatch(
         self,
         batch_id: str,
