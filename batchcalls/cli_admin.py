@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+
+R = TypeVar("R")
 
 
 @click.group()
@@ -134,22 +136,28 @@ def keys_revoke(key: str) -> None:
     click.echo(f"revoked {about}" if revoked_now else f"{about} was already revoked at {isoformat_ms(info.revoked_at)}")
 
 
+def _rotate(rotate: Callable[..., R], tenant: str, overlap: timedelta) -> R:
+    """Run a rotation on the database, a domain error as the command's error."""
+    from batchcalls.errors import BatchcallsError
+    from batchcalls.store.db import Database
+
+    with _database_url() as url:
+        try:
+            return rotate(Database(url), tenant, overlap=overlap)
+        except BatchcallsError as exc:
+            raise click.ClickException(exc.message) from exc
+
+
 @keys.command("rotate")
 @click.option("--tenant", required=True, help="The tenant whose keys are rotated.")
 @_OVERLAP
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_rotate(tenant: str, overlap: timedelta, as_json: bool) -> None:
     """Make a new API key for TENANT; its previous keys stop working when the overlap ends."""
-    from batchcalls.errors import BatchcallsError
-    from batchcalls.store.db import Database
     from batchcalls.store.keys import rotate_key
     from batchcalls.timefmt import isoformat_ms
 
-    with _database_url() as url:
-        try:
-            rotated = rotate_key(Database(url), tenant, overlap=overlap)
-        except BatchcallsError as exc:
-            raise click.ClickException(exc.message) from exc
+    rotated = _rotate(rotate_key, tenant, overlap)
     _json_or_lines(
         {
             "tenant": rotated.tenant,
@@ -173,16 +181,10 @@ def webhook_secret() -> None:
 def webhook_secret_rotate(tenant: str, overlap: timedelta, as_json: bool) -> None:
     """Make a new webhook secret for TENANT. Events are signed with it at once, and also with the
     previous secret until the overlap ends (one signature per secret in each header)."""
-    from batchcalls.errors import BatchcallsError
-    from batchcalls.store.db import Database
     from batchcalls.store.keys import rotate_webhook_secret
     from batchcalls.timefmt import isoformat_ms
 
-    with _database_url() as url:
-        try:
-            rotated = rotate_webhook_secret(Database(url), tenant, overlap=overlap)
-        except BatchcallsError as exc:
-            raise click.ClickException(exc.message) from exc
+    rotated = _rotate(rotate_webhook_secret, tenant, overlap)
     _json_or_lines(
         {
             "tenant": rotated.tenant,
