@@ -16,11 +16,12 @@ from api.errors import register_errors
 from api.health import register_health, register_metrics
 from api.provider_webhooks import register as register_provider_webhooks
 from api.ratelimit import RequestLimits
-from batchcalls import logs, validation
+from batchcalls.adapters import logs
+from batchcalls.adapters.gates import Gates
+from batchcalls.adapters.store.db import Database
+from batchcalls.domain import validation
+from batchcalls.domain.voices import voice_catalog
 from batchcalls.engine import Engine
-from batchcalls.gates import Gates
-from batchcalls.store.db import Database
-from batchcalls.voices import voice_catalog
 from config.settings import Settings, load_settings
 from workers.celery_app import create_celery
 from workers.queue import CeleryTaskQueue

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import g, request
 
 from api.ratelimit import RequestLimits, client_subject
-from batchcalls.errors import RateLimited, Unauthorized
-from batchcalls.store.db import Database
-from batchcalls.store.tenants import Tenant, tenant_for_key
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.store.tenants import Tenant, tenant_for_key
+from batchcalls.domain.errors import RateLimited, Unauthorized
 
 
 def bearer_key() -> str | None:

@@ -13,15 +13,15 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from api.errors import TOO_LARGE_MESSAGE
 from api.schemas import check_storable_text, load_batch_request
-from batchcalls.callbacks import check_callback_url
+from batchcalls.adapters.delivery.targets import check_callback_url
+from batchcalls.adapters.store import batches, calls
+from batchcalls.domain.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge
+from batchcalls.domain.payloads import batch_view, call_summary, call_view
+from batchcalls.domain.states import CallStatus
+from batchcalls.domain.timefmt import isoformat_ms
+from batchcalls.domain.validation import build_batch, check_call_count
+from batchcalls.domain.voices import voice_catalog
 from batchcalls.engine import Engine
-from batchcalls.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge
-from batchcalls.states import CallStatus
-from batchcalls.store import batches, calls
-from batchcalls.timefmt import isoformat_ms
-from batchcalls.validation import build_batch, check_call_count
-from batchcalls.views import batch_view, call_summary, call_view
-from batchcalls.voices import voice_catalog
 
 bp = Blueprint("batches", __name__, url_prefix="/v1")
 

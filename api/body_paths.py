@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from batchcalls.errors import InvalidRequest
+from batchcalls.domain.errors import InvalidRequest
 
 
 def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -1,7 +1,7 @@
 """A call of a `POST /v1/batches` body as the published OpenAPI document shows it.
 
 Documentation only: `api.schemas.CallList` checks calls with a loop (see there), and these schemas
-say what that loop and `batchcalls.scripts` accept; tests/unit/test_openapi.py keeps their field
+say what that loop and `batchcalls.domain.scripts` accept; tests/unit/test_openapi.py keeps their field
 names equal to CALL_FIELDS, SCRIPT_FIELDS and STEP_KINDS.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from api.schemas import MAX_PRIORITY, MIN_PRIORITY, _doc
-from batchcalls.scripts import MAX_SCRIPT_TYPE_CHARS, MAX_STEPS, MAX_TEXT_CHARS
+from batchcalls.domain.scripts import MAX_SCRIPT_TYPE_CHARS, MAX_STEPS, MAX_TEXT_CHARS
 
-# Text spoken by a step: what `batchcalls.scripts` accepts.
+# Text spoken by a step: what `batchcalls.domain.scripts` accepts.
 _SPOKEN = [validate.Length(min=1, max=MAX_TEXT_CHARS), validate.Regexp(r"\S")]
 
 

@@ -1,7 +1,7 @@
 """What the API answers and what it POSTs to callback URLs, as marshmallow schemas.
 
 For the published OpenAPI document only (api/openapi.py): nothing loads or dumps with them. They
-follow `batchcalls.views` and `batchcalls.events` field by field; tests/unit/test_openapi.py
+follow `batchcalls.domain.payloads` and `batchcalls.domain.events` field by field; tests/unit/test_openapi.py
 validates real bodies and events against the document, so a field added there and not here fails.
 Every field the API always sends is `required`; a field that may be null says `allow_none`.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from batchcalls.events import CALL_EVENT_TYPES, EventType
-from batchcalls.states import BatchStatus, CallStatus, Outcome
+from batchcalls.domain.events import CALL_EVENT_TYPES, EventType
+from batchcalls.domain.states import BatchStatus, CallStatus, Outcome
 
 
 def _doc(description: str, **extra: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from batchcalls.errors import BatchcallsError, RetryLater
+from batchcalls.domain.errors import BatchcallsError, RetryLater
 
 log = logging.getLogger("batchcalls.api")
 

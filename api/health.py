@@ -10,10 +10,10 @@ from flask import Flask, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api.auth import bearer_key
-from batchcalls.errors import Unauthorized
-from batchcalls.logs import quoted
-from batchcalls.metrics import FleetCollector
-from batchcalls.store.db import Database
+from batchcalls.adapters.logs import quoted
+from batchcalls.adapters.metrics import FleetCollector
+from batchcalls.adapters.store.db import Database
+from batchcalls.domain.errors import Unauthorized
 from config.settings import Settings
 
 log = logging.getLogger("batchcalls.api")

@@ -24,7 +24,7 @@ from api.openapi_operations import DOCS_PATH, OPENAPI_PATH, SEED_EXAMPLES, paths
 from api.openapi_webhooks import webhooks
 from api.reference import reference_page
 from api.schemas import BatchRequestSchema, CallList
-from batchcalls.policy import Policy
+from batchcalls.domain.policy import Policy
 
 PUBLIC_PATHS = frozenset({OPENAPI_PATH, DOCS_PATH})
 """Served without an API key and outside the request budgets."""
@@ -65,7 +65,7 @@ SCHEMAS: dict[str, type[Schema] | Schema] = {
 _NAMES: dict[type[Schema], str] = {CallSchema: "NewCall"}
 
 
-# What a marshmallow schema cannot say about its fields together (batchcalls.scripts checks it).
+# What a marshmallow schema cannot say about its fields together (batchcalls.domain.scripts checks it).
 CROSS_FIELD_RULES = {"Script": {"oneOf": [{"required": ["text"]}, {"required": ["steps"]}]}}
 
 

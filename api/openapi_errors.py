@@ -12,10 +12,10 @@ import limits
 from api import doc_schemas as docs
 from api.ratelimit import FAILED_AUTH_POLICY, TENANT_POLICY, Policy
 from api.schemas import load_batch_request
-from batchcalls.destinations import DestinationPolicy
-from batchcalls.errors import BatchcallsError
-from batchcalls.policy import Policy as TenantLimits
-from batchcalls.validation import build_batch, check_call_count
+from batchcalls.domain.destinations import DestinationPolicy
+from batchcalls.domain.errors import BatchcallsError
+from batchcalls.domain.policy import Policy as TenantLimits
+from batchcalls.domain.validation import build_batch, check_call_count
 
 
 def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchcalls.events import CALL_EVENT_TYPES, EventType
-from batchcalls.signing import (
+from batchcalls.domain.events import CALL_EVENT_TYPES, EventType
+from batchcalls.domain.signing import (
     BATCHCALLS_SIGNATURE_HEADER,
     WEBHOOK_ID_HEADER,
     WEBHOOK_SIGNATURE_HEADER,

@@ -18,7 +18,7 @@ within seconds): a status event goes into its call's event inbox shard (see `von
 the order this keeps); an input result is stored here,
 before the input webhook answers with the NCCO of the script's next segment (what a callee said
 or typed never rides in a task's arguments, which Flower and `celery inspect` show).
-Translation lives in `batchcalls.telephony.vonage_webhooks`.
+Translation lives in `batchcalls.adapters.telephony.vonage_webhooks`.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge, ServiceUnavailable
 
-from batchcalls import ncco
+from batchcalls.adapters.logs import quoted
+from batchcalls.adapters.store import calls
+from batchcalls.adapters.telephony import ncco
+from batchcalls.adapters.telephony import vonage_webhooks as vw
+from batchcalls.domain.errors import MalformedRequest, PayloadTooLarge, Unauthorized
+from batchcalls.domain.voices import voice_catalog
 from batchcalls.engine import Engine
-from batchcalls.errors import MalformedRequest, PayloadTooLarge, Unauthorized
-from batchcalls.logs import quoted
-from batchcalls.store import calls
-from batchcalls.telephony import vonage_webhooks as vw
-from batchcalls.voices import voice_catalog
 from config.settings import Settings
 
 log = logging.getLogger("batchcalls.api")
@@ -53,7 +53,7 @@ _URL_KEY = "batchcalls.vonage_url_key"
 
 def register(app: Flask, settings: Settings) -> None:
     """Serve Vonage's webhooks on `app` (for `BATCHCALLS_PROVIDER=vonage` only)."""
-    from batchcalls.telephony.vonage import webhook_url_key  # the SDK, only where Vonage is used
+    from batchcalls.adapters.telephony.vonage import webhook_url_key  # the SDK, only where Vonage is used
 
     app.extensions[_URL_KEY] = webhook_url_key(settings)
     app.register_blueprint(bp)

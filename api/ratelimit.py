@@ -26,7 +26,7 @@ from limits.strategies import MovingWindowRateLimiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from batchcalls.logs import quoted
+from batchcalls.adapters.logs import quoted
 
 log = logging.getLogger("batchcalls.api")
 

@@ -2,7 +2,7 @@
 
 Only shape and types are judged here (a failure is `invalid_request`); what the values mean
 (phone numbers, scripts, voices, concurrency, retry rules) is judged by
-`batchcalls.validation.build_batch`, which takes what `load_batch_request` returns.
+`batchcalls.domain.validation.build_batch`, which takes what `load_batch_request` returns.
 
 Unknown fields are rejected at every level, and booleans are not numbers.
 """
@@ -18,9 +18,9 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from api.body_paths import check_storable_text as check_storable_text  # the routes and tests read it here
 from api.body_paths import flatten_errors
-from batchcalls.errors import InvalidRequest, InvalidScript
-from batchcalls.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
-from batchcalls.scripts import MAX_STEPS
+from batchcalls.domain.errors import InvalidRequest, InvalidScript
+from batchcalls.domain.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
+from batchcalls.domain.scripts import MAX_STEPS
 
 MAX_METADATA_BYTES = 16 * 1024
 # The metadata object itself is the first level.
@@ -65,7 +65,7 @@ def _script_problems(script: object) -> Problems:
             problems["steps"] = [NOT_A_LIST]
         else:
             # Only "each step is an object" is checked here: what a step holds depends on its
-            # type, and an unknown type is an invalid_script error (batchcalls.scripts), as is
+            # type, and an unknown type is an invalid_script error (batchcalls.domain.scripts), as is
             # a list of too many steps (not looked through, to keep the answer short).
             bad = (
                 {}

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchcalls.metrics import FLUSH_SECONDS
-from batchcalls.redis_keys import METRICS_LATENCY_SAMPLES
+from batchcalls.adapters.metrics import FLUSH_SECONDS
+from batchcalls.adapters.redis_keys import METRICS_LATENCY_SAMPLES
 from bench import noop
 from bench.receiver import Receiver
 from bench.stack import MemorySampler, Stack

@@ -28,9 +28,9 @@ import psycopg2.extras
 import redis
 import requests
 
-from batchcalls.store.db import Database, close_pools
-from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import create_key
+from batchcalls.adapters.store.db import Database, close_pools
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.store.tenants import create_key
 from tests.support.servers import test_servers
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
-from batchcalls.destinations import DEFAULT_BLOCKED_TYPES, caller_region, parse_countries, parse_number_types
-from batchcalls.policy import Policy
+from batchcalls.domain.destinations import DEFAULT_BLOCKED_TYPES, caller_region, parse_countries, parse_number_types
+from batchcalls.domain.policy import Policy
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -107,7 +107,7 @@ class Settings:
     visibility_timeout: int = 1800
     webhook_timeout_seconds: float = 10.0
     webhook_retry_hours: float = 25.0
-    # Deliveries running at once per tenant, fleet-wide (batchcalls/delivery_leases.py).
+    # Deliveries running at once per tenant, fleet-wide (batchcalls/adapters/delivery/leases.py).
     webhook_tenant_concurrency: int = 2
     # Server-side prepared statements (off behind a pooler in transaction mode, e.g. PgBouncer).
     pg_prepared_statements: bool = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from batchcalls.queues import CALLS_QUEUE, DELIVERY_QUEUE, QUEUES
+from batchcalls.adapters.queues import CALLS_QUEUE, DELIVERY_QUEUE, QUEUES
 from config.settings import Settings, load_settings
 
 
@@ -41,7 +41,7 @@ def create_celery(settings: Settings | None = None) -> BatchcallsCelery:
             "sep": ":",
         },
         task_default_priority=5,
-        # Deliveries on a queue of their own (batchcalls/queues.py); a worker without
+        # Deliveries on a queue of their own (batchcalls/adapters/queues.py); a worker without
         # `--queues` consumes every queue listed here.
         task_queues=[
             Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]

@@ -32,9 +32,9 @@ from typing import Any
 import psycopg2
 import redis
 
-from batchcalls import redis_keys
-from batchcalls.logs import quoted
-from batchcalls.models import ProviderEvent
+from batchcalls.adapters import redis_keys
+from batchcalls.adapters.logs import quoted
+from batchcalls.domain.models import ProviderEvent
 
 log = logging.getLogger("batchcalls.inbox")
 

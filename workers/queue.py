@@ -15,8 +15,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from batchcalls.domain.models import ProviderEvent
 from batchcalls.engine import EVENT_PRIORITY
-from batchcalls.models import ProviderEvent
 from workers.celery_app import BatchcallsCelery
 from workers.inbox import Inbox
 

@@ -18,16 +18,16 @@ from kombu.exceptions import KombuError
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from batchcalls import logs
-from batchcalls.delivery import Relay
+from batchcalls.adapters import logs
+from batchcalls.adapters.delivery.relay import Relay
+from batchcalls.adapters.gates import Gates
+from batchcalls.adapters.metrics import Metrics
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.telephony.factory import make_provider
+from batchcalls.domain.errors import ConfigurationError
+from batchcalls.domain.models import ProviderEvent
 from batchcalls.engine import Engine, Gathered
-from batchcalls.errors import ConfigurationError
-from batchcalls.gates import Gates
-from batchcalls.metrics import Metrics
-from batchcalls.models import ProviderEvent
-from batchcalls.reconciler import reconcile as reconcile_once
-from batchcalls.store.db import Database
-from batchcalls.telephony.factory import make_provider
+from batchcalls.engine.reconciler import reconcile as reconcile_once
 from workers.celery_app import create_celery
 from workers.inbox import TRANSIENT
 from workers.queue import CeleryTaskQueue

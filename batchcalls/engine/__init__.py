@@ -10,23 +10,23 @@ Tasks call `Engine` and nothing else. Each job is a part of its own, read on its
 - `kicks`: have events delivered (`kick_delivery`, `deliver`, `redeliver`).
 
 Redis is reached only through the gates adapter (and the delivery kicks'), its keys named in
-`batchcalls.redis_keys`.
+`batchcalls.adapters.redis_keys`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from batchcalls.adapters.gates import Gates
+from batchcalls.adapters.metrics import Metrics
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.telephony.base import Provider
 from batchcalls.engine.base import TaskQueue
 from batchcalls.engine.dialing import Dialing
 from batchcalls.engine.events import ApplyingEvents, Gathered
 from batchcalls.engine.granting import EVENT_PRIORITY, Granting
 from batchcalls.engine.kicks import DeliveryKicks
 from batchcalls.engine.submitting import Submitting, request_hash
-from batchcalls.gates import Gates
-from batchcalls.metrics import Metrics
-from batchcalls.store.db import Database
-from batchcalls.telephony.base import Provider
 from config.settings import Settings
 
 __all__ = ["EVENT_PRIORITY", "Engine", "Gathered", "TaskQueue", "request_hash"]

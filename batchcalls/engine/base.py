@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from batchcalls.gates import Gates
-from batchcalls.metrics import Metrics
-from batchcalls.models import ProviderEvent
-from batchcalls.store.db import Database
-from batchcalls.telephony.base import Provider
+from batchcalls.adapters.gates import Gates
+from batchcalls.adapters.metrics import Metrics
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.telephony.base import Provider
+from batchcalls.domain.models import ProviderEvent
 from config.settings import Settings
 
 

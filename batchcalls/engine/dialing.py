@@ -8,13 +8,13 @@ import math
 import time
 from typing import Any
 
+from batchcalls.adapters.logs import quoted
+from batchcalls.adapters.store import calls
+from batchcalls.adapters.telephony.base import DialRequest
+from batchcalls.domain.errors import ProviderError
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, Outcome
 from batchcalls.engine.base import EngineParts
-from batchcalls.errors import ProviderError
-from batchcalls.logs import quoted
-from batchcalls.models import ProviderEvent
-from batchcalls.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, Outcome
-from batchcalls.store import calls
-from batchcalls.telephony.base import DialRequest
 
 log = logging.getLogger("batchcalls.engine")
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from batchcalls import gates as gates_mod
+from batchcalls.adapters import gates as gates_mod
+from batchcalls.adapters.store import calls
+from batchcalls.adapters.store.calls import Applied
+from batchcalls.domain.models import ProviderEvent
 from batchcalls.engine.base import EngineParts
-from batchcalls.models import ProviderEvent
-from batchcalls.store import calls
-from batchcalls.store.calls import Applied
 
 log = logging.getLogger("batchcalls.engine")
 

@@ -11,10 +11,10 @@ import time
 
 from redis.exceptions import LockError
 
-from batchcalls import gates as gates_mod
+from batchcalls.adapters import gates as gates_mod
+from batchcalls.adapters.store import batches, calls
+from batchcalls.domain.states import ACTIVE_BATCH_STATUSES, LIVE_STATUSES, BatchStatus, CallStatus
 from batchcalls.engine.base import EngineParts
-from batchcalls.states import ACTIVE_BATCH_STATUSES, LIVE_STATUSES, BatchStatus, CallStatus
-from batchcalls.store import batches, calls
 
 log = logging.getLogger("batchcalls.engine")
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from batchcalls import gates as gates_mod
+from batchcalls.adapters import gates as gates_mod
+from batchcalls.adapters.logs import quoted
+from batchcalls.adapters.store import batches
+from batchcalls.adapters.store.tenants import Tenant
+from batchcalls.domain.errors import Unavailable
+from batchcalls.domain.models import NewBatch
 from batchcalls.engine.base import EngineParts
-from batchcalls.errors import Unavailable
-from batchcalls.logs import quoted
-from batchcalls.models import NewBatch
-from batchcalls.store import batches
-from batchcalls.store.tenants import Tenant
 
 log = logging.getLogger("batchcalls.engine")
 

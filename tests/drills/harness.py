@@ -28,11 +28,11 @@ import pytest
 import redis
 import requests
 
-from batchcalls.embedded import EmbeddedServer, start_postgres, start_redis
-from batchcalls.queues import CALLS_QUEUE, DELIVERY_QUEUE
-from batchcalls.store.db import Database, close_pools
-from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import create_key
+from batchcalls.adapters.queues import CALLS_QUEUE, DELIVERY_QUEUE
+from batchcalls.adapters.store.db import Database, close_pools
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.store.tenants import create_key
+from batchcalls.ops.embedded import EmbeddedServer, start_postgres, start_redis
 from tests.support.receiver import Receiver, start_receiver
 from tests.support.stack import ROOT, TEST_ENV
 

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import requests
 
-from batchcalls.store.db import Database, close_pools
-from batchcalls.store.tenants import create_key
+from batchcalls.adapters.store.db import Database, close_pools
+from batchcalls.adapters.store.tenants import create_key
 from tests.drills.harness import FAILED, REPORTED, System, number, start_system
 from tests.support.bad_receivers import RawServer, huge, start_raw_server, trickle
 

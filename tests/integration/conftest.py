@@ -23,10 +23,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from api.app import create_app
-from batchcalls.gates import Gates
-from batchcalls.store.db import Database
-from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import Tenant, create_key
+from batchcalls.adapters.gates import Gates
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.store.tenants import Tenant, create_key
 from config.settings import load_settings
 from tests.support.servers import TestServers, more_test_servers
 

@@ -36,12 +36,12 @@ from werkzeug.test import TestResponse
 
 from api import auth
 from api.app import create_app
-from batchcalls.embedded import EmbeddedServer, start_redis
-from batchcalls.reconciler import reconcile
-from batchcalls.store import batches as store_batches
-from batchcalls.store.db import Database
-from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import create_key
+from batchcalls.adapters.store import batches as store_batches
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.store.tenants import create_key
+from batchcalls.engine.reconciler import reconcile
+from batchcalls.ops.embedded import EmbeddedServer, start_redis
 from config.settings import load_settings
 from tests.integration.conftest import Api, new_tenant
 from tests.support.servers import more_test_servers
@@ -162,7 +162,7 @@ def sent_by_this_process(api: Api) -> list[str]:
 
 
 def gate_keys(api: Api) -> set[str]:
-    """Every per-batch key of the gates (`bc:{batch_id}:...`, see batchcalls/redis_keys.py); not the
+    """Every per-batch key of the gates (`bc:{batch_id}:...`, see batchcalls/adapters/redis_keys.py); not the
     event inbox's `bc:{events-N}:...`, which worker processes of other tests keep using."""
     return {key.decode() for key in api.redis.scan_iter(match="bc:{batch_*}:*", count=1000)}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from batchcalls.embedded import start_redis
+from batchcalls.ops.embedded import start_redis
 from bench import noop
 from config.settings import load_settings
 from tests.support.stack import ROOT

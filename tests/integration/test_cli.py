@@ -38,11 +38,11 @@ import standardwebhooks
 import stripe
 
 from api.app import create_app
-from batchcalls.store.db import Database, close_pools
-from batchcalls.store.keys import list_keys
-from batchcalls.store.migrate import available, upgrade
-from batchcalls.store.tenants import create_key, tenant_for_key, webhook_secrets_for_batch
-from batchcalls.supervisor import dev_key, free_port
+from batchcalls.adapters.store.db import Database, close_pools
+from batchcalls.adapters.store.keys import list_keys
+from batchcalls.adapters.store.migrate import available, upgrade
+from batchcalls.adapters.store.tenants import create_key, tenant_for_key, webhook_secrets_for_batch
+from batchcalls.ops.supervisor import dev_key, free_port
 from config.settings import load_settings
 from tests.support import servers as support
 from tests.support.servers import _fresh_database, _fresh_redis_db, more_test_servers
@@ -147,7 +147,7 @@ class Up:
             [
                 sys.executable,
                 "-m",
-                "batchcalls.cli",
+                "batchcalls.ops.cli",
                 "up",
                 "--port",
                 str(free_port()),
@@ -1014,7 +1014,7 @@ class Run:
 def cli(up: Up, *args: str, timeout: float = 60) -> Run:
     env = {**os.environ, "BATCHCALLS_API_URL": up.api_url, "BATCHCALLS_API_KEY": up.api_key}
     done = subprocess.run(
-        [sys.executable, "-m", "batchcalls.cli", *args],
+        [sys.executable, "-m", "batchcalls.ops.cli", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -1124,7 +1124,7 @@ def test_submit_without_an_api_to_reach_fails_without_a_traceback(running: Up, t
     path.write_text(json.dumps({"calls": [{"phone_number": "+442079460010", "script": {"text": "Hi"}}]}))
     env = {**os.environ, "BATCHCALLS_API_URL": f"http://127.0.0.1:{free_port()}", "BATCHCALLS_API_KEY": "x"}
     done = subprocess.run(
-        [sys.executable, "-m", "batchcalls.cli", "submit", str(path)],
+        [sys.executable, "-m", "batchcalls.ops.cli", "submit", str(path)],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -25,15 +25,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from batchcalls import delivery, voices
-from batchcalls.callback_http import REPLY_LIMIT, CallbackHTTP
-from batchcalls.delivery import Relay
-from batchcalls.delivery_leases import DeliveryLeases
-from batchcalls.reconciler import reconcile
-from batchcalls.redis_keys import relay_keys
-from batchcalls.store.db import Database
-from batchcalls.store.tenants import create_key
-from batchcalls.validation import build_batch
+from batchcalls.adapters.delivery import relay as delivery
+from batchcalls.adapters.delivery.http import REPLY_LIMIT, CallbackHTTP
+from batchcalls.adapters.delivery.leases import DeliveryLeases
+from batchcalls.adapters.delivery.relay import Relay
+from batchcalls.adapters.redis_keys import relay_keys
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.store.tenants import create_key
+from batchcalls.domain import voices
+from batchcalls.domain.validation import build_batch
+from batchcalls.engine.reconciler import reconcile
 from config.settings import Settings
 from tests.support.bad_receivers import RawServer, huge, ok, start_raw_server, trickle
 from tests.support.engine import engine_on

@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 import redis
 
-from batchcalls.embedded import (
+from batchcalls.ops.embedded import (
     EmbeddedServer,
     EmbeddedServerError,
     default_data_dir,
@@ -113,7 +113,7 @@ def test_real_servers_left_running_by_a_killed_run_are_replaced(data_dir: Path) 
         """
         import json, sys, time
         from pathlib import Path
-        from batchcalls.embedded import start_postgres, start_redis
+        from batchcalls.ops.embedded import start_postgres, start_redis
         servers = [start_postgres(Path(sys.argv[1])), start_redis(Path(sys.argv[1]))]
         print(json.dumps([[s.pid, s.url] for s in servers]), flush=True)
         time.sleep(60)
@@ -186,7 +186,7 @@ def test_real_postgres_as_root_runs_from_a_virtualenv_its_account_cannot_reach(
 ) -> None:
     """A clone in a directory private to root (`mktemp -d`): its virtualenv's PostgreSQL
     programs are copied once into the data directory, where their account reaches them."""
-    from batchcalls import embedded
+    from batchcalls.ops import embedded
 
     private = Path(tempfile.mkdtemp(prefix="bc-private-venv-"))  # 0700, root's only
     try:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from batchcalls.gates import Gates, Grant, ready_score
+from batchcalls.adapters.gates import Gates, Grant, ready_score
 from tests.support.processes import run_processes
 from tests.support.servers import TestServers
 

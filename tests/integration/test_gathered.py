@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from batchcalls import voices
+from batchcalls.adapters.store.tenants import create_key
+from batchcalls.domain import voices
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import AttemptStatus, Outcome
+from batchcalls.domain.validation import build_batch
 from batchcalls.engine import Engine, Gathered
-from batchcalls.models import ProviderEvent
-from batchcalls.states import AttemptStatus, Outcome
-from batchcalls.store.tenants import create_key
-from batchcalls.validation import build_batch
 from tests.support.engine import ListQueue, engine_on
 from tests.support.servers import TestServers
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from batchcalls.models import ProviderEvent
-from batchcalls.redis_keys import event_drain_flag, event_stream
-from batchcalls.states import AttemptStatus, Outcome
+from batchcalls.adapters.redis_keys import event_drain_flag, event_stream
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import AttemptStatus, Outcome
 from config.settings import load_settings
 from tests.integration.test_pipeline import number
 from tests.support.servers import TestServers, more_test_servers

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from batchcalls.metrics import FLUSH_SECONDS
+from batchcalls.adapters.metrics import FLUSH_SECONDS
 from tests.integration.test_pipeline import number
 from tests.support.stack import ROOT, Stack
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-from batchcalls.store import db as db_mod
-from batchcalls.store.batches import get_batch
-from batchcalls.store.db import Database, close_pools, execute
-from batchcalls.store.migrate import upgrade
+from batchcalls.adapters.store import db as db_mod
+from batchcalls.adapters.store.batches import get_batch
+from batchcalls.adapters.store.db import Database, close_pools, execute
+from batchcalls.adapters.store.migrate import upgrade
 from tests.support.servers import TestServers, more_test_servers
 
 pytestmark = pytest.mark.integration

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from batchcalls import gates as gates_mod
-from batchcalls import voices
+from batchcalls.adapters import gates as gates_mod
+from batchcalls.adapters.gates import ready_score
+from batchcalls.adapters.store.tenants import create_key
+from batchcalls.domain import voices
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import AttemptStatus, Outcome
+from batchcalls.domain.validation import build_batch
 from batchcalls.engine import Engine
-from batchcalls.gates import ready_score
-from batchcalls.models import ProviderEvent
-from batchcalls.reconciler import reconcile
-from batchcalls.states import AttemptStatus, Outcome
-from batchcalls.store.tenants import create_key
-from batchcalls.validation import build_batch
+from batchcalls.engine.reconciler import reconcile
 from tests.support.engine import ListQueue, engine_on
 from tests.support.servers import TestServers
 

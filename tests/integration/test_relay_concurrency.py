@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import redis
 
-from batchcalls import delivery
-from batchcalls.delivery import Kicks, Relay
-from batchcalls.redis_keys import relay_keys
-from batchcalls.store.db import Database
+from batchcalls.adapters.delivery import relay as delivery
+from batchcalls.adapters.delivery.relay import Kicks, Relay
+from batchcalls.adapters.redis_keys import relay_keys
+from batchcalls.adapters.store.db import Database
 from config.settings import Settings
 from tests.support.processes import run_processes
 from tests.support.servers import TestServers

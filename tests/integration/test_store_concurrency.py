@@ -17,18 +17,18 @@ from typing import Any
 import pytest
 import redis
 
+from batchcalls.adapters.gates import Gates
+from batchcalls.adapters.store import calls
+from batchcalls.adapters.store.batches import insert_batch
+from batchcalls.adapters.store.db import Database, close_pools
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.store.tenants import create_key
+from batchcalls.domain.errors import OverCapacity
+from batchcalls.domain.models import NewBatch, NewCall, ProviderEvent
+from batchcalls.domain.retry import RetryPolicy
+from batchcalls.domain.states import AttemptStatus, Outcome
 from batchcalls.engine import Engine
-from batchcalls.errors import OverCapacity
-from batchcalls.gates import Gates
-from batchcalls.models import NewBatch, NewCall, ProviderEvent
-from batchcalls.reconciler import _resolve_stale
-from batchcalls.retry import RetryPolicy
-from batchcalls.states import AttemptStatus, Outcome
-from batchcalls.store import calls
-from batchcalls.store.batches import insert_batch
-from batchcalls.store.db import Database, close_pools
-from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import create_key
+from batchcalls.engine.reconciler import _resolve_stale
 from config.settings import Settings
 from tests.support.servers import TestServers, more_test_servers
 

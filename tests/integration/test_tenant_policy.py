@@ -19,9 +19,9 @@ import redis
 import requests
 
 from api.app import create_app
-from batchcalls.store.db import Database
-from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import create_key, set_tenant_policy, tenant_for_key
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.store.tenants import create_key, set_tenant_policy, tenant_for_key
 from config.settings import load_settings
 from tests.fakes.vonage import make_application
 from tests.integration.conftest import Api, new_tenant

@@ -31,14 +31,14 @@ from kombu.exceptions import OperationalError
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_voice.models import CreateCallRequest, Phone, Talk, ToPhone
 
+from batchcalls.adapters.redis_keys import event_drain_flag, event_stream
+from batchcalls.adapters.telephony import vonage_webhooks as vw
+from batchcalls.adapters.telephony.base import DialRequest
+from batchcalls.adapters.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem, webhook_url_key
+from batchcalls.domain.errors import ProviderError
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.voices import voice_catalog
 from batchcalls.engine import EVENT_PRIORITY
-from batchcalls.errors import ProviderError
-from batchcalls.models import ProviderEvent
-from batchcalls.redis_keys import event_drain_flag, event_stream
-from batchcalls.telephony import vonage_webhooks as vw
-from batchcalls.telephony.base import DialRequest
-from batchcalls.telephony.vonage import load_private_key, make_vonage_provider, pkcs8_pem, webhook_url_key
-from batchcalls.voices import voice_catalog
 from config.settings import load_settings
 from tests.fakes.vonage import (
     Application,

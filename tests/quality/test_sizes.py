@@ -11,7 +11,7 @@ MAX_LINES = 300
 # Modules still over the limit, each with the most lines it may have: the list only shrinks.
 # Split one, then remove it here (the test says when).
 KNOWN_EXCEPTIONS = {
-    "batchcalls/delivery.py": 348,
+    "batchcalls/adapters/delivery/relay.py": 348,
 }
 
 

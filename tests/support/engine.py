@@ -11,11 +11,11 @@ from typing import Any
 
 import redis
 
+from batchcalls.adapters.gates import Gates
+from batchcalls.adapters.store.db import Database, close_pools
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.telephony.simulator import SimulatorProvider
 from batchcalls.engine import Engine
-from batchcalls.gates import Gates
-from batchcalls.store.db import Database, close_pools
-from batchcalls.store.migrate import upgrade
-from batchcalls.telephony.simulator import SimulatorProvider
 from config.settings import Settings
 from tests.support.servers import TestServers, more_test_servers
 

@@ -51,7 +51,7 @@ def test_servers() -> Iterator[TestServers]:
         if not redis_base and _listening(6379):
             redis_base = "redis://127.0.0.1:6379/0"
         if not pg_base or not redis_base:
-            from batchcalls import embedded
+            from batchcalls.ops import embedded
 
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bc-servers-")))
             if not pg_base:

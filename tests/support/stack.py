@@ -19,10 +19,10 @@ import requests
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from batchcalls import redis_keys
-from batchcalls.store.db import Database
-from batchcalls.store.migrate import upgrade
-from batchcalls.store.tenants import create_key
+from batchcalls.adapters import redis_keys
+from batchcalls.adapters.store.db import Database
+from batchcalls.adapters.store.migrate import upgrade
+from batchcalls.adapters.store.tenants import create_key
 from config.settings import load_settings
 from tests.support.receiver import Receiver, start_receiver
 

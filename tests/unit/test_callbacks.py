@@ -4,8 +4,8 @@ from collections.abc import Callable
 
 import pytest
 
-from batchcalls.callbacks import check_callback_url, connect_addresses, is_allowed_address
-from batchcalls.errors import InvalidRequest
+from batchcalls.adapters.delivery.targets import check_callback_url, connect_addresses, is_allowed_address
+from batchcalls.domain.errors import InvalidRequest
 
 PUBLIC = "93.184.216.34"
 

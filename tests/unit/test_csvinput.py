@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchcalls.csvinput import CsvProblems, calls_from_csv, describe_api_details
+from batchcalls.ops.csvinput import CsvProblems, calls_from_csv, describe_api_details
 
 
 def problems_of(text: str, default_text: str | None = None, default_voice: str | None = None) -> list[str]:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from batchcalls.queues import QUEUES
+from batchcalls.adapters.queues import QUEUES
 from config.settings import Settings
 from workers.celery_app import create_celery
 
@@ -272,7 +272,7 @@ def test_no_command_line_carries_a_secret(process: str) -> None:
 
 
 def test_supervisor_runs_flower_without_credentials_on_its_command_line() -> None:
-    from batchcalls.supervisor import flower_command, flower_credentials
+    from batchcalls.ops.supervisor import flower_command, flower_credentials
 
     argv = flower_command(5555)
     assert argv[-4:] == ["workers.tasks", "flower", "--port=5555", "--address=127.0.0.1"]

@@ -1,6 +1,6 @@
 """Toll fraud (issue 12, finding 11) and per-batch size (finding 8): a tenant's destination
-policy and limits, as the core judges them (batchcalls.destinations, batchcalls.policy,
-batchcalls.validation), and their settings."""
+policy and limits, as the core judges them (batchcalls.domain.destinations, batchcalls.domain.policy,
+batchcalls.domain.validation), and their settings."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import phonenumbers
 import pytest
 
 from api.schemas import load_batch_request
-from batchcalls import validation
-from batchcalls.destinations import (
+from batchcalls.domain import validation
+from batchcalls.domain.destinations import (
     DEFAULT_BLOCKED_TYPES,
     SPECIAL_TYPES,
     DestinationPolicy,
@@ -20,9 +20,9 @@ from batchcalls.destinations import (
     parse_number_types,
     special_type,
 )
-from batchcalls.errors import DestinationNotAllowed, InvalidPhoneNumber, InvalidRequest
-from batchcalls.policy import Policy, TenantPolicy
-from batchcalls.validation import build_batch, check_call_count
+from batchcalls.domain.errors import DestinationNotAllowed, InvalidPhoneNumber, InvalidRequest
+from batchcalls.domain.policy import Policy, TenantPolicy
+from batchcalls.domain.validation import build_batch, check_call_count
 from config.settings import load_settings
 
 VOICES: dict[str, object] = {}

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from batchcalls.durations import parse_duration
+from batchcalls.domain.durations import parse_duration
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from batchcalls.events import (
+from batchcalls.domain.events import (
     MAX_BACKOFF_SECONDS,
     MIN_DELIVERY_RETRY_PERIOD,
     EventType,
@@ -14,7 +14,7 @@ from batchcalls.events import (
     make_event,
     new_event_id,
 )
-from batchcalls.timefmt import isoformat_ms
+from batchcalls.domain.timefmt import isoformat_ms
 
 
 def test_event_types_are_the_contract_names() -> None:

@@ -15,7 +15,7 @@ import pytest
 import redis
 from fakeredis.commands_mixins import server_mixin
 
-from batchcalls.gates import Gates, priority_of, ready_score
+from batchcalls.adapters.gates import Gates, priority_of, ready_score
 
 LEASE_SECONDS = 30.0
 T0 = 1_700_000_000.0

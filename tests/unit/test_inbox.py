@@ -9,9 +9,9 @@ import fakeredis
 import pytest
 import redis
 
-from batchcalls.models import ProviderEvent
-from batchcalls.redis_keys import event_drain_flag, event_stream
-from batchcalls.states import AttemptStatus, Outcome
+from batchcalls.adapters.redis_keys import event_drain_flag, event_stream
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import AttemptStatus, Outcome
 from workers import inbox as inbox_mod
 from workers.inbox import CONSUMER, GROUP, Inbox, shard_of
 

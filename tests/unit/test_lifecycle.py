@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from batchcalls import lifecycle as lc
-from batchcalls.events import EventType
-from batchcalls.models import ProviderEvent
-from batchcalls.retry import RetryPolicy
-from batchcalls.states import (
+from batchcalls.domain import lifecycle as lc
+from batchcalls.domain.events import EventType
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.retry import RetryPolicy
+from batchcalls.domain.states import (
     ATTEMPT_TO_CALL_STATUS,
     FINAL_STATUSES,
     LIVE_STATUSES,

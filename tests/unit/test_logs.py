@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from batchcalls import logs, reconciler
-from batchcalls.logs import LineFormatter, quoted, redact_in, redact_url
-from batchcalls.signing import SECRET_PREFIX
-from batchcalls.store.tenants import KEY_PREFIX
+from batchcalls.adapters import logs
+from batchcalls.adapters.logs import LineFormatter, quoted, redact_in, redact_url
+from batchcalls.adapters.store.tenants import KEY_PREFIX
+from batchcalls.domain.signing import SECRET_PREFIX
+from batchcalls.engine import reconciler
 
 ROOT = Path(__file__).resolve().parents[2]
 LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}

@@ -17,8 +17,8 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from batchcalls.metrics import FleetCollector, Metrics
-from batchcalls.redis_keys import METRICS, METRICS_LATENCY_SAMPLES
+from batchcalls.adapters.metrics import FleetCollector, Metrics
+from batchcalls.adapters.redis_keys import METRICS, METRICS_LATENCY_SAMPLES
 
 
 def _counts(client: redis.Redis) -> dict[str, float]:

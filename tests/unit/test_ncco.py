@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from batchcalls import ncco
-from batchcalls.scripts import normalize_script, script_problems_by_path
-from batchcalls.voices import voice_catalog
+from batchcalls.adapters.telephony import ncco
+from batchcalls.domain.scripts import normalize_script, script_problems_by_path
+from batchcalls.domain.voices import voice_catalog
 
 VOICE = {"language": "en-GB", "style": 4}
 

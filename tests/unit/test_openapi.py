@@ -1,5 +1,5 @@
 """The published OpenAPI document and its reference page, without I/O: what the API really
-answers and sends (built by `batchcalls.views` and `batchcalls.events`) must validate against
+answers and sends (built by `batchcalls.domain.payloads` and `batchcalls.domain.events`) must validate against
 the document's schemas, so the document cannot drift from the code."""
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from referencing.jsonschema import DRAFT202012
 from api import openapi
 from api.call_doc_schemas import AgentStepSchema, CallSchema, InputStepSchema, ScriptSchema, TextStepSchema
 from api.schemas import CALL_FIELDS, SCRIPT_FIELDS, load_batch_request
-from batchcalls.errors import BatchcallsError
-from batchcalls.events import EventType, make_event
-from batchcalls.policy import Policy
-from batchcalls.scripts import STEP_KINDS
-from batchcalls.signing import signature_headers
-from batchcalls.validation import build_batch
-from batchcalls.views import batch_view, call_summary, call_view
-from batchcalls.voices import voice_catalog
+from batchcalls.domain.errors import BatchcallsError
+from batchcalls.domain.events import EventType, make_event
+from batchcalls.domain.payloads import batch_view, call_summary, call_view
+from batchcalls.domain.policy import Policy
+from batchcalls.domain.scripts import STEP_KINDS
+from batchcalls.domain.signing import signature_headers
+from batchcalls.domain.validation import build_batch
+from batchcalls.domain.voices import voice_catalog
 
 DOC_URI = "urn:batchcalls:openapi"
 DEFAULTS = Policy(max_queued_calls=5000, max_calls_per_batch=1000)

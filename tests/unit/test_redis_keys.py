@@ -9,7 +9,9 @@ from importlib import resources
 
 import pytest
 
-from batchcalls import delivery, delivery_leases, redis_keys
+from batchcalls.adapters import redis_keys
+from batchcalls.adapters.delivery import leases as delivery_leases
+from batchcalls.adapters.delivery import relay as delivery
 
 BATCH = "5f0c1e9a-6d7b-4b8e-9c1f-0a2b3c4d5e6f"
 
@@ -84,7 +86,7 @@ def test_fleet_wide_keys_keep_their_form() -> None:
 
 def test_scripts_take_their_keys_as_arguments() -> None:
     """A key a script builds itself would be invisible to Redis Cluster and to this module."""
-    lua = resources.files("batchcalls").joinpath("lua")
+    lua = resources.files("batchcalls.adapters").joinpath("lua")
     scripts = [f.read_text() for f in lua.iterdir() if f.name.endswith(".lua")]
     scripts += [delivery._KICK, delivery_leases._TAKE]
     assert len(scripts) >= 5

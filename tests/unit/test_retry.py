@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from batchcalls.retry import DEFAULT_RETRY_ON, RetryPolicy
-from batchcalls.states import Outcome
+from batchcalls.domain.retry import DEFAULT_RETRY_ON, RetryPolicy
+from batchcalls.domain.states import Outcome
 
 
 def test_delays_grow_by_the_backoff_multiplier() -> None:

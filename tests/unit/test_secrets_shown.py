@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from batchcalls.errors import ConfigurationError
-from batchcalls.models import ProviderEvent
-from batchcalls.states import AttemptStatus
-from batchcalls.telephony.vonage import load_private_key
+from batchcalls.adapters.telephony.vonage import load_private_key
+from batchcalls.domain.errors import ConfigurationError
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import AttemptStatus
 from config.settings import Settings, is_secret, load_settings
 from workers.celery_app import create_celery
 from workers.queue import CeleryTaskQueue

@@ -7,7 +7,7 @@ import pytest
 import standardwebhooks
 import stripe
 
-from batchcalls.signing import (
+from batchcalls.domain.signing import (
     BATCHCALLS_SIGNATURE_HEADER,
     new_webhook_secret,
     signature_headers,

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from batchcalls.models import ProviderEvent
-from batchcalls.states import AttemptStatus, Outcome
-from batchcalls.telephony import chaos as chaos_module
-from batchcalls.telephony import simulator
-from batchcalls.telephony.base import DialRequest, LiveAttempt
-from batchcalls.telephony.chaos import Chaos, ChaoticSchedule
-from batchcalls.telephony.simulator import SimulatorProvider, plan
+from batchcalls.adapters.telephony import chaos as chaos_module
+from batchcalls.adapters.telephony import simulator
+from batchcalls.adapters.telephony.base import DialRequest, LiveAttempt
+from batchcalls.adapters.telephony.chaos import Chaos, ChaoticSchedule
+from batchcalls.adapters.telephony.simulator import SimulatorProvider, plan
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import AttemptStatus, Outcome
 
 RINGING, ANSWERED, ENDED = AttemptStatus.RINGING, AttemptStatus.ANSWERED, AttemptStatus.ENDED
 T0 = 1_700_000_000.0

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from batchcalls.states import (
+from batchcalls.domain.states import (
     ATTEMPT_TO_CALL_STATUS,
     FINAL_STATUSES,
     LIVE_STATUSES,

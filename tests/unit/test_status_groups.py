@@ -3,7 +3,7 @@ names SQL receives for it."""
 
 from __future__ import annotations
 
-from batchcalls.states import (
+from batchcalls.domain.states import (
     ACTIVE_BATCH_STATUSES,
     DIALING_BATCH_STATUSES,
     FINAL_BATCH_STATUSES,

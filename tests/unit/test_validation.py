@@ -1,4 +1,4 @@
-"""The POST /v1/batches body: schema loading (api.schemas) and meaning (batchcalls.validation)."""
+"""The POST /v1/batches body: schema loading (api.schemas) and meaning (batchcalls.domain.validation)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import phonenumbers
 import pytest
 
 from api.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, flatten_errors, load_batch_request, nesting_depth
-from batchcalls import validation
-from batchcalls.errors import (
+from batchcalls.domain import validation
+from batchcalls.domain.errors import (
     ConcurrencyLimit,
     InvalidPhoneNumber,
     InvalidRequest,
     InvalidScript,
 )
-from batchcalls.models import DEFAULT_PRIORITY, NewBatch
-from batchcalls.retry import RetryPolicy
-from batchcalls.scripts import (
+from batchcalls.domain.models import DEFAULT_PRIORITY, NewBatch
+from batchcalls.domain.retry import RetryPolicy
+from batchcalls.domain.scripts import (
     MAX_SCRIPT_TYPE_CHARS,
     MAX_STEPS,
     MAX_TEXT_CHARS,
@@ -28,9 +28,9 @@ from batchcalls.scripts import (
     normalize_script,
     script_problems_by_path,
 )
-from batchcalls.states import Outcome
-from batchcalls.validation import build_batch, normalize_phone_number
-from batchcalls.voices import voice_catalog
+from batchcalls.domain.states import Outcome
+from batchcalls.domain.validation import build_batch, normalize_phone_number
+from batchcalls.domain.voices import voice_catalog
 
 # The two request bodies of ../shared/seed/batch-calls.md, verbatim.
 SEED_BASIC: dict[str, Any] = {

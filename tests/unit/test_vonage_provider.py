@@ -18,9 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
 from vonage_http_client.errors import HttpRequestError, RateLimitedError, ServerError
 
-from batchcalls.errors import ConfigurationError
-from batchcalls.telephony.factory import make_provider
-from batchcalls.telephony.vonage import (
+from batchcalls.adapters.telephony.factory import make_provider
+from batchcalls.adapters.telephony.vonage import (
     MACHINE_DETECTION,
     SafeCreateAdapter,
     VonageProvider,
@@ -29,6 +28,7 @@ from batchcalls.telephony.vonage import (
     pkcs8_pem,
     webhook_url_key,
 )
+from batchcalls.domain.errors import ConfigurationError
 from config.settings import load_settings
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)

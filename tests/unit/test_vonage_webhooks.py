@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import jwt
 import pytest
 
-from batchcalls.errors import MalformedRequest, Unauthorized
-from batchcalls.states import AttemptStatus, Outcome
-from batchcalls.telephony import vonage_webhooks as vw
+from batchcalls.adapters.telephony import vonage_webhooks as vw
+from batchcalls.domain.errors import MalformedRequest, Unauthorized
+from batchcalls.domain.states import AttemptStatus, Outcome
 
 SECRET = "s" * 40
 NOW = 1_800_000_000.0

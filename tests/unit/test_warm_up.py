@@ -8,9 +8,9 @@ from unittest import mock
 
 from api import batches
 from api.schemas import check_storable_text, load_batch_request
-from batchcalls import validation
-from batchcalls.validation import build_batch
-from batchcalls.voices import voice_catalog
+from batchcalls.domain import validation
+from batchcalls.domain.validation import build_batch
+from batchcalls.domain.voices import voice_catalog
 from config.settings import load_settings
 from workers.celery_app import create_celery
 from workers.queue import CeleryTaskQueue

@@ -1,0 +1,103 @@
+"""Dialing an attempt in Postgres: recorded as `dialing` before the provider is asked, given the
+provider's id, taken back when the provider certainly did not place it, and kept fresh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg2.extras import RealDictCursor
+
+from batchcalls.adapters.store import batches
+from batchcalls.adapters.store.db import execute
+from batchcalls.adapters.store.outbox import add_event
+from batchcalls.domain.events import EventType
+from batchcalls.domain.payloads import batch_view
+from batchcalls.domain.states import (
+    DIALING_BATCH_STATUSES,
+    PENDING_STATUSES,
+    AttemptStatus,
+    BatchStatus,
+    CallStatus,
+    values,
+)
+
+
+def start_attempt(
+    cur: RealDictCursor, call_id: str, provider: str
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Record a new attempt as `dialing` before the provider is asked, so that a redelivered task
+    never dials it again. Returns the call row with its new `attempt_count` (None when the call
+    is not waiting to be dialed: already live, final, or its batch is not running), and the batch
+    row when this attempt started the batch."""
+    # One statement: the call moves to dialing and its attempt is written (a data-modifying CTE).
+    execute(
+        cur,
+        "WITH c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
+        " next_attempt_at = NULL, updated_at = clock_timestamp()"
+        " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
+        " AND b.status = ANY(%s)"
+        " RETURNING c.*, b.status AS batch_status),"
+        " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
+        " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
+        " SELECT * FROM c",
+        (
+            CallStatus.DIALING.value,
+            call_id,
+            values(PENDING_STATUSES),
+            values(DIALING_BATCH_STATUSES),
+            AttemptStatus.DIALING.value,
+            provider,
+        ),
+    )
+    call = cur.fetchone()
+    if call is None:
+        return None, None
+    batch = None
+    if call.pop("batch_status") == BatchStatus.QUEUED:  # this may be the batch's first attempt
+        execute(
+            cur,
+            "UPDATE batches SET status = %s, started_at = clock_timestamp() WHERE id = %s AND status = %s RETURNING *",
+            (BatchStatus.RUNNING.value, call["batch_id"], BatchStatus.QUEUED.value),
+        )
+        batch = cur.fetchone()
+    if batch is not None:
+        add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
+    return call, batch
+
+
+def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:
+    execute(
+        cur,
+        "UPDATE attempts SET provider_call_id = coalesce(provider_call_id, %s) WHERE call_id = %s AND number = %s",
+        (provider_call_id, call_id, attempt),
+    )
+
+
+def undo_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> bool:
+    """Take back an attempt the provider certainly did not place (throttled): the call waits again."""
+    # The call's row first, then its attempt's: the order `apply_events` locks them in. The other
+    # order deadlocked against a provider event for the same attempt (test_store_concurrency).
+    execute(cur, "SELECT 1 FROM calls WHERE id = %s FOR UPDATE", (call_id,))
+    execute(
+        cur,
+        "DELETE FROM attempts WHERE call_id = %s AND number = %s AND status = %s"
+        " AND provider_call_id IS NULL RETURNING number",
+        (call_id, attempt, AttemptStatus.DIALING.value),
+    )
+    if cur.fetchone() is None:
+        return False
+    execute(
+        cur,
+        "UPDATE calls SET status = %s, attempt_count = attempt_count - 1,"
+        " updated_at = clock_timestamp() WHERE id = %s AND attempt_count = %s",
+        (CallStatus.QUEUED.value, call_id, attempt),
+    )
+    return True
+
+
+def touch_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> None:
+    execute(
+        cur,
+        "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
+        (call_id, attempt),
+    )

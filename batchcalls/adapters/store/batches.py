@@ -1,0 +1,200 @@
+"""Batches in Postgres: the submit transaction (one batch row, calls by COPY), reads for the API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2.extras import Json, RealDictCursor
+
+from batchcalls.adapters.store.db import Database, execute
+from batchcalls.domain.errors import IdempotencyConflict, OverCapacity, QuotaExceeded
+from batchcalls.domain.models import NewBatch
+from batchcalls.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, CallStatus, values
+
+_CAPACITY_LOCK = 0x63617061  # serialises the capacity check of concurrent submits
+
+
+def new_batch_id() -> str:
+    return "batch_" + secrets.token_hex(10)
+
+
+def new_call_id() -> str:
+    return "call_" + secrets.token_hex(10)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    batch_id: str
+    created: bool  # False when an Idempotency-Key returned an earlier batch
+    calls: list[tuple[str, int, int]]  # (call id, seq, priority), empty when not created
+
+
+def _copy_calls(cur: RealDictCursor, batch_id: str, batch: NewBatch) -> list[tuple[str, int, int]]:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    ids = []
+    for seq, call in enumerate(batch.calls):
+        call_id = new_call_id()
+        ids.append((call_id, seq, call.priority))
+        writer.writerow(
+            (
+                call_id,
+                batch_id,
+                seq,
+                call.phone_number,
+                call.priority,
+                call.voice_id or "",
+                json.dumps(call.script, separators=(",", ":")),
+                CallStatus.QUEUED.value,
+            )
+        )
+    buf.seek(0)
+    cur.copy_expert(
+        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status)"
+        " FROM STDIN WITH (FORMAT csv, NULL '')",
+        buf,
+    )
+    return ids
+
+
+def insert_batch(
+    db: Database,
+    tenant_id: int,
+    batch: NewBatch,
+    *,
+    idempotency_key: str | None,
+    request_hash: str,
+    max_queued_calls: int,
+    tenant_max_queued_calls: int | None = None,
+) -> Submitted:
+    """Store a batch and all its calls in one transaction, or return the batch an earlier request
+    with the same Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet
+    final would exceed its quota (its own `max_queued_calls`, else `tenant_max_queued_calls`;
+    None: no default quota), then OverCapacity when the calls not yet final, system-wide, would
+    exceed `max_queued_calls`."""
+    batch_id = new_batch_id()
+    with db.transaction() as cur:
+        if idempotency_key is not None:
+            existing = _by_idempotency_key(cur, tenant_id, idempotency_key)
+            if existing is not None:
+                return _replayed(existing, request_hash)
+        # The tenant's row lock makes its submits take turns, so two of them cannot both pass a
+        # quota that only one fits (the capacity lock below serialises every submit as well,
+        # but the quota must not depend on it), and reads the quota as it stands now.
+        cur.execute("SELECT max_queued_calls FROM tenants WHERE id = %s FOR NO KEY UPDATE", (tenant_id,))
+        own_quota = cur.fetchone()["max_queued_calls"]
+        tenant_quota = own_quota if own_quota is not None else tenant_max_queued_calls
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_CAPACITY_LOCK,))
+        # Counters on the active batches' rows, never a scan of calls; one pass for both sums.
+        cur.execute(
+            "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0) AS open,"
+            " coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls)"
+            " FILTER (WHERE tenant_id = %s), 0) AS tenant_open"
+            " FROM batches WHERE status = ANY(%s)",
+            (tenant_id, values(ACTIVE_BATCH_STATUSES)),
+        )
+        counts = cur.fetchone()
+        open_calls, tenant_open = int(counts["open"]), int(counts["tenant_open"])
+        if tenant_quota is not None and tenant_open + len(batch.calls) > tenant_quota:
+            raise QuotaExceeded(
+                f"this account has {tenant_open} calls not yet final; accepting {len(batch.calls)} more"
+                f" would exceed its quota of {tenant_quota} (max_queued_calls)",
+                retry_after=60,
+                details={
+                    "quota": "max_queued_calls",
+                    "limit": tenant_quota,
+                    "queued_calls": tenant_open,
+                    "requested_calls": len(batch.calls),
+                },
+            )
+        if open_calls + len(batch.calls) > max_queued_calls:
+            raise OverCapacity(
+                f"{open_calls} calls are waiting system-wide; accepting {len(batch.calls)} more"
+                f" would exceed {max_queued_calls}",
+                retry_after=60,
+            )
+        cur.execute(
+            "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
+            " callback_url, metadata, total_calls, idempotency_key, request_hash)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+            (
+                batch_id,
+                tenant_id,
+                BatchStatus.QUEUED.value,
+                batch.concurrency,
+                batch.priority,
+                Json(batch.retry.to_config()),
+                batch.callback_url,
+                Json(batch.metadata) if batch.metadata is not None else None,
+                len(batch.calls),
+                idempotency_key,
+                request_hash,
+            ),
+        )
+        if cur.fetchone() is None:  # a concurrent request with the same key won the race
+            existing = _by_idempotency_key(cur, tenant_id, idempotency_key or "")
+            assert existing is not None
+            return _replayed(existing, request_hash)
+        calls = _copy_calls(cur, batch_id, batch)
+    return Submitted(batch_id, True, calls)
+
+
+def _by_idempotency_key(cur: RealDictCursor, tenant_id: int, key: str) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT id, request_hash FROM batches WHERE tenant_id = %s AND idempotency_key = %s",
+        (tenant_id, key),
+    )
+    row: dict[str, Any] | None = cur.fetchone()
+    return row
+
+
+def _replayed(existing: dict[str, Any], request_hash: str) -> Submitted:
+    if existing["request_hash"] != request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request body",
+            {"batch_id": existing["id"]},
+        )
+    return Submitted(existing["id"], False, [])
+
+
+def get_batch(cur: RealDictCursor, batch_id: str, tenant_id: int | None = None) -> dict[str, Any] | None:
+    if tenant_id is None:
+        execute(cur, "SELECT * FROM batches WHERE id = %s", (batch_id,))
+    else:
+        execute(cur, "SELECT * FROM batches WHERE id = %s AND tenant_id = %s", (batch_id, tenant_id))
+    row: dict[str, Any] | None = cur.fetchone()
+    return row
+
+
+def status_counts(cur: RealDictCursor, batch_id: str) -> dict[str, int]:
+    execute(cur, "SELECT status, count(*) AS n FROM calls WHERE batch_id = %s GROUP BY status", (batch_id,))
+    return {row["status"]: row["n"] for row in cur.fetchall()}
+
+
+def list_batches(
+    cur: RealDictCursor, tenant_id: int, limit: int, after: tuple[str, str] | None
+) -> list[dict[str, Any]]:
+    """Newest first; `after` is the (created_at ISO, id) of the last batch of the previous page."""
+    if after is None:
+        cur.execute(
+            "SELECT * FROM batches WHERE tenant_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+            (tenant_id, limit),
+        )
+    else:
+        cur.execute(
+            "SELECT * FROM batches WHERE tenant_id = %s AND (created_at, id) < (%s::timestamptz, %s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            (tenant_id, after[0], after[1], limit),
+        )
+    return list(cur.fetchall())
+
+
+def active_batches(cur: RealDictCursor) -> list[dict[str, Any]]:
+    cur.execute("SELECT * FROM batches WHERE status = ANY(%s)", (values(ACTIVE_BATCH_STATUSES),))
+    return list(cur.fetchall())

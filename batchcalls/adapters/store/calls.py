@@ -1,0 +1,280 @@
+"""Call and attempt transitions in Postgres. Each function is one step of a transaction the
+service opens; together they make every call end in exactly one final state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from psycopg2.extras import Json, RealDictCursor
+
+from batchcalls.adapters.store import batches
+from batchcalls.adapters.store.attempts import set_provider_call_id, start_attempt, touch_attempt, undo_attempt
+from batchcalls.adapters.store.call_reads import (
+    attempts_of,
+    batches_with_due_retries,
+    call_states,
+    calls_for_rebuild,
+    full_call,
+    list_calls,
+    list_live,
+    load_call,
+    stale_attempts,
+)
+from batchcalls.adapters.store.db import execute
+from batchcalls.adapters.store.outbox import add_event
+from batchcalls.domain import lifecycle
+from batchcalls.domain.lifecycle import Applied as Applied  # the engine and tests read it here
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.payloads import batch_view, call_view
+from batchcalls.domain.retry import RetryPolicy
+from batchcalls.domain.states import (
+    LIVE_STATUSES,
+    AttemptStatus,
+    BatchStatus,
+    CallStatus,
+    Outcome,
+)
+
+# With the reads of `call_reads` and the attempt writes of `attempts`, which the engine, API and
+# tests read here.
+__all__ = [
+    "append_responses",
+    "Applied",
+    "apply_event",
+    "apply_events",
+    "attempts_of",
+    "batches_with_due_retries",
+    "call_states",
+    "calls_for_rebuild",
+    "EventResult",
+    "finish_call",
+    "full_call",
+    "list_calls",
+    "list_live",
+    "LIVE",
+    "load_call",
+    "set_provider_call_id",
+    "stale_attempts",
+    "start_attempt",
+    "touch_attempt",
+    "undo_attempt",
+]
+
+LIVE = LIVE_STATUSES  # the group `apply_events` tests a call's row against
+
+
+class EventResult(NamedTuple):
+    applied: str  # an `Applied` value
+    batch: dict[str, Any] | None  # the batch row when the call reached its final state
+    due: datetime | None  # when a retry is due
+    call: dict[str, Any] | None  # the call as the event left it (None when ignored)
+
+
+def apply_event(cur: RealDictCursor, event: ProviderEvent) -> EventResult:
+    """Apply one provider event inside the caller's transaction.
+
+    Returns what happened, the batch row when the call ended, the due time of a retry, and the
+    call row as the event left it."""
+    return apply_events(cur, [event])[-1]
+
+
+_ATTEMPT_FIELDS = ("status", "provider_call_id", "error", "answered_at", "ended_at", "outcome")
+
+
+def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[EventResult]:
+    """Apply events of one attempt of one call, in order, inside the caller's transaction, with
+    the effect of `apply_event` on each in turn but one read and one write of the attempt (the
+    events of a call that came due together). `lifecycle` decides; this loads and writes.
+    Returns one result per event."""
+    first = events[0]
+    if any((e.call_id, e.attempt) != (first.call_id, first.attempt) for e in events):
+        raise ValueError("apply_events takes events of one attempt of one call")
+    execute(
+        cur,
+        "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
+        " b.retry_config AS batch_retry_config, b.status AS batch_status, b.callback_url AS batch_callback_url,"
+        " a.dialed_at AS attempt_dialed_at, clock_timestamp() AS clock_now, c.*"
+        " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
+        " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
+        (first.call_id, first.attempt),
+    )
+    row = cur.fetchone()
+    ignored = EventResult(Applied.IGNORED, None, None, None)
+    if row is None:
+        return [ignored] * len(events)
+    attempt = lifecycle.Attempt(
+        number=first.attempt,
+        status=AttemptStatus(row.pop("attempt_status")),
+        dialed_at=row.pop("attempt_dialed_at"),
+        provider_call_id=row.pop("attempt_provider_call_id"),
+        error=row.pop("attempt_error"),
+        answered_at=row.pop("attempt_answered_at"),
+        ended_at=row.pop("attempt_ended_at"),
+        outcome=_outcome(row.pop("attempt_outcome")),
+    )
+    batch = lifecycle.Batch(
+        BatchStatus(row.pop("batch_status")), RetryPolicy.from_config(row.pop("batch_retry_config"))
+    )
+    callback_url, now = row.pop("batch_callback_url"), row.pop("clock_now")
+    call = lifecycle.Call(CallStatus(row["status"]), row["attempt_count"])
+    step = lifecycle.apply_provider_events(attempt, call, batch, events, now=now)
+    if not step.attempt_moved:
+        return [ignored] * len(events)
+    moved = step.attempt
+    execute(
+        cur,
+        "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
+        " error = %s, answered_at = %s, ended_at = %s, outcome = %s"
+        " WHERE call_id = %s AND number = %s RETURNING *",
+        (
+            moved.status.value,
+            moved.provider_call_id,
+            moved.error,
+            moved.answered_at,
+            moved.ended_at,
+            moved.outcome.value if moved.outcome else None,
+            first.call_id,
+            first.attempt,
+        ),
+    )
+    attempt_row = cur.fetchone()
+    if step.responses:
+        execute(
+            cur,
+            "UPDATE calls SET responses = responses || %s WHERE id = %s RETURNING responses",
+            (Json(list(step.responses)), first.call_id),
+        )
+        row["responses"] = cur.fetchone()["responses"]
+    ended = _write_call_effects(cur, row, step.effects, callback_url, [attempt_row] if first.attempt == 1 else None)
+    live = EventResult(Applied.LIVE, None, None, row)
+    return [
+        ended if applied in (Applied.SCHEDULED, Applied.FINAL) else live if applied == Applied.LIVE else ignored
+        for applied in step.applied
+    ]
+
+
+def _outcome(value: str | None) -> Outcome | None:
+    return Outcome(value) if value is not None else None
+
+
+def _write_call_effects(
+    cur: RealDictCursor,
+    row: dict[str, Any],
+    effects: tuple[lifecycle.Effect, ...],
+    callback_url: str | None,
+    attempts: list[dict[str, Any]] | None,
+) -> EventResult:
+    """Write what the events did to the call (`row`, updated in place). `attempts` are the call's
+    attempts when the caller has them all. Returns the result of the event that ended the attempt."""
+    result = EventResult(Applied.IGNORED, None, None, None)
+    for effect in effects:
+        if isinstance(effect, lifecycle.SetCallStatus):
+            execute(
+                cur,
+                "UPDATE calls SET status = %s, updated_at = clock_timestamp() WHERE id = %s",
+                (effect.status.value, row["id"]),
+            )
+            row["status"] = effect.status.value
+        elif isinstance(effect, lifecycle.ScheduleRetry):
+            execute(
+                cur,
+                "UPDATE calls SET status = %s, next_attempt_at = %s, last_error = %s,"
+                " updated_at = clock_timestamp() WHERE id = %s",
+                (effect.status.value, effect.due, effect.error, row["id"]),
+            )
+            row.update(status=effect.status.value, next_attempt_at=effect.due, last_error=effect.error)
+            result = EventResult(Applied.SCHEDULED, None, effect.due, row)
+        elif isinstance(effect, lifecycle.FinishCall):
+            batch, final = finish_call(cur, row, effects, callback_url, attempts)
+            return EventResult(Applied.FINAL, batch, None, final)
+    return result
+
+
+def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses: list[dict[str, Any]]) -> int:
+    """Add input results to a call's `responses`, each once: a response whose `id` the call
+    already holds (a repeated webhook) is skipped. Stored whatever the call's state, since an
+    input result may arrive after the call's end. Returns how many were added."""
+    execute(
+        cur,
+        "SELECT c.responses FROM calls c JOIN attempts a ON a.call_id = c.id AND a.number = %s"
+        " WHERE c.id = %s FOR UPDATE OF c",
+        (attempt, call_id),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return 0
+    held = {r.get("id") for r in row["responses"] if isinstance(r, dict)}
+    new = [r for r in responses if r.get("id") is None or r["id"] not in held]
+    if new:
+        execute(
+            cur,
+            "UPDATE calls SET responses = responses || %s, updated_at = clock_timestamp() WHERE id = %s",
+            (Json(new), call_id),
+        )
+    return len(new)
+
+
+def finish_call(
+    cur: RealDictCursor,
+    call: dict[str, Any],
+    ending: tuple[lifecycle.Effect, ...],
+    callback_url: str | None,
+    attempts: list[dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the `ending` of a call (effects with a `FinishCall`, as `lifecycle.finish` gives):
+    its final state and its event; then count it on its batch, and finish the batch when this was
+    its last call, as `lifecycle.on_call_final` says. The caller holds the call's row lock and has
+    read the batch's `callback_url`; `attempts` are the call's attempts when the caller has them
+    all. Returns the batch row and the call row."""
+    final: dict[str, Any] = {}
+    for effect in ending:
+        if isinstance(effect, lifecycle.FinishCall):
+            execute(
+                cur,
+                "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
+                " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s"
+                " RETURNING *, clock_timestamp() AS event_time",
+                (effect.status.value, effect.outcome.value, effect.error, call["id"]),
+            )
+            final = cur.fetchone()
+            event_time = final.pop("event_time")
+        elif isinstance(effect, lifecycle.WriteEvent):
+            data = full_call(cur, final) if attempts is None else call_view(final, attempts)
+            add_event(cur, effect.type, call["batch_id"], data, known=(event_time, callback_url))
+    # The batch's row last: every call of the batch that ends takes its lock, and holds it until
+    # it commits. Taken first, it was held through the event's payload and insert as well, and
+    # calls ending together queued behind it (the engine's throughput limit).
+    column = _FINAL_COUNTERS[CallStatus(final["status"])]
+    execute(
+        cur,
+        f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
+        (call["batch_id"],),
+    )
+    batch = cur.fetchone()
+    counts = lifecycle.BatchCounts(
+        BatchStatus(batch["status"]),
+        batch["total_calls"],
+        batch["completed_calls"],
+        batch["failed_calls"],
+        batch["cancelled_calls"],
+    )
+    for effect in lifecycle.on_call_final(counts):
+        if isinstance(effect, lifecycle.FinishBatch):
+            execute(
+                cur,
+                "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
+                " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
+                (effect.status.value, batch["id"]),
+            )
+            batch = cur.fetchone()
+        elif isinstance(effect, lifecycle.WriteEvent):
+            add_event(cur, effect.type, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
+    return batch, final
+
+
+_FINAL_COUNTERS = {
+    CallStatus.COMPLETED: "completed_calls",
+    CallStatus.FAILED: "failed_calls",
+    CallStatus.CANCELLED: "cancelled_calls",
+}

@@ -1,0 +1,47 @@
+"""The provider interface. Adapters translate to and from it; nothing provider-specific leaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from batchcalls.domain.models import ProviderEvent
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    """One attempt to place: who to call, what to say, and how the provider reports back."""
+
+    call_id: str
+    attempt: int
+    phone_number: str
+    script: dict[str, Any]
+    voice_id: str | None
+
+
+@dataclass(frozen=True)
+class LiveAttempt:
+    """What the store knows of an attempt that has not ended, for `Provider.poll`."""
+
+    call_id: str
+    attempt: int
+    phone_number: str
+    status: str
+    provider_call_id: str | None
+    dialed_at: float
+
+
+class Provider(Protocol):
+    name: str
+
+    def create_call(self, request: DialRequest) -> str:
+        """Ask the provider to place the call; return its call id.
+
+        Raises ProviderError: `definite=True` when the provider certainly placed no call
+        (`throttled=True` for a rate limit answer), `definite=False` when it may have."""
+
+    def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:
+        """The provider's current view of an attempt whose events stopped, or None if unknown."""
+
+    def hangup(self, provider_call_id: str) -> None:
+        """End a live call."""

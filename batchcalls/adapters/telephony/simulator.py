@@ -1,0 +1,126 @@
+"""A telephony twin that behaves like the phone network, driven by a number's last digit.
+
+It sends its events through the same path as a real provider's webhooks (`record_event`), and
+can answer `poll` from the clock alone, so a lost event is recovered like a lost webhook.
+
+Its events fall due over the call (ringing at once, answered after the ring, the end after the
+call) and so travel on countdowns; a lagging drain or countdown may apply them in any order.
+That is safe because an attempt has exactly one ending and it carries the outcome: a machine is
+the ending itself (`ended` with outcome `machine`), never a verdict followed by a separate
+`completed` as on Vonage; a `ringing` or `answered` applied after the ending is a no-op in
+`lifecycle.ATTEMPT_MOVES`, and one applied before it only moves the attempt forward.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from kombu.exceptions import KombuError
+
+from batchcalls.adapters.logs import quoted
+from batchcalls.adapters.telephony.base import DialRequest, LiveAttempt
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import AttemptStatus, Outcome
+
+log = logging.getLogger("batchcalls.simulator")
+
+Step = tuple[float, AttemptStatus, Outcome | None]
+
+_UNANSWERED = {"1": Outcome.BUSY, "2": Outcome.NO_ANSWER, "3": Outcome.FAILED, "6": Outcome.REJECTED}
+
+
+def plan(phone_number: str, attempt: int, ring_seconds: float, call_seconds: float) -> list[Step]:
+    """The life of one simulated attempt: (seconds after dialing, status, outcome)."""
+    digit = phone_number[-1]
+    outcome = _UNANSWERED.get(digit)
+    if digit == "4" and attempt == 1:
+        outcome = Outcome.BUSY
+    steps: list[Step] = [(0.0, AttemptStatus.RINGING, None)]
+    if outcome is not None:
+        return [*steps, (ring_seconds, AttemptStatus.ENDED, outcome)]
+    answered = Outcome.MACHINE if digit == "5" else Outcome.COMPLETED
+    return [
+        *steps,
+        (ring_seconds, AttemptStatus.ANSWERED, None),
+        (ring_seconds + call_seconds, AttemptStatus.ENDED, answered),
+    ]
+
+
+@dataclass
+class SimulatorProvider:
+    """`schedule(event, delay_seconds)` delivers an event later through the webhook path.
+    With `schedule_many(events, delay_seconds)`, the events of a call that fall due at the same
+    instant (all three of a zero-length call) travel together, in order, as one message."""
+
+    schedule: Callable[[ProviderEvent, float], None]
+    ring_seconds: float = 0.5
+    call_seconds: float = 2.0
+    name: str = "simulator"
+    log_path: str | None = None  # BATCHCALLS_SIM_LOG: one JSON line per call created, for audits
+    schedule_many: Callable[[list[ProviderEvent], float], None] | None = None
+
+    def _events(self, call_id: str, attempt: int, phone: str, uuid_: str, start: float) -> list[ProviderEvent]:
+        return [
+            ProviderEvent(call_id, attempt, status, start + offset, outcome, uuid_)
+            for offset, status, outcome in plan(phone, attempt, self.ring_seconds, self.call_seconds)
+        ]
+
+    def create_call(self, request: DialRequest) -> str:
+        provider_call_id = "sim-" + uuid.uuid4().hex
+        start = time.time()
+        if self.log_path:
+            line = json.dumps(
+                {
+                    "call_id": request.call_id,
+                    "attempt": request.attempt,
+                    "at": start,
+                    "phone_number": request.phone_number,
+                    "uuid": provider_call_id,
+                }
+            )
+            # One write of a short line to an O_APPEND file: lines from many processes never mix.
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        events = self._events(request.call_id, request.attempt, request.phone_number, provider_call_id, start)
+        try:
+            if self.schedule_many is None:
+                for event in events:
+                    self.schedule(event, event.at - start)
+            else:
+                for _, due in itertools.groupby(events, key=lambda e: e.at):
+                    together = list(due)
+                    self.schedule_many(together, together[0].at - start)
+        except (redis.RedisError, KombuError, OSError) as exc:
+            # The call exists (it is in the log): its events are lost, as a provider's webhooks
+            # can be, and the reconciler asks `poll`. Raised, the create would look unconfirmed,
+            # and the call would end failed instead of as the network decided.
+            log.warning(
+                "simulator lost a call's events call_id=%s attempt=%d error=%s",
+                request.call_id,
+                request.attempt,
+                quoted(exc),
+            )
+        return provider_call_id
+
+    def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:
+        if attempt.provider_call_id is None:
+            return None
+        events = self._events(
+            attempt.call_id, attempt.attempt, attempt.phone_number, attempt.provider_call_id, attempt.dialed_at
+        )
+        reached = [e for e in events if e.at <= time.time()]
+        return reached[-1] if reached else None
+
+    def hangup(self, provider_call_id: str) -> None:
+        """The simulator's calls end on their own schedule."""

@@ -1,0 +1,122 @@
+"""The plain data `lifecycle` reads and returns: the states the store loads, the effects it
+writes, and what applying a provider event did. No I/O, no rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from batchcalls.domain.events import EventType
+from batchcalls.domain.retry import RetryPolicy
+from batchcalls.domain.states import AttemptStatus, BatchStatus, CallStatus, Outcome
+
+
+class Applied:
+    """What applying a provider event did (how the engine treats the call's slot)."""
+
+    IGNORED = "ignored"  # repeated, out of order, or for an unknown attempt
+    LIVE = "live"  # the attempt moved forward and the call is still live (its slot is renewed)
+    SCHEDULED = "scheduled"  # the attempt ended and the call waits for a retry (slot released)
+    FINAL = "final"  # the call reached its final state (slot released)
+
+
+# States, as the store loads them.
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    status: AttemptStatus
+    dialed_at: datetime
+    provider_call_id: str | None = None
+    error: str | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    outcome: Outcome | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    status: CallStatus
+    attempt_count: int
+
+
+@dataclass(frozen=True)
+class Batch:
+    status: BatchStatus
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """A batch's row after the call that just became final was counted."""
+
+    status: BatchStatus
+    total_calls: int
+    completed_calls: int
+    failed_calls: int
+    cancelled_calls: int
+
+
+# Effects, for the store (and the engine) to carry out.
+
+
+class Payload(str, Enum):
+    CALL = "call"  # the call as `/calls` shows it, with its attempts
+    BATCH = "batch"  # the batch's status body
+
+
+@dataclass(frozen=True)
+class WriteEvent:
+    type: EventType
+    payload: Payload
+
+
+@dataclass(frozen=True)
+class SetCallStatus:
+    status: CallStatus
+
+
+@dataclass(frozen=True)
+class ScheduleRetry:
+    """The call waits in `status` until `due`, then is dialed again; `error` is its `last_error`."""
+
+    due: datetime
+    error: str | None
+    status: CallStatus = CallStatus.SCHEDULED
+
+
+@dataclass(frozen=True)
+class FinishCall:
+    """The call becomes final; then its batch counts it (see `on_call_final`)."""
+
+    status: CallStatus
+    outcome: Outcome
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReleaseSlot:
+    pass
+
+
+@dataclass(frozen=True)
+class FinishBatch:
+    status: BatchStatus
+
+
+Effect = SetCallStatus | ScheduleRetry | FinishCall | WriteEvent | ReleaseSlot | FinishBatch
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a run of provider events does to one attempt and its call."""
+
+    applied: tuple[str, ...]  # one `Applied` value per event
+    attempt_moved: bool  # an event moved the attempt (even one the call no longer follows)
+    attempt: Attempt
+    call: Call
+    responses: tuple[dict[str, Any], ...]
+    effects: tuple[Effect, ...]

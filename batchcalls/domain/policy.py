@@ -1,0 +1,64 @@
+"""A tenant's policy: its quotas and where it may call. Pure: no I/O.
+
+Every limit has a default from settings; a tenant's own value, when set (`batchcalls keys
+policy`), replaces it, higher or lower. `TenantPolicy` holds a tenant's own values (None: the
+default), `Policy` the values in force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from batchcalls.domain.destinations import DEFAULT_BLOCKED_TYPES, DestinationPolicy, parse_countries, parse_number_types
+
+POLICY_FIELDS = ("max_queued_calls", "max_calls_per_batch", "allowed_countries", "blocked_number_types")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The limits in force for one tenant. `allowed_countries` empty: every country."""
+
+    max_queued_calls: int
+    max_calls_per_batch: int
+    allowed_countries: tuple[str, ...] = ()
+    blocked_number_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
+
+    def __post_init__(self) -> None:
+        for name in ("max_queued_calls", "max_calls_per_batch"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        object.__setattr__(self, "allowed_countries", parse_countries(self.allowed_countries))
+        object.__setattr__(self, "blocked_number_types", parse_number_types(self.blocked_number_types))
+
+    @property
+    def destinations(self) -> DestinationPolicy:
+        return DestinationPolicy(frozenset(self.allowed_countries), frozenset(self.blocked_number_types))
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """A tenant's own values; None keeps the default. An empty `allowed_countries` is a value
+    (every country), as is an empty `blocked_number_types` (no type blocked)."""
+
+    max_queued_calls: int | None = None
+    max_calls_per_batch: int | None = None
+    allowed_countries: tuple[str, ...] | None = None
+    blocked_number_types: tuple[str, ...] | None = None
+
+    def over(self, defaults: Policy) -> Policy:
+        """The policy in force: this tenant's values where set, `defaults` elsewhere."""
+        if self == NO_OVERRIDES:
+            return defaults
+        return Policy(
+            **{name: getattr(defaults, name) if (own := getattr(self, name)) is None else own for name in POLICY_FIELDS}
+        )
+
+    def overridden(self) -> list[str]:
+        return [name for name in POLICY_FIELDS if getattr(self, name) is not None]
+
+
+NO_OVERRIDES = TenantPolicy()

@@ -1,0 +1,153 @@
+"""The periodic sweep that makes Redis and the task queue agree with Postgres again: rebuilds
+lost Redis state, renews the slots of live calls, wakes due retries, resolves attempts whose
+provider events stopped, and re-kicks undelivered events. Losing all of Redis loses no call."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import LockError
+
+from batchcalls.adapters.logs import quoted
+from batchcalls.adapters.store import batches, calls, outbox
+from batchcalls.adapters.telephony.base import LiveAttempt
+from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, CallStatus, Outcome, values
+from batchcalls.engine import Engine
+
+log = logging.getLogger("batchcalls.reconciler")
+
+# An attempt that has heard nothing for this many stale periods, and that the provider cannot
+# account for, is ended as failed: it may have been dialed, so it is never dialed again.
+GIVE_UP_FACTOR = 4
+
+
+@dataclass
+class Sweep:
+    rebuilt: int = 0
+    dispatched: int = 0
+    resolved: int = 0
+    deliveries: int = 0
+    event_drains: int = 0
+
+
+def reconcile(engine: Engine) -> Sweep:
+    """One sweep; a sweep already running elsewhere in the fleet makes this one a no-op."""
+    # redis-py's Lock: a token of its own, released only while it is still ours (a sweep that
+    # outlived its lock must not delete the next sweep's).
+    lock = engine.gates.reconcile_lock(timeout=max(engine.settings.reconcile_seconds * 4, 10))
+    if not lock.acquire(blocking=False):
+        return Sweep()
+    try:
+        return _sweep(engine)
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+
+
+def _sweep(engine: Engine) -> Sweep:
+    sweep = Sweep()
+    with engine.db.transaction() as cur:
+        active = batches.active_batches(cur)
+        due_retry = set(calls.batches_with_due_retries(cur))
+        due_events = outbox.batches_with_due_events(cur)
+        stale = calls.stale_attempts(cur, engine.settings.stale_attempt_seconds)
+    for batch in active:
+        batch_id = batch["id"]
+        if engine.gates.loading(batch_id):
+            # Its state is being written (a large submit, or a rebuild): read half-written,
+            # it looks lost, and rebuilding it read every waiting call into this process.
+            continue
+        # Redis first, Postgres second: a call that moves on between the two reads is then
+        # never counted as lost (see `_lost_calls`). Read the other way round, a call dialed
+        # and ended in between was waiting in Postgres and in no Redis queue: a running
+        # 100,000-call batch was rebuilt (all its waiting calls read into a worker) every sweep.
+        present = engine.gates.exists(batch_id)
+        depth = engine.gates.depth(batch_id)
+        with engine.db.transaction() as cur:
+            counts = batches.status_counts(cur, batch_id)
+            live_ids = [r["id"] for r in calls.list_live(cur, batch_id)]
+        lost = not present or _lost_calls(depth, counts)
+        if lost and engine.rebuild(batch_id):
+            sweep.rebuilt += 1
+        engine.gates.renew(batch_id, live_ids)
+        if batch_id in due_retry or counts.get(CallStatus.QUEUED.value):
+            sweep.dispatched += engine.dispatch(batch_id)
+    for attempt in stale:
+        sweep.resolved += _resolve_stale(engine, attempt)
+    for batch_id in due_events:
+        sweep.deliveries += engine.redeliver(batch_id)
+    # Provider events queued for the workers that nobody is applying (their task was lost).
+    sweep.event_drains = engine.tasks.recover_events()
+    return sweep
+
+
+def _lost_calls(depth: tuple[int, int, int], counts: dict[str, int]) -> bool:
+    """True when Postgres has waiting calls that no Redis queue or slot accounts for: more
+    waiting calls than the ready and delayed queues hold plus the slots leased to calls not yet
+    live. `depth` (ready, delayed, leased) must be read before `counts` (calls by status): calls
+    only move from a Redis queue to a slot, from a slot to live, and from live to final or to
+    waiting again, so every call waiting at the second read was queued or leased at the first,
+    and the test holds without a false alarm however the batch moves in between."""
+    ready, delayed, leased = depth
+    waiting = sum(counts.get(s, 0) for s in values(PENDING_STATUSES))
+    live = sum(counts.get(s, 0) for s in values(LIVE_STATUSES))
+    return waiting > ready + delayed + max(0, leased - live)
+
+
+def _resolve_stale(engine: Engine, attempt: dict[str, Any]) -> int:
+    """Ask the provider about an attempt whose events stopped; end it if nobody knows it."""
+    live = LiveAttempt(
+        call_id=attempt["call_id"],
+        attempt=attempt["number"],
+        phone_number=attempt["phone_number"],
+        status=attempt["status"],
+        provider_call_id=attempt["provider_call_id"],
+        dialed_at=attempt["dialed_at"].timestamp(),
+    )
+    event = engine.provider.poll(live) if engine.provider is not None else None
+    if event is not None and event.status != AttemptStatus(attempt["status"]):
+        log.info(
+            "recovered a missed event batch_id=%s call_id=%s attempt=%d status=%s",
+            attempt["batch_id"],
+            live.call_id,
+            live.attempt,
+            event.status.value,
+        )
+        engine.record_event(event)
+        return 1
+    if event is not None:  # the provider knows the call and it has not moved on: a long call
+        with engine.db.transaction() as cur:
+            calls.touch_attempt(cur, live.call_id, live.attempt)
+        return 0
+    silent = time.time() - attempt["last_event_at"].timestamp()
+    if silent < engine.settings.stale_attempt_seconds * GIVE_UP_FACTOR:
+        return 0
+    reason = (
+        "the provider never confirmed this call"
+        if live.provider_call_id is None
+        else f"no provider event for {silent:.0f}s"
+    )
+    log.warning(
+        "ending a silent attempt as failed batch_id=%s call_id=%s attempt=%d reason=%s",
+        attempt["batch_id"],
+        live.call_id,
+        live.attempt,
+        quoted(reason),
+    )
+    engine.record_event(
+        ProviderEvent(
+            live.call_id,
+            live.attempt,
+            AttemptStatus.ENDED,
+            time.time(),
+            Outcome.FAILED,
+            live.provider_call_id,
+            error=reason,
+        )
+    )
+    return 1

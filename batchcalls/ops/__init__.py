@@ -1,0 +1,1 @@
+"""Local operations tooling: the CLI, embedded servers, the supervisor, the demo's receiver, the API client."""
