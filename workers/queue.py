@@ -99,6 +99,9 @@ class CeleryTaskQueue:
     def wake(self, batch_id: str, countdown: float) -> None:
         self._send("batchcalls.wake", (batch_id,), countdown=countdown, priority=0)
 
+    def pace(self, countdown: float = 0) -> None:
+        self._send("batchcalls.pace", (), countdown=countdown or None, priority=0)
+
     def deliver(self, batch_id: str, countdown: float = 0) -> None:
         self._send("batchcalls.deliver", (batch_id,), countdown=countdown or None, priority=3)
 

@@ -131,6 +131,12 @@ def wake(batch_id: str) -> int:
     return _parts()[0].dispatch(batch_id)
 
 
+@app.task(base=EngineTask, name="batchcalls.pace")
+def pace() -> int:
+    """Take the account's calls-per-second turns: one such task at a time in the fleet."""
+    return _parts()[0].pace()
+
+
 @app.task(base=EngineTask, name="batchcalls.place_call")
 def place_call(
     batch_id: str,

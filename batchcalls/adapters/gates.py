@@ -36,6 +36,31 @@ def _script(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """What one `take_turn` found: a batch whose call may be created at `at` (Unix seconds),
+    with the creation-log `member` to give back if no call is placed; or a `wait` in seconds
+    until the next instant; or `idle` (no batch waits: the pacer stops); or `other` (another
+    task is the pacer)."""
+
+    kind: str
+    batch_id: str = ""
+    at: float = 0.0
+    member: str = ""
+    wait: float = 0.0
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the last turn's batch can do now, for the scheduler: `wants` the priority of its
+    next call, or None when it cannot dial (paused, no free slot, nothing waiting)."""
+
+    batch_id: str
+    wants: int | None
+    tenant: str
+    give_back: str = ""
+
+
+@dataclass(frozen=True)
 class Grant:
     """What one acquire did: the calls given a slot (with their ready score), the leases found
     expired (for the caller to check against Postgres), and when the next retry comes due."""
@@ -45,6 +70,8 @@ class Grant:
     now: float  # Redis time of the grant, Unix seconds
     expired: list[str]
     next_due_in: float | None
+    wants: int | None = None  # the priority of the next call when the batch could dial one more now
+    tenant: str = ""
 
 
 class Gates:
@@ -54,6 +81,7 @@ class Gates:
         self._acquire = client.register_script(_script("acquire.lua"))
         self._renew = client.register_script(_script("renew.lua"))
         self._cps = client.register_script(_script("cps_reserve.lua"))
+        self._scheduler = client.register_script(_script("scheduler.lua"))
 
     def load_batch(
         self,
@@ -64,6 +92,7 @@ class Gates:
         leased: Iterable[str] = (),
         *,
         paused: bool = False,
+        tenant: str = "",
         chunk: int = 5000,
     ) -> None:
         """Write a batch's state: `ready` (call id, score), `delayed` (call id, score, due Unix
@@ -89,7 +118,7 @@ class Gates:
         now_ms = int(self.redis.time()[0] * 1000)
         for call_id in leased:
             pipe.zadd(leases_key, {call_id: now_ms + self.lease_ms}, nx=True)
-        pipe.hset(meta, mapping={"concurrency": concurrency, "paused": "1" if paused else "0"})
+        pipe.hset(meta, mapping={"concurrency": concurrency, "paused": "1" if paused else "0", "tenant": tenant})
         pipe.delete(loading)
         pipe.execute()
 
@@ -131,18 +160,21 @@ class Gates:
         batch_id: str,
         release: Iterable[str] = (),
         delay: Iterable[tuple[str, int, float]] = (),
+        *,
+        at_most: int | None = None,
     ) -> Grant:
         """Release `release` leases, park `delay` calls (call id, score, due Unix seconds) until
-        due, then lease free slots to the best ready calls."""
+        due, then lease free slots to the best ready calls (`at_most` of them)."""
         release = list(release)
         delay = list(delay)
-        args: list[str | int | float] = [self.lease_ms, len(release), *release, len(delay)]
+        limit = -1 if at_most is None else at_most
+        args: list[str | int | float] = [self.lease_ms, limit, len(release), *release, len(delay)]
         for call_id, score, due in delay:
             args += [int(due * 1000), f"{score}|{call_id}"]
         result = self._acquire(keys=redis_keys.gate_keys(batch_id), args=args)
         if result[0] == -1:
             return Grant(True, [], 0.0, [], None)
-        now_ms, next_due, flat, expired = result
+        now_ms, next_due, flat, expired, wants, tenant = result
         granted = [(_text(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
         return Grant(
             False,
@@ -150,6 +182,8 @@ class Gates:
             int(now_ms) / 1000,
             [_text(e) for e in expired],
             None if int(next_due) < 0 else int(next_due) / 1000,
+            None if int(wants) < 0 else int(wants),
+            _text(tenant),
         )
 
     def renew(self, batch_id: str, call_ids: Iterable[str], extra_seconds: float = 0) -> int:
@@ -192,6 +226,51 @@ class Gates:
             args=[int(limit), int(window_seconds * 1000), uuid.uuid4().hex],
         )
         return int(at) / 1000, int(now) / 1000
+
+    def join(self, account: str, batch_id: str, tenant: str, priority: int) -> bool:
+        """Register the batch as waiting for a creation turn at `priority`; True when no pacer
+        runs and the caller must start one."""
+        keys = redis_keys.scheduler_keys(account)
+        return bool(self._scheduler(keys=keys, args=["join", batch_id, tenant, priority]))
+
+    def kick(self, account: str) -> bool:
+        """True when batches wait for turns and no pacer runs: the caller must start one."""
+        return bool(self._scheduler(keys=redis_keys.scheduler_keys(account), args=["kick"]))
+
+    def handoff(self, account: str, token: str) -> bool:
+        """Pass the pacer's role on to a new pacer task (the caller sends it)."""
+        return bool(self._scheduler(keys=redis_keys.scheduler_keys(account), args=["handoff", token]))
+
+    def take_turn(
+        self,
+        account: str,
+        token: str,
+        limit: float,
+        window_seconds: float,
+        *,
+        lookahead: float,
+        hold: float,
+        report: Report | None = None,
+    ) -> Turn:
+        """Report what the last turn's batch can do now, then take the next creation turn."""
+        args: list[str | int] = [
+            "take",
+            token,
+            int(limit),
+            int(window_seconds * 1000),
+            int(lookahead * 1000),
+            int(hold * 1000),
+        ]
+        if report is not None:
+            wants = -1 if report.wants is None else report.wants
+            args += [report.batch_id, wants, report.tenant, report.give_back]
+        result = self._scheduler(keys=redis_keys.scheduler_keys(account), args=args)
+        kind = _text(result[0])
+        if kind == "grant":
+            return Turn(kind, _text(result[1]), int(result[2]) / 1000, _text(result[3]))
+        if kind == "wait":
+            return Turn(kind, wait=int(result[1]) / 1000)
+        return Turn(kind)
 
 
 def _text(value: object) -> str:

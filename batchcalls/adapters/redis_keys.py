@@ -97,6 +97,14 @@ def cps_log(account: str) -> str:
     return f"{PREFIX}:cps:{{{account}}}"
 
 
+def scheduler_keys(account: str) -> list[str]:
+    """The dial scheduler's key prefix, the account's creation log and the pacer's mark, in the
+    order `lua/scheduler.lua` takes them. One hash tag with the creation log: one cluster slot.
+    Under the prefix: `:prios`, `:p:<priority>` (tenants), `:p:<priority>:t:<tenant>`
+    (batches), `:where`, `:clock`, `:seq`."""
+    return [f"{cps_log(account)}:sched", cps_log(account), f"{cps_log(account)}:pacer"]
+
+
 def tenant_delivery_leases(tenant_id: int) -> str:
     """Sorted set: the deliveries a tenant has running, fleet-wide. Both keys of a tenant carry
     one hash tag: the lease script touches one cluster slot."""

@@ -5,6 +5,7 @@ Tasks call `Engine` and nothing else. Each job is a part of its own, read on its
 
 - `submitting`: store a batch and queue its calls (`submit`);
 - `granting`: give free slots to the next calls, and rebuild lost Redis state (`dispatch`, `rebuild`);
+- `pacing`: under a calls-per-second limit, choose whose call is created at each instant (`pace`);
 - `dialing`: place a call within the calls-per-second limit (`place_call`, `place_calls`);
 - `events`: apply provider events and flush the Redis work they leave (`record_event(s)`, `flush_events`);
 - `kicks`: have events delivered (`kick_delivery`, `deliver`, `redeliver`).
@@ -26,6 +27,7 @@ from batchcalls.engine.dialing import Dialing
 from batchcalls.engine.events import ApplyingEvents, Gathered
 from batchcalls.engine.granting import EVENT_PRIORITY, Granting
 from batchcalls.engine.kicks import DeliveryKicks
+from batchcalls.engine.pacing import Pacing
 from batchcalls.engine.submitting import Submitting, request_hash
 from config.settings import Settings
 
@@ -33,7 +35,7 @@ __all__ = ["EVENT_PRIORITY", "Engine", "Gathered", "TaskQueue", "request_hash"]
 
 
 @dataclass
-class Engine(Submitting, Granting, Dialing, ApplyingEvents, DeliveryKicks):
+class Engine(Submitting, Granting, Pacing, Dialing, ApplyingEvents, DeliveryKicks):
     """The engine's parts over one set of adapters: the methods are the parts'."""
 
     settings: Settings

@@ -58,13 +58,17 @@ class Granting(EngineParts):
         place_here: bool,
     ) -> tuple[int, str | None]:
         """`dispatch`, and the call it placed here (if any)."""
-        grant = self.gates.acquire(batch_id, release or (), delay or ())
+        # Under a calls-per-second limit a slot is given at the call's creation turn (`pacing`).
+        at_most = 0 if self.settings.cps_limit else None
+        grant = self.gates.acquire(batch_id, release or (), delay or (), at_most=at_most)
         if grant.missing:
             if not self.rebuild(batch_id):
                 return 0, None
-            grant = self.gates.acquire(batch_id)
+            grant = self.gates.acquire(batch_id, at_most=at_most)
             if grant.missing:
                 return 0, None
+        if at_most == 0:
+            self._join(batch_id, grant)
         here = None
         if place_here and grant.granted and gates_mod.priority_of(grant.granted[0][1]) == EVENT_PRIORITY:
             here = grant.granted[0][0]
@@ -152,7 +156,13 @@ class Granting(EngineParts):
                 len(live),
             )
             self.gates.load_batch(
-                batch_id, batch["concurrency"], ready, delayed, live, paused=batch["status"] == BatchStatus.PAUSED
+                batch_id,
+                batch["concurrency"],
+                ready,
+                delayed,
+                live,
+                paused=batch["status"] == BatchStatus.PAUSED,
+                tenant=str(batch["tenant_id"]),
             )
             return True
         finally:

@@ -83,6 +83,8 @@ def _sweep(engine: Engine) -> Sweep:
         sweep.deliveries += engine.redeliver(batch_id)
     # Provider events queued for the workers that nobody is applying (their task was lost).
     sweep.event_drains = engine.tasks.recover_events()
+    # Batches waiting for calls-per-second turns whose pacer died.
+    engine.kick_pacer()
     return sweep
 
 

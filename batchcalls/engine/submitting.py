@@ -59,6 +59,7 @@ class Submitting(EngineParts):
                     submitted.batch_id,
                     batch.concurrency,
                     ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio in submitted.calls),
+                    tenant=str(tenant.id),
                 )
                 self.tasks.dispatch(submitted.batch_id, batch.priority)
             except Exception as exc:  # noqa: BLE001 - Redis or the broker; the batch is stored either way

@@ -35,6 +35,7 @@ class ListQueue:
         self.places.extend(call_ids)
 
     def wake(self, *args: Any, **kwargs: Any) -> None: ...
+    def pace(self, *args: Any, **kwargs: Any) -> None: ...
     def deliver(self, batch_id: str, countdown: float = 0) -> None:
         self.delivers.append((batch_id, countdown))
 

@@ -279,7 +279,7 @@ def test_load_batch_writes_meta_last(
     assert [cmd for _, cmds in flushes for cmd in cmds].count("HSET") == 1
     assert flushes[-1][1][-2:] == ["HSET", "DEL"]  # the meta, and the end of the loading mark
     assert marked == [True, True, True] and not gates.loading("b")
-    assert client.hgetall("bc:{b}:meta") == {b"concurrency": b"2", b"paused": b"0"}
+    assert client.hgetall("bc:{b}:meta") == {b"concurrency": b"2", b"paused": b"0", b"tenant": b""}
     assert gates.depth("b") == (5, 1, 1)
 
 
