@@ -18,7 +18,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import scenarios
+from bench import fairness, scenarios
 from bench.receiver import Receiver
 from bench.stack import running_stack
 
@@ -134,6 +134,48 @@ def rows(sizes: scenarios.Sizes) -> list[Row]:
             lambda v: v < 300,
         ),
         Row("", f"worker, whole process tree, {large:,}-call batch", f"mem_{large}_worker_total_mb", "MB", "", None),
+        *fairness_rows(fairness.SMOKE if sizes == scenarios.SMOKE else fairness.FULL),
+    ]
+
+
+def fairness_rows(sizes: fairness.FairSizes) -> list[Row]:
+    behind = f"behind {sizes.big_calls} calls at concurrency {sizes.big_concurrency} ({fairness.LIMIT}/s, 2 s calls)"
+    tenants, batches = sizes.share_tenants, sizes.share_batches
+    return [
+        Row(
+            "7 Fair turns",
+            f"other tenant's {sizes.small_calls} calls {behind}: POST -> first dial",
+            "fair_other_first_dial_s",
+            "s",
+            "<= 2",
+            lambda v: v <= 2,
+        ),
+        Row("", "... POST -> batch.completed", "fair_other_done_s", "s", "<= 9", lambda v: v <= 9),
+        Row("", "... limit used", "fair_other_cps_utilisation", "", ">= 0.95", lambda v: v >= 0.95),
+        Row("", "... most creations in any 1 s window", "fair_other_cps_max_window", "", "<= 5", lambda v: v <= 5),
+        Row(
+            "",
+            f"same tenant's priority-0 {sizes.small_calls} calls {behind}: POST -> first dial",
+            "fair_urgent_first_dial_s",
+            "s",
+            "<= 1.5",
+            lambda v: v <= 1.5,
+        ),
+        Row("", "... POST -> batch.completed", "fair_urgent_done_s", "s", "<= 6.5", lambda v: v <= 6.5),
+        Row("", "... limit used", "fair_urgent_cps_utilisation", "", ">= 0.95", lambda v: v >= 0.95),
+        Row("", "... most creations in any 1 s window", "fair_urgent_cps_max_window", "", "<= 5", lambda v: v <= 5),
+        Row(
+            "",
+            f"{tenants * batches} small batches of {tenants} tenants behind a big one: least share / equal",
+            "fair_share_min",
+            "",
+            ">= 0.8",
+            lambda v: v >= 0.8,
+        ),
+        Row("", "... greatest share / equal", "fair_share_max", "", "<= 1.2", lambda v: v <= 1.2),
+        Row("", "scheduler, per dial, 10 batches waiting", "sched_10_us", "us", "", None),
+        Row("", "scheduler, per dial, 1,000 batches waiting", "sched_1000_us", "us", "", None),
+        Row("", "1,000 batches / 10 batches", "sched_ratio", "", "<= 1.25", lambda v: v <= 1.25),
     ]
 
 
@@ -144,7 +186,7 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
-SCENARIOS = ("slots", "cps", "throughput", "submit")
+SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness")
 
 
 def run(
@@ -179,6 +221,14 @@ def run(
                             functools.partial(scenarios.submit_and_memory, stack, receiver, sizes, calls),
                         )
                     )
+                fair = fairness.SMOKE if sizes == scenarios.SMOKE else fairness.FULL
+                for label, measure in (
+                    ("other tenant behind a big batch", fairness.other_tenant),
+                    ("urgent batch behind a big batch", fairness.urgent_batch),
+                    ("tenant shares", fairness.tenant_shares),
+                    ("scheduler cost", fairness.scheduler_cost),
+                ):
+                    steps.append(("fairness", label, functools.partial(measure, stack, receiver, fair)))
                 steps = [step for step in steps if step[0] in only]
                 for _, label, step in steps:
                     started = time.time()

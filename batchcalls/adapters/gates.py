@@ -7,7 +7,6 @@ Every per-batch key carries the `{batch_id}` hash tag, so each script touches on
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -80,7 +79,6 @@ class Gates:
         self.lease_ms = int(lease_seconds * 1000)
         self._acquire = client.register_script(_script("acquire.lua"))
         self._renew = client.register_script(_script("renew.lua"))
-        self._cps = client.register_script(_script("cps_reserve.lua"))
         self._scheduler = client.register_script(_script("scheduler.lua"))
 
     def load_batch(
@@ -217,15 +215,6 @@ class Gates:
         pipe.zcard(leases)
         r, d, x = pipe.execute()
         return int(r), int(d), int(x)
-
-    def reserve_call_slot(self, account: str, limit: float, window_seconds: float) -> tuple[float, float]:
-        """Reserve the instant (Unix seconds) at which one more provider call may be created
-        under `limit` per `window_seconds`, fleet-wide. Returns (reserved_at, now)."""
-        at, now = self._cps(
-            keys=[redis_keys.cps_log(account)],
-            args=[int(limit), int(window_seconds * 1000), uuid.uuid4().hex],
-        )
-        return int(at) / 1000, int(now) / 1000
 
     def join(self, account: str, batch_id: str, tenant: str, priority: int) -> bool:
         """Register the batch as waiting for a creation turn at `priority`; True when no pacer

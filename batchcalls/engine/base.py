@@ -81,7 +81,6 @@ class EngineParts:
             reserved_at: float | None = None,
             granted_at: float | None = None,
             batch_id: str | None = None,
-            max_wait: float = ...,
             *,
             freed: bool = False,
         ) -> None: ...

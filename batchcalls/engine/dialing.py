@@ -8,6 +8,7 @@ import math
 import time
 from typing import Any
 
+from batchcalls.adapters import gates as gates_mod
 from batchcalls.adapters.logs import quoted
 from batchcalls.adapters.store import calls
 from batchcalls.adapters.telephony.base import DialRequest
@@ -21,8 +22,6 @@ log = logging.getLogger("batchcalls.engine")
 # A call that reserved a creation instant dials within this much of it, or reserves again; the
 # rate window is widened by the same amount, so no window of one second holds more than the limit.
 CPS_TOLERANCE = 0.03
-# Waits for a creation instant up to this long are slept in the task; longer ones use a countdown.
-MAX_IN_TASK_WAIT = 1.5
 
 
 class Dialing(EngineParts):
@@ -39,7 +38,6 @@ class Dialing(EngineParts):
         reserved_at: float | None = None,
         granted_at: float | None = None,
         batch_id: str | None = None,
-        max_wait: float = MAX_IN_TASK_WAIT,
         *,
         freed: bool = False,
     ) -> None:
@@ -66,7 +64,7 @@ class Dialing(EngineParts):
                 "not dialing, the call holds no slot (Redis state was lost) batch_id=%s call_id=%s", batch_id, call_id
             )
             return
-        begun = self._start_attempt(call_id, batch_id, call, reserved_at, max_wait)
+        begun = self._start_attempt(call_id, batch_id, call, reserved_at)
         if begun is None:
             return
         started, batch_started, reserved_at = begun
@@ -101,16 +99,14 @@ class Dialing(EngineParts):
         batch_id: str,
         call: dict[str, Any] | None,
         reserved_at: float | None,
-        max_wait: float,
     ) -> tuple[dict[str, Any], dict[str, Any] | None, float | None] | None:
         """Record the call's next attempt within its calls-per-second instant (`call` is None
         when no limit applies). Returns the started call, its batch when this attempt started
-        it, and the instant the create was reserved for (None when reserved in this task); or
-        None when the call is not to be dialed here."""
+        it, and its turn's creation instant; or None when the call is not to be dialed here."""
         assert self.provider is not None
         batch_started: dict[str, Any] | None = None
         while True:
-            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at, max_wait)
+            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
             if deadline is None:
                 return None
             with self.db.transaction() as cur:
@@ -122,8 +118,8 @@ class Dialing(EngineParts):
                 return None
             if time.time() <= deadline:
                 return started, batch_started, reserved_at
-            # Recording the attempt took us past our creation instant: take it back and reserve
-            # again, so no window of a second ever holds more creations than the limit.
+            # Recording the attempt took us past our creation instant: take it back and wait for
+            # another turn, so no window of a second ever holds more creations than the limit.
             with self.db.transaction() as cur:
                 calls.undo_attempt(cur, call_id, started["attempt_count"])
             reserved_at = None
@@ -136,37 +132,27 @@ class Dialing(EngineParts):
         if status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
             self.dispatch(batch_id, release=[call_id])
 
-    def _wait_for_rate(
-        self, call: dict[str, Any], reserved_at: float | None, max_wait: float = MAX_IN_TASK_WAIT
-    ) -> float | None:
-        """Hold the call until the provider's calls-per-second limit lets it be created, for at
-        most `max_wait` seconds in this task; returns the latest time the creation may happen
-        (infinity without a limit), or None when it was handed to a later task instead."""
-        limit = self.settings.cps_limit
-        if not limit:
+    def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None) -> float | None:
+        """Hold the call until its turn's creation instant under the provider's calls-per-second
+        limit; returns the latest time the creation may happen (infinity without a limit), or
+        None when the call went back in line instead."""
+        if not self.settings.cps_limit:
             return math.inf
-        count, window = (1, 1.0 / limit) if limit < 1 else (int(limit), 1.0)
-        while True:
-            if reserved_at is None:
-                reserved_at, now = self.gates.reserve_call_slot(
-                    self.settings.provider_account, count, window + CPS_TOLERANCE + self.settings.cps_margin
-                )
-            else:
-                now = time.time()
-            wait = reserved_at - now
-            if wait > max_wait:
-                # That task sleeps out the last half second itself (up to MAX_IN_TASK_WAIT).
-                countdown = min(max(0.0, wait - 0.5), self.settings.max_countdown_seconds)
-                self.gates.renew(call["batch_id"], [call["id"]], extra_seconds=countdown)
-                self.tasks.place_call(
-                    call["batch_id"], call["id"], call["priority"], countdown=countdown, reserved_at=reserved_at
-                )
-                return None
-            if wait > 0:
-                time.sleep(wait)
-            if time.time() <= reserved_at + CPS_TOLERANCE:
-                return reserved_at + CPS_TOLERANCE
-            reserved_at = None  # too late for our instant: the window may be full now
+        if reserved_at is not None and (wait := reserved_at - time.time()) > 0:
+            time.sleep(wait)
+        if reserved_at is None or time.time() > reserved_at + CPS_TOLERANCE:
+            # Without its turn's instant (a retry after a throttled create, a task sent again, a
+            # task that came too late for its instant), the call waits for a turn like the rest:
+            # an instant of its own would go ahead of the scheduler's order.
+            self._back_in_line(call)
+            return None
+        return reserved_at + CPS_TOLERANCE
+
+    def _back_in_line(self, call: dict[str, Any]) -> None:
+        """Give the call's slot back and put it first in its batch's line for the next turn."""
+        log.info("call missed its creation turn, back in line batch_id=%s call_id=%s", call["batch_id"], call["id"])
+        score = gates_mod.ready_score(call["priority"], call["seq"])
+        self.dispatch(call["batch_id"], release=[call["id"]], delay=[(call["id"], score, time.time())])
 
     def _provider_refused(self, call: dict[str, Any], attempt: int, exc: ProviderError) -> None:
         if exc.definite and exc.throttled:

@@ -18,9 +18,6 @@ from batchcalls.engine.base import EngineParts
 
 log = logging.getLogger("batchcalls.engine")
 
-# A call placed by the task that freed its slot waits at most this long there for its creation
-# instant; a longer wait goes to a `place_call` task of its own.
-PLACE_HERE_MAX_WAIT = 0.05
 # Provider events are applied at the message priority of a call of the default priority (5, of
 # 0..9, 0 first). An event task places the next call itself only when that call has the same
 # priority: a call of a higher priority goes out as a `place_call` task that jumps the queue, one
@@ -79,7 +76,7 @@ class Granting(EngineParts):
         if grant.next_due_in is not None:
             self._schedule_wake(batch_id, grant.next_due_in)
         if here is not None:
-            self.place_call(here, granted_at=grant.now, batch_id=batch_id, max_wait=PLACE_HERE_MAX_WAIT, freed=True)
+            self.place_call(here, granted_at=grant.now, batch_id=batch_id, freed=True)
         return len(grant.granted), here
 
     def _send_placements(

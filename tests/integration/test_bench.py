@@ -33,6 +33,14 @@ FIGURES = (
     "dispatch_p99_ms",
     "mem_5000_api_mb",
     "mem_5000_worker_mb",
+    "fair_other_first_dial_s",
+    "fair_other_done_s",
+    "fair_urgent_first_dial_s",
+    "fair_urgent_done_s",
+    "fair_share_min",
+    "fair_share_max",
+    "sched_10_us",
+    "sched_1000_us",
 )
 
 
@@ -54,6 +62,7 @@ def test_bench_smoke_runs_every_scenario_and_prints_the_table(tmp_path: Path) ->
         "Submit latency",
         "Dispatch latency",
         "Memory (peak RSS)",
+        "Fair turns",
         "machine:",
     ):
         assert label in done.stdout
@@ -65,3 +74,7 @@ def test_bench_smoke_runs_every_scenario_and_prints_the_table(tmp_path: Path) ->
     assert figures["dispatch_samples"] > 0
     # ... and the invariants hold while they measure (the slot scenario raises on a broken one).
     assert figures["cps_max_window"] <= figures["cps_limit"]
+    assert figures["fair_other_cps_max_window"] <= 5 and figures["fair_urgent_cps_max_window"] <= 5
+    # Turns went where the policy says: the urgent batch and the other tenant were not served last.
+    assert figures["fair_urgent_first_dial_s"] < figures["fair_urgent_done_s"]
+    assert figures["fair_share_min"] > 0

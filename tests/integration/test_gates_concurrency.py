@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import redis
 
-from batchcalls.adapters.gates import Gates, Grant, ready_score
+from batchcalls.adapters import redis_keys
+from batchcalls.adapters.gates import Gates, Grant, Report, ready_score
 from tests.support.processes import run_processes
 from tests.support.servers import TestServers
 
@@ -114,18 +115,29 @@ def _renew_race_worker(
         results.put(("error", traceback.format_exc()))
 
 
-def _cps_worker(redis_url: str, account: str, count: int, start: Any, results: Any) -> None:
-    """Reserve an instant, wait for it (as `Engine._wait_for_rate` does), reserve the next."""
+def _pace_worker(redis_url: str, account: str, batch_id: str, token: str, start: Any, results: Any) -> None:
+    """Take calls-per-second turns as a `pace` task does, until no batch waits."""
     try:
         gates = Gates(redis.Redis.from_url(redis_url), lease_seconds=60)
-        reserved: list[tuple[float, float]] = []
+        turns: list[float] = []
+        stepped_aside = 0
+        report: Report | None = None
         start.wait()
-        for _ in range(count):
-            at, now = gates.reserve_call_slot(account, 10, 1.0)
-            reserved.append((at, now))
-            if at > now:
-                time.sleep(at - now)
-        results.put(("ok", reserved))
+        while True:
+            turn = gates.take_turn(account, token, 10, 1.0, lookahead=0, hold=3.0, report=report)
+            report = None
+            if turn.kind == "grant":
+                grant = gates.acquire(turn.batch_id, at_most=1)
+                report = Report(turn.batch_id, grant.wants, grant.tenant, "" if grant.granted else turn.member)
+                turns += [turn.at] if grant.granted else []
+            elif turn.kind == "wait":
+                time.sleep(turn.wait)
+            elif turn.kind == "other":
+                stepped_aside += 1
+                time.sleep(0.05)
+            else:
+                break
+        results.put(("ok", turns, stepped_aside))
     except BaseException:
         results.put(("error", traceback.format_exc()))
 
@@ -160,21 +172,24 @@ def test_six_processes_never_lease_more_than_concurrency_or_grant_a_call_twice(s
     client.delete(f"test:{{{batch_id}}}:holding")
 
 
-def test_six_processes_share_one_calls_per_second_limit(servers: TestServers) -> None:
+def test_six_racing_pacers_take_turns_one_at_a_time_within_the_limit(servers: TestServers) -> None:
     account = "cps-" + uuid.uuid4().hex[:8]
-    answers = run_processes(_cps_worker, [(servers.redis_url, account, 10)] * PROCESSES, timeout=30)
-    reservations = [(round(at * 1000), round(now * 1000)) for answer in answers for at, now in answer[1]]
-    instants = sorted(at for at, _ in reservations)
-    assert len(instants) == 60
-    # No half-open window [t, t + 1000 ms) holds 11 instants: any 11 in a row span >= 1000 ms.
-    tightest = min(instants[i + 10] - instants[i] for i in range(len(instants) - 10))
-    assert tightest >= 1000
-    # Close to the limit, said as an order rather than a duration (a busy machine calls late): a
-    # caller is given its own moment, or the first instant the window allows, the one a window
-    # after an earlier reservation; never a later one.
-    taken = set(instants)
-    late = [(at, now) for at, now in reservations if at != now and at - 1000 not in taken]
-    assert late == [], f"reserved later than the limit asks: {late}"
+    batch_id = "paced-" + uuid.uuid4().hex[:8]
+    gates = Gates(redis.Redis.from_url(servers.redis_url), lease_seconds=60)
+    gates.load_batch(batch_id, 1000, [(f"call-{seq}", ready_score(5, seq)) for seq in range(60)], tenant="t")
+    gates.join(account, batch_id, "t", 5)
+    answers = run_processes(
+        _pace_worker, [(servers.redis_url, account, batch_id, f"pacer-{i}") for i in range(PROCESSES)], timeout=60
+    )
+    pacers = [answer for answer in answers if answer[1]]
+    assert len(pacers) == 1, "more than one process took turns at once"
+    assert sum(answer[2] for answer in answers) > 0, "the others never raced the pacer: the test proved nothing"
+    instants = sorted(round(at * 1000) for at in pacers[0][1])
+    assert len(instants) == 60 and gates.depth(batch_id) == (0, 0, 60)
+    # No window of 1000 ms holds 11 turns: any 11 in a row span at least 1000 ms.
+    assert min(instants[i + 10] - instants[i] for i in range(len(instants) - 10)) >= 1000
+    gates.forget(batch_id)
+    gates.redis.delete(*redis_keys.scheduler_keys(account))
 
 
 def test_renewals_racing_acquire_and_release_never_resurrect_a_lease(servers: TestServers) -> None:

@@ -301,31 +301,42 @@ def test_a_load_cut_short_leaves_the_batch_missing(gates: Gates, monkeypatch: py
     assert gates.acquire("b").missing
 
 
-# -- calls-per-second reservations ---------------------------------------------------------------
+# -- calls-per-second turns (the dial scheduler's creation log) ----------------------------------
+
+
+def _waiting(gates: Gates, account: str, calls: int = 1000) -> None:
+    gates.load_batch(f"b-{account}", calls, [(f"c-{account}-{i}", ready_score(5, i)) for i in range(calls)])
+    gates.join(account, f"b-{account}", "", 5)
+
+
+def _turn_at(gates: Gates, account: str, limit: int, window: float) -> float | None:
+    """The instant of the next turn when one is due now, else None (the scheduler said wait)."""
+    turn = gates.take_turn(account, "pacer", limit, window, lookahead=0, hold=60)
+    return turn.at if turn.kind == "grant" else None
 
 
 def test_a_burst_gets_the_current_instant_up_to_the_limit(gates: Gates, clock: Clock) -> None:
-    got = [gates.reserve_call_slot("acct", 3, 1.0) for _ in range(4)]
-    assert got[:3] == [(T0, T0)] * 3
-    assert got[3] == (T0 + 1.0, T0)
-
-
-def test_reservations_past_the_limit_queue_window_by_window(gates: Gates, clock: Clock) -> None:
-    at = [gates.reserve_call_slot("acct", 2, 0.5)[0] for _ in range(7)]
-    assert at == [T0, T0, T0 + 0.5, T0 + 0.5, T0 + 1.0, T0 + 1.0, T0 + 1.5]
+    _waiting(gates, "acct")
+    got = [_turn_at(gates, "acct", 3, 1.0) for _ in range(3)]
+    assert got == [T0] * 3
+    turn = gates.take_turn("acct", "pacer", 3, 1.0, lookahead=0, hold=60)
+    assert (turn.kind, turn.wait) == ("wait", 1.0)
 
 
 def test_a_window_later_the_limit_is_free_again(gates: Gates, clock: Clock) -> None:
+    _waiting(gates, "acct")
     for _ in range(3):
-        gates.reserve_call_slot("acct", 3, 1.0)
+        _turn_at(gates, "acct", 3, 1.0)
     clock.advance(1.0)
-    assert gates.reserve_call_slot("acct", 3, 1.0) == (T0 + 1.0, T0 + 1.0)
+    assert _turn_at(gates, "acct", 3, 1.0) == T0 + 1.0
 
 
 def test_accounts_do_not_share_a_limit(gates: Gates, clock: Clock) -> None:
-    gates.reserve_call_slot("a", 1, 1.0)
-    assert gates.reserve_call_slot("b", 1, 1.0)[0] == T0
-    assert gates.reserve_call_slot("a", 1, 1.0)[0] == T0 + 1.0
+    _waiting(gates, "a")
+    _waiting(gates, "b")
+    assert _turn_at(gates, "a", 1, 1.0) == T0
+    assert _turn_at(gates, "b", 1, 1.0) == T0
+    assert _turn_at(gates, "a", 1, 1.0) is None
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -333,18 +344,23 @@ def test_accounts_do_not_share_a_limit(gates: Gates, clock: Clock) -> None:
 def test_no_window_ever_holds_more_than_the_limit(
     gates: Gates, clock: Clock, seed: int, limit: int, window_ms: int
 ) -> None:
+    _waiting(gates, "acct", calls=400)
     rng = random.Random(seed)
-    reserved: list[int] = []
+    given: list[int] = []
     for _ in range(300):
         clock.advance(rng.choice([0, 0, 0, 1, 7, 50, 120, 400, 1500]) / 1000)
-        at_s, now_s = gates.reserve_call_slot("acct", limit, window_ms / 1000)
-        at, now = round(at_s * 1000), round(now_s * 1000)
-        assert now == clock.ms
-        assert at >= now  # never in the past
-        assert not reserved or at >= reserved[-1]  # a later caller never jumps the queue
-        # As early as allowed: either now, or the window just before `at` is full.
-        assert at == now or sum(at - window_ms <= r < at for r in reserved) == limit
-        reserved.append(at)
-    # Any limit+1 consecutive instants span at least a window: no [t, t+window) holds limit+1.
-    spans = [reserved[i + limit] - reserved[i] for i in range(len(reserved) - limit)]
-    assert min(spans) >= window_ms
+        turn = gates.take_turn("acct", "pacer", limit, window_ms / 1000, lookahead=0, hold=60)
+        recent = sum(clock.ms - window_ms < r <= clock.ms for r in given)
+        if turn.kind == "grant":
+            assert round(turn.at * 1000) == clock.ms  # a turn is due now, never in the past
+            assert recent < limit
+            given.append(clock.ms)
+        else:
+            # As early as allowed: a wait only while the window up to now is full, and up to
+            # the instant the oldest of them leaves it.
+            assert turn.kind == "wait" and recent == limit
+            oldest = sorted(given)[-limit]
+            assert round(turn.wait * 1000) == oldest + window_ms - clock.ms
+    # Any limit+1 consecutive instants span more than a window: no (t - window, t] holds limit+1.
+    spans = [given[i + limit] - given[i] for i in range(len(given) - limit)]
+    assert spans and min(spans) >= window_ms

@@ -8,8 +8,9 @@
 -- turn comes (the taker reports it), so registrations need not be exact.
 -- The keys of levels and tenants are built here from the prefix KEYS[1] (their number varies);
 -- they carry its hash tag, so every key the script touches is in one cluster slot.
--- KEYS: the scheduler's key prefix, the account's creation log (see cps_reserve.lua), the
--- pacer's mark (the token of the one task taking turns, or 'starting').
+-- The creation log is a sliding-window log: a sorted set of the instants given out lately, so
+-- that no window of window_ms ever holds more than `limit` of them.
+-- KEYS: the scheduler's key prefix, the account's creation log, the pacer's mark (the token of the one task taking turns, or 'starting').
 -- ARGV[1], the operation, then its arguments:
 --   join batch tenant priority  -> 1 when no pacer runs (the caller starts one), else 0
 --   take token limit window_ms lookahead_ms hold_ms [batch wants tenant give_back]
