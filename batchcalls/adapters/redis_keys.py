@@ -101,8 +101,14 @@ def scheduler_keys(account: str) -> list[str]:
     """The dial scheduler's key prefix, the account's creation log and the pacer's mark, in the
     order `lua/scheduler.lua` takes them. One hash tag with the creation log: one cluster slot.
     Under the prefix: `:prios`, `:p:<priority>` (tenants), `:p:<priority>:t:<tenant>`
-    (batches), `:where`, `:clock`, `:seq`."""
+    (batches), `:where`, `:clock`, `:seq`, `:parked`, `:parked-vt`, `:limits`, `:live:<tenant>`
+    (see `scheduler_live`), `:log:<tenant>` (a tenant's own creation log)."""
     return [f"{cps_log(account)}:sched", cps_log(account), f"{cps_log(account)}:pacer"]
+
+
+def scheduler_live(account: str, tenant: str) -> str:
+    """Sorted set: a tenant's calls holding a slot, counted under its concurrent-calls ceiling."""
+    return f"{cps_log(account)}:sched:live:{tenant}"
 
 
 def tenant_delivery_leases(tenant_id: int) -> str:

@@ -11,23 +11,36 @@ from dataclasses import dataclass, fields
 
 from batchcalls.domain.destinations import DEFAULT_BLOCKED_TYPES, DestinationPolicy, parse_countries, parse_number_types
 
-POLICY_FIELDS = ("max_queued_calls", "max_calls_per_batch", "allowed_countries", "blocked_number_types")
+POLICY_FIELDS = (
+    "max_queued_calls",
+    "max_calls_per_batch",
+    "allowed_countries",
+    "blocked_number_types",
+    "max_calls_per_second",
+    "max_concurrent_calls",
+)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The limits in force for one tenant. `allowed_countries` empty: every country."""
+    """The limits in force for one tenant. `allowed_countries` empty: every country. The two
+    ceilings (None: none) share the provider's calls-per-second limit out under it."""
 
     max_queued_calls: int
     max_calls_per_batch: int
     allowed_countries: tuple[str, ...] = ()
     blocked_number_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
+    max_calls_per_second: float | None = None
+    max_concurrent_calls: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_queued_calls", "max_calls_per_batch"):
+        for name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls"):
             value = getattr(self, name)
-            if type(value) is not int or value < 1:
+            if (value is not None or name != "max_concurrent_calls") and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        cps = self.max_calls_per_second
+        if cps is not None and (isinstance(cps, bool) or not isinstance(cps, int | float) or not 0 < cps <= 10_000):
+            raise ValueError(f"max_calls_per_second must be a number above 0 and at most 10000, not {cps!r}")
         object.__setattr__(self, "allowed_countries", parse_countries(self.allowed_countries))
         object.__setattr__(self, "blocked_number_types", parse_number_types(self.blocked_number_types))
 
@@ -48,6 +61,8 @@ class TenantPolicy:
     max_calls_per_batch: int | None = None
     allowed_countries: tuple[str, ...] | None = None
     blocked_number_types: tuple[str, ...] | None = None
+    max_calls_per_second: float | None = None
+    max_concurrent_calls: int | None = None
 
     def over(self, defaults: Policy) -> Policy:
         """The policy in force: this tenant's values where set, `defaults` elsewhere."""

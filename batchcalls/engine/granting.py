@@ -65,7 +65,7 @@ class Granting(EngineParts):
             if grant.missing:
                 return 0, None
         if at_most == 0:
-            self._join(batch_id, grant)
+            self._join(batch_id, grant, release or [])
         here = None
         if place_here and grant.granted and gates_mod.priority_of(grant.granted[0][1]) == EVENT_PRIORITY:
             here = grant.granted[0][0]

@@ -35,11 +35,12 @@ class Pacing(EngineParts):
     def _paced(self) -> bool:
         return bool(self.settings.cps_limit)
 
-    def _join(self, batch_id: str, grant: Grant) -> None:
-        """Register a batch that could dial one more call with the dial scheduler."""
-        if grant.wants is None:
+    def _join(self, batch_id: str, grant: Grant, released: list[str]) -> None:
+        """Tell the dial scheduler of the batch's released slots, and register the batch when it
+        could dial one more call."""
+        if grant.wants is None and not released:
             return
-        if self.gates.join(self.settings.provider_account, batch_id, grant.tenant, grant.wants):
+        if self.gates.settle(self.settings.provider_account, batch_id, grant.tenant, grant.wants, released):
             self.tasks.pace()
 
     def kick_pacer(self) -> bool:
@@ -56,7 +57,8 @@ class Pacing(EngineParts):
         if not limit:
             return 0
         count, window = (1, 1.0 / limit) if limit < 1 else (int(limit), 1.0)
-        window += CPS_TOLERANCE + self.settings.cps_margin
+        tolerance = CPS_TOLERANCE + self.settings.cps_margin
+        window += tolerance
         account, token = self.settings.provider_account, uuid.uuid4().hex
         end = time.monotonic() + PACE_SLICE
         report: Report | None = None
@@ -83,7 +85,8 @@ class Pacing(EngineParts):
         grant = self.gates.acquire(turn.batch_id, at_most=1)
         if grant.missing:
             self.dispatch(turn.batch_id)  # rebuilt from Postgres, and registered again
-            return Report(turn.batch_id, None, "", turn.member)
+            return Report(turn.batch_id, None, turn.tenant, turn.member, turn.member)
+        call_id = ""
         if grant.granted:
             call_id, _ = grant.granted[0]
             self.tasks.place_call(turn.batch_id, call_id, PACED_PRIORITY, reserved_at=turn.at, granted_at=grant.now)
@@ -91,4 +94,5 @@ class Pacing(EngineParts):
             self._check_expired(turn.batch_id, grant.expired)
         if grant.next_due_in is not None:
             self._schedule_wake(turn.batch_id, grant.next_due_in)
-        return Report(turn.batch_id, grant.wants, grant.tenant, "" if grant.granted else turn.member)
+        give_back = "" if grant.granted else turn.member
+        return Report(turn.batch_id, grant.wants, turn.tenant, give_back, turn.member, call_id)

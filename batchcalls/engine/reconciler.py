@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import LockError
 
 from batchcalls.adapters.logs import quoted
-from batchcalls.adapters.store import batches, calls, outbox
+from batchcalls.adapters.store import batches, calls, outbox, tenants
 from batchcalls.adapters.telephony.base import LiveAttempt
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, CallStatus, Outcome, values
@@ -83,9 +83,39 @@ def _sweep(engine: Engine) -> Sweep:
         sweep.deliveries += engine.redeliver(batch_id)
     # Provider events queued for the workers that nobody is applying (their task was lost).
     sweep.event_drains = engine.tasks.recover_events()
+    if engine.settings.cps_limit:
+        _refresh_ceilings(engine, {batch["tenant_id"] for batch in active})
     # Batches waiting for calls-per-second turns whose pacer died.
     engine.kick_pacer()
     return sweep
+
+
+# A turn whose call was never reported (its pacer died) stops counting under the tenant's
+# concurrency ceiling after this long.
+TURN_FORGOTTEN_MS = 60_000
+
+
+def _refresh_ceilings(engine: Engine, tenant_ids: set[int]) -> None:
+    """Write the ceilings of the tenants with active batches to the dial scheduler (changed by
+    `keys policy`, or lost with Redis), and drop from a tenant's count of calls holding a slot
+    those that no longer hold one (a release the scheduler never heard of)."""
+    account = engine.settings.provider_account
+    with engine.db.transaction() as cur:
+        own = tenants.policies_by_id(cur, sorted(tenant_ids))
+    now_ms = time.time() * 1000
+    for tenant_id, policy in own.items():
+        ceilings = policy.over(engine.settings.tenant_defaults)
+        tenant = str(tenant_id)
+        engine.gates.set_tenant_limits(account, tenant, ceilings.max_calls_per_second, ceilings.max_concurrent_calls)
+        counted = engine.gates.tenant_live(account, tenant)
+        turns = [m for m in counted if ":" in m]
+        call_ids = [m for m in counted if ":" not in m]
+        with engine.db.transaction() as cur:
+            states = calls.call_states(cur, call_ids)
+        holding = LIVE_STATUSES | {CallStatus.QUEUED.value}
+        gone = [c for c in call_ids if states.get(c) not in holding]
+        gone += [m for m in turns if now_ms - float(m.split(":", 1)[0]) > TURN_FORGOTTEN_MS]
+        engine.gates.forget_live(account, tenant, gone)
 
 
 def _lost_calls(depth: tuple[int, int, int], counts: dict[str, int]) -> bool:

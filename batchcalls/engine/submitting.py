@@ -61,6 +61,14 @@ class Submitting(EngineParts):
                     ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio in submitted.calls),
                     tenant=str(tenant.id),
                 )
+                if self.settings.cps_limit:
+                    policy = tenant.policy.over(self.settings.tenant_defaults)
+                    self.gates.set_tenant_limits(
+                        self.settings.provider_account,
+                        str(tenant.id),
+                        policy.max_calls_per_second,
+                        policy.max_concurrent_calls,
+                    )
                 self.tasks.dispatch(submitted.batch_id, batch.priority)
             except Exception as exc:  # noqa: BLE001 - Redis or the broker; the batch is stored either way
                 log.warning(

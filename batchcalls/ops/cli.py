@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from batchcalls.ops import cli_policy  # noqa: F401 - registers `keys policy`
 from batchcalls.ops.cli_admin import db, keys, webhook_secret
 
 if TYPE_CHECKING:

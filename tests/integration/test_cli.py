@@ -646,6 +646,8 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             "max_calls_per_batch": 100_000,
             "allowed_countries": [],
             "blocked_number_types": ["premium_rate", "shared_cost", "personal_number", "non_geographic"],
+            "max_calls_per_second": None,
+            "max_concurrent_calls": None,
         }
         assert keys_policy(env, "--tenant", "acme") == {"tenant": "acme", "policy": defaults, "overrides": {}}
 
@@ -713,6 +715,8 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             "max_calls_per_batch: 100000 (default)",
             "allowed_countries: GB, US (own)",
             "blocked_number_types: premium_rate, shared_cost, personal_number, non_geographic (default)",
+            "max_calls_per_second: none (default)",
+            "max_concurrent_calls: none (default)",
         ]
         assert post("+442079460020", "+442079460030")[0] == 202
         assert post("+19002345678") == (422, {"code": "destination_not_allowed", "fields": ["calls[0].phone_number"]})
@@ -723,6 +727,9 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             (("--tenant", "acme", "--max-queued-calls", "0"), 2, "--max-queued-calls"),
             (("--tenant", "acme", "--blocked-number-types", "premium"), 2, "unknown number type premium"),
             (("--tenant", "acme", "--allowed-countries", "UK"), 2, "GB"),
+            (("--tenant", "acme", "--max-calls-per-second", "0"), 2, "--max-calls-per-second"),
+            (("--tenant", "acme", "--max-calls-per-second", "fast"), 2, "--max-calls-per-second"),
+            (("--tenant", "acme", "--max-concurrent-calls", "-1"), 2, "--max-concurrent-calls"),
         ):
             run = batchcalls_command(env, "keys", "policy", *args)
             assert (run.code, words in run.stderr) == (code, True), run.stdout + run.stderr

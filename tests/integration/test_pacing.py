@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from batchcalls.adapters.store.tenants import create_key
+from batchcalls.adapters.store.tenants import create_key, set_tenant_policy
 from tests.integration.test_pipeline import number
 from tests.support.servers import TestServers, more_test_servers
 from tests.support.stack import Stack, start_stack
@@ -122,3 +122,41 @@ def test_a_second_tenant_shares_the_turns_with_a_tenant_already_dialing(paced: S
     while not finished_as(stack, first_key, first):
         assert time.time() < deadline, "the first tenant's batch did not finish"
         time.sleep(0.2)
+
+
+def test_a_tenants_ceilings_hold_across_its_batches_while_others_use_the_rest(paced: Stack) -> None:
+    stack = paced
+    name = "pacing-capped-" + str(time.time_ns())
+    capped, capped_key = create_key(stack.db, name)
+    set_tenant_policy(stack.db, name, {"max_calls_per_second": 1, "max_concurrent_calls": 2})
+    before = len(stack.sim_creates())
+    mine = [submit_as(stack, capped_key, body(4, 10, 500_000 + 10 * i)) for i in range(2)]
+    others = stack.submit(body(20, 20, 600_000))["batch_id"]
+    stack.wait_finished(others)
+    deadline = time.time() + 120
+    while not all(finished_as(stack, capped_key, b) for b in mine):
+        assert time.time() < deadline, "the capped tenant's batches did not finish"
+        time.sleep(0.2)
+    with stack.db.transaction() as cur:
+        cur.execute(
+            "SELECT c.id, a.dialed_at, a.ended_at FROM attempts a JOIN calls c ON c.id = a.call_id"
+            " JOIN batches b ON b.id = c.batch_id WHERE b.tenant_id = %s",
+            (capped.id,),
+        )
+        attempts = cur.fetchall()
+    assert len(attempts) == 8
+    # Never more than 2 of the tenant's calls live at once, across its two batches ...
+    edges = sorted([(a["dialed_at"], 1) for a in attempts] + [(a["ended_at"], -1) for a in attempts])
+    live = peak = 0
+    for _, step in edges:
+        live += step
+        peak = max(peak, live)
+    assert peak <= 2
+    # ... and never two of its creations within a second, while the other tenant went faster.
+    mine_ids = {str(a["id"]) for a in attempts}
+    creates = stack.sim_creates()[before:]
+    own_times = sorted(c["at"] for c in creates if c["call_id"] in mine_ids)
+    assert min(b - a for a, b in zip(own_times, own_times[1:], strict=False)) >= 1.0
+    other_times = sorted(c["at"] for c in creates if c["call_id"] not in mine_ids)
+    assert len(other_times) == 20
+    assert max(sum(1 for t in other_times if s <= t < s + 1.0) for s in other_times) >= 2

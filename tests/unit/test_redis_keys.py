@@ -77,6 +77,7 @@ def test_fleet_wide_keys_keep_their_form() -> None:
     assert redis_keys.RECONCILE_LOCK == "bc:reconcile-lock"
     assert redis_keys.cps_log("ACC-1") == "bc:cps:{ACC-1}"
     assert redis_keys.scheduler_keys("ACC-1") == ["bc:cps:{ACC-1}:sched", "bc:cps:{ACC-1}", "bc:cps:{ACC-1}:pacer"]
+    assert redis_keys.scheduler_live("ACC-1", "7") == "bc:cps:{ACC-1}:sched:live:7"
     assert redis_keys.tenant_delivery_leases(42) == "bc:{tenant-deliveries:42}"
     assert redis_keys.tenant_delivery_next(42) == "bc:{tenant-deliveries:42}:next"
     assert redis_keys.event_stream(3) == "bc:{events-3}:stream"

@@ -75,7 +75,8 @@ class Pacer:
                 break
             grant = self.gates.acquire(turn.batch_id, at_most=1)
             give_back = "" if grant.granted else turn.member
-            self.report = Report(turn.batch_id, grant.wants, grant.tenant, give_back)
+            call_id = grant.granted[0][0] if grant.granted else ""
+            self.report = Report(turn.batch_id, grant.wants, turn.tenant, give_back, turn.member, call_id)
             if grant.granted:
                 self.dialed.append((turn.at, turn.batch_id, grant.granted[0][0]))
                 placed.append(turn.batch_id)
@@ -182,3 +183,40 @@ def test_a_pacer_hands_its_role_to_the_next_task(gates: Gates, clock: Clock) -> 
     assert gates.handoff(ACCOUNT, "old") is True
     assert gates.take_turn(ACCOUNT, "new", LIMIT, 1.0, lookahead=0, hold=3.0).kind == "grant"
     assert gates.take_turn(ACCOUNT, "old", LIMIT, 1.0, lookahead=0, hold=3.0).kind == "other"
+
+
+def test_a_tenant_calls_per_second_ceiling_leaves_the_rest_of_the_limit_to_others(gates: Gates, clock: Clock) -> None:
+    gates.set_tenant_limits(ACCOUNT, "a", 1, None)
+    submit(gates, "a-1", "a", 100)
+    submit(gates, "b-1", "b", 100)
+    pacer = Pacer(gates, clock)
+    assert Counter(pacer.turns(50)) == {"a-1": 10, "b-1": 40}  # 10 windows of 5: a one each
+    a_turns = [at for at, batch, _ in pacer.dialed if batch == "a-1"]
+    assert all(later - earlier >= 1.0 for earlier, later in zip(a_turns, a_turns[1:], strict=False))
+
+
+def test_a_tenant_concurrency_ceiling_counts_calls_across_its_batches(gates: Gates, clock: Clock) -> None:
+    gates.set_tenant_limits(ACCOUNT, "a", None, 3)
+    submit(gates, "a-1", "a", 50)
+    submit(gates, "a-2", "a", 50)
+    submit(gates, "b-1", "b", 50)
+    pacer = Pacer(gates, clock)
+    assert Counter(batch.split("-")[0] for batch in pacer.turns(10)) == {"a": 3, "b": 7}
+    # One of a's calls ends: its slot is released, and a is back in the running.
+    _, batch_id, call_id = next(d for d in pacer.dialed if d[1].startswith("a-"))
+    grant = gates.acquire(batch_id, release=[call_id], at_most=0)
+    gates.settle(ACCOUNT, batch_id, "a", grant.wants, [call_id])
+    clock.advance(0.2)  # a tenant at its ceiling is looked at again within 100 ms
+    assert Counter(batch.split("-")[0] for batch in pacer.turns(4)) == {"a": 1, "b": 3}
+
+
+def test_ceilings_removed_give_the_tenant_its_equal_share_again(gates: Gates, clock: Clock) -> None:
+    gates.set_tenant_limits(ACCOUNT, "a", 1, None)
+    submit(gates, "a-1", "a", 100)
+    submit(gates, "b-1", "b", 100)
+    pacer = Pacer(gates, clock)
+    pacer.turns(10)
+    gates.set_tenant_limits(ACCOUNT, "a", None, None)
+    clock.advance(1.0)
+    shares = Counter(pacer.turns(20))
+    assert abs(shares["a-1"] - shares["b-1"]) <= 2, shares  # equal, but for who goes first

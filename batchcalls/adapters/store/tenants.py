@@ -38,6 +38,8 @@ def policy_of(row: Mapping[str, Any]) -> TenantPolicy:
         max_calls_per_batch=row["max_calls_per_batch"],
         allowed_countries=None if countries is None else tuple(countries),
         blocked_number_types=None if types is None else tuple(types),
+        max_calls_per_second=None if (cps := row["max_calls_per_second"]) is None else float(cps),
+        max_concurrent_calls=row["max_concurrent_calls"],
     )
 
 
@@ -103,6 +105,12 @@ def webhook_secrets_for_batch(cur: Cursor, batch_id: str) -> tuple[str, ...]:
     )
     row = cur.fetchone()
     return tuple(row["secrets"]) if row else ()
+
+
+def policies_by_id(cur: Cursor, tenant_ids: list[int]) -> dict[int, TenantPolicy]:
+    """The own policies of the tenants with these ids."""
+    cur.execute(f"SELECT {TENANT_COLUMNS} FROM tenants t WHERE t.id = ANY(%s)", (tenant_ids,))
+    return {row["id"]: policy_of(row) for row in cur.fetchall()}
 
 
 def tenant_policy(db: Database, tenant_name: str) -> TenantPolicy | None:
