@@ -23,7 +23,7 @@ from batchcalls.engine.dialing import CPS_TOLERANCE
 PACE_SLICE = 5.0
 # A turn is taken this long before its instant: the `place_call` it sends sleeps out the rest,
 # so the call is created on time although the task crossed the broker.
-LOOKAHEAD = 0.02
+LOOKAHEAD = 0.1
 # The pacer's mark outlives its last turn (or the end of its wait) by this much; past it, a
 # pacer that died is replaced at the next registration or reconciler sweep.
 HOLD = 3.0
