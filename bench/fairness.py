@@ -8,7 +8,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from batchcalls.adapters.gates import Gates, Report, ready_score
+from batchcalls.adapters.gates import Gates, ready_score
+from batchcalls.adapters.scheduler import Report
 from bench.receiver import Receiver
 from bench.scenarios import _creates, _engine_workers, _max_in_window, _wait, batch_body, number
 from bench.stack import Stack

@@ -104,25 +104,24 @@ class Dialing(EngineParts):
         when no limit applies). Returns the started call, its batch when this attempt started
         it, and its turn's creation instant; or None when the call is not to be dialed here."""
         assert self.provider is not None
-        batch_started: dict[str, Any] | None = None
-        while True:
-            deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
-            if deadline is None:
-                return None
-            with self.db.transaction() as cur:
-                started, started_now = calls.start_attempt(cur, call_id, self.provider.name)
-            batch_started = batch_started or started_now
-            if started is None:
-                if call is None:
-                    self._not_dialed(batch_id, call_id)
-                return None
-            if time.time() <= deadline:
-                return started, batch_started, reserved_at
-            # Recording the attempt took us past our creation instant: take it back and wait for
-            # another turn, so no window of a second ever holds more creations than the limit.
-            with self.db.transaction() as cur:
-                calls.undo_attempt(cur, call_id, started["attempt_count"])
-            reserved_at = None
+        deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
+        if deadline is None:
+            return None
+        with self.db.transaction() as cur:
+            started, batch_started = calls.start_attempt(cur, call_id, self.provider.name)
+        if started is None:
+            if call is None:
+                self._not_dialed(batch_id, call_id)
+            return None
+        if time.time() <= deadline:
+            return started, batch_started, reserved_at
+        # Recording the attempt took us past our creation instant: take it back and wait for
+        # another turn, so no window of a second ever holds more creations than the limit.
+        with self.db.transaction() as cur:
+            calls.undo_attempt(cur, call_id, started["attempt_count"])
+        assert call is not None  # a deadline is finite only under a limit, where the call was read
+        self._back_in_line(call, unused=reserved_at)
+        return None
 
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
         """A call that was not dialed: if it is final, its slot is not anyone's."""
@@ -144,13 +143,16 @@ class Dialing(EngineParts):
             # Without its turn's instant (a retry after a throttled create, a task sent again, a
             # task that came too late for its instant), the call waits for a turn like the rest:
             # an instant of its own would go ahead of the scheduler's order.
-            self._back_in_line(call)
+            self._back_in_line(call, unused=reserved_at)
             return None
         return reserved_at + CPS_TOLERANCE
 
-    def _back_in_line(self, call: dict[str, Any]) -> None:
-        """Give the call's slot back and put it first in its batch's line for the next turn."""
+    def _back_in_line(self, call: dict[str, Any], *, unused: float | None) -> None:
+        """Give the call's slot back and put it first in its batch's line for the next turn; and
+        its turn's instant, `unused`, back to the limit: no call was created at it."""
         log.info("call missed its creation turn, back in line batch_id=%s call_id=%s", call["batch_id"], call["id"])
+        if unused is not None:
+            self.gates.give_back(self.settings.provider_account, unused)
         score = gates_mod.ready_score(call["priority"], call["seq"])
         self.dispatch(call["batch_id"], release=[call["id"]], delay=[(call["id"], score, time.time())])
 

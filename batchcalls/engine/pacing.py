@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from batchcalls.adapters.gates import Grant, Report, Turn
+from batchcalls.adapters.gates import Grant
+from batchcalls.adapters.scheduler import Report, Turn
 from batchcalls.engine.base import EngineParts
 from batchcalls.engine.dialing import CPS_TOLERANCE
 
@@ -27,6 +28,9 @@ LOOKAHEAD = 0.1
 # The pacer's mark outlives its last turn (or the end of its wait) by this much; past it, a
 # pacer that died is replaced at the next registration or reconciler sweep.
 HOLD = 3.0
+# The windows are widened by this much beyond the lateness a call is allowed (CPS_TOLERANCE): the
+# time from its last check of the clock to the provider's request.
+CREATE_SLACK = 0.01
 # Paced `place_call`s are due at once: they go ahead of other work in the queue.
 PACED_PRIORITY = 0
 
@@ -57,7 +61,7 @@ class Pacing(EngineParts):
         if not limit:
             return 0
         count, window = (1, 1.0 / limit) if limit < 1 else (int(limit), 1.0)
-        tolerance = CPS_TOLERANCE + self.settings.cps_margin
+        tolerance = CPS_TOLERANCE + CREATE_SLACK + self.settings.cps_margin
         window += tolerance
         account, token = self.settings.provider_account, uuid.uuid4().hex
         end = time.monotonic() + PACE_SLICE

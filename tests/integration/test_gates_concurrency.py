@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from batchcalls.adapters import redis_keys
-from batchcalls.adapters.gates import Gates, Grant, Report, ready_score
+from batchcalls.adapters.gates import Gates, Grant, ready_score
+from batchcalls.adapters.scheduler import Report
 from tests.support.processes import run_processes
 from tests.support.servers import TestServers
 

@@ -315,12 +315,16 @@ def _turn_at(gates: Gates, account: str, limit: int, window: float) -> float | N
     return turn.at if turn.kind == "grant" else None
 
 
-def test_a_burst_gets_the_current_instant_up_to_the_limit(gates: Gates, clock: Clock) -> None:
+def test_turns_are_spaced_evenly_over_the_window(gates: Gates, clock: Clock) -> None:
     _waiting(gates, "acct")
-    got = [_turn_at(gates, "acct", 3, 1.0) for _ in range(3)]
-    assert got == [T0] * 3
-    turn = gates.take_turn("acct", "pacer", 3, 1.0, lookahead=0, hold=60)
-    assert (turn.kind, turn.wait) == ("wait", 1.0)
+    got = []
+    while len(got) < 4:
+        turn = gates.take_turn("acct", "pacer", 3, 1.0, lookahead=0, hold=60)
+        if turn.kind == "wait":
+            clock.advance(turn.wait)
+        else:
+            got.append(round((turn.at - T0) * 1000))
+    assert got == [0, 333, 666, 1000]
 
 
 def test_a_window_later_the_limit_is_free_again(gates: Gates, clock: Clock) -> None:
@@ -351,16 +355,17 @@ def test_no_window_ever_holds_more_than_the_limit(
         clock.advance(rng.choice([0, 0, 0, 1, 7, 50, 120, 400, 1500]) / 1000)
         turn = gates.take_turn("acct", "pacer", limit, window_ms / 1000, lookahead=0, hold=60)
         recent = sum(clock.ms - window_ms < r <= clock.ms for r in given)
+        # As early as allowed: when the window up to then holds fewer than the limit, and one
+        # spacing (window / limit) after the last turn.
+        due = clock.ms if not given else max(clock.ms, given[-1] + window_ms // limit)
+        if len(given) >= limit:
+            due = max(due, sorted(given)[-limit] + window_ms)
         if turn.kind == "grant":
-            assert round(turn.at * 1000) == clock.ms  # a turn is due now, never in the past
+            assert round(turn.at * 1000) == clock.ms == due  # a turn is due now, never in the past
             assert recent < limit
             given.append(clock.ms)
         else:
-            # As early as allowed: a wait only while the window up to now is full, and up to
-            # the instant the oldest of them leaves it.
-            assert turn.kind == "wait" and recent == limit
-            oldest = sorted(given)[-limit]
-            assert round(turn.wait * 1000) == oldest + window_ms - clock.ms
+            assert turn.kind == "wait" and round(turn.wait * 1000) == due - clock.ms
     # Any limit+1 consecutive instants span more than a window: no (t - window, t] holds limit+1.
     spans = [given[i + limit] - given[i] for i in range(len(given) - limit)]
     assert spans and min(spans) >= window_ms

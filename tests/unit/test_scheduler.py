@@ -14,7 +14,8 @@ import redis
 from fakeredis.commands_mixins import server_mixin
 
 from batchcalls.adapters import redis_keys
-from batchcalls.adapters.gates import Gates, Report, ready_score
+from batchcalls.adapters.gates import Gates, ready_score
+from batchcalls.adapters.scheduler import Report
 from tests.unit.test_gates import T0, Clock
 
 ACCOUNT = "acct"
@@ -181,6 +182,7 @@ def test_a_pacer_hands_its_role_to_the_next_task(gates: Gates, clock: Clock) -> 
     assert gates.take_turn(ACCOUNT, "old", LIMIT, 1.0, lookahead=0, hold=3.0).kind == "grant"
     assert gates.handoff(ACCOUNT, "stranger") is False
     assert gates.handoff(ACCOUNT, "old") is True
+    clock.advance(1.0)
     assert gates.take_turn(ACCOUNT, "new", LIMIT, 1.0, lookahead=0, hold=3.0).kind == "grant"
     assert gates.take_turn(ACCOUNT, "old", LIMIT, 1.0, lookahead=0, hold=3.0).kind == "other"
 

@@ -142,7 +142,10 @@ local op = ARGV[1]
 if op == 'settle' then
   local n = tonumber(ARGV[5])
   if n > 0 then redis.call('ZREM', live(ARGV[3]), unpack(ARGV, 6, 5 + n)) end
-  if tonumber(ARGV[4]) < 0 then return 0 end
+  if tonumber(ARGV[4]) < 0 then
+    leave(ARGV[2])
+    return 0
+  end
   join(ARGV[2], ARGV[3], ARGV[4])
   return start_pacer()
 elseif op == 'limits' then
@@ -172,6 +175,9 @@ if ARGV[8] ~= '' then
   if ARGV[11] ~= '' then
     redis.call('ZREM', log, ARGV[11])
     redis.call('ZREM', tenant_log(rt), ARGV[11])
+    if redis.call('GET', base .. ':last') == string.match(ARGV[11], '^(%d+):') then
+      redis.call('DEL', base .. ':last')
+    end
   end
   if redis.call('ZREM', live(rt), turn_member) == 1 and placed ~= '' then
     redis.call('ZADD', live(rt), now_ms(), placed)
@@ -181,7 +187,10 @@ end
 local now = now_ms()
 unpark_due(now)
 redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window)
-local at = now
+-- Turns are spaced evenly over the window as well, not given out in a burst at its start: a
+-- burst's last calls would be created late, each `place_call` waiting for the one before it.
+local last = tonumber(redis.call('GET', base .. ':last') or '0')
+local at = math.max(now, last + math.floor((window - tolerance) / limit))
 if redis.call('ZCARD', log) >= limit then
   local nth = redis.call('ZRANGE', log, -limit, -limit, 'WITHSCORES')
   local earliest = tonumber(nth[2]) + window
@@ -214,6 +223,7 @@ while not b do
   end
 end
 local member = at .. ':' .. token .. ':' .. redis.call('INCR', base .. ':seq')
+redis.call('SET', base .. ':last', at, 'PX', window * 2)
 redis.call('ZADD', log, at, member)
 redis.call('PEXPIRE', log, window * 2 + (at - now))
 local count, twindow, conc = ceilings(tenant, tolerance)
