@@ -109,12 +109,10 @@ class Dialing(EngineParts):
             deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
             if deadline is None:
                 return None
-            with self.db.transaction() as cur:
-                started, started_now = calls.start_attempt(cur, call_id, self.provider.name)
+            started, started_now = self._record_attempt(call_id)
             batch_started = batch_started or started_now
             if started is None:
-                if call is None:
-                    self._not_dialed(batch_id, call_id)
+                self._not_dialed(batch_id, call_id)
                 return None
             if time.time() <= deadline:
                 return started, batch_started, reserved_at
@@ -124,12 +122,32 @@ class Dialing(EngineParts):
                 calls.undo_attempt(cur, call_id, started["attempt_count"])
             reserved_at = None
 
+    def _record_attempt(self, call_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """`calls.start_attempt`, starting the batch first when it has not started."""
+        assert self.provider is not None
+        try:
+            with self.db.transaction() as cur:
+                return calls.start_attempt(cur, call_id, self.provider.name)
+        except calls.StartBatchFirst:
+            pass
+        while True:  # again only if the batch went back to `queued` (resumed before it started)
+            try:
+                with self.db.transaction() as cur:
+                    return calls.start_attempt(cur, call_id, self.provider.name, start_batch=True)
+            except calls.StartBatchFirst:
+                continue
+
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
-        """A call that was not dialed: if it is final, its slot is not anyone's."""
+        """A call that was not dialed: if it is final, its slot is not anyone's; if it still
+        waits (its batch was paused after the slot was given), it goes back in line."""
+        call = None
         if status is None:
             with self.db.transaction() as cur:
-                status = calls.call_states(cur, [call_id]).get(call_id)
-        if status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
+                call = calls.load_call(cur, call_id)
+            status = call["status"] if call is not None else None
+        if call is not None and status in PENDING_STATUSES:
+            self._back_in_line(call, "its batch is not dialing")
+        elif status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
             self.dispatch(batch_id, release=[call_id])
 
     def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None) -> float | None:
@@ -144,13 +162,13 @@ class Dialing(EngineParts):
             # Without its turn's instant (a retry after a throttled create, a task sent again, a
             # task that came too late for its instant), the call waits for a turn like the rest:
             # an instant of its own would go ahead of the scheduler's order.
-            self._back_in_line(call)
+            self._back_in_line(call, "it missed its creation turn")
             return None
         return reserved_at + CPS_TOLERANCE
 
-    def _back_in_line(self, call: dict[str, Any]) -> None:
+    def _back_in_line(self, call: dict[str, Any], reason: str) -> None:
         """Give the call's slot back and put it first in its batch's line for the next turn."""
-        log.info("call missed its creation turn, back in line batch_id=%s call_id=%s", call["batch_id"], call["id"])
+        log.info("call back in line batch_id=%s call_id=%s reason=%s", call["batch_id"], call["id"], quoted(reason))
         score = gates_mod.ready_score(call["priority"], call["seq"])
         self.dispatch(call["batch_id"], release=[call["id"]], delay=[(call["id"], score, time.time())])
 

@@ -355,7 +355,7 @@ class _ForgetfulProvider:
     def poll(self, attempt: Any) -> None:
         return None
 
-    def hangup(self, provider_call_id: str) -> None:
+    def hangup(self, call_id: str, attempt: int, provider_call_id: str) -> None:
         pass
 
 
