@@ -222,7 +222,6 @@ class Stack:
             return []
         return [json.loads(line) for line in self.sim_log.read_text().splitlines() if line.strip()]
 
-
     def sim_hangups(self) -> list[dict[str, Any]]:
         """The simulator's log of hangups (beside its log of creates)."""
         import json
