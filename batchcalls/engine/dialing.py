@@ -109,7 +109,7 @@ class Dialing(EngineParts):
             deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
             if deadline is None:
                 return None
-            started, started_now = self._record_attempt(call_id)
+            started, started_now = calls.record_attempt(self.db, call_id, self.provider.name)
             batch_started = batch_started or started_now
             if started is None:
                 self._not_dialed(batch_id, call_id)
@@ -121,21 +121,6 @@ class Dialing(EngineParts):
             with self.db.transaction() as cur:
                 calls.undo_attempt(cur, call_id, started["attempt_count"])
             reserved_at = None
-
-    def _record_attempt(self, call_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """`calls.start_attempt`, starting the batch first when it has not started."""
-        assert self.provider is not None
-        try:
-            with self.db.transaction() as cur:
-                return calls.start_attempt(cur, call_id, self.provider.name)
-        except calls.StartBatchFirst:
-            pass
-        while True:  # again only if the batch went back to `queued` (resumed before it started)
-            try:
-                with self.db.transaction() as cur:
-                    return calls.start_attempt(cur, call_id, self.provider.name, start_batch=True)
-            except calls.StartBatchFirst:
-                continue
 
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
         """A call that was not dialed: if it is final, its slot is not anyone's; if it still

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg2.extras import RealDictCursor
 
 from batchcalls.adapters.store import batches
-from batchcalls.adapters.store.db import execute
+from batchcalls.adapters.store.db import Database, execute
 from batchcalls.adapters.store.outbox import add_event
 from batchcalls.domain.events import EventType
 from batchcalls.domain.payloads import batch_view
@@ -80,6 +80,22 @@ def start_attempt(
     if batch is not None:
         add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
     return call, batch
+
+
+def record_attempt(db: Database, call_id: str, provider: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """`start_attempt` in a transaction of its own, starting the batch first (in a second
+    transaction) when it has not started."""
+    try:
+        with db.transaction() as cur:
+            return start_attempt(cur, call_id, provider)
+    except StartBatchFirst:
+        pass
+    while True:  # again only if the batch went back to `queued` (resumed before it started)
+        try:
+            with db.transaction() as cur:
+                return start_attempt(cur, call_id, provider, start_batch=True)
+        except StartBatchFirst:
+            continue
 
 
 def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:

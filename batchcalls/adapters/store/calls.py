@@ -11,6 +11,7 @@ from psycopg2.extras import Json, RealDictCursor
 from batchcalls.adapters.store import batches
 from batchcalls.adapters.store.attempts import (
     StartBatchFirst,
+    record_attempt,
     set_provider_call_id,
     start_attempt,
     touch_attempt,
@@ -63,6 +64,7 @@ __all__ = [
     "load_call",
     "set_provider_call_id",
     "stale_attempts",
+    "record_attempt",
     "start_attempt",
     "StartBatchFirst",
     "touch_attempt",
