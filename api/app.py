@@ -12,6 +12,7 @@ from api import openapi
 from api.auth import authenticate
 from api.batches import bp as batches_bp
 from api.batches import warm_up as warm_up_batches
+from api.control import bp as control_bp
 from api.errors import register_errors
 from api.health import register_health, register_metrics
 from api.provider_webhooks import register as register_provider_webhooks
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_health(app, db, client)
     register_metrics(app, settings, db, client)
     app.register_blueprint(batches_bp)
+    app.register_blueprint(control_bp)
     # Built once per process, at start: a broken document fails the start, not a request.
     document = openapi.build_document(
         max_concurrency=settings.max_concurrency,

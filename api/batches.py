@@ -28,7 +28,7 @@ bp = Blueprint("batches", __name__, url_prefix="/v1")
 CALL_STATUSES = tuple(status.value for status in CallStatus)
 
 
-def _engine() -> Engine:
+def current_engine() -> Engine:
     engine: Engine = current_app.extensions["batchcalls.engine"]
     return engine
 
@@ -42,7 +42,7 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def _json_body() -> Any:
+def json_body() -> Any:
     raw = request.get_data(cache=False)
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     # A body without Content-Length (chunked) is cut at the limit by werkzeug, not refused:
@@ -129,8 +129,8 @@ def _own_batch(cur: Any, batch_id: str) -> dict[str, Any]:
     return row
 
 
-def _status_body(batch_id: str, calls_limit: int | None) -> dict[str, Any]:
-    with _engine().db.transaction() as cur:
+def status_body(batch_id: str, calls_limit: int | None) -> dict[str, Any]:
+    with current_engine().db.transaction() as cur:
         row = _own_batch(cur, batch_id)
         body = batch_view(row, batches.status_counts(cur, batch_id))
         if calls_limit is not None:
@@ -155,9 +155,9 @@ def warm_up(max_concurrency: int) -> None:
 
 @bp.post("/batches")
 def create_batch() -> tuple[Response, int]:
-    engine = _engine()
+    engine = current_engine()
     policy = g.tenant.policy.over(engine.settings.tenant_defaults)
-    body = _json_body()
+    body = json_body()
     check_call_count(body, policy)
     data = load_batch_request(body)
     batch = build_batch(
@@ -177,7 +177,7 @@ def create_batch() -> tuple[Response, int]:
             "Idempotency-Key must not hold control characters", {"Idempotency-Key": ["control character"]}
         )
     batch_id, created = engine.submit(g.tenant, batch, key, body)
-    response = jsonify(_status_body(batch_id, 100))
+    response = jsonify(status_body(batch_id, 100))
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -186,7 +186,7 @@ def create_batch() -> tuple[Response, int]:
 
 @bp.get("/batches/<batch_id>")
 def get_batch(batch_id: str) -> Response:
-    return jsonify(_status_body(batch_id, _int_arg("calls_limit", 100, 0, 1000)))
+    return jsonify(status_body(batch_id, _int_arg("calls_limit", 100, 0, 1000)))
 
 
 @bp.get("/batches/<batch_id>/calls")
@@ -196,7 +196,7 @@ def list_batch_calls(batch_id: str) -> Response:
     if status is not None and status not in CALL_STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(CALL_STATUSES)}", {"status": ["unknown status"]})
     after = _calls_cursor(request.args.get("cursor"))
-    with _engine().db.transaction() as cur:
+    with current_engine().db.transaction() as cur:
         _own_batch(cur, batch_id)
         rows = calls.list_calls(cur, batch_id, limit + 1, after, status)
         page = rows[:limit]
@@ -209,7 +209,7 @@ def list_batch_calls(batch_id: str) -> Response:
 def list_all_batches() -> Response:
     limit = _int_arg("limit", 20, 1, 100)
     after = _batches_cursor(request.args.get("cursor"))
-    with _engine().db.transaction() as cur:
+    with current_engine().db.transaction() as cur:
         rows = batches.list_batches(cur, g.tenant.id, limit + 1, after)
         page = rows[:limit]
         bodies = [batch_view(r, batches.status_counts(cur, r["id"])) for r in page]

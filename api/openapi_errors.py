@@ -187,6 +187,25 @@ def error_responses(
             ),
             counted,
         ),
+        "InvalidState": _error(
+            "The batch's state refuses the command: a finished or cancelled batch cannot be paused or resumed,"
+            " a finished one cannot be cancelled.",
+            _example(
+                "invalid_state", "a cancelled batch cannot be paused", {"status": "cancelled", "command": "pause"}
+            ),
+            counted,
+        ),
+        "InvalidCommand": _error(
+            "The command's body has an unknown field or a wrong type.",
+            _example("invalid_request", "unknown fields: hangup", {"hangup": ["unknown field"]}),
+            counted,
+        ),
+        "CommandUnavailable": _error(
+            "The command was stored, but Redis, which gates dialing, could not be updated: repeat the request"
+            " (commands are idempotent) after `Retry-After` seconds.",
+            _example("unavailable", "the batch was paused but its queue could not be updated; repeat the request"),
+            {**RETRY_AFTER, **counted},
+        ),
         "PayloadTooLarge": _error(
             "The body is larger than BATCHCALLS_MAX_BODY_BYTES.",
             _example("payload_too_large", "request body is larger than BATCHCALLS_MAX_BODY_BYTES allows"),
@@ -250,6 +269,9 @@ def refs(*names: str) -> dict[str, Any]:
         "Unauthorized": "401",
         "NotFound": "404",
         "IdempotencyConflict": "409",
+        "InvalidState": "409",
+        "InvalidCommand": "422",
+        "CommandUnavailable": "503",
         "PayloadTooLarge": "413",
         "InvalidBatch": "422",
         "InvalidQuery": "422",

@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import Schema
 
 from api import doc_schemas as docs
+from api.openapi_control import control_paths
 from api.openapi_errors import refs as _refs
 from api.schemas import BatchRequestSchema
 
@@ -132,6 +133,7 @@ def paths(seed_examples: dict[str, Any], counted: dict[str, Any]) -> dict[str, d
                 },
             },
         },
+        **control_paths(BATCH_ID, BEARER, counted),
         "/v1/batches/{batch_id}/calls": {
             "get": {
                 "operationId": "listCalls",

@@ -38,7 +38,11 @@ EVENT_SUMMARIES = {
     EventType.BATCH_COMPLETED: "Every call is final and at least one succeeded; sent once per batch.",
     EventType.BATCH_FAILED: "Every call is final and none succeeded, or a fatal provider error aborted the batch;"
     " sent once per batch.",
-    EventType.BATCH_CANCELLED: "The batch was cancelled; its terminal event instead of completed or failed.",
+    EventType.BATCH_CANCELLED: "The batch was cancelled and its last call is final: its terminal event instead of"
+    " completed or failed; sent once per batch.",
+    EventType.BATCH_PAUSED: "The batch was paused (`POST /v1/batches/{batch_id}/pause`): no call is dialed until it"
+    " is resumed.",
+    EventType.BATCH_RESUMED: "A paused batch was resumed (`POST /v1/batches/{batch_id}/resume`).",
 }
 
 

@@ -105,6 +105,10 @@ class CeleryTaskQueue:
     def deliver(self, batch_id: str, countdown: float = 0) -> None:
         self._send("batchcalls.deliver", (batch_id,), countdown=countdown or None, priority=3)
 
+    def hang_up(self, batch_id: str, call_id: str, tries: int = 0, countdown: float = 0) -> None:
+        kwargs = {"tries": tries} if tries else None
+        self._send("batchcalls.hang_up", (batch_id, call_id), kwargs, countdown=countdown or None, priority=0)
+
     @functools.cached_property
     def inbox(self) -> Inbox:
         settings = self.app.settings

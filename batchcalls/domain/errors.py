@@ -49,6 +49,13 @@ class IdempotencyConflict(BatchcallsError):
     http_status = 409
 
 
+class InvalidState(BatchcallsError):
+    """A command the batch's state refuses (pausing a cancelled or finished batch)."""
+
+    code = "invalid_state"
+    http_status = 409
+
+
 class PayloadTooLarge(BatchcallsError):
     code = "payload_too_large"
     http_status = 413

@@ -33,6 +33,8 @@ class EventType(str, Enum):
     BATCH_COMPLETED = "batch.completed"
     BATCH_FAILED = "batch.failed"
     BATCH_CANCELLED = "batch.cancelled"
+    BATCH_PAUSED = "batch.paused"
+    BATCH_RESUMED = "batch.resumed"
 
 
 CALL_EVENT_TYPES = frozenset({EventType.CALL_COMPLETED, EventType.CALL_FAILED})

@@ -15,15 +15,12 @@ Three tables hold the rules:
 - `BATCH_ON_LAST_CALL`: batch status -> how the batch ends when its last call becomes final. A batch
   status that is not a row does not end there.
 
-How a feature adds a state (pause, cancel, calling hours, expiry, suppression): add the status to
-`states` (for a call, a batch, or both), add a `Trigger` member for its command (say `CANCEL`,
-`PAUSE`, `RESUME`, `EXPIRE`, `SUPPRESS`, `WINDOW_OPENS`), and add rows: `(QUEUED, CANCEL) ->
-Outcome.CANCELLED`, `(SCHEDULED, EXPIRE) -> Outcome.EXPIRED` (a new outcome), `(QUEUED, PAUSE) ->
-PAUSED`, `(PAUSED, RESUME) -> QUEUED`, ... and `BATCH_ON_LAST_CALL[CANCELLED] = CANCELLED`.
-`call_move` turns any row into effects (a status to set, an end with its outcome and event, or the
-retry decision); the store's loop over effects writes them, so no new branch is needed outside
-this module. A command's task loads the call, calls `call_move` and writes the effects. The unit
-tests walk the tables, so a new row is tested as soon as it exists.
+- `commands.BATCH_MOVES`: (batch status, command: pause, resume, cancel) -> the batch's new
+  status; a pair that is not a row is refused. The calls a command ends move by the `CALL_MOVES`
+  rows of its trigger (`CANCEL`, `HANG_UP`).
+
+A new state is a status in `states`, a `Trigger` or `Command` member and rows: `call_move` and
+`batch_command` turn rows into effects the store writes. The unit tests walk the tables.
 
 The states read and the effects returned are plain dataclasses of `lifecycle_data`, exported here.
 """
@@ -115,11 +112,13 @@ ATTEMPT_MOVES: dict[tuple[AttemptStatus, AttemptStatus], AttemptStatus] = {
 
 
 class Trigger(str, Enum):
-    """What happens to a call. Commands (cancel, pause, expire, ...) join this enum."""
+    """What happens to a call: its current attempt reaching a status, or a command on its batch."""
 
     ATTEMPT_RINGING = "attempt_ringing"
     ATTEMPT_ANSWERED = "attempt_answered"
     ATTEMPT_ENDED = "attempt_ended"
+    CANCEL = "cancel"  # its batch is cancelled: a call not yet dialed ends
+    HANG_UP = "hang_up"  # its batch is cancelled with `hangup_live_calls`: a live call ends too
 
 
 TRIGGER_OF_ATTEMPT = {
@@ -147,10 +146,16 @@ CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     (C.IN_PROGRESS, Trigger.ATTEMPT_RINGING): C.RINGING,
     (C.IN_PROGRESS, Trigger.ATTEMPT_ANSWERED): C.IN_PROGRESS,
     (C.IN_PROGRESS, Trigger.ATTEMPT_ENDED): END_OF_ATTEMPT,
+    (C.QUEUED, Trigger.CANCEL): Outcome.CANCELLED,
+    (C.SCHEDULED, Trigger.CANCEL): Outcome.CANCELLED,
+    (C.DIALING, Trigger.HANG_UP): Outcome.CANCELLED,
+    (C.RINGING, Trigger.HANG_UP): Outcome.CANCELLED,
+    (C.IN_PROGRESS, Trigger.HANG_UP): Outcome.CANCELLED,
 }
 
-RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING})
-"""A call whose attempt ends while its batch is in another state (paused) is final, not retried."""
+RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING, B.PAUSED})
+"""A call whose attempt ends while its batch is in another state (cancelled) is final, not retried;
+a paused batch's retries wait for it to resume."""
 
 
 class BatchEnd(str, Enum):
@@ -161,6 +166,7 @@ BATCH_ON_LAST_CALL: dict[BatchStatus, BatchStatus | BatchEnd] = {
     B.QUEUED: BatchEnd.BY_OUTCOMES,
     B.RUNNING: BatchEnd.BY_OUTCOMES,
     B.PAUSED: BatchEnd.BY_OUTCOMES,
+    B.CANCELLED: B.CANCELLED,
 }
 
 CALL_EVENT_OF: dict[CallStatus, EventType] = {C.COMPLETED: EventType.CALL_COMPLETED, C.FAILED: EventType.CALL_FAILED}
@@ -197,15 +203,18 @@ def end_of_attempt(attempt: Attempt, batch: Batch, *, error: str | None) -> tupl
 
 
 def call_move(
-    call: Call, trigger: Trigger, attempt: Attempt, batch: Batch, *, error: str | None = None
+    call: Call, trigger: Trigger, attempt: Attempt | None, batch: Batch | None, *, error: str | None = None
 ) -> tuple[Call, tuple[Effect, ...]]:
     """The call after `trigger`, and the effects to write. A pair not in `CALL_MOVES` is a no-op.
-    `error` is what the provider said with the trigger (kept as the call's `last_error`)."""
+    `error` is what the provider said with the trigger (kept as the call's `last_error`); the
+    ended `attempt` and the `batch` are needed by the `END_OF_ATTEMPT` rows only."""
     rule = CALL_MOVES.get((call.status, trigger))
     if rule is None:
         return call, ()
     effects: tuple[Effect, ...]
     if isinstance(rule, Resolve):
+        if attempt is None or batch is None:
+            raise ValueError("the end of an attempt is decided with the attempt and its batch")
         effects = end_of_attempt(attempt, batch, error=error)
     elif isinstance(rule, Outcome):
         effects = finish(rule, error)

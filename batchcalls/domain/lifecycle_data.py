@@ -107,7 +107,41 @@ class FinishBatch:
     status: BatchStatus
 
 
-Effect = SetCallStatus | ScheduleRetry | FinishCall | WriteEvent | ReleaseSlot | FinishBatch
+@dataclass(frozen=True)
+class SetBatchStatus:
+    status: BatchStatus
+
+
+@dataclass(frozen=True)
+class EndCalls:
+    """Every call of the batch in one of `statuses` ends with `outcome`, in one statement: a
+    command's end of many calls costs no task and no event per call (its final status counts)."""
+
+    statuses: frozenset[CallStatus]
+    status: CallStatus
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class HangUp:
+    """The batch's calls in one of `statuses` (live ones) are each ended by `trigger` and hung up
+    through the provider, one by one (at most the batch's concurrency of them)."""
+
+    statuses: frozenset[CallStatus]
+    trigger: str  # a `lifecycle.Trigger` value
+
+
+Effect = (
+    SetCallStatus
+    | ScheduleRetry
+    | FinishCall
+    | WriteEvent
+    | ReleaseSlot
+    | FinishBatch
+    | SetBatchStatus
+    | EndCalls
+    | HangUp
+)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ Tasks call `Engine` and nothing else. Each job is a part of its own, read on its
 - `pacing`: under a calls-per-second limit, choose whose call is created at each instant (`pace`);
 - `dialing`: place a call within the calls-per-second limit (`place_call`, `place_calls`);
 - `events`: apply provider events and flush the Redis work they leave (`record_event(s)`, `flush_events`);
-- `kicks`: have events delivered (`kick_delivery`, `deliver`, `redeliver`).
+- `kicks`: have events delivered (`kick_delivery`, `deliver`, `redeliver`);
+- `control`: pause, resume and cancel a batch, and hang up its live calls (`command`, `hang_up`).
 
 Redis is reached only through the gates adapter (and the delivery kicks'), its keys named in
 `batchcalls.adapters.redis_keys`.
@@ -23,6 +24,7 @@ from batchcalls.adapters.metrics import Metrics
 from batchcalls.adapters.store.db import Database
 from batchcalls.adapters.telephony.base import Provider
 from batchcalls.engine.base import TaskQueue
+from batchcalls.engine.control import Controlling
 from batchcalls.engine.dialing import Dialing
 from batchcalls.engine.events import ApplyingEvents, Gathered
 from batchcalls.engine.granting import EVENT_PRIORITY, Granting
@@ -35,7 +37,7 @@ __all__ = ["EVENT_PRIORITY", "Engine", "Gathered", "TaskQueue", "request_hash"]
 
 
 @dataclass
-class Engine(Submitting, Granting, Pacing, Dialing, ApplyingEvents, DeliveryKicks):
+class Engine(Submitting, Granting, Pacing, Dialing, ApplyingEvents, DeliveryKicks, Controlling):
     """The engine's parts over one set of adapters: the methods are the parts'."""
 
     settings: Settings

@@ -107,11 +107,9 @@ class Dialing(EngineParts):
         deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
         if deadline is None:
             return None
-        with self.db.transaction() as cur:
-            started, batch_started = calls.start_attempt(cur, call_id, self.provider.name)
+        started, batch_started = calls.record_attempt(self.db, call_id, self.provider.name)
         if started is None:
-            if call is None:
-                self._not_dialed(batch_id, call_id)
+            self._not_dialed(batch_id, call_id)
             return None
         if time.time() <= deadline:
             return started, batch_started, reserved_at
@@ -120,15 +118,20 @@ class Dialing(EngineParts):
         with self.db.transaction() as cur:
             calls.undo_attempt(cur, call_id, started["attempt_count"])
         assert call is not None  # a deadline is finite only under a limit, where the call was read
-        self._back_in_line(call, unused=reserved_at)
+        self._back_in_line(call, "recording the attempt took it past its creation turn", unused=reserved_at)
         return None
 
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
-        """A call that was not dialed: if it is final, its slot is not anyone's."""
+        """A call that was not dialed: if it is final, its slot is not anyone's; if it still
+        waits (its batch was paused after the slot was given), it goes back in line."""
+        call = None
         if status is None:
             with self.db.transaction() as cur:
-                status = calls.call_states(cur, [call_id]).get(call_id)
-        if status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
+                call = calls.load_call(cur, call_id)
+            status = call["status"] if call is not None else None
+        if call is not None and status in PENDING_STATUSES:
+            self._back_in_line(call, "its batch is not dialing")
+        elif status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
             self.dispatch(batch_id, release=[call_id])
 
     def _wait_for_rate(self, call: dict[str, Any], reserved_at: float | None) -> float | None:
@@ -143,14 +146,14 @@ class Dialing(EngineParts):
             # Without its turn's instant (a retry after a throttled create, a task sent again, a
             # task that came too late for its instant), the call waits for a turn like the rest:
             # an instant of its own would go ahead of the scheduler's order.
-            self._back_in_line(call, unused=reserved_at)
+            self._back_in_line(call, "it missed its creation turn", unused=reserved_at)
             return None
         return reserved_at + CPS_TOLERANCE
 
-    def _back_in_line(self, call: dict[str, Any], *, unused: float | None) -> None:
+    def _back_in_line(self, call: dict[str, Any], reason: str, *, unused: float | None = None) -> None:
         """Give the call's slot back and put it first in its batch's line for the next turn; and
         its turn's instant, `unused`, back to the limit: no call was created at it."""
-        log.info("call missed its creation turn, back in line batch_id=%s call_id=%s", call["batch_id"], call["id"])
+        log.info("call back in line batch_id=%s call_id=%s reason=%s", call["batch_id"], call["id"], quoted(reason))
         if unused is not None:
             self.gates.give_back(self.settings.provider_account, unused)
         score = gates_mod.ready_score(call["priority"], call["seq"])

@@ -217,6 +217,43 @@ def status(batch_id: str, as_json: bool) -> None:
         Console().print(status_table(body))
 
 
+def _command(batch_id: str, command: str, body: dict[str, Any] | None = None) -> None:
+    from rich.console import Console
+
+    from batchcalls.ops.client import ApiError, Unreachable
+    from batchcalls.ops.progress import status_table
+
+    try:
+        answer = _client().command(batch_id, command, body)
+    except ApiError as exc:
+        raise click.ClickException(f"{exc.status} {exc.code}: {exc.message}") from exc
+    except Unreachable as exc:
+        raise click.ClickException(str(exc)) from exc
+    Console().print(status_table(answer))
+
+
+@main.command()
+@click.argument("batch_id")
+def pause(batch_id: str) -> None:
+    """Pause a batch: no call of it is dialed until it is resumed; live calls end normally."""
+    _command(batch_id, "pause")
+
+
+@main.command()
+@click.argument("batch_id")
+def resume(batch_id: str) -> None:
+    """Resume a paused batch under the same concurrency."""
+    _command(batch_id, "resume")
+
+
+@main.command()
+@click.argument("batch_id")
+@click.option("--hangup", is_flag=True, help="Also hang up the batch's live calls (else they finish).")
+def cancel(batch_id: str, hangup: bool) -> None:
+    """Cancel a batch: its calls not yet dialed end cancelled."""
+    _command(batch_id, "cancel", {"hangup_live_calls": True} if hangup else None)
+
+
 def _require(name: str) -> str:
     value = os.environ.get(name)
     if not value:

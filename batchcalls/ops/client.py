@@ -48,6 +48,11 @@ class Client:
         result: dict[str, Any] = self._request("GET", f"/v1/batches/{batch_id}", params={"calls_limit": calls_limit})
         return result
 
+    def command(self, batch_id: str, command: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`pause`, `resume` or `cancel` the batch; the answer is its status body."""
+        result: dict[str, Any] = self._request("POST", f"/v1/batches/{batch_id}/{command}", json=body or {})
+        return result
+
     def calls(self, batch_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         cursor = None

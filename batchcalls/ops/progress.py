@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from batchcalls.domain.states import FINAL_BATCH_STATUSES, CallStatus
+from batchcalls.domain.states import FINAL_BATCH_STATUSES, BatchStatus, CallStatus
 from batchcalls.ops.client import Client
 
 
@@ -18,6 +18,7 @@ def _counts(status: dict[str, Any]) -> str:
     return (
         f"[green]{status['completed_calls']} completed[/] · [red]{status['failed_calls']} failed[/] · "
         f"[yellow]{status['in_progress']} in progress[/] · {status['pending']} pending"
+        + (f" · [magenta]{status['cancelled_calls']} cancelled[/]" if status.get("cancelled_calls") else "")
     )
 
 
@@ -44,7 +45,8 @@ def watch(
                 counts=_counts(status),
             )
             ticked = on_tick() if on_tick else True
-            if status["status"] in FINAL_BATCH_STATUSES and ticked:
+            # A cancelled batch is final when its live calls have ended too (`finished_at`).
+            if status["status"] in FINAL_BATCH_STATUSES and status.get("finished_at") and ticked:
                 return status
             time.sleep(0.25)
     raise TimeoutError(f"batch {batch_id} did not finish within {timeout:.0f}s")
@@ -54,7 +56,11 @@ def calls_table(calls: list[dict[str, Any]]) -> Table:
     table = Table(title="Calls")
     for column in ("phone number", "status", "outcome", "attempts", "voice"):
         table.add_column(column)
-    colours = {CallStatus.COMPLETED.value: "green", CallStatus.FAILED.value: "red"}
+    colours = {
+        CallStatus.COMPLETED.value: "green",
+        CallStatus.FAILED.value: "red",
+        CallStatus.CANCELLED.value: "magenta",
+    }
     for call in calls:
         colour = colours.get(call["status"], "yellow")
         table.add_row(
@@ -71,11 +77,19 @@ def status_table(status: dict[str, Any]) -> Table:
     table = Table(title=f"Batch {status['batch_id']}")
     table.add_column("field")
     table.add_column("value")
+    colours = {
+        BatchStatus.COMPLETED.value: "green",
+        BatchStatus.FAILED.value: "red",
+        BatchStatus.PAUSED.value: "yellow",
+        BatchStatus.CANCELLED.value: "magenta",
+    }
+    state = str(status.get("status"))
+    table.add_row("status", f"[{colours[state]}]{state}[/]" if state in colours else state)
     for key in (
-        "status",
         "total_calls",
         "completed_calls",
         "failed_calls",
+        "cancelled_calls",
         "in_progress",
         "pending",
         "created_at",

@@ -75,8 +75,7 @@ def _run(target: Callable[..., None], args: Sequence[tuple[Any, ...]], timeout: 
 def _start(dsn: str, call_id: str, barrier: Any, results: Any) -> None:
     barrier.wait()
     db = Database(dsn)
-    with db.transaction() as cur:
-        started, _ = calls.start_attempt(cur, call_id, "simulator")
+    started, _ = calls.record_attempt(db, call_id, "simulator")
     results.put(started is not None)
 
 
@@ -133,9 +132,8 @@ def test_final_events_applied_by_many_processes_count_once(dsn: str) -> None:
     submitted = insert_batch(db, tenant.id, _batch(20), idempotency_key=None, request_hash="y", max_queued_calls=10**9)
     call_ids = [cid for cid, _, _ in submitted.calls]
     for call_id in call_ids:
-        with db.transaction() as cur:
-            started, _ = calls.start_attempt(cur, call_id, "simulator")
-            assert started is not None
+        started, _ = calls.record_attempt(db, call_id, "simulator")
+        assert started is not None
     close_pools()
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(PROCESSES)
@@ -185,8 +183,7 @@ def test_an_undone_attempt_and_its_provider_event_never_both_take_effect(dsn: st
     )
     call_ids = [cid for cid, _, _ in submitted.calls]
     for call_id in call_ids:
-        with db.transaction() as cur:
-            assert calls.start_attempt(cur, call_id, "simulator")[0] is not None
+        assert calls.record_attempt(db, call_id, "simulator")[0] is not None
     now = time.time()
     kinds = [
         (AttemptStatus.ENDED, Outcome.COMPLETED),
@@ -243,8 +240,7 @@ def test_an_undone_attempt_and_its_provider_event_never_both_take_effect(dsn: st
     print(f"{undone} calls undone, {applied} took their event")
     for call_id, row in rows.items():  # an undone call is dialed again, as attempt 1
         if row["attempt_status"] is None:
-            with db.transaction() as cur:
-                again, _ = calls.start_attempt(cur, call_id, "simulator")
+            again, _ = calls.record_attempt(db, call_id, "simulator")
             assert again is not None and again["attempt_count"] == 1
 
 
@@ -355,7 +351,7 @@ class _ForgetfulProvider:
     def poll(self, attempt: Any) -> None:
         return None
 
-    def hangup(self, provider_call_id: str) -> None:
+    def hangup(self, call_id: str, attempt: int, provider_call_id: str) -> None:
         pass
 
 
@@ -405,8 +401,8 @@ def test_a_stale_attempt_given_up_while_its_late_end_arrives_ends_once(own: Test
     )
     call_ids = [cid for cid, _, _ in submitted.calls]
     for n, call_id in enumerate(call_ids):
+        assert calls.record_attempt(db, call_id, "simulator")[0] is not None
         with db.transaction() as cur:
-            assert calls.start_attempt(cur, call_id, "simulator")[0] is not None
             if n % 2:  # half were confirmed and rang; the others never heard of again
                 calls.apply_event(
                     cur,

@@ -26,8 +26,12 @@ class ListQueue:
 
     places: list[str] = field(default_factory=list)
     delivers: list[tuple[str, float]] = field(default_factory=list)  # (batch id, countdown)
+    hang_ups: list[str] = field(default_factory=list)
+    dispatches: list[str] = field(default_factory=list)
 
-    def dispatch(self, *args: Any, **kwargs: Any) -> None: ...
+    def dispatch(self, batch_id: str, *args: Any, **kwargs: Any) -> None:
+        self.dispatches.append(batch_id)
+
     def place_call(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
         self.places.append(call_id)
 
@@ -45,6 +49,8 @@ class ListQueue:
         return 0
 
     def record_responses(self, *args: Any, **kwargs: Any) -> None: ...
+    def hang_up(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
+        self.hang_ups.append(call_id)
 
 
 @contextlib.contextmanager

@@ -222,6 +222,15 @@ class Stack:
             return []
         return [json.loads(line) for line in self.sim_log.read_text().splitlines() if line.strip()]
 
+    def sim_hangups(self) -> list[dict[str, Any]]:
+        """The simulator's log of hangups (beside its log of creates)."""
+        import json
+
+        path = Path(str(self.sim_log) + ".hangups")
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
 
 def _not_ready(environ: Any, start_response: Any) -> list[bytes]:
     start_response("503 Service Unavailable", [("Content-Type", "text/plain")])

@@ -25,6 +25,8 @@ def test_event_types_are_the_contract_names() -> None:
         "batch.completed",
         "batch.failed",
         "batch.cancelled",
+        "batch.paused",
+        "batch.resumed",
     }
 
 

@@ -261,8 +261,18 @@ def test_a_batch_ends_when_its_last_call_is_final(status: BatchStatus, completed
     if status not in lc.BATCH_ON_LAST_CALL:
         assert last == ()
         return
-    end = BatchStatus.COMPLETED if completed else BatchStatus.FAILED
+    rule = lc.BATCH_ON_LAST_CALL[status]
+    by_outcomes = BatchStatus.COMPLETED if completed else BatchStatus.FAILED
+    end = by_outcomes if rule is lc.BatchEnd.BY_OUTCOMES else BatchStatus(rule)
     assert last == (lc.FinishBatch(end), lc.WriteEvent(lc.BATCH_EVENT_OF[end], lc.Payload.BATCH))
+
+
+def test_a_cancelled_batch_ends_cancelled_whatever_its_outcomes() -> None:
+    effects = lc.on_call_final(lc.BatchCounts(BatchStatus.CANCELLED, 3, 2, 0, 1))
+    assert effects == (
+        lc.FinishBatch(BatchStatus.CANCELLED),
+        lc.WriteEvent(EventType.BATCH_CANCELLED, lc.Payload.BATCH),
+    )
 
 
 def test_cancelled_calls_count_toward_the_end() -> None:
@@ -270,12 +280,30 @@ def test_cancelled_calls_count_toward_the_end() -> None:
     assert effects[0] == lc.FinishBatch(BatchStatus.COMPLETED)
 
 
-def test_a_row_ending_a_call_with_an_outcome_needs_no_new_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    """How a command such as cancel joins: one row whose value is the outcome the call ends with."""
-    monkeypatch.setitem(lc.CALL_MOVES, (CallStatus.SCHEDULED, lc.Trigger.ATTEMPT_ENDED), Outcome.CANCELLED)
-    call, effects = lc.call_move(lc.Call(CallStatus.SCHEDULED, 1), lc.Trigger.ATTEMPT_ENDED, ended_at(1), ONE_TRY)
-    assert call.status is CallStatus.CANCELLED
-    assert effects == (lc.FinishCall(CallStatus.CANCELLED, Outcome.CANCELLED, None), lc.ReleaseSlot())
+@pytest.mark.parametrize("status", list(CallStatus))
+def test_a_cancel_ends_only_calls_not_yet_dialed(status: CallStatus) -> None:
+    call, effects = lc.call_move(lc.Call(status, 1), lc.Trigger.CANCEL, None, None)
+    if status in (CallStatus.QUEUED, CallStatus.SCHEDULED):
+        assert call.status is CallStatus.CANCELLED
+        assert effects == (lc.FinishCall(CallStatus.CANCELLED, Outcome.CANCELLED, None), lc.ReleaseSlot())
+    else:
+        assert (call, effects) == (lc.Call(status, 1), ())
+
+
+@pytest.mark.parametrize("status", list(CallStatus))
+def test_a_hangup_ends_a_live_call_cancelled_and_nothing_else(status: CallStatus) -> None:
+    call, effects = lc.call_move(lc.Call(status, 1), lc.Trigger.HANG_UP, None, None)
+    assert call.status is (CallStatus.CANCELLED if status in LIVE_STATUSES else status)
+    assert bool(effects) == (status in LIVE_STATUSES)
+
+
+def test_a_cancelled_call_writes_no_call_event() -> None:
+    assert not [e for e in lc.finish(Outcome.CANCELLED, None) if isinstance(e, lc.WriteEvent)]
+
+
+def test_the_end_of_an_attempt_needs_the_attempt_and_the_batch() -> None:
+    with pytest.raises(ValueError, match="attempt"):
+        lc.call_move(lc.Call(CallStatus.RINGING, 1), lc.Trigger.ATTEMPT_ENDED, None, None)
 
 
 def test_a_retry_keeps_the_error_of_the_ending_event() -> None:

@@ -263,6 +263,18 @@ DESIGN_CODES = {
         "422": {"invalid_request"},
         "429": {"rate_limited"},
     },
+    **{
+        (f"/v1/batches/{{batch_id}}/{command}", "post"): {
+            "400": {"invalid_request"},
+            "401": {"unauthorized"},
+            "404": {"not_found"},
+            "409": {"invalid_state"},
+            "422": {"invalid_request"},
+            "429": {"rate_limited"},
+            "503": {"unavailable"},
+        }
+        for command in ("pause", "resume", "cancel")
+    },
 }
 
 
@@ -283,6 +295,9 @@ def test_every_route_and_error_code_of_the_design_is_documented(document: dict[s
         "/v1/batches",
         "/v1/batches/{batch_id}",
         "/v1/batches/{batch_id}/calls",
+        "/v1/batches/{batch_id}/pause",
+        "/v1/batches/{batch_id}/resume",
+        "/v1/batches/{batch_id}/cancel",
         "/healthz",
         "/v1/openapi.json",
         "/docs",

@@ -8,7 +8,7 @@ from typing import Any
 from psycopg2.extras import RealDictCursor
 
 from batchcalls.adapters.store import batches
-from batchcalls.adapters.store.db import execute
+from batchcalls.adapters.store.db import Database, execute
 from batchcalls.adapters.store.outbox import add_event
 from batchcalls.domain.events import EventType
 from batchcalls.domain.payloads import batch_view
@@ -22,29 +22,52 @@ from batchcalls.domain.states import (
 )
 
 
+class StartBatchFirst(Exception):
+    """The batch has not started: roll back, and start the attempt again with `start_batch`."""
+
+
 def start_attempt(
-    cur: RealDictCursor, call_id: str, provider: str
+    cur: RealDictCursor, call_id: str, provider: str, *, start_batch: bool = False
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Record a new attempt as `dialing` before the provider is asked, so that a redelivered task
     never dials it again. Returns the call row with its new `attempt_count` (None when the call
-    is not waiting to be dialed: already live, final, or its batch is not running), and the batch
-    row when this attempt started the batch."""
-    # One statement: the call moves to dialing and its attempt is written (a data-modifying CTE).
+    is not waiting to be dialed: already live, final, or its batch is not dialing), and the batch
+    row when this attempt started the batch.
+
+    The batch's status is read under a share lock on its row, which a pause or cancel (holding
+    the row's update lock) waits for and makes this wait for: an attempt is recorded before a
+    pause or cancel answers, or not at all. Raises `StartBatchFirst` (the caller rolls back)
+    when the batch has not started: a batch is started with its row's update lock taken before
+    the share lock, with `start_batch` (two attempts holding the share lock and both upgrading
+    it to start the batch would deadlock)."""
+    batch = None
+    if start_batch:
+        execute(
+            cur,
+            "UPDATE batches SET status = %s, started_at = clock_timestamp()"
+            " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = %s RETURNING *",
+            (BatchStatus.RUNNING.value, call_id, BatchStatus.QUEUED.value),
+        )
+        batch = cur.fetchone()
+    # One statement: the batch's status checked under its share lock, the call moved to dialing
+    # and its attempt written (data-modifying CTEs).
     execute(
         cur,
-        "WITH c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
+        "WITH b AS (SELECT id, status FROM batches WHERE id = (SELECT batch_id FROM calls WHERE id = %s)"
+        " AND status = ANY(%s) FOR SHARE),"
+        " c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
         " next_attempt_at = NULL, updated_at = clock_timestamp()"
-        " FROM batches b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
-        " AND b.status = ANY(%s)"
+        " FROM b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
         " RETURNING c.*, b.status AS batch_status),"
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
         " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
         " SELECT * FROM c",
         (
+            call_id,
+            values(DIALING_BATCH_STATUSES),
             CallStatus.DIALING.value,
             call_id,
             values(PENDING_STATUSES),
-            values(DIALING_BATCH_STATUSES),
             AttemptStatus.DIALING.value,
             provider,
         ),
@@ -52,17 +75,27 @@ def start_attempt(
     call = cur.fetchone()
     if call is None:
         return None, None
-    batch = None
-    if call.pop("batch_status") == BatchStatus.QUEUED:  # this may be the batch's first attempt
-        execute(
-            cur,
-            "UPDATE batches SET status = %s, started_at = clock_timestamp() WHERE id = %s AND status = %s RETURNING *",
-            (BatchStatus.RUNNING.value, call["batch_id"], BatchStatus.QUEUED.value),
-        )
-        batch = cur.fetchone()
+    if call.pop("batch_status") == BatchStatus.QUEUED:
+        raise StartBatchFirst(call_id)
     if batch is not None:
         add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
     return call, batch
+
+
+def record_attempt(db: Database, call_id: str, provider: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """`start_attempt` in a transaction of its own, starting the batch first (in a second
+    transaction) when it has not started."""
+    try:
+        with db.transaction() as cur:
+            return start_attempt(cur, call_id, provider)
+    except StartBatchFirst:
+        pass
+    while True:  # again only if the batch went back to `queued` (resumed before it started)
+        try:
+            with db.transaction() as cur:
+                return start_attempt(cur, call_id, provider, start_batch=True)
+        except StartBatchFirst:
+            continue
 
 
 def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:

@@ -9,7 +9,14 @@ from typing import Any, NamedTuple
 from psycopg2.extras import Json, RealDictCursor
 
 from batchcalls.adapters.store import batches
-from batchcalls.adapters.store.attempts import set_provider_call_id, start_attempt, touch_attempt, undo_attempt
+from batchcalls.adapters.store.attempts import (
+    StartBatchFirst,
+    record_attempt,
+    set_provider_call_id,
+    start_attempt,
+    touch_attempt,
+    undo_attempt,
+)
 from batchcalls.adapters.store.call_reads import (
     attempts_of,
     batches_with_due_retries,
@@ -47,6 +54,7 @@ __all__ = [
     "batches_with_due_retries",
     "call_states",
     "calls_for_rebuild",
+    "end_batch_if_done",
     "EventResult",
     "finish_call",
     "full_call",
@@ -56,7 +64,9 @@ __all__ = [
     "load_call",
     "set_provider_call_id",
     "stale_attempts",
+    "record_attempt",
     "start_attempt",
+    "StartBatchFirst",
     "touch_attempt",
     "undo_attempt",
 ]
@@ -245,13 +255,18 @@ def finish_call(
     # The batch's row last: every call of the batch that ends takes its lock, and holds it until
     # it commits. Taken first, it was held through the event's payload and insert as well, and
     # calls ending together queued behind it (the engine's throughput limit).
-    column = _FINAL_COUNTERS[CallStatus(final["status"])]
+    column = FINAL_COUNTERS[CallStatus(final["status"])]
     execute(
         cur,
         f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
         (call["batch_id"],),
     )
-    batch = cur.fetchone()
+    return end_batch_if_done(cur, cur.fetchone()), final
+
+
+def end_batch_if_done(cur: RealDictCursor, batch: dict[str, Any]) -> dict[str, Any]:
+    """Finish the batch (its status, its terminal event) when its row, just counted under its
+    lock, says every call is final, as `lifecycle.on_call_final` says. Returns the batch row."""
     counts = lifecycle.BatchCounts(
         BatchStatus(batch["status"]),
         batch["total_calls"],
@@ -270,10 +285,10 @@ def finish_call(
             batch = cur.fetchone()
         elif isinstance(effect, lifecycle.WriteEvent):
             add_event(cur, effect.type, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
-    return batch, final
+    return batch
 
 
-_FINAL_COUNTERS = {
+FINAL_COUNTERS = {
     CallStatus.COMPLETED: "completed_calls",
     CallStatus.FAILED: "failed_calls",
     CallStatus.CANCELLED: "cancelled_calls",

@@ -43,5 +43,6 @@ class Provider(Protocol):
     def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:
         """The provider's current view of an attempt whose events stopped, or None if unknown."""
 
-    def hangup(self, provider_call_id: str) -> None:
-        """End a live call."""
+    def hangup(self, call_id: str, attempt: int, provider_call_id: str) -> None:
+        """End a live call (attempt `attempt` of `call_id`); its end arrives as its `ended` event.
+        Raises ProviderError when the provider refused."""

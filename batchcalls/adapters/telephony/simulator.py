@@ -64,7 +64,7 @@ class SimulatorProvider:
     ring_seconds: float = 0.5
     call_seconds: float = 2.0
     name: str = "simulator"
-    log_path: str | None = None  # BATCHCALLS_SIM_LOG: one JSON line per call created, for audits
+    log_path: str | None = None  # BATCHCALLS_SIM_LOG: one JSON line per call created (and hung up), for audits
     schedule_many: Callable[[list[ProviderEvent], float], None] | None = None
 
     def _events(self, call_id: str, attempt: int, phone: str, uuid_: str, start: float) -> list[ProviderEvent]:
@@ -77,21 +77,16 @@ class SimulatorProvider:
         provider_call_id = "sim-" + uuid.uuid4().hex
         start = time.time()
         if self.log_path:
-            line = json.dumps(
+            self._log(
+                self.log_path,
                 {
                     "call_id": request.call_id,
                     "attempt": request.attempt,
                     "at": start,
                     "phone_number": request.phone_number,
                     "uuid": provider_call_id,
-                }
+                },
             )
-            # One write of a short line to an O_APPEND file: lines from many processes never mix.
-            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, (line + "\n").encode())
-            finally:
-                os.close(fd)
         events = self._events(request.call_id, request.attempt, request.phone_number, provider_call_id, start)
         try:
             if self.schedule_many is None:
@@ -122,5 +117,23 @@ class SimulatorProvider:
         reached = [e for e in events if e.at <= time.time()]
         return reached[-1] if reached else None
 
-    def hangup(self, provider_call_id: str) -> None:
-        """The simulator's calls end on their own schedule."""
+    def hangup(self, call_id: str, attempt: int, provider_call_id: str) -> None:
+        """End the call now: its `ended` event (outcome `cancelled`) is sent at once, and the
+        events its plan had still to send find the attempt ended (no-ops). Logged, beside the
+        creates, in `<log_path>.hangups`."""
+        now = time.time()
+        if self.log_path:
+            self._log(
+                self.log_path + ".hangups",
+                {"call_id": call_id, "attempt": attempt, "at": now, "uuid": provider_call_id},
+            )
+        self.schedule(ProviderEvent(call_id, attempt, AttemptStatus.ENDED, now, Outcome.CANCELLED, provider_call_id), 0)
+
+    @staticmethod
+    def _log(path: str, record: dict[str, object]) -> None:
+        # One write of a short line to an O_APPEND file: lines from many processes never mix.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(record) + "\n").encode())
+        finally:
+            os.close(fd)

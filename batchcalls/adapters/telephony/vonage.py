@@ -200,8 +200,9 @@ class VonageProvider:
         at = parse_timestamp(info.end_time) or time.time()
         return translate_status(info.status, attempt.call_id, attempt.attempt, at, info.uuid)
 
-    def hangup(self, provider_call_id: str) -> None:
-        """End a live call; a call that is already over is left alone."""
+    def hangup(self, call_id: str, attempt: int, provider_call_id: str) -> None:
+        """End a live call (`PUT /v1/calls/{uuid}`); a call that is already over is left alone.
+        Its end arrives as its webhook."""
         try:
             self.client().voice.hangup(provider_call_id)
         except HttpRequestError as exc:

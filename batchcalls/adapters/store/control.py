@@ -1,0 +1,115 @@
+"""Commands on a batch in Postgres: pause, resume and cancel under the batch's row lock, and the
+hangup of one live call of a cancelled batch. `commands` and `lifecycle` decide; this writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg2.extras import RealDictCursor
+
+from batchcalls.adapters.store import batches
+from batchcalls.adapters.store.calls import FINAL_COUNTERS, end_batch_if_done, finish_call
+from batchcalls.adapters.store.db import execute
+from batchcalls.adapters.store.outbox import add_event
+from batchcalls.domain import commands, lifecycle
+from batchcalls.domain.errors import NotFound
+from batchcalls.domain.lifecycle_data import EndCalls, HangUp, SetBatchStatus, WriteEvent
+from batchcalls.domain.payloads import batch_view
+from batchcalls.domain.states import AttemptStatus, BatchStatus, CallStatus, values
+
+
+@dataclass
+class Commanded:
+    batch: dict[str, Any]  # the batch's row after the command
+    hang_up: list[str] = field(default_factory=list)  # live calls to end and hang up, one by one
+    events: int = 0  # events written (to be delivered)
+    ended: int = 0  # calls the command ended
+
+
+def command_batch(
+    cur: RealDictCursor, tenant_id: int, batch_id: str, command: commands.Command, *, hang_up: bool = False
+) -> Commanded:
+    """Apply `command` to a batch of the tenant, in the caller's transaction. The batch's row is
+    locked first: commands on one batch take turns with each other, with the end of its calls
+    (which lock it last), and with the start of an attempt (which holds its share lock), so an
+    attempt is either recorded before the command answers or refused after it. Raises NotFound
+    (another tenant's batch too) and `InvalidState`."""
+    execute(cur, "SELECT * FROM batches WHERE id = %s AND tenant_id = %s FOR NO KEY UPDATE", (batch_id, tenant_id))
+    row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"no batch {batch_id}")
+    done = Commanded(row)
+    effects = commands.batch_command(
+        BatchStatus(row["status"]), command, started=row["started_at"] is not None, hang_up=hang_up
+    )
+    for effect in effects:
+        if isinstance(effect, SetBatchStatus):
+            execute(cur, "UPDATE batches SET status = %s WHERE id = %s RETURNING *", (effect.status.value, batch_id))
+            done.batch = cur.fetchone()
+        elif isinstance(effect, WriteEvent):
+            add_event(cur, effect.type, batch_id, batch_view(done.batch, batches.status_counts(cur, batch_id)))
+            done.events += 1
+        elif isinstance(effect, EndCalls):
+            done.ended += _end_calls(cur, done, effect)
+        elif isinstance(effect, HangUp):
+            execute(
+                cur,
+                "SELECT id FROM calls WHERE batch_id = %s AND status = ANY(%s) ORDER BY seq",
+                (batch_id, values(effect.statuses)),
+            )
+            done.hang_up = [r["id"] for r in cur.fetchall()]
+    if done.ended:
+        before = done.batch["finished_at"]
+        done.batch = end_batch_if_done(cur, done.batch)
+        done.events += before is None and done.batch["finished_at"] is not None
+    return done
+
+
+def _end_calls(cur: RealDictCursor, done: Commanded, effect: EndCalls) -> int:
+    """End every call of the batch in `effect.statuses`, in one statement, and count them."""
+    column = FINAL_COUNTERS[effect.status]
+    execute(
+        cur,
+        "WITH e AS (UPDATE calls SET status = %s, outcome = %s, next_attempt_at = NULL,"
+        " updated_at = clock_timestamp() WHERE batch_id = %s AND status = ANY(%s) RETURNING 1)"
+        f" UPDATE batches SET {column} = {column} + (SELECT count(*) FROM e)"  # noqa: S608
+        " WHERE id = %s RETURNING *, (SELECT count(*) FROM e) AS ended",
+        (effect.status.value, effect.outcome.value, done.batch["id"], values(effect.statuses), done.batch["id"]),
+    )
+    row = cur.fetchone()
+    ended = int(row.pop("ended"))
+    done.batch = row
+    return ended
+
+
+def hang_up_call(cur: RealDictCursor, call_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """End a live call of a cancelled batch by `commands.HANG_UP_TRIGGER` (a call no longer live
+    is left as it is), in the caller's transaction. Returns its current attempt when that has not
+    ended (to hang up through the provider: `provider_call_id` is None while the create is in
+    flight), and the batch row when the call ended here."""
+    execute(
+        cur,
+        "SELECT c.*, b.callback_url AS batch_callback_url, a.number AS attempt_number,"
+        " a.status AS attempt_status, a.provider_call_id AS attempt_provider_call_id"
+        " FROM calls c JOIN batches b ON b.id = c.batch_id"
+        " LEFT JOIN attempts a ON a.call_id = c.id AND a.number = c.attempt_count"
+        " WHERE c.id = %s FOR UPDATE OF c",
+        (call_id,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None, None
+    callback_url = row.pop("batch_callback_url")
+    attempt = {
+        "number": row.pop("attempt_number"),
+        "status": row.pop("attempt_status"),
+        "provider_call_id": row.pop("attempt_provider_call_id"),
+    }
+    live = attempt["number"] is not None and attempt["status"] != AttemptStatus.ENDED.value
+    call = lifecycle.Call(CallStatus(row["status"]), row["attempt_count"])
+    _, effects = lifecycle.call_move(call, commands.HANG_UP_TRIGGER, None, None)
+    batch = None
+    if any(isinstance(e, lifecycle.FinishCall) for e in effects):
+        batch, _ = finish_call(cur, row, effects, callback_url)
+    return (attempt if live else None), batch

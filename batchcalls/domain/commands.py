@@ -1,0 +1,96 @@
+"""Commands on a running batch (pause, resume, cancel) as a table, applied by a pure function.
+
+No I/O. `BATCH_MOVES` says what each command does to the batch's status; the calls a command ends
+move by the `lifecycle.CALL_MOVES` rows of its trigger, so which calls a cancel ends is read from
+that table, not written here again. The store takes the batch's row lock, calls `batch_command`,
+and writes the effects; a repeated command changes nothing and writes no event.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from batchcalls.domain.errors import InvalidState
+from batchcalls.domain.events import EventType
+from batchcalls.domain.lifecycle import CALL_MOVES, Trigger
+from batchcalls.domain.lifecycle_data import Effect, EndCalls, HangUp, Payload, SetBatchStatus, WriteEvent
+from batchcalls.domain.states import BatchStatus, CallStatus, Outcome, final_status
+
+B = BatchStatus
+
+
+class Command(str, Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+class BatchRule(str, Enum):
+    UNCHANGED = "unchanged"  # the command is repeated: nothing to do, no event
+    RESUMED = "resumed"  # `running` when a call was dialed already, else `queued` (not started)
+
+
+UNCHANGED = BatchRule.UNCHANGED
+
+BATCH_MOVES: dict[tuple[BatchStatus, Command], BatchStatus | BatchRule] = {
+    (B.QUEUED, Command.PAUSE): B.PAUSED,
+    (B.RUNNING, Command.PAUSE): B.PAUSED,
+    (B.PAUSED, Command.PAUSE): UNCHANGED,
+    (B.PAUSED, Command.RESUME): BatchRule.RESUMED,
+    (B.QUEUED, Command.RESUME): UNCHANGED,
+    (B.RUNNING, Command.RESUME): UNCHANGED,
+    (B.QUEUED, Command.CANCEL): B.CANCELLED,
+    (B.RUNNING, Command.CANCEL): B.CANCELLED,
+    (B.PAUSED, Command.CANCEL): B.CANCELLED,
+    (B.CANCELLED, Command.CANCEL): UNCHANGED,  # a second cancel may still hang up live calls
+}
+
+COMMAND_EVENT_OF: dict[Command, EventType] = {
+    Command.PAUSE: EventType.BATCH_PAUSED,
+    Command.RESUME: EventType.BATCH_RESUMED,
+    # A cancel's event is the terminal `batch.cancelled`, written when its last call is final
+    # (`lifecycle.BATCH_ON_LAST_CALL`), by the cancel itself or by the last live call's end.
+}
+
+COMMAND_TRIGGERS: dict[Command, tuple[Trigger, ...]] = {Command.CANCEL: (Trigger.CANCEL,)}
+"""The call triggers a command fires on every call of its batch, in one statement each."""
+
+HANG_UP_TRIGGER = Trigger.HANG_UP
+"""Fired, with `hangup_live_calls`, on each live call of a cancelled batch, one call at a time."""
+
+
+def moved_by(trigger: Trigger) -> dict[Outcome, frozenset[CallStatus]]:
+    """The call statuses `trigger` ends, grouped by the outcome they end with (`CALL_MOVES`)."""
+    groups: dict[Outcome, set[CallStatus]] = {}
+    for (status, row_trigger), rule in CALL_MOVES.items():
+        if row_trigger is trigger and isinstance(rule, Outcome):
+            groups.setdefault(rule, set()).add(status)
+    return {outcome: frozenset(statuses) for outcome, statuses in groups.items()}
+
+
+def batch_command(status: BatchStatus, command: Command, *, started: bool, hang_up: bool = False) -> tuple[Effect, ...]:
+    """The effects of `command` on a batch in `status` (`started`: a call was dialed already).
+    `hang_up` (cancel only) also ends the live calls through the provider. Raises
+    `InvalidState` when the table has no row: a finished batch, or a cancelled one paused."""
+    rule = BATCH_MOVES.get((status, command))
+    if rule is None:
+        raise InvalidState(
+            f"a {status.value} batch cannot be {_PAST[command]}",
+            {"status": status.value, "command": command.value},
+        )
+    effects: list[Effect] = []
+    if rule is not UNCHANGED:
+        new = (B.RUNNING if started else B.QUEUED) if rule is BatchRule.RESUMED else BatchStatus(rule)
+        effects.append(SetBatchStatus(new))
+        if command in COMMAND_EVENT_OF:
+            effects.append(WriteEvent(COMMAND_EVENT_OF[command], Payload.BATCH))
+    for trigger in COMMAND_TRIGGERS.get(command, ()):
+        for outcome, statuses in moved_by(trigger).items():
+            effects.append(EndCalls(statuses, final_status(outcome), outcome))
+    if hang_up and command is Command.CANCEL:
+        live = frozenset(s for statuses in moved_by(HANG_UP_TRIGGER).values() for s in statuses)
+        effects.append(HangUp(live, HANG_UP_TRIGGER.value))
+    return tuple(effects)
+
+
+_PAST = {Command.PAUSE: "paused", Command.RESUME: "resumed", Command.CANCEL: "cancelled"}
