@@ -219,7 +219,7 @@ class Relay:
         give_up = age_hours > self.settings.webhook_retry_hours
         retry_in = backoff_seconds(event["delivery_attempts"] + 1)
         with self.db.transaction() as cur:
-            outbox.mark_failed(cur, event["seq"], error, retry_in, give_up)
+            outbox.mark_failed(cur, event["seq"], error, retry_in, give_up=give_up)
         log.warning(
             "event delivery failed batch_id=%s event_id=%s url=%s error=%s retry_in=%s",
             batch_id,
