@@ -124,7 +124,7 @@ class RequestLimits:
         """What is left of `subject`'s quota, for the answer's fields; None when Redis cannot be
         reached."""
         try:
-            return self._standing(policy, subject, allowed)
+            return self._standing(policy, subject, allowed=allowed)
         except redis.RedisError as exc:
             log.warning("rate limit not read, Redis unavailable policy=%s error=%s", policy.name, quoted(exc))
             return None
@@ -140,7 +140,7 @@ class RequestLimits:
         except redis.RedisError as exc:
             log.warning("rate limit not refunded, Redis unavailable policy=%s error=%s", policy.name, quoted(exc))
 
-    def _standing(self, policy: Policy, subject: str, allowed: bool | None) -> Standing:
+    def _standing(self, policy: Policy, subject: str, *, allowed: bool | None) -> Standing:
         reset_at, remaining = self._windows.get_window_stats(policy.item, policy.name, subject)
         remaining = max(0, remaining)
         reset_in = max(0, math.ceil(reset_at - time.time()))

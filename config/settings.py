@@ -55,7 +55,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default

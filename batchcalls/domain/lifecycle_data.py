@@ -99,7 +99,8 @@ class FinishCall:
 
 @dataclass(frozen=True)
 class ReleaseSlot:
-    pass
+    """The call gives back its slot (of its batch's concurrency). Applying provider events, the
+    engine frees a call's slot, and gives it to the next call, on this effect and no other."""
 
 
 @dataclass(frozen=True)

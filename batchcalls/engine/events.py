@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from batchcalls.adapters import gates as gates_mod
 from batchcalls.adapters.store import calls
-from batchcalls.adapters.store.calls import Applied
+from batchcalls.adapters.store.calls import Applied, EventResult
+from batchcalls.domain.lifecycle import FinishCall, ReleaseSlot, ScheduleRetry
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.engine.base import EngineParts
 
@@ -74,40 +74,35 @@ class ApplyingEvents(EngineParts):
                     last = result
         work = Gathered() if gathered is None else gathered
         if last is not None:
-            assert last.call is not None
-            self._after_event(events[-1], last.call, last.applied, last.batch, last.due, work)
+            self._after_event(events[-1], last, work)
         placed = self.flush_events(work, place_here=place_here) if gathered is None else None
         return [result.applied for result in results], placed
 
-    def _after_event(
-        self,
-        event: ProviderEvent,
-        call: dict[str, Any],
-        applied: str,
-        batch: dict[str, Any] | None,
-        due: datetime | None,
-        work: Gathered,
-    ) -> None:
-        """Note how the event leaves the call's slot: renewed, parked for a retry, or freed."""
+    def _after_event(self, event: ProviderEvent, result: EventResult, work: Gathered) -> None:
+        """Note what the event means for the call's slot: renewed while the call is live; parked
+        for a retry, and freed, where the lifecycle's effects say so (`ScheduleRetry`,
+        `ReleaseSlot`): the lifecycle alone decides when a slot is given back."""
+        call, batch = result.call, result.batch
+        assert call is not None
         batch_id = call["batch_id"]
-        if applied == Applied.LIVE:
+        if result.applied == Applied.LIVE:
             work.renew.setdefault(batch_id, []).append(event.call_id)
-        elif applied == Applied.SCHEDULED:
-            assert due is not None
-            score = gates_mod.ready_score(call["priority"], call["seq"])
-            work.release.setdefault(batch_id, []).append(event.call_id)
-            work.delay.setdefault(batch_id, []).append((event.call_id, score, due.timestamp()))
-        elif applied == Applied.FINAL:
-            log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
-            if self.metrics is not None:
-                self.metrics.call_finished(call["outcome"])
-            finished = batch is not None and batch["finished_at"] is not None
-            if batch is not None and batch["callback_url"]:
-                work.kick[batch_id] = work.kick.get(batch_id, False) or finished
-            work.release.setdefault(batch_id, []).append(event.call_id)
-            if batch is not None and finished:
-                log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
-                work.finished.add(batch_id)
+        for effect in result.effects:
+            if isinstance(effect, ScheduleRetry):
+                score = gates_mod.ready_score(call["priority"], call["seq"])
+                work.delay.setdefault(batch_id, []).append((event.call_id, score, effect.due.timestamp()))
+            elif isinstance(effect, FinishCall):
+                log.info("call finished call_id=%s batch_id=%s outcome=%s", event.call_id, batch_id, call["outcome"])
+                if self.metrics is not None:
+                    self.metrics.call_finished(call["outcome"])
+                finished = batch is not None and batch["finished_at"] is not None
+                if batch is not None and batch["callback_url"]:
+                    work.kick[batch_id] = work.kick.get(batch_id, False) or finished
+                if batch is not None and finished:
+                    log.info("batch finished batch_id=%s status=%s", batch_id, batch["status"])
+                    work.finished.add(batch_id)
+            elif isinstance(effect, ReleaseSlot):
+                work.release.setdefault(batch_id, []).append(event.call_id)
 
     def flush_events(self, work: Gathered, *, place_here: bool = False) -> str | None:
         """Do the Redis work that applied events left, in one round of calls per batch: kick

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 
-from batchcalls.adapters.delivery.relay import Kicks, Relay
+from batchcalls.adapters.delivery.kicks import Kicks
+from batchcalls.adapters.delivery.relay import Relay
 from batchcalls.engine.base import EngineParts
 
 # Events are delivered within about this long of their change, many calls' to one relay run.

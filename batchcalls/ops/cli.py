@@ -180,7 +180,7 @@ def submit(
         batch = client.submit(body, idempotency_key)
     except ApiError as exc:
         click.echo(f"rejected ({exc.status} {exc.code}): {exc.message}", err=True)
-        for line in describe_api_details(exc.details, from_csv):
+        for line in describe_api_details(exc.details, from_csv=from_csv):
             click.echo(f"  {file}: {line}", err=True)
         sys.exit(1)
     except Unreachable as exc:

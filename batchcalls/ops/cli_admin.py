@@ -71,7 +71,7 @@ _OVERLAP = click.option(
 )
 
 
-def _json_or_lines(result: dict[str, Any], as_json: bool) -> None:
+def _json_or_lines(result: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -165,7 +165,7 @@ def keys_rotate(tenant: str, overlap: timedelta, as_json: bool) -> None:
             "key_id": rotated.key_id,
             "previous_keys_valid_until": isoformat_ms(rotated.old_valid_until),
         },
-        as_json,
+        as_json=as_json,
     )
 
 
@@ -191,7 +191,7 @@ def webhook_secret_rotate(tenant: str, overlap: timedelta, as_json: bool) -> Non
             "webhook_secret": rotated.new,
             "previous_secrets_valid_until": isoformat_ms(rotated.old_valid_until),
         },
-        as_json,
+        as_json=as_json,
     )
 
 

@@ -62,7 +62,7 @@ def calls_from_csv(
     return calls
 
 
-def describe_api_details(details: Mapping[str, list[str] | str] | None, from_csv: bool) -> list[str]:
+def describe_api_details(details: Mapping[str, list[str] | str] | None, *, from_csv: bool) -> list[str]:
     """API error details, with `calls[i].field` turned into CSV row and column when useful."""
     lines = []
     for path, messages in (details or {}).items():

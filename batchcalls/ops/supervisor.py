@@ -180,6 +180,7 @@ def _worker_command(queue: str, node: str) -> list[str]:
 def run_system(
     port: int | None = None,
     workers: int = 2,
+    *,
     flower: bool = False,
     extra_env: dict[str, str] | None = None,
     data_dir: Path | None = None,

@@ -68,7 +68,7 @@ def _relay(settings: Settings, **kwargs: object) -> Relay:
 
 def _post(relay: Relay, url: str) -> str | None:
     deadline = time.monotonic() + relay.settings.webhook_timeout_seconds
-    return relay._post(relay._target(url, deadline), ("whsec_dGVzdA==",), "evt_test", EVENT, deadline=deadline)
+    return relay.poster.post(url, ("whsec_dGVzdA==",), "evt_test", EVENT, deadline=deadline)
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from batchcalls.adapters.delivery import relay as delivery
-from batchcalls.adapters.delivery.relay import Kicks, Relay
+from batchcalls.adapters.delivery.kicks import Kicks
+from batchcalls.adapters.delivery.relay import Relay
 from batchcalls.adapters.redis_keys import relay_keys
 from batchcalls.adapters.store.db import Database
 from config.settings import Settings

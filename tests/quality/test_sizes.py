@@ -10,9 +10,7 @@ MAX_LINES = 300
 
 # Modules still over the limit, each with the most lines it may have: the list only shrinks.
 # Split one, then remove it here (the test says when).
-KNOWN_EXCEPTIONS = {
-    "batchcalls/adapters/delivery/relay.py": 348,
-}
+KNOWN_EXCEPTIONS: dict[str, int] = {}
 
 
 def _sizes() -> dict[str, int]:

@@ -10,8 +10,8 @@ from importlib import resources
 import pytest
 
 from batchcalls.adapters import redis_keys
+from batchcalls.adapters.delivery import kicks as delivery_kicks
 from batchcalls.adapters.delivery import leases as delivery_leases
-from batchcalls.adapters.delivery import relay as delivery
 
 BATCH = "5f0c1e9a-6d7b-4b8e-9c1f-0a2b3c4d5e6f"
 
@@ -90,7 +90,7 @@ def test_scripts_take_their_keys_as_arguments() -> None:
     """A key a script builds itself would be invisible to Redis Cluster and to this module."""
     lua = resources.files("batchcalls.adapters").joinpath("lua")
     scripts = [f.read_text() for f in lua.iterdir() if f.name.endswith(".lua")]
-    scripts += [delivery._KICK, delivery_leases._TAKE]
+    scripts += [delivery_kicks._KICK, delivery_leases._TAKE]
     assert len(scripts) >= 5
     for script in scripts:
         assert "bc:" not in script

@@ -77,9 +77,9 @@ class _DeadlineSSLSocket(ssl.SSLSocket):
     """TLS reads (`recv`, `recv_into` and `read` all end in `read`), writes (`sendall` sends
     through `send`) and the handshake, each within the time left."""
 
-    def do_handshake(self, block: bool = False) -> None:
+    def do_handshake(self, *args: Any, **kwargs: Any) -> None:  # ssl's own (undocumented) parameters
         _shrink_timeout(self)
-        super().do_handshake(block)
+        super().do_handshake(*args, **kwargs)
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - ssl's own names
         _shrink_timeout(self)

@@ -12,7 +12,7 @@ from batchcalls.domain.payloads import call_view
 from batchcalls.domain.states import LIVE_STATUSES, UNFINISHED_STATUSES, AttemptStatus, CallStatus, values
 
 
-def load_call(cur: RealDictCursor, call_id: str, lock: bool = False) -> dict[str, Any] | None:
+def load_call(cur: RealDictCursor, call_id: str, *, lock: bool = False) -> dict[str, Any] | None:
     execute(cur, "SELECT * FROM calls WHERE id = %s" + (" FOR UPDATE" if lock else ""), (call_id,))
     row: dict[str, Any] | None = cur.fetchone()
     return row

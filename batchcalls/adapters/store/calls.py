@@ -3,7 +3,6 @@ service opens; together they make every call end in exactly one final state."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, NamedTuple
 
 from psycopg2.extras import Json, RealDictCursor
@@ -77,15 +76,17 @@ LIVE = LIVE_STATUSES  # the group `apply_events` tests a call's row against
 class EventResult(NamedTuple):
     applied: str  # an `Applied` value
     batch: dict[str, Any] | None  # the batch row when the call reached its final state
-    due: datetime | None  # when a retry is due
     call: dict[str, Any] | None  # the call as the event left it (None when ignored)
+    # What `lifecycle` decided when the event ended the attempt (a retry or the call's end, and
+    # its slot's release), for the engine to carry out in Redis; empty for any other event.
+    effects: tuple[lifecycle.Effect, ...] = ()
 
 
 def apply_event(cur: RealDictCursor, event: ProviderEvent) -> EventResult:
     """Apply one provider event inside the caller's transaction.
 
-    Returns what happened, the batch row when the call ended, the due time of a retry, and the
-    call row as the event left it."""
+    Returns what happened, the batch row when the call ended, the call row as the event left
+    it, and the lifecycle's effects when the event ended the attempt."""
     return apply_events(cur, [event])[-1]
 
 
@@ -110,7 +111,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         (first.call_id, first.attempt),
     )
     row = cur.fetchone()
-    ignored = EventResult(Applied.IGNORED, None, None, None)
+    ignored = EventResult(Applied.IGNORED, None, None)
     if row is None:
         return [ignored] * len(events)
     attempt = lifecycle.Attempt(
@@ -157,7 +158,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         )
         row["responses"] = cur.fetchone()["responses"]
     ended = _write_call_effects(cur, row, step.effects, callback_url, [attempt_row] if first.attempt == 1 else None)
-    live = EventResult(Applied.LIVE, None, None, row)
+    live = EventResult(Applied.LIVE, None, row)
     return [
         ended if applied in (Applied.SCHEDULED, Applied.FINAL) else live if applied == Applied.LIVE else ignored
         for applied in step.applied
@@ -177,7 +178,7 @@ def _write_call_effects(
 ) -> EventResult:
     """Write what the events did to the call (`row`, updated in place). `attempts` are the call's
     attempts when the caller has them all. Returns the result of the event that ended the attempt."""
-    result = EventResult(Applied.IGNORED, None, None, None)
+    result = EventResult(Applied.IGNORED, None, None)
     for effect in effects:
         if isinstance(effect, lifecycle.SetCallStatus):
             execute(
@@ -194,10 +195,10 @@ def _write_call_effects(
                 (effect.status.value, effect.due, effect.error, row["id"]),
             )
             row.update(status=effect.status.value, next_attempt_at=effect.due, last_error=effect.error)
-            result = EventResult(Applied.SCHEDULED, None, effect.due, row)
+            result = EventResult(Applied.SCHEDULED, None, row, effects)
         elif isinstance(effect, lifecycle.FinishCall):
             batch, final = finish_call(cur, row, effects, callback_url, attempts)
-            return EventResult(Applied.FINAL, batch, None, final)
+            return EventResult(Applied.FINAL, batch, final, effects)
     return result
 
 

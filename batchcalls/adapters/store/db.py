@@ -71,7 +71,7 @@ def execute(cur: psycopg2.extensions.cursor, sql: str, params: Sequence[Any] = (
         cur.execute(f"EXECUTE {name}")
 
 
-def _pool(dsn: str, prepare: bool = True) -> psycopg2.pool.ThreadedConnectionPool:
+def _pool(dsn: str, *, prepare: bool = True) -> psycopg2.pool.ThreadedConnectionPool:
     key = (os.getpid(), dsn, prepare)
     pool = _pools.get(key)
     if pool is None:
@@ -99,13 +99,15 @@ def _stale(conn: psycopg2.extensions.connection) -> bool:
     return bool(poller.poll(0))
 
 
-def _checkout(dsn: str, prepare: bool) -> tuple[psycopg2.pool.ThreadedConnectionPool, psycopg2.extensions.connection]:
-    pool = _pool(dsn, prepare)
+def _checkout(
+    dsn: str, *, prepare: bool
+) -> tuple[psycopg2.pool.ThreadedConnectionPool, psycopg2.extensions.connection]:
+    pool = _pool(dsn, prepare=prepare)
     conn = pool.getconn()
     if _stale(conn):
         pool.putconn(conn, close=True)
         _drop_pool(dsn)  # the server went away: every pooled connection is as dead as this one
-        pool = _pool(dsn, prepare)
+        pool = _pool(dsn, prepare=prepare)
         conn = pool.getconn()
     return pool, conn
 
@@ -124,14 +126,14 @@ def _retry_on_new_connections(exc: psycopg2.Error) -> psycopg2.OperationalError:
 class Database:
     """Gives transactions on one PostgreSQL database."""
 
-    def __init__(self, dsn: str, prepare: bool = True) -> None:
+    def __init__(self, dsn: str, *, prepare: bool = True) -> None:
         self.dsn = dsn
         self.prepare = prepare
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
         """A cursor in one transaction: committed on success, rolled back on any error."""
-        pool, conn = _checkout(self.dsn, self.prepare)
+        pool, conn = _checkout(self.dsn, prepare=self.prepare)
         broken = False
         try:
             with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -162,7 +164,7 @@ class Database:
     def autocommit(self) -> Iterator[psycopg2.extras.RealDictCursor]:
         """A cursor whose every statement commits by itself: one round trip for a write of one
         statement, where a transaction takes three (BEGIN, the statement, COMMIT)."""
-        pool, conn = _checkout(self.dsn, self.prepare)
+        pool, conn = _checkout(self.dsn, prepare=self.prepare)
         broken = False
         conn.autocommit = True
         try:
@@ -184,7 +186,7 @@ class Database:
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         """A raw connection (for COPY); the caller commits."""
-        pool, conn = _checkout(self.dsn, self.prepare)
+        pool, conn = _checkout(self.dsn, prepare=self.prepare)
         try:
             yield conn
         except BaseException:

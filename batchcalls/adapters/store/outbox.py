@@ -66,7 +66,7 @@ def mark_delivered_many(cur: RealDictCursor, seqs: list[int]) -> None:
     )
 
 
-def mark_failed(cur: RealDictCursor, seq: int, error: str, retry_in: float, give_up: bool) -> None:
+def mark_failed(cur: RealDictCursor, seq: int, error: str, retry_in: float, *, give_up: bool) -> None:
     execute(
         cur,
         "UPDATE events SET delivery_attempts = delivery_attempts + 1, last_error = %s,"

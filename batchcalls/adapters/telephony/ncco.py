@@ -81,7 +81,7 @@ def _input_follows(steps: list[Mapping[str, Any]], index: int) -> bool:
     return False
 
 
-def _talk(step: Mapping[str, Any], voice: Mapping[str, Any] | None, barge_in: bool) -> Action:
+def _talk(step: Mapping[str, Any], voice: Mapping[str, Any] | None, *, barge_in: bool) -> Action:
     action: Action = {"action": "talk", "text": step["text"]}
     if voice is not None:
         action["language"] = voice["language"]
