@@ -5,6 +5,7 @@ mid-run, and prints one line of figures (see README, Reliability)."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -49,6 +50,35 @@ def test_drill_1_random_worker_killed_every_few_seconds(system: System) -> None:
     _report(figures)
     assert kills >= 2
     figures.assert_invariants()
+
+
+def test_drill_1b_workers_killed_while_calls_wait_for_calls_per_second_turns() -> None:
+    """Drill 1 under a calls-per-second limit: the pacer's worker dies too, and the limit holds."""
+    limit = 20
+    system = start_system(BATCHCALLS_SIM_CPS=str(limit))
+    try:
+        started = time.time()
+        batch_id = system.submit(batch_body(system.receiver.url))
+        system.wait_progress(batch_id, 20)
+        broke_at = time.time()
+        rng, kills = random.Random(11), 0
+        while system.progress(batch_id) < 300 and time.time() - broke_at < 120:
+            system.kill(rng.choice(system.workers()))
+            system.start_worker(f"w-{uuid.uuid4().hex[:6]}")
+            kills += 1
+            time.sleep(2.5)
+        figures = system.measure("1b-kill-workers-paced", batch_id, broke_at, started)
+        _report(figures)
+        assert kills >= 2
+        figures.assert_invariants()
+        creates = sorted(
+            json.loads(line)["at"]
+            for line in (system.workdir / "sim-creates.jsonl").read_text().splitlines()
+            if line.strip()
+        )
+        assert max(sum(1 for t in creates if s <= t < s + 1.0) for s in creates) <= limit
+    finally:
+        system.stop(keep_logs=False)
 
 
 def test_drill_2_beat_and_every_worker_killed_at_once(system: System) -> None:
