@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from batchcalls.adapters.store.tenants import create_key, set_tenant_policy
+from batchcalls.engine.dialing import CPS_TOLERANCE
 from tests.integration.test_pipeline import number
 from tests.support.servers import TestServers, more_test_servers
 from tests.support.stack import Stack, start_stack
@@ -156,7 +157,10 @@ def test_a_tenants_ceilings_hold_across_its_batches_while_others_use_the_rest(pa
     mine_ids = {str(a["id"]) for a in attempts}
     creates = stack.sim_creates()[before:]
     own_times = sorted(c["at"] for c in creates if c["call_id"] in mine_ids)
-    assert min(b - a for a, b in zip(own_times, own_times[1:], strict=False)) >= 1.0
+    # The ceiling spaces the tenant's creation instants by a second and more; a create may come
+    # up to the engine's tolerance (30 ms) after its instant, so creates are spaced by at least
+    # a second less that.
+    assert min(b - a for a, b in zip(own_times, own_times[1:], strict=False)) >= 1.0 - CPS_TOLERANCE
     other_times = sorted(c["at"] for c in creates if c["call_id"] not in mine_ids)
     assert len(other_times) == 20
     assert max(sum(1 for t in other_times if s <= t < s + 1.0) for s in other_times) >= 2

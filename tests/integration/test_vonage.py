@@ -1029,10 +1029,10 @@ def test_hangup_ends_a_live_call_and_leaves_an_ended_one_alone(
     }
     provider = make_vonage_provider(load_settings(env))
     uuid = provider.create_call(dial("live"))
-    provider.hangup(uuid)
+    provider.hangup("call-1", 1, uuid)
     assert wait_for(lambda: fake.calls[uuid].ended_at, 5, "the call ended")
-    provider.hangup(uuid)  # already over: Vonage answers 400, which is no error
-    provider.hangup("00000000-0000-4000-8000-00000000dead")  # unknown: 404, no error
+    provider.hangup("call-1", 1, uuid)  # already over: Vonage answers 400, which is no error
+    provider.hangup("call-2", 1, "00000000-0000-4000-8000-00000000dead")  # unknown: 404, no error
     assert [r for r in fake.requests if r[0] == "PUT"] == [
         ("PUT", f"/v1/calls/{uuid}", 204),
         ("PUT", f"/v1/calls/{uuid}", 400),
