@@ -83,7 +83,7 @@ def list_suppressions() -> Response:
     return jsonify({"suppressions": [suppression_view(r) for r in page], "next_cursor": next_cursor})
 
 
-@bp.delete("/suppressions/<path:phone_number>")
+@bp.delete("/suppressions/<phone_number>")
 def remove_suppression(phone_number: str) -> tuple[str, int]:
     number = _number(phone_number, "phone_number")
     with current_engine().db.transaction() as cur:
