@@ -97,7 +97,7 @@ def build_document(
             ' `{"error": {"code", "message", "details"}}`; bad input is never a 500. Timestamps are ISO 8601'
             " UTC with milliseconds. Voices: " + ", ".join(f"`{v}`" for v in sorted(voices)) + "."
         },
-        tags=[{"name": "batches"}, {"name": "operations"}, {"name": "events"}],
+        tags=[{"name": "batches"}, {"name": "suppressions"}, {"name": "operations"}, {"name": "events"}],
     )
     assert plugin.converter is not None
     plugin.converter.add_attribute_function(_annotated_fields)  # type: ignore[no-untyped-call]

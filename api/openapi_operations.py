@@ -10,6 +10,7 @@ from marshmallow import Schema
 from api import doc_schemas as docs
 from api.openapi_control import control_paths
 from api.openapi_errors import refs as _refs
+from api.openapi_suppressions import suppression_paths
 from api.schemas import BatchRequestSchema
 
 OPENAPI_PATH = "/v1/openapi.json"
@@ -134,6 +135,7 @@ def paths(seed_examples: dict[str, Any], counted: dict[str, Any]) -> dict[str, d
             },
         },
         **control_paths(BATCH_ID, BEARER, counted),
+        **suppression_paths(BEARER, counted),
         "/v1/batches/{batch_id}/calls": {
             "get": {
                 "operationId": "listCalls",

@@ -1,28 +1,24 @@
 """The life of a call, its attempts and its batch: the rules as tables, applied by pure functions.
 
 No I/O. The store loads rows into the small states below, calls a function of this module, and
-writes what it returns (the new state and a tuple of effects); it decides nothing itself.
-
-Three tables hold the rules:
-
+writes what it returns (the new state and a tuple of effects); it decides nothing itself. Three tables hold the rules:
 - `ATTEMPT_MOVES`: (attempt status, status a provider event reports) -> the attempt's new status.
   A pair that is not a row is a no-op: a repeated or out-of-order event changes nothing.
 - `CALL_MOVES`: (call status, trigger) -> the call's new status; or an `Outcome`, with which the
   call ends (its final status, event and counter follow from it); or `END_OF_ATTEMPT` when the
   outcome of the ended attempt, the batch's `RetryPolicy` and the batch's state decide between a
   final status and a retry scheduled at `ended_at + delay`. A trigger is something that happens to
-  the call: today its current attempt reaching a status. A pair that is not a row changes nothing.
+  the call (its attempt reaching a status, a command, its number suppressed). A pair that is not a
+  row changes nothing.
 - `BATCH_ON_LAST_CALL`: batch status -> how the batch ends when its last call becomes final. A batch
   status that is not a row does not end there.
-
 - `commands.BATCH_MOVES`: (batch status, command: pause, resume, cancel) -> the batch's new
   status; a pair that is not a row is refused. The calls a command ends move by the `CALL_MOVES`
   rows of its trigger (`CANCEL`, `HANG_UP`).
 
 A new state is a status in `states`, a `Trigger` or `Command` member and rows: `call_move` and
-`batch_command` turn rows into effects the store writes. The unit tests walk the tables.
-
-The states read and the effects returned are plain dataclasses of `lifecycle_data`, exported here.
+`batch_command` turn rows into effects the store writes. The unit tests walk the tables. The
+states read and the effects returned are plain dataclasses of `lifecycle_data`, exported here.
 """
 
 from __future__ import annotations
@@ -119,6 +115,7 @@ class Trigger(str, Enum):
     ATTEMPT_ENDED = "attempt_ended"
     CANCEL = "cancel"  # its batch is cancelled: a call not yet dialed ends
     HANG_UP = "hang_up"  # its batch is cancelled with `hangup_live_calls`: a live call ends too
+    SUPPRESS = "suppress"  # its number is suppressed for its tenant: a call not yet dialed ends
 
 
 TRIGGER_OF_ATTEMPT = {
@@ -151,6 +148,8 @@ CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     (C.DIALING, Trigger.HANG_UP): Outcome.CANCELLED,
     (C.RINGING, Trigger.HANG_UP): Outcome.CANCELLED,
     (C.IN_PROGRESS, Trigger.HANG_UP): Outcome.CANCELLED,
+    (C.QUEUED, Trigger.SUPPRESS): Outcome.SUPPRESSED,
+    (C.SCHEDULED, Trigger.SUPPRESS): Outcome.SUPPRESSED,
 }
 
 RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING, B.PAUSED})

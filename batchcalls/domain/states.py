@@ -34,6 +34,7 @@ class Outcome(str, Enum):
     MACHINE = "machine"
     INVALID_NUMBER = "invalid_number"
     CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"  # the number is on its tenant's suppression list: never dialed
 
 
 RETRYABLE_OUTCOMES = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE})

@@ -133,6 +133,22 @@ def _phone_problem(raw: str) -> str:
     return "is not a valid phone number"
 
 
+def check_phone_numbers(raws: Sequence[object], field: str) -> list[str]:
+    """Each of `raws` in E.164 form (as a call's number is normalised); raises
+    `InvalidPhoneNumber` naming each one that is not a valid number as `field[i]`."""
+    numbers: list[str] = []
+    invalid: Details = {}
+    for index, raw in enumerate(raws):
+        number = normalize_phone_number(raw) if isinstance(raw, str) else None
+        if number is None:
+            invalid[f"{field}[{index}]"] = [_phone_problem(raw) if isinstance(raw, str) else "not a string"]
+        else:
+            numbers.append(number)
+    if invalid:
+        raise InvalidPhoneNumber(_summary("invalid phone number", invalid), invalid)
+    return numbers
+
+
 # --- The batch -----------------------------------------------------------------------------
 
 

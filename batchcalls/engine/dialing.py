@@ -107,10 +107,14 @@ class Dialing(EngineParts):
         deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
         if deadline is None:
             return None
-        started, batch_started = calls.record_attempt(self.db, call_id, self.provider.name)
+        started, batch = calls.record_attempt(self.db, call_id, self.provider.name)
         if started is None:
-            self._not_dialed(batch_id, call_id)
+            if batch is not None:  # its number is suppressed: the call ended instead
+                self._suppressed(batch, call_id, unused=reserved_at)
+            else:
+                self._not_dialed(batch_id, call_id)
             return None
+        batch_started = batch
         if time.time() <= deadline:
             return started, batch_started, reserved_at
         # Recording the attempt took us past our creation instant: take it back and wait for
@@ -120,6 +124,23 @@ class Dialing(EngineParts):
         assert call is not None  # a deadline is finite only under a limit, where the call was read
         self._back_in_line(call, "recording the attempt took it past its creation turn", unused=reserved_at)
         return None
+
+    def _suppressed(self, batch: dict[str, Any], call_id: str, *, unused: float | None) -> None:
+        """A call ended, not dialed, for its number is suppressed: its slot goes to the next call
+        (or, when it was the batch's last, the batch leaves Redis), its turn's instant back to
+        the limit, and its events to the batch's receiver."""
+        log.info("not dialing, the number is suppressed batch_id=%s call_id=%s", batch["id"], call_id)
+        if self.metrics is not None:
+            self.metrics.call_finished(Outcome.SUPPRESSED.value)
+        if unused is not None:
+            self.gates.give_back(self.settings.provider_account, unused)
+        finished = batch["finished_at"] is not None
+        if batch["callback_url"]:
+            self.kick_delivery(batch["id"], urgent=finished)
+        if finished:
+            self.gates.forget(batch["id"])
+        else:
+            self.dispatch(batch["id"], release=[call_id])
 
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
         """A call that was not dialed: if it is final, its slot is not anyone's; if it still

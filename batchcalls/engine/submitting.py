@@ -53,7 +53,10 @@ class Submitting(EngineParts):
             max_queued_calls=self.settings.max_queued_calls,
             tenant_max_queued_calls=self.settings.tenant_max_queued_calls,
         )
-        if submitted.created:
+        if submitted.finished:  # every number was suppressed: nothing to queue, the batch ended
+            if batch.callback_url:
+                self.kick_delivery(submitted.batch_id, urgent=True)
+        elif submitted.created:
             try:
                 self.gates.load_batch(
                     submitted.batch_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -37,7 +38,29 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 error = {"code": "http_error", "message": response.text[:300], "details": None}
             raise ApiError(response.status_code, error.get("code", ""), error.get("message", ""), error.get("details"))
-        return response.json()
+        return response.json() if response.content else None
+
+    def suppress(self, numbers: list[str], reason: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"phone_numbers": numbers, **({"reason": reason} if reason is not None else {})}
+        result: dict[str, Any] = self._request("POST", "/v1/suppressions", json=body)
+        return result
+
+    def unsuppress(self, number: str) -> None:
+        self._request("DELETE", f"/v1/suppressions/{quote(number, safe='')}")
+
+    def suppressions(self, phone_number: str | None = None) -> list[dict[str, Any]]:
+        """Every suppression of the tenant (or the one of `phone_number`), page after page."""
+        found: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            if phone_number is not None:
+                params["phone_number"] = phone_number
+            page = self._request("GET", "/v1/suppressions", params=params)
+            found += page["suppressions"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found
 
     def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

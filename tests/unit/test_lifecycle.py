@@ -317,3 +317,22 @@ def test_a_retry_keeps_the_error_of_the_ending_event() -> None:
     assert step.attempt.error == "slow line"
     retry = next(e for e in step.effects if isinstance(e, lc.ScheduleRetry))
     assert retry.error is None
+
+
+@pytest.mark.parametrize("status", list(CallStatus))
+def test_a_suppressed_number_ends_only_calls_not_yet_dialed_failed_suppressed(status: CallStatus) -> None:
+    call, effects = lc.call_move(lc.Call(status, 0), lc.Trigger.SUPPRESS, None, None)
+    if status in (CallStatus.QUEUED, CallStatus.SCHEDULED):
+        assert call.status is CallStatus.FAILED
+        assert effects == (
+            lc.FinishCall(CallStatus.FAILED, Outcome.SUPPRESSED, None),
+            lc.WriteEvent(EventType.CALL_FAILED, lc.Payload.CALL),
+            lc.ReleaseSlot(),
+        )
+    else:
+        assert (call, effects) == (lc.Call(status, 0), ())
+
+
+def test_a_suppressed_call_cannot_be_retried() -> None:
+    with pytest.raises(ValueError, match="retry_on"):
+        RetryPolicy(max_attempts=2, retry_on=frozenset({Outcome.SUPPRESSED}))

@@ -235,6 +235,8 @@ def test_the_document_and_the_real_checks_agree_on_scripts(document: dict[str, A
 # --- routes, errors, security ---------------------------------------------------------------
 
 DESIGN_CODES = {
+    ("/v1/suppressions", "post"): {"422": {"invalid_request", "invalid_phone_number"}, "429": {"rate_limited"}},
+    ("/v1/suppressions/{phone_number}", "delete"): {"404": {"not_found"}, "422": {"invalid_phone_number"}},
     ("/v1/batches", "post"): {
         "400": {"invalid_request"},
         "401": {"unauthorized"},
@@ -298,6 +300,8 @@ def test_every_route_and_error_code_of_the_design_is_documented(document: dict[s
         "/v1/batches/{batch_id}/pause",
         "/v1/batches/{batch_id}/resume",
         "/v1/batches/{batch_id}/cancel",
+        "/v1/suppressions",
+        "/v1/suppressions/{phone_number}",
         "/healthz",
         "/v1/openapi.json",
         "/docs",

@@ -112,6 +112,7 @@ def test_status_values_are_the_public_names() -> None:
         "rejected",
         "machine",
         "invalid_number",
+        "suppressed",
         "cancelled",
     }
 

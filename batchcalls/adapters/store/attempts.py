@@ -9,7 +9,9 @@ from psycopg2.extras import RealDictCursor
 
 from batchcalls.adapters.store import batches
 from batchcalls.adapters.store.db import Database, execute
+from batchcalls.adapters.store.finishing import finish_call
 from batchcalls.adapters.store.outbox import add_event
+from batchcalls.domain import lifecycle
 from batchcalls.domain.events import EventType
 from batchcalls.domain.payloads import batch_view
 from batchcalls.domain.states import (
@@ -26,6 +28,10 @@ class StartBatchFirst(Exception):
     """The batch has not started: roll back, and start the attempt again with `start_batch`."""
 
 
+class Suppressed(Exception):
+    """The call's number is suppressed for its tenant: roll back, and end it with `end_suppressed`."""
+
+
 def start_attempt(
     cur: RealDictCursor, call_id: str, provider: str, *, start_batch: bool = False
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -40,33 +46,31 @@ def start_attempt(
     when the batch has not started: a batch is started with its row's update lock taken before
     the share lock, with `start_batch` (two attempts holding the share lock and both upgrading
     it to start the batch would deadlock)."""
-    batch = None
-    if start_batch:
-        execute(
-            cur,
-            "UPDATE batches SET status = %s, started_at = clock_timestamp()"
-            " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = %s RETURNING *",
-            (BatchStatus.RUNNING.value, call_id, BatchStatus.QUEUED.value),
-        )
-        batch = cur.fetchone()
-    # One statement: the batch's status checked under its share lock, the call moved to dialing
-    # and its attempt written (data-modifying CTEs).
+    batch = _start_batch(cur, call_id) if start_batch else None
+    # One statement: the batch's status checked under its share lock, the waiting call locked and
+    # its number looked up in the tenant's suppressions (a probe of their primary key), and, when
+    # it is not suppressed, the call moved to dialing and its attempt written (data-modifying CTEs).
     execute(
         cur,
-        "WITH b AS (SELECT id, status FROM batches WHERE id = (SELECT batch_id FROM calls WHERE id = %s)"
-        " AND status = ANY(%s) FOR SHARE),"
+        "WITH b AS (SELECT id, status, tenant_id FROM batches"
+        " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = ANY(%s) FOR SHARE),"
+        " w AS (SELECT c.id, EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = b.tenant_id"
+        " AND s.phone_number = c.phone_number) AS suppressed"
+        " FROM calls c JOIN b ON b.id = c.batch_id WHERE c.id = %s AND c.status = ANY(%s) FOR UPDATE OF c),"
         " c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
         " next_attempt_at = NULL, updated_at = clock_timestamp()"
-        " FROM b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"
-        " RETURNING c.*, b.status AS batch_status),"
+        " FROM w, b WHERE c.id = w.id AND NOT w.suppressed AND b.status <> %s AND c.status = ANY(%s)"
+        " RETURNING c.*),"
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
         " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
-        " SELECT * FROM c",
+        " SELECT c.*, b.status AS batch_status, w.suppressed AS number_suppressed FROM w, b LEFT JOIN c ON true",
         (
             call_id,
             values(DIALING_BATCH_STATUSES),
-            CallStatus.DIALING.value,
             call_id,
+            values(PENDING_STATUSES),
+            CallStatus.DIALING.value,
+            BatchStatus.QUEUED.value,
             values(PENDING_STATUSES),
             AttemptStatus.DIALING.value,
             provider,
@@ -77,6 +81,10 @@ def start_attempt(
         return None, None
     if call.pop("batch_status") == BatchStatus.QUEUED:
         raise StartBatchFirst(call_id)
+    if call.pop("number_suppressed"):
+        raise Suppressed(call_id)
+    if call["id"] is None:
+        return None, None
     if batch is not None:
         add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
     return call, batch
@@ -84,18 +92,61 @@ def start_attempt(
 
 def record_attempt(db: Database, call_id: str, provider: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """`start_attempt` in a transaction of its own, starting the batch first (in a second
-    transaction) when it has not started."""
-    try:
-        with db.transaction() as cur:
-            return start_attempt(cur, call_id, provider)
-    except StartBatchFirst:
-        pass
+    transaction) when it has not started. A call whose number is suppressed is not dialed but
+    ended (`end_suppressed`, in a transaction of its own): then the answer is None and its batch's
+    row after counting it."""
+    start_batch = False
     while True:  # again only if the batch went back to `queued` (resumed before it started)
         try:
             with db.transaction() as cur:
-                return start_attempt(cur, call_id, provider, start_batch=True)
+                return start_attempt(cur, call_id, provider, start_batch=start_batch)
         except StartBatchFirst:
-            continue
+            start_batch = True
+        except Suppressed:
+            with db.transaction() as cur:
+                return None, end_suppressed(cur, call_id)
+
+
+def end_suppressed(cur: RealDictCursor, call_id: str) -> dict[str, Any] | None:
+    """End a waiting call whose number is suppressed by `lifecycle.Trigger.SUPPRESS`, starting
+    its batch first when no call has started it. Returns the batch row when the call ended here.
+
+    Locks as the end of a call by a provider event does: the call's row, then the batch's (not
+    the batch's share lock first: two ends holding it could not both take its update lock)."""
+    started = _start_batch(cur, call_id)
+    execute(
+        cur,
+        "SELECT c.*, b.callback_url AS batch_callback_url FROM calls c JOIN batches b ON b.id = c.batch_id"
+        " WHERE c.id = %s AND EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = b.tenant_id"
+        " AND s.phone_number = c.phone_number) FOR UPDATE OF c",
+        (call_id,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None
+    callback_url = row.pop("batch_callback_url")
+    _, effects = lifecycle.call_move(
+        lifecycle.Call(CallStatus(row["status"]), row["attempt_count"]), lifecycle.Trigger.SUPPRESS, None, None
+    )
+    if not any(isinstance(e, lifecycle.FinishCall) for e in effects):
+        return None
+    if started is not None:
+        add_event(
+            cur, EventType.BATCH_STARTED, started["id"], batch_view(started, batches.status_counts(cur, started["id"]))
+        )
+    return finish_call(cur, row, effects, callback_url)[0]
+
+
+def _start_batch(cur: RealDictCursor, call_id: str) -> dict[str, Any] | None:
+    """Start the call's batch when it is `queued`, under its row's update lock; its row if so."""
+    execute(
+        cur,
+        "UPDATE batches SET status = %s, started_at = clock_timestamp()"
+        " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = %s RETURNING *",
+        (BatchStatus.RUNNING.value, call_id, BatchStatus.QUEUED.value),
+    )
+    row: dict[str, Any] | None = cur.fetchone()
+    return row
 
 
 def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:

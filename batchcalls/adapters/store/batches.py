@@ -11,9 +11,13 @@ from typing import Any
 
 from psycopg2.extras import Json, RealDictCursor
 
+from batchcalls.adapters.store import suppressions
 from batchcalls.adapters.store.db import Database, execute
+from batchcalls.adapters.store.outbox import add_event
+from batchcalls.domain import lifecycle
 from batchcalls.domain.errors import IdempotencyConflict, OverCapacity, QuotaExceeded
 from batchcalls.domain.models import NewBatch
+from batchcalls.domain.payloads import batch_view
 from batchcalls.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, CallStatus, values
 
 _CAPACITY_LOCK = 0x63617061  # serialises the capacity check of concurrent submits
@@ -31,16 +35,40 @@ def new_call_id() -> str:
 class Submitted:
     batch_id: str
     created: bool  # False when an Idempotency-Key returned an earlier batch
-    calls: list[tuple[str, int, int]]  # (call id, seq, priority), empty when not created
+    calls: list[tuple[str, int, int]]  # (call id, seq, priority) to dial, empty when not created
+    finished: bool = False  # every call was suppressed: the batch ended at once, with its event
 
 
-def _copy_calls(cur: RealDictCursor, batch_id: str, batch: NewBatch) -> list[tuple[str, int, int]]:
+FINAL_COUNTERS = {
+    CallStatus.COMPLETED: "completed_calls",
+    CallStatus.FAILED: "failed_calls",
+    CallStatus.CANCELLED: "cancelled_calls",
+}
+
+
+def _suppressed_ending() -> lifecycle.FinishCall:
+    """How a call whose number is suppressed at submit ends (`lifecycle.CALL_MOVES`): it is
+    stored final, with no attempt. It writes no call event: the submit's answer shows it."""
+    _, effects = lifecycle.call_move(lifecycle.Call(CallStatus.QUEUED, 0), lifecycle.Trigger.SUPPRESS, None, None)
+    return next(e for e in effects if isinstance(e, lifecycle.FinishCall))
+
+
+SUPPRESSED = _suppressed_ending()
+
+
+def _copy_calls(
+    cur: RealDictCursor, batch_id: str, batch: NewBatch, suppressed: set[str]
+) -> list[tuple[str, int, int]]:
+    """COPY the batch's calls; those to numbers in `suppressed` are stored final. Returns the
+    others, to be dialed."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     ids = []
     for seq, call in enumerate(batch.calls):
         call_id = new_call_id()
-        ids.append((call_id, seq, call.priority))
+        ended = call.phone_number in suppressed
+        if not ended:
+            ids.append((call_id, seq, call.priority))
         writer.writerow(
             (
                 call_id,
@@ -50,12 +78,13 @@ def _copy_calls(cur: RealDictCursor, batch_id: str, batch: NewBatch) -> list[tup
                 call.priority,
                 call.voice_id or "",
                 json.dumps(call.script, separators=(",", ":")),
-                CallStatus.QUEUED.value,
+                SUPPRESSED.status.value if ended else CallStatus.QUEUED.value,
+                SUPPRESSED.outcome.value if ended else "",
             )
         )
     buf.seek(0)
     cur.copy_expert(
-        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status)"
+        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome)"
         " FROM STDIN WITH (FORMAT csv, NULL '')",
         buf,
     )
@@ -89,6 +118,9 @@ def insert_batch(
         cur.execute("SELECT max_queued_calls FROM tenants WHERE id = %s FOR NO KEY UPDATE", (tenant_id,))
         own_quota = cur.fetchone()["max_queued_calls"]
         tenant_quota = own_quota if own_quota is not None else tenant_max_queued_calls
+        suppressed = suppressions.suppressed_among(cur, tenant_id, [c.phone_number for c in batch.calls])
+        ended = sum(c.phone_number in suppressed for c in batch.calls)
+        dialable = len(batch.calls) - ended
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_CAPACITY_LOCK,))
         # Counters on the active batches' rows, never a scan of calls; one pass for both sums.
         cur.execute(
@@ -100,7 +132,7 @@ def insert_batch(
         )
         counts = cur.fetchone()
         open_calls, tenant_open = int(counts["open"]), int(counts["tenant_open"])
-        if tenant_quota is not None and tenant_open + len(batch.calls) > tenant_quota:
+        if tenant_quota is not None and tenant_open + dialable > tenant_quota:
             raise QuotaExceeded(
                 f"this account has {tenant_open} calls not yet final; accepting {len(batch.calls)} more"
                 f" would exceed its quota of {tenant_quota} (max_queued_calls)",
@@ -112,17 +144,18 @@ def insert_batch(
                     "requested_calls": len(batch.calls),
                 },
             )
-        if open_calls + len(batch.calls) > max_queued_calls:
+        if open_calls + dialable > max_queued_calls:
             raise OverCapacity(
                 f"{open_calls} calls are waiting system-wide; accepting {len(batch.calls)} more"
                 f" would exceed {max_queued_calls}",
                 retry_after=60,
             )
+        column = FINAL_COUNTERS[SUPPRESSED.status]
         cur.execute(
             "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
-            " callback_url, metadata, total_calls, idempotency_key, request_hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *",
             (
                 batch_id,
                 tenant_id,
@@ -135,14 +168,17 @@ def insert_batch(
                 len(batch.calls),
                 idempotency_key,
                 request_hash,
+                ended,
             ),
         )
-        if cur.fetchone() is None:  # a concurrent request with the same key won the race
+        row = cur.fetchone()
+        if row is None:  # a concurrent request with the same key won the race
             existing = _by_idempotency_key(cur, tenant_id, idempotency_key or "")
             assert existing is not None
             return _replayed(existing, request_hash)
-        calls = _copy_calls(cur, batch_id, batch)
-    return Submitted(batch_id, True, calls)
+        calls = _copy_calls(cur, batch_id, batch, suppressed)
+        finished = ended > 0 and end_batch_if_done(cur, row)["finished_at"] is not None
+    return Submitted(batch_id, True, calls, finished=finished)
 
 
 def _by_idempotency_key(cur: RealDictCursor, tenant_id: int, key: str) -> dict[str, Any] | None:
@@ -198,3 +234,27 @@ def list_batches(
 def active_batches(cur: RealDictCursor) -> list[dict[str, Any]]:
     cur.execute("SELECT * FROM batches WHERE status = ANY(%s)", (values(ACTIVE_BATCH_STATUSES),))
     return list(cur.fetchall())
+
+
+def end_batch_if_done(cur: RealDictCursor, batch: dict[str, Any]) -> dict[str, Any]:
+    """Finish the batch (its status, its terminal event) when its row, just counted under its
+    lock, says every call is final, as `lifecycle.on_call_final` says. Returns the batch row."""
+    counts = lifecycle.BatchCounts(
+        BatchStatus(batch["status"]),
+        batch["total_calls"],
+        batch["completed_calls"],
+        batch["failed_calls"],
+        batch["cancelled_calls"],
+    )
+    for effect in lifecycle.on_call_final(counts):
+        if isinstance(effect, lifecycle.FinishBatch):
+            execute(
+                cur,
+                "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
+                " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
+                (effect.status.value, batch["id"]),
+            )
+            batch = cur.fetchone()
+        elif isinstance(effect, lifecycle.WriteEvent):
+            add_event(cur, effect.type, batch["id"], batch_view(batch, status_counts(cur, batch["id"])))
+    return batch

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 
 from psycopg2.extras import Json, RealDictCursor
 
-from batchcalls.adapters.store import batches
 from batchcalls.adapters.store.attempts import (
     StartBatchFirst,
     record_attempt,
@@ -16,6 +15,7 @@ from batchcalls.adapters.store.attempts import (
     touch_attempt,
     undo_attempt,
 )
+from batchcalls.adapters.store.batches import FINAL_COUNTERS, end_batch_if_done
 from batchcalls.adapters.store.call_reads import (
     attempts_of,
     batches_with_due_retries,
@@ -28,11 +28,10 @@ from batchcalls.adapters.store.call_reads import (
     stale_attempts,
 )
 from batchcalls.adapters.store.db import execute
-from batchcalls.adapters.store.outbox import add_event
+from batchcalls.adapters.store.finishing import finish_call
 from batchcalls.domain import lifecycle
 from batchcalls.domain.lifecycle import Applied as Applied  # the engine and tests read it here
 from batchcalls.domain.models import ProviderEvent
-from batchcalls.domain.payloads import batch_view, call_view
 from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.states import (
     LIVE_STATUSES,
@@ -45,6 +44,7 @@ from batchcalls.domain.states import (
 # With the reads of `call_reads` and the attempt writes of `attempts`, which the engine, API and
 # tests read here.
 __all__ = [
+    "FINAL_COUNTERS",
     "append_responses",
     "Applied",
     "apply_event",
@@ -224,73 +224,3 @@ def append_responses(cur: RealDictCursor, call_id: str, attempt: int, responses:
             (Json(new), call_id),
         )
     return len(new)
-
-
-def finish_call(
-    cur: RealDictCursor,
-    call: dict[str, Any],
-    ending: tuple[lifecycle.Effect, ...],
-    callback_url: str | None,
-    attempts: list[dict[str, Any]] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write the `ending` of a call (effects with a `FinishCall`, as `lifecycle.finish` gives):
-    its final state and its event; then count it on its batch, and finish the batch when this was
-    its last call, as `lifecycle.on_call_final` says. The caller holds the call's row lock and has
-    read the batch's `callback_url`; `attempts` are the call's attempts when the caller has them
-    all. Returns the batch row and the call row."""
-    final: dict[str, Any] = {}
-    for effect in ending:
-        if isinstance(effect, lifecycle.FinishCall):
-            execute(
-                cur,
-                "UPDATE calls SET status = %s, outcome = %s, last_error = coalesce(%s, last_error),"
-                " next_attempt_at = NULL, updated_at = clock_timestamp() WHERE id = %s"
-                " RETURNING *, clock_timestamp() AS event_time",
-                (effect.status.value, effect.outcome.value, effect.error, call["id"]),
-            )
-            final = cur.fetchone()
-            event_time = final.pop("event_time")
-        elif isinstance(effect, lifecycle.WriteEvent):
-            data = full_call(cur, final) if attempts is None else call_view(final, attempts)
-            add_event(cur, effect.type, call["batch_id"], data, known=(event_time, callback_url))
-    # The batch's row last: every call of the batch that ends takes its lock, and holds it until
-    # it commits. Taken first, it was held through the event's payload and insert as well, and
-    # calls ending together queued behind it (the engine's throughput limit).
-    column = FINAL_COUNTERS[CallStatus(final["status"])]
-    execute(
-        cur,
-        f"UPDATE batches SET {column} = {column} + 1 WHERE id = %s RETURNING *",  # noqa: S608
-        (call["batch_id"],),
-    )
-    return end_batch_if_done(cur, cur.fetchone()), final
-
-
-def end_batch_if_done(cur: RealDictCursor, batch: dict[str, Any]) -> dict[str, Any]:
-    """Finish the batch (its status, its terminal event) when its row, just counted under its
-    lock, says every call is final, as `lifecycle.on_call_final` says. Returns the batch row."""
-    counts = lifecycle.BatchCounts(
-        BatchStatus(batch["status"]),
-        batch["total_calls"],
-        batch["completed_calls"],
-        batch["failed_calls"],
-        batch["cancelled_calls"],
-    )
-    for effect in lifecycle.on_call_final(counts):
-        if isinstance(effect, lifecycle.FinishBatch):
-            execute(
-                cur,
-                "UPDATE batches SET status = %s, finished_at = clock_timestamp(),"
-                " started_at = coalesce(started_at, clock_timestamp()) WHERE id = %s RETURNING *",
-                (effect.status.value, batch["id"]),
-            )
-            batch = cur.fetchone()
-        elif isinstance(effect, lifecycle.WriteEvent):
-            add_event(cur, effect.type, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
-    return batch
-
-
-FINAL_COUNTERS = {
-    CallStatus.COMPLETED: "completed_calls",
-    CallStatus.FAILED: "failed_calls",
-    CallStatus.CANCELLED: "cancelled_calls",
-}
