@@ -34,6 +34,7 @@ class Outcome(str, Enum):
     MACHINE = "machine"
     INVALID_NUMBER = "invalid_number"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # its batch's `expires_at` passed before its next attempt was placed
 
 
 RETRYABLE_OUTCOMES = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE})

@@ -113,6 +113,7 @@ def test_status_values_are_the_public_names() -> None:
         "machine",
         "invalid_number",
         "cancelled",
+        "expired",
     }
 
 
