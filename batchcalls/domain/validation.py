@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -204,6 +205,23 @@ def _retry_policy(config: Mapping[str, Any] | None) -> RetryPolicy:
         raise InvalidRequest(f"invalid retry_config: {e}", {"retry_config": [str(e)]}) from e
 
 
+def _expires_at(value: str | None, now: datetime | None) -> datetime | None:
+    """`expires_at` as an aware datetime: ISO 8601 with a UTC offset (or `Z`), after `now`."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise InvalidRequest(
+            "expires_at is not an ISO 8601 date and time", {"expires_at": ["not an ISO 8601 date and time"]}
+        ) from e
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidRequest("expires_at needs a UTC offset (such as +02:00 or Z)", {"expires_at": ["no UTC offset"]})
+    if now is not None and parsed <= now:
+        raise InvalidRequest("expires_at has passed already", {"expires_at": ["in the past"]})
+    return parsed
+
+
 def _summary(what: str, problems: Details) -> str:
     path, messages = next(iter(problems.items()))
     more = len(problems) - 1
@@ -232,6 +250,7 @@ def build_batch(
     max_concurrency: int,
     voices: Mapping[str, object],
     destinations: DestinationPolicy = DEFAULT_DESTINATIONS,
+    now: datetime | None = None,
 ) -> NewBatch:
     """The batch a request asks for, from the dict `api.schemas.load_batch_request` returned.
 
@@ -241,7 +260,8 @@ def build_batch(
     forbids: a country not allowed, or a blocked number type),
     `InvalidScript` (`calls[i].script...`, `calls[i].voice_id` not in `voices`),
     `ConcurrencyLimit` (`concurrency` outside 1..max_concurrency; absent means
-    min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`).
+    min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`; `expires_at`: not ISO
+    8601, without a UTC offset, or not after `now`, when `now` is given).
 
     Phone numbers come out in E.164 form; a call's priority defaults to the batch's, which
     defaults to `DEFAULT_PRIORITY`.
@@ -251,6 +271,7 @@ def build_batch(
     _check_scripts(calls, voices)
     concurrency = _concurrency(data, max_concurrency)
     retry = _retry_policy(data.get("retry_config"))
+    expires_at = _expires_at(data.get("expires_at"), now)
     priority: int = data.get("priority", DEFAULT_PRIORITY)
     return NewBatch(
         calls=tuple(
@@ -267,4 +288,5 @@ def build_batch(
         callback_url=data.get("callback_url"),
         priority=priority,
         metadata=data.get("metadata"),
+        expires_at=expires_at,
     )

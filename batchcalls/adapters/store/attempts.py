@@ -31,8 +31,8 @@ def start_attempt(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Record a new attempt as `dialing` before the provider is asked, so that a redelivered task
     never dials it again. Returns the call row with its new `attempt_count` (None when the call
-    is not waiting to be dialed: already live, final, or its batch is not dialing), and the batch
-    row when this attempt started the batch.
+    is not waiting to be dialed: already live, final, or its batch is not dialing or has passed
+    its `expires_at`), and the batch row when this attempt started the batch.
 
     The batch's status is read under a share lock on its row, which a pause or cancel (holding
     the row's update lock) waits for and makes this wait for: an attempt is recorded before a
@@ -54,7 +54,7 @@ def start_attempt(
     execute(
         cur,
         "WITH b AS (SELECT id, status FROM batches WHERE id = (SELECT batch_id FROM calls WHERE id = %s)"
-        " AND status = ANY(%s) FOR SHARE),"
+        " AND status = ANY(%s) AND (expires_at IS NULL OR expires_at > clock_timestamp()) FOR SHARE),"
         " c AS (UPDATE calls c SET status = %s, attempt_count = attempt_count + 1,"
         " next_attempt_at = NULL, updated_at = clock_timestamp()"
         " FROM b WHERE c.id = %s AND b.id = c.batch_id AND c.status = ANY(%s)"

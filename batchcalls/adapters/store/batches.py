@@ -120,8 +120,8 @@ def insert_batch(
             )
         cur.execute(
             "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
-            " callback_url, metadata, total_calls, idempotency_key, request_hash)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " callback_url, metadata, total_calls, idempotency_key, request_hash, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
             (
                 batch_id,
@@ -135,6 +135,7 @@ def insert_batch(
                 len(batch.calls),
                 idempotency_key,
                 request_hash,
+                batch.expires_at,
             ),
         )
         if cur.fetchone() is None:  # a concurrent request with the same key won the race
@@ -198,3 +199,15 @@ def list_batches(
 def active_batches(cur: RealDictCursor) -> list[dict[str, Any]]:
     cur.execute("SELECT * FROM batches WHERE status = ANY(%s)", (values(ACTIVE_BATCH_STATUSES),))
     return list(cur.fetchall())
+
+
+def expiring_batches(cur: RealDictCursor, within_seconds: float) -> list[tuple[str, float]]:
+    """Active batches whose `expires_at` comes within `within_seconds` or has passed, each with
+    the seconds until it (<= 0: due), by the database's clock."""
+    cur.execute(
+        "SELECT id, extract(epoch FROM expires_at - clock_timestamp())::float8 AS due_in FROM batches"
+        " WHERE expires_at IS NOT NULL AND finished_at IS NULL AND status = ANY(%s)"
+        " AND expires_at <= clock_timestamp() + make_interval(secs => %s)",
+        (values(ACTIVE_BATCH_STATUSES), within_seconds),
+    )
+    return [(row["id"], float(row["due_in"])) for row in cur.fetchall()]
