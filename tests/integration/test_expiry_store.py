@@ -101,3 +101,27 @@ def test_no_retry_is_scheduled_past_the_expiry(engine: Engine) -> None:
     _expires_in(engine, batch_id, 600)  # a retry comes due before it
     engine.record_events([ProviderEvent(live[1], 1, AttemptStatus.ENDED, time.time(), Outcome.BUSY)])
     assert _calls(engine, batch_id)[live[1]]["status"] == "scheduled"
+
+
+def test_a_call_granted_a_slot_after_the_expiry_ends_the_batchs_waiting_calls_at_once(engine: Engine) -> None:
+    # The wake-up at `expires_at` has not run yet: the call given the freed slot is refused,
+    # and the batch's waiting calls end then, rather than the call going back in line.
+    batch_id, live = _batch(engine)
+    _expires_in(engine, batch_id, -1)
+    at = time.time()
+    engine.record_events(
+        [
+            ProviderEvent(live[0], 1, AttemptStatus.ANSWERED, at),
+            ProviderEvent(live[0], 1, AttemptStatus.ENDED, at, Outcome.COMPLETED),
+        ]
+    )
+    queue = engine.tasks
+    assert isinstance(queue, ListQueue)
+    (granted,) = queue.places
+    engine.place_call(granted, batch_id=batch_id)
+    after = _calls(engine, batch_id)
+    waiting = [c for c in after if c not in live]
+    assert {(after[c]["status"], after[c]["outcome"], after[c]["attempt_count"]) for c in waiting} == {
+        ("failed", "expired", 0)
+    }
+    assert engine.gates.depth(batch_id)[:2] == (0, 0)
