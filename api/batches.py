@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -161,7 +161,11 @@ def create_batch() -> tuple[Response, int]:
     check_call_count(body, policy)
     data = load_batch_request(body)
     batch = build_batch(
-        data, max_concurrency=engine.settings.max_concurrency, voices=voice_catalog(), destinations=policy.destinations
+        data,
+        max_concurrency=engine.settings.max_concurrency,
+        voices=voice_catalog(),
+        destinations=policy.destinations,
+        now=datetime.now(UTC),
     )
     if batch.callback_url is not None:
         check_callback_url(

@@ -152,6 +152,7 @@ class BatchSchema(Schema):
     created_at = _time("When it was accepted.", allow_none=False)
     started_at = _time("When its first call was dialed; null before.")
     finished_at = _time("When its last call became final; null before.")
+    expires_at = _time("Its `expires_at`, after which no call of it is placed; null when none was given.")
 
 
 class BatchStatusSchema(BatchSchema):

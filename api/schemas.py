@@ -249,6 +249,16 @@ class BatchRequestSchema(Schema):
             example={"campaign": "spring"},
         ),
     )
+    expires_at = fields.String(
+        metadata=_doc(
+            "ISO 8601 date and time with a UTC offset, in the future. Calls not yet placed by then end"
+            " `failed` with outcome `expired` (a retry that would come due after it too); live calls finish,"
+            " and the batch ends with its terminal event. Without an offset, malformed or past: a 422 naming"
+            " `expires_at`.",
+            example="2026-11-23T18:00:00+01:00",
+            format="date-time",
+        )
+    )
 
 
 _SCHEMA = BatchRequestSchema()

@@ -109,6 +109,9 @@ class CeleryTaskQueue:
         kwargs = {"tries": tries} if tries else None
         self._send("batchcalls.hang_up", (batch_id, call_id), kwargs, countdown=countdown or None, priority=0)
 
+    def expire(self, batch_id: str, countdown: float = 0) -> None:
+        self._send("batchcalls.expire", (batch_id,), countdown=countdown or None, priority=0)
+
     @functools.cached_property
     def inbox(self) -> Inbox:
         settings = self.app.settings

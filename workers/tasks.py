@@ -221,6 +221,12 @@ def hang_up(batch_id: str, call_id: str, tries: int = 0) -> bool:
     return _parts()[0].hang_up(batch_id, call_id, tries)
 
 
+@app.task(base=EngineTask, name="batchcalls.expire")
+def expire(batch_id: str) -> int:
+    """The batch's `expires_at` came (an idempotent wake-up): its waiting calls end expired."""
+    return _parts()[0].expire(batch_id)
+
+
 @app.task(base=EngineTask, name="batchcalls.deliver")
 def deliver(batch_id: str) -> int:
     engine, relay = _parts()

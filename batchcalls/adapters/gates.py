@@ -182,6 +182,10 @@ class Gates(DialScheduler):
     def forget(self, batch_id: str) -> None:
         self.redis.delete(*redis_keys.gate_keys(batch_id))
 
+    def drop_waiting(self, batch_id: str) -> None:
+        """Empty the batch's ready and delayed queues; its slots stay leased to its live calls."""
+        self.redis.delete(redis_keys.batch_ready(batch_id), redis_keys.batch_delayed(batch_id))
+
     def depth(self, batch_id: str) -> tuple[int, int, int]:
         """(ready, delayed, leased) counts."""
         _, ready, delayed, leases = redis_keys.gate_keys(batch_id)

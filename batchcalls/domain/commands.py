@@ -1,4 +1,4 @@
-"""Commands on a running batch (pause, resume, cancel) as a table, applied by a pure function.
+"""Commands on a running batch (pause, resume, cancel, and expiry) as a table, applied by a pure function.
 
 No I/O. `BATCH_MOVES` says what each command does to the batch's status; the calls a command ends
 move by the `lifecycle.CALL_MOVES` rows of its trigger, so which calls a cancel ends is read from
@@ -23,6 +23,7 @@ class Command(str, Enum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
+    EXPIRE = "expire"  # not a route: the batch's `expires_at` has passed (the engine's own command)
 
 
 class BatchRule(str, Enum):
@@ -43,6 +44,11 @@ BATCH_MOVES: dict[tuple[BatchStatus, Command], BatchStatus | BatchRule] = {
     (B.RUNNING, Command.CANCEL): B.CANCELLED,
     (B.PAUSED, Command.CANCEL): B.CANCELLED,
     (B.CANCELLED, Command.CANCEL): UNCHANGED,  # a second cancel may still hang up live calls
+    # Expiry ends the waiting calls and leaves the batch's status: it ends by its calls' outcomes
+    # once its live calls have ended. Repeated, it ends the calls that became waiting since.
+    (B.QUEUED, Command.EXPIRE): UNCHANGED,
+    (B.RUNNING, Command.EXPIRE): UNCHANGED,
+    (B.PAUSED, Command.EXPIRE): UNCHANGED,
 }
 
 COMMAND_EVENT_OF: dict[Command, EventType] = {
@@ -52,7 +58,10 @@ COMMAND_EVENT_OF: dict[Command, EventType] = {
     # (`lifecycle.BATCH_ON_LAST_CALL`), by the cancel itself or by the last live call's end.
 }
 
-COMMAND_TRIGGERS: dict[Command, tuple[Trigger, ...]] = {Command.CANCEL: (Trigger.CANCEL,)}
+COMMAND_TRIGGERS: dict[Command, tuple[Trigger, ...]] = {
+    Command.CANCEL: (Trigger.CANCEL,),
+    Command.EXPIRE: (Trigger.EXPIRE,),
+}
 """The call triggers a command fires on every call of its batch, in one statement each."""
 
 HANG_UP_TRIGGER = Trigger.HANG_UP
@@ -93,4 +102,4 @@ def batch_command(status: BatchStatus, command: Command, *, started: bool, hang_
     return tuple(effects)
 
 
-_PAST = {Command.PAUSE: "paused", Command.RESUME: "resumed", Command.CANCEL: "cancelled"}
+_PAST = {Command.PAUSE: "paused", Command.RESUME: "resumed", Command.CANCEL: "cancelled", Command.EXPIRE: "expired"}

@@ -57,40 +57,15 @@ from batchcalls.domain.states import (
     final_status,
 )
 
+# fmt: off
 __all__ = [
-    "ATTEMPT_MOVES",
-    "Applied",
-    "Attempt",
-    "BATCH_EVENT_OF",
-    "BATCH_ON_LAST_CALL",
-    "Batch",
-    "BatchCounts",
-    "BatchEnd",
-    "CALL_EVENT_OF",
-    "CALL_MOVES",
-    "Call",
-    "CallRule",
-    "END_OF_ATTEMPT",
-    "Effect",
-    "FinishBatch",
-    "FinishCall",
-    "Payload",
-    "RETRY_WHILE_BATCH",
-    "ReleaseSlot",
-    "Resolve",
-    "ScheduleRetry",
-    "SetCallStatus",
-    "Step",
-    "TRIGGER_OF_ATTEMPT",
-    "Trigger",
-    "WriteEvent",
-    "apply_provider_events",
-    "attempt_move",
-    "call_move",
-    "end_of_attempt",
-    "finish",
-    "on_call_final",
+    "ATTEMPT_MOVES", "Applied", "Attempt", "BATCH_EVENT_OF", "BATCH_ON_LAST_CALL", "Batch", "BatchCounts", "BatchEnd",
+    "CALL_EVENT_OF", "CALL_MOVES", "Call", "CallRule", "END_OF_ATTEMPT", "Effect", "FinishBatch", "FinishCall",
+    "Payload", "RETRY_WHILE_BATCH", "ReleaseSlot", "Resolve", "ScheduleRetry", "SetCallStatus", "Step",
+    "TRIGGER_OF_ATTEMPT", "Trigger", "WriteEvent", "apply_provider_events", "attempt_move", "call_move",
+    "end_of_attempt", "finish", "on_call_final",
 ]
+# fmt: on
 
 A = AttemptStatus
 C = CallStatus
@@ -116,6 +91,7 @@ class Trigger(str, Enum):
     CANCEL = "cancel"  # its batch is cancelled: a call not yet dialed ends
     HANG_UP = "hang_up"  # its batch is cancelled with `hangup_live_calls`: a live call ends too
     SUPPRESS = "suppress"  # its number is suppressed for its tenant: a call not yet dialed ends
+    EXPIRE = "expire"  # its batch's `expires_at` passed: a call waiting for an attempt ends
 
 
 TRIGGER_OF_ATTEMPT = {
@@ -150,6 +126,8 @@ CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     (C.IN_PROGRESS, Trigger.HANG_UP): Outcome.CANCELLED,
     (C.QUEUED, Trigger.SUPPRESS): Outcome.SUPPRESSED,
     (C.SCHEDULED, Trigger.SUPPRESS): Outcome.SUPPRESSED,
+    (C.QUEUED, Trigger.EXPIRE): Outcome.EXPIRED,
+    (C.SCHEDULED, Trigger.EXPIRE): Outcome.EXPIRED,
 }
 
 RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING, B.PAUSED})
@@ -192,12 +170,17 @@ def finish(outcome: Outcome, error: str | None) -> tuple[Effect, ...]:
 def end_of_attempt(attempt: Attempt, batch: Batch, *, error: str | None) -> tuple[Effect, ...]:
     """What an ended attempt means for its call: a retry due `delay * multiplier ** (n - 1)`
     seconds after the attempt ended, when the policy retries its outcome, attempts remain and the
-    batch is still dialing; else the call's final status. `error` is the ending event's."""
+    batch is still dialing; else the call's final status. A retry that would come due at or after
+    the batch's `expires_at` could never be placed: the call ends `expired` instead, as the
+    batch's expiry ends the retries still waiting then. `error` is the ending event's."""
     if attempt.outcome is None or attempt.ended_at is None:
         raise ValueError("an ended attempt has an outcome and an end time")
     delay = batch.retry.next_delay(attempt.outcome, attempt.number)
     if delay is not None and batch.status in RETRY_WHILE_BATCH:
-        return ScheduleRetry(attempt.ended_at + timedelta(seconds=delay), error), ReleaseSlot()
+        due = attempt.ended_at + timedelta(seconds=delay)
+        if batch.expires_at is not None and due >= batch.expires_at:
+            return finish(Outcome.EXPIRED, error)
+        return ScheduleRetry(due, error), ReleaseSlot()
     return finish(attempt.outcome, error)
 
 

@@ -47,6 +47,7 @@ class Call:
 class Batch:
     status: BatchStatus
     retry: RetryPolicy
+    expires_at: datetime | None = None  # after it no attempt of the batch's calls is placed
 
 
 @dataclass(frozen=True)

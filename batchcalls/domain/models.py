@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from batchcalls.domain.retry import RetryPolicy
@@ -35,6 +36,7 @@ class NewBatch:
     callback_url: str | None = None
     priority: int = DEFAULT_PRIORITY
     metadata: dict[str, Any] | None = None
+    expires_at: datetime | None = None  # aware; calls not placed by then end `expired`
 
 
 @dataclass(frozen=True)

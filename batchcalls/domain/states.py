@@ -35,6 +35,7 @@ class Outcome(str, Enum):
     INVALID_NUMBER = "invalid_number"
     CANCELLED = "cancelled"
     SUPPRESSED = "suppressed"  # the number is on its tenant's suppression list: never dialed
+    EXPIRED = "expired"  # its batch's `expires_at` passed before its next attempt was placed
 
 
 RETRYABLE_OUTCOMES = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE})

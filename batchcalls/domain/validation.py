@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -27,6 +28,7 @@ from batchcalls.domain.policy import Policy
 from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.scripts import normalize_script, script_problems_by_path
 from batchcalls.domain.states import RETRYABLE_OUTCOMES
+from batchcalls.domain.timefmt import parse_expires_at
 
 Details = dict[str, list[str]]
 
@@ -248,6 +250,7 @@ def build_batch(
     max_concurrency: int,
     voices: Mapping[str, object],
     destinations: DestinationPolicy = DEFAULT_DESTINATIONS,
+    now: datetime | None = None,
 ) -> NewBatch:
     """The batch a request asks for, from the dict `api.schemas.load_batch_request` returned.
 
@@ -257,7 +260,8 @@ def build_batch(
     forbids: a country not allowed, or a blocked number type),
     `InvalidScript` (`calls[i].script...`, `calls[i].voice_id` not in `voices`),
     `ConcurrencyLimit` (`concurrency` outside 1..max_concurrency; absent means
-    min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`).
+    min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`; `expires_at`: not ISO
+    8601, without a UTC offset, or not after `now`, when `now` is given).
 
     Phone numbers come out in E.164 form; a call's priority defaults to the batch's, which
     defaults to `DEFAULT_PRIORITY`.
@@ -267,6 +271,7 @@ def build_batch(
     _check_scripts(calls, voices)
     concurrency = _concurrency(data, max_concurrency)
     retry = _retry_policy(data.get("retry_config"))
+    expires_at = parse_expires_at(data.get("expires_at"), now)
     priority: int = data.get("priority", DEFAULT_PRIORITY)
     return NewBatch(
         calls=tuple(
@@ -283,4 +288,5 @@ def build_batch(
         callback_url=data.get("callback_url"),
         priority=priority,
         metadata=data.get("metadata"),
+        expires_at=expires_at,
     )

@@ -1,4 +1,4 @@
-"""Control of a running batch: pause, resume, cancel (with the hangup of its live calls).
+"""Control of a running batch: pause, resume, cancel (with the hangup of its live calls), expiry.
 
 Postgres decides and records each command under the batch's row lock; Redis follows: a paused
 batch's gate grants no slot, a resumed one is dispatched again (under a calls-per-second limit it
@@ -67,6 +67,21 @@ class Controlling(EngineParts):
             len(done.hang_up),
         )
         return batch
+
+    def expire(self, batch_id: str) -> int:
+        """End the waiting calls of a batch whose `expires_at` has passed as `expired` (one
+        statement, no task per call) and empty its Redis queues; its live calls finish. A no-op
+        for a batch not yet expired or finished; repeatable. Returns how many calls it ended."""
+        with self.db.transaction() as cur:
+            done = control.expire_batch(cur, batch_id)
+        if done is None:
+            return 0
+        self.gates.drop_waiting(batch_id)
+        if done.events and done.batch["callback_url"]:
+            self.kick_delivery(batch_id, urgent=True)
+        if done.ended:
+            log.info("batch expired batch_id=%s ended=%d", batch_id, done.ended)
+        return done.ended
 
     def hang_up(self, batch_id: str, call_id: str, tries: int = 0) -> bool:
         """End a live call of a cancelled batch as `cancelled`, then hang it up through the

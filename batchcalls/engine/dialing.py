@@ -144,13 +144,19 @@ class Dialing(EngineParts):
 
     def _not_dialed(self, batch_id: str, call_id: str, status: str | None = None) -> None:
         """A call that was not dialed: if it is final, its slot is not anyone's; if it still
-        waits (its batch was paused after the slot was given), it goes back in line."""
+        waits (its batch was paused after the slot was given), it goes back in line, unless its
+        batch has expired (then the batch's waiting calls end now)."""
         call = None
         if status is None:
             with self.db.transaction() as cur:
                 call = calls.load_call(cur, call_id)
             status = call["status"] if call is not None else None
-        if call is not None and status in PENDING_STATUSES:
+        if call is not None and status in PENDING_STATUSES and self.expire(batch_id):
+            # Its batch passed its `expires_at` before the wake-up at it ran: the call ended
+            # `expired` with the batch's other waiting calls, and its slot is free. Put back in
+            # line, it would be granted and refused again until then.
+            self.dispatch(batch_id, release=[call_id])
+        elif call is not None and status in PENDING_STATUSES:
             self._back_in_line(call, "its batch is not dialing")
         elif status is not None and status not in PENDING_STATUSES and status not in LIVE_STATUSES:
             self.dispatch(batch_id, release=[call_id])

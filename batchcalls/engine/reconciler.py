@@ -33,6 +33,7 @@ class Sweep:
     resolved: int = 0
     deliveries: int = 0
     event_drains: int = 0
+    expired: int = 0
 
 
 def reconcile(engine: Engine) -> Sweep:
@@ -51,6 +52,7 @@ def reconcile(engine: Engine) -> Sweep:
 
 def _sweep(engine: Engine) -> Sweep:
     sweep = Sweep()
+    sweep.expired = _expire(engine)
     with engine.db.transaction() as cur:
         active = batches.active_batches(cur)
         due_retry = set(calls.batches_with_due_retries(cur))
@@ -88,6 +90,21 @@ def _sweep(engine: Engine) -> Sweep:
     # Batches waiting for calls-per-second turns whose pacer died.
     engine.kick_pacer()
     return sweep
+
+
+def _expire(engine: Engine) -> int:
+    """Expire the batches whose `expires_at` has passed (their wake-up lost, or a call waiting
+    again since), and arm a wake-up at it for those whose `expires_at` comes before the next
+    sweep. Returns how many calls were ended."""
+    with engine.db.transaction() as cur:
+        expiring = batches.expiring_batches(cur, engine.settings.reconcile_seconds)
+    ended = 0
+    for batch_id, due_in in expiring:
+        if due_in <= 0:
+            ended += engine.expire(batch_id)
+        else:
+            engine.tasks.expire(batch_id, countdown=due_in)
+    return ended
 
 
 # A turn whose call was never reported (its pacer died) stops counting under the tenant's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -73,6 +74,7 @@ class Submitting(EngineParts):
                         policy.max_concurrent_calls,
                     )
                 self.tasks.dispatch(submitted.batch_id, batch.priority)
+                self._arm_expiry(submitted.batch_id, batch)
             except Exception as exc:  # noqa: BLE001 - Redis or the broker; the batch is stored either way
                 log.warning(
                     "batch stored but not queued, the reconciler will queue it batch_id=%s error=%s",
@@ -80,3 +82,13 @@ class Submitting(EngineParts):
                     quoted(f"{type(exc).__name__}: {exc}"),
                 )
         return submitted.batch_id, submitted.created
+
+    def _arm_expiry(self, batch_id: str, batch: NewBatch) -> None:
+        """One wake-up at the batch's `expires_at` when that is near; a later one is armed by the
+        reconciler's sweep as it comes near (a countdown stays short of the broker's visibility
+        timeout), which also expires a due batch whose wake-up was lost."""
+        if batch.expires_at is None:
+            return
+        due_in = batch.expires_at.timestamp() - time.time()
+        if due_in <= self.settings.max_countdown_seconds:
+            self.tasks.expire(batch_id, countdown=max(due_in, 0))

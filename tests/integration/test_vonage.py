@@ -623,6 +623,38 @@ def test_no_attempt_was_ever_created_twice(vonage: VonageStack) -> None:
     assert keys and max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
 
 
+def test_cancel_with_hangup_puts_a_hangup_to_vonage_for_each_live_call(vonage: VonageStack) -> None:
+    phones = [number(640 + i, 0) for i in range(2)]
+    vonage.fake.silent.update(phones)  # live until hung up
+    batch_id = vonage.submit(
+        {"calls": [{"phone_number": p, "script": {"text": "Hi"}} for p in phones + [number(642, 0)]], "concurrency": 2}
+    )
+
+    def uuids() -> list[str] | None:
+        found = [a["provider_call_id"] for c in vonage.stack.all_calls(batch_id) for a in c["attempts"]]
+        return found if len(found) == 2 and all(found) else None
+
+    live = wait_for(uuids, 30, "both calls created at Vonage")
+    answer = requests.post(
+        f"{vonage.stack.api_url}/v1/batches/{batch_id}/cancel",
+        json={"hangup_live_calls": True},
+        headers=vonage.stack.headers(),
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    final = vonage.stack.wait_finished(batch_id, timeout=30)
+    assert final["status"] == "cancelled" and final["cancelled_calls"] == 3
+    # The fake answers 204 only to `{"action": "hangup"}` on a live call it knows.
+    wait_for(
+        lambda: {("PUT", f"/v1/calls/{u}", 204) for u in live} <= set(vonage.fake.requests),
+        30,
+        "a hangup PUT for each live call",
+    )
+    assert all(vonage.fake.calls[u].hung_up for u in live)
+    assert {c["outcome"] for c in vonage.stack.all_calls(batch_id)} == {"cancelled"}
+    assert len(vonage.fake.creates_for(vonage.stack.all_calls(batch_id)[2]["id"])) == 0
+
+
 # --- replays, other calls, provider times (after the timing tests: these leave calls live) ----------
 
 
@@ -1029,10 +1061,10 @@ def test_hangup_ends_a_live_call_and_leaves_an_ended_one_alone(
     }
     provider = make_vonage_provider(load_settings(env))
     uuid = provider.create_call(dial("live"))
-    provider.hangup("call-1", 1, uuid)
+    provider.hangup("live", 1, uuid)
     assert wait_for(lambda: fake.calls[uuid].ended_at, 5, "the call ended")
-    provider.hangup("call-1", 1, uuid)  # already over: Vonage answers 400, which is no error
-    provider.hangup("call-2", 1, "00000000-0000-4000-8000-00000000dead")  # unknown: 404, no error
+    provider.hangup("live", 1, uuid)  # already over: Vonage answers 400, which is no error
+    provider.hangup("gone", 1, "00000000-0000-4000-8000-00000000dead")  # unknown: 404, no error
     assert [r for r in fake.requests if r[0] == "PUT"] == [
         ("PUT", f"/v1/calls/{uuid}", 204),
         ("PUT", f"/v1/calls/{uuid}", 400),

@@ -49,6 +49,8 @@ class ListQueue:
         return 0
 
     def record_responses(self, *args: Any, **kwargs: Any) -> None: ...
+    def expire(self, *args: Any, **kwargs: Any) -> None: ...
+
     def hang_up(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
         self.hang_ups.append(call_id)
 

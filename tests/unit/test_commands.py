@@ -43,7 +43,7 @@ def test_every_batch_pair_moves_as_the_table_says(status: BatchStatus, command: 
             [WriteEvent(cm.COMMAND_EVENT_OF[command], Payload.BATCH)] if command in cm.COMMAND_EVENT_OF else []
         )
     ends = [e for e in effects if isinstance(e, EndCalls)]
-    assert bool(ends) == (command is cm.Command.CANCEL)
+    assert bool(ends) == (command in cm.COMMAND_TRIGGERS)
 
 
 @pytest.mark.parametrize("status", sorted(FINAL_BATCH_STATUSES))
@@ -73,3 +73,15 @@ def test_a_second_cancel_changes_nothing_but_may_still_hang_up() -> None:
 
 def test_pause_and_resume_write_their_events() -> None:
     assert cm.COMMAND_EVENT_OF == {cm.Command.PAUSE: EventType.BATCH_PAUSED, cm.Command.RESUME: EventType.BATCH_RESUMED}
+
+
+@pytest.mark.parametrize("status", [BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.PAUSED])
+def test_expiry_ends_the_waiting_calls_expired_and_leaves_the_batch_to_end_by_its_calls(status: BatchStatus) -> None:
+    effects = cm.batch_command(status, cm.Command.EXPIRE, started=True)
+    assert effects == (EndCalls(PENDING_STATUSES, CallStatus.FAILED, Outcome.EXPIRED),)
+
+
+@pytest.mark.parametrize("status", sorted(FINAL_BATCH_STATUSES))
+def test_a_finished_or_cancelled_batch_does_not_expire(status: BatchStatus) -> None:
+    with pytest.raises(InvalidState):
+        cm.batch_command(status, cm.Command.EXPIRE, started=True)

@@ -228,6 +228,28 @@ def test_a_call_is_retried_only_while_its_batch_dials(batch_status: BatchStatus)
     assert isinstance(first, lc.ScheduleRetry) == (batch_status in lc.RETRY_WHILE_BATCH)
 
 
+def test_a_retry_that_would_come_due_after_the_batch_expires_ends_the_call_expired() -> None:
+    expiring = lc.Batch(BatchStatus.RUNNING, THREE_TRIES.retry, expires_at=NOW + timedelta(seconds=60))
+    effects = lc.end_of_attempt(ended_at(1), expiring, error="busy line")
+    assert effects == (
+        lc.FinishCall(CallStatus.FAILED, Outcome.EXPIRED, "busy line"),
+        lc.WriteEvent(EventType.CALL_FAILED, lc.Payload.CALL),
+        lc.ReleaseSlot(),
+    )
+    later = lc.Batch(BatchStatus.RUNNING, THREE_TRIES.retry, expires_at=NOW + timedelta(seconds=61))
+    assert isinstance(lc.end_of_attempt(ended_at(1), later, error=None)[0], lc.ScheduleRetry)
+
+
+@pytest.mark.parametrize("status", list(CallStatus))
+def test_expiry_ends_only_calls_waiting_for_an_attempt(status: CallStatus) -> None:
+    call, effects = lc.call_move(lc.Call(status, 1), lc.Trigger.EXPIRE, None, None)
+    if status in (CallStatus.QUEUED, CallStatus.SCHEDULED):
+        assert call.status is CallStatus.FAILED
+        assert effects[0] == lc.FinishCall(CallStatus.FAILED, Outcome.EXPIRED, None)
+    else:
+        assert (call, effects) == (lc.Call(status, 1), ())
+
+
 def test_a_retry_is_scheduled_from_provider_events() -> None:
     step = apply(
         attempt(),

@@ -114,6 +114,7 @@ def test_status_values_are_the_public_names() -> None:
         "invalid_number",
         "suppressed",
         "cancelled",
+        "expired",
     }
 
 

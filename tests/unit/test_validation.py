@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
@@ -585,3 +586,39 @@ def test_is_valid_number_agrees_with_phonenumbers_on_every_region_and_its_neighb
             checked += 1
             valid += theirs
     assert checked > 30_000 and valid > 1_000 and checked - valid > 1_000  # both answers were compared
+
+
+# expires_at
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_expires_at_with_an_offset_is_kept_as_an_aware_time() -> None:
+    body = load_batch_request({"calls": [call()], "expires_at": "2026-11-23T14:30:00+02:00"})
+    batch = build_batch(body, max_concurrency=10, voices=VOICES, now=NOW)
+    assert batch.expires_at == datetime(2026, 11, 23, 12, 30, tzinfo=UTC)
+    assert build({"calls": [call()]}).expires_at is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("tomorrow", "not an ISO 8601 date and time"),
+        ("2026-11-23T14:30:00", "no UTC offset"),
+        ("2026-11-24", "no UTC offset"),
+        ("2026-11-23T11:59:59Z", "in the past"),
+        ("2026-11-23T12:00:00+00:00", "in the past"),
+    ],
+)
+def test_a_bad_expires_at_is_a_422_naming_it(value: str, problem: str) -> None:
+    data = load_batch_request({"calls": [call()], "expires_at": value})
+    with pytest.raises(InvalidRequest) as excinfo:
+        build_batch(data, max_concurrency=10, voices=VOICES, now=NOW)
+    assert excinfo.value.http_status == 422 and details_of(excinfo) == {"expires_at": [problem]}
+
+
+@pytest.mark.parametrize("value", [1700000000, True, None, {}])
+def test_expires_at_must_be_a_string(value: object) -> None:
+    with pytest.raises(InvalidRequest) as excinfo:
+        load_batch_request({"calls": [call()], "expires_at": value})
+    assert "expires_at" in details_of(excinfo)

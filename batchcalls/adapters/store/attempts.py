@@ -37,8 +37,8 @@ def start_attempt(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Record a new attempt as `dialing` before the provider is asked, so that a redelivered task
     never dials it again. Returns the call row with its new `attempt_count` (None when the call
-    is not waiting to be dialed: already live, final, or its batch is not dialing), and the batch
-    row when this attempt started the batch.
+    is not waiting to be dialed: already live, final, or its batch is not dialing or has passed
+    its `expires_at`), and the batch row when this attempt started the batch.
 
     The batch's status is read under a share lock on its row, which a pause or cancel (holding
     the row's update lock) waits for and makes this wait for: an attempt is recorded before a
@@ -53,7 +53,8 @@ def start_attempt(
     execute(
         cur,
         "WITH b AS (SELECT id, status, tenant_id FROM batches"
-        " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = ANY(%s) FOR SHARE),"
+        " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = ANY(%s)"
+        " AND (expires_at IS NULL OR expires_at > clock_timestamp()) FOR SHARE),"
         " w AS (SELECT c.id, EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = b.tenant_id"
         " AND s.phone_number = c.phone_number) AS suppressed"
         " FROM calls c JOIN b ON b.id = c.batch_id WHERE c.id = %s AND c.status = ANY(%s) FOR UPDATE OF c),"

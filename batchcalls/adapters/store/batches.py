@@ -153,8 +153,8 @@ def insert_batch(
         column = FINAL_COUNTERS[SUPPRESSED.status]
         cur.execute(
             "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
-            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *",
             (
                 batch_id,
@@ -169,6 +169,7 @@ def insert_batch(
                 idempotency_key,
                 request_hash,
                 ended,
+                batch.expires_at,
             ),
         )
         row = cur.fetchone()
@@ -258,3 +259,15 @@ def end_batch_if_done(cur: RealDictCursor, batch: dict[str, Any]) -> dict[str, A
         elif isinstance(effect, lifecycle.WriteEvent):
             add_event(cur, effect.type, batch["id"], batch_view(batch, status_counts(cur, batch["id"])))
     return batch
+
+
+def expiring_batches(cur: RealDictCursor, within_seconds: float) -> list[tuple[str, float]]:
+    """Active batches whose `expires_at` comes within `within_seconds` or has passed, each with
+    the seconds until it (<= 0: due), by the database's clock."""
+    cur.execute(
+        "SELECT id, extract(epoch FROM expires_at - clock_timestamp())::float8 AS due_in FROM batches"
+        " WHERE expires_at IS NOT NULL AND finished_at IS NULL AND status = ANY(%s)"
+        " AND expires_at <= clock_timestamp() + make_interval(secs => %s)",
+        (values(ACTIVE_BATCH_STATUSES), within_seconds),
+    )
+    return [(row["id"], float(row["due_in"])) for row in cur.fetchall()]

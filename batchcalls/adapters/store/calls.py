@@ -105,6 +105,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         cur,
         "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
         " b.retry_config AS batch_retry_config, b.status AS batch_status, b.callback_url AS batch_callback_url,"
+        " b.expires_at AS batch_expires_at,"
         " a.dialed_at AS attempt_dialed_at, clock_timestamp() AS clock_now, c.*"
         " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
         " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
@@ -125,7 +126,9 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         outcome=_outcome(row.pop("attempt_outcome")),
     )
     batch = lifecycle.Batch(
-        BatchStatus(row.pop("batch_status")), RetryPolicy.from_config(row.pop("batch_retry_config"))
+        BatchStatus(row.pop("batch_status")),
+        RetryPolicy.from_config(row.pop("batch_retry_config")),
+        row.pop("batch_expires_at"),
     )
     callback_url, now = row.pop("batch_callback_url"), row.pop("clock_now")
     call = lifecycle.Call(CallStatus(row["status"]), row["attempt_count"])

@@ -16,7 +16,7 @@ from batchcalls.domain import commands, lifecycle
 from batchcalls.domain.errors import NotFound
 from batchcalls.domain.lifecycle_data import EndCalls, HangUp, SetBatchStatus, WriteEvent
 from batchcalls.domain.payloads import batch_view
-from batchcalls.domain.states import AttemptStatus, BatchStatus, CallStatus, values
+from batchcalls.domain.states import ACTIVE_BATCH_STATUSES, AttemptStatus, BatchStatus, CallStatus, values
 
 
 @dataclass
@@ -39,6 +39,28 @@ def command_batch(
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"no batch {batch_id}")
+    return _apply(cur, row, command, hang_up=hang_up)
+
+
+def expire_batch(cur: RealDictCursor, batch_id: str) -> Commanded | None:
+    """End the waiting calls of a batch whose `expires_at` has passed (by the database's clock)
+    as `expired`, in one statement under the batch's row lock, as a cancel ends them; the batch
+    ends now if none of its calls is live, else with its last live call. None when the batch
+    has not expired or has finished. Repeatable: it ends the calls that are waiting again since
+    (a retry scheduled by an attempt that ended in between)."""
+    execute(
+        cur,
+        "SELECT * FROM batches WHERE id = %s AND status = ANY(%s) AND expires_at <= clock_timestamp()"
+        " FOR NO KEY UPDATE",
+        (batch_id, values(ACTIVE_BATCH_STATUSES)),
+    )
+    row = cur.fetchone()
+    return None if row is None else _apply(cur, row, commands.Command.EXPIRE)
+
+
+def _apply(cur: RealDictCursor, row: dict[str, Any], command: commands.Command, *, hang_up: bool = False) -> Commanded:
+    """Write the effects of `command` on the batch whose row (`row`) the caller has locked."""
+    batch_id = row["id"]
     done = Commanded(row)
     effects = commands.batch_command(
         BatchStatus(row["status"]), command, started=row["started_at"] is not None, hang_up=hang_up
