@@ -7,54 +7,13 @@ server module, so the `clock` fixture replaces that module's `time` with a clock
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
-from fakeredis.commands_mixins import server_mixin
 
 from batchcalls.adapters.gates import Gates, priority_of, ready_score
-
-LEASE_SECONDS = 30.0
-T0 = 1_700_000_000.0
-
-
-class Clock:
-    """Stands in for the `time` module inside fakeredis's server commands."""
-
-    def __init__(self, now: float) -> None:
-        self.ms = round(now * 1000)  # whole milliseconds: no drift from adding floats
-
-    @property
-    def now(self) -> float:
-        return self.ms / 1000
-
-    def time(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.ms += round(seconds * 1000)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    frozen = Clock(T0)
-    monkeypatch.setattr(server_mixin, "time", frozen)
-    return frozen
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def gates(client: redis.Redis, clock: Clock) -> Gates:
-    return Gates(client, lease_seconds=LEASE_SECONDS)
+from tests.unit.conftest import LEASE_SECONDS, T0, Clock
 
 
 def queued(n: int, priority: int = 5) -> list[tuple[str, int]]:

@@ -1,44 +1,19 @@
 """The dial scheduler (lua/scheduler.lua) on fakeredis's Lua: who creates the next call when the
 calls-per-second limit is the bottleneck. A pacer is simulated turn by turn on a clock the test
-moves (see test_gates.py), so every assertion is about order and counts, never about timing.
+moves (tests/unit/conftest.py), so every assertion is about order and counts, never about timing.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-
-import fakeredis
-import pytest
-import redis
-from fakeredis.commands_mixins import server_mixin
 
 from batchcalls.adapters import redis_keys
 from batchcalls.adapters.gates import Gates, ready_score
 from batchcalls.adapters.scheduler import Report
-from tests.unit.test_gates import T0, Clock
+from tests.unit.conftest import Clock
 
 ACCOUNT = "acct"
 LIMIT = 5
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    frozen = Clock(T0)
-    monkeypatch.setattr(server_mixin, "time", frozen)
-    return frozen
-
-
-@pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    fake = fakeredis.FakeRedis()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def gates(client: redis.Redis, clock: Clock) -> Gates:
-    return Gates(client, lease_seconds=30.0)
 
 
 def submit(gates: Gates, batch_id: str, tenant: str, calls: int, *, concurrency: int = 100, priority: int = 5) -> None:
