@@ -158,6 +158,9 @@ def create_batch() -> tuple[Response, int]:
     engine = current_engine()
     policy = g.tenant.policy.over(engine.settings.tenant_defaults)
     body = json_body()
+    key = _idempotency_key()
+    if key is not None and (replayed := engine.replay(g.tenant, key, body)) is not None:
+        return _accepted(replayed, replayed=True)
     check_call_count(body, policy)
     data = load_batch_request(body)
     batch = build_batch(
@@ -173,6 +176,11 @@ def create_batch() -> tuple[Response, int]:
             allow_http=engine.settings.allow_http_callbacks,
             allowlist=engine.settings.callback_allowlist,
         )
+    batch_id, created = engine.submit(g.tenant, batch, key, body)
+    return _accepted(batch_id, replayed=not created)
+
+
+def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters", {"Idempotency-Key": ["bad length"]})
@@ -180,10 +188,13 @@ def create_batch() -> tuple[Response, int]:
         raise InvalidRequest(
             "Idempotency-Key must not hold control characters", {"Idempotency-Key": ["control character"]}
         )
-    batch_id, created = engine.submit(g.tenant, batch, key, body)
+    return key
+
+
+def _accepted(batch_id: str, *, replayed: bool) -> tuple[Response, int]:
     response = jsonify(status_body(batch_id, 100))
     response.headers["Location"] = f"/v1/batches/{batch_id}"
-    if not created:
+    if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response, 202
 

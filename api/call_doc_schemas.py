@@ -45,6 +45,15 @@ class InputStepSchema(Schema):
         )
     )
     name = fields.String(metadata=_doc("1 to 64 characters naming the responses of this step.", example="menu"))
+    opt_out = fields.Dict(
+        metadata=_doc(
+            '`{digits: "9", phrases: ["stop calling"]}` (either or both; digits need `dtmf`, at most its'
+            " `max_digits` keys of 0-9 * #; phrases need `speech`, 1 to 20 of 1 to 100 characters). A callee who"
+            " presses the digits, or says a phrase (its words together, any case), is added to the tenant's"
+            " suppression list at once, the call ends with outcome `opted_out` and is never retried.",
+            example={"digits": "9"},
+        )
+    )
 
 
 class AgentStepSchema(Schema):

@@ -39,6 +39,7 @@ from batchcalls.adapters.logs import quoted
 from batchcalls.adapters.store import calls
 from batchcalls.adapters.telephony import ncco
 from batchcalls.adapters.telephony import vonage_webhooks as vw
+from batchcalls.domain import scripts
 from batchcalls.domain.errors import MalformedRequest, PayloadTooLarge, Unauthorized
 from batchcalls.domain.voices import voice_catalog
 from batchcalls.engine import Engine
@@ -197,7 +198,7 @@ def _input(payload: dict[str, Any], ids: vw.WebhookIds) -> Response:
     with engine.db.transaction() as cur:
         call = calls.load_call(cur, call_id)
         attempts = calls.attempts_of(cur, [call_id])[call_id] if call is not None else []
-    step = ncco.input_step(call["script"], step_index) if call is not None else None
+    step = scripts.input_step(call["script"], step_index) if call is not None else None
     found = [a for a in attempts if a["number"] == attempt]
     if call is None or step is None or not found:
         log.warning(
@@ -222,7 +223,8 @@ def _input(payload: dict[str, Any], ids: vw.WebhookIds) -> Response:
     responses = vw.responses_from_input(
         payload, attempt, step_index, name if isinstance(name, str) else None, time.time()
     )
-    engine.record_responses(call_id, attempt, responses)
+    if engine.record_input(call_id, attempt, step_index, responses):
+        return jsonify([])  # the callee opted out: an empty NCCO ends the call at once
     voice = voice_catalog().get(call["voice_id"]) if call["voice_id"] else None
     settings = engine.settings
     key = current_app.extensions[_URL_KEY]

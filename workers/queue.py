@@ -148,6 +148,19 @@ class CeleryTaskQueue:
             priority=EVENT_PRIORITY,
         )
 
+    def record_input(
+        self, call_id: str, attempt: int, step: int, responses: list[dict[str, Any]], countdown: float = 0
+    ) -> None:
+        """The simulated callee's answers to an input step (a provider's arrive at its webhook):
+        the task's repr counts them and does not show them."""
+        self._send(
+            "batchcalls.record_input",
+            (call_id, attempt, step, responses),
+            shown=(call_id, attempt, step, f"<{len(responses)} responses>"),
+            countdown=countdown or None,
+            priority=EVENT_PRIORITY,
+        )
+
     def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None:
         """Events of one call due at the same instant, applied in order by one drain or task."""
         if countdown <= 0:

@@ -215,6 +215,12 @@ def record_responses(call_id: str, attempt: int, responses: list[dict[str, Any]]
     return _parts()[0].record_responses(call_id, attempt, responses)
 
 
+@app.task(base=EngineTask, name="batchcalls.record_input")
+def record_input(call_id: str, attempt: int, step: int, responses: list[dict[str, Any]]) -> bool:
+    """The simulator's callee answered an input step: stored; an opt-out suppresses the number."""
+    return _parts()[0].record_input(call_id, attempt, step, responses)
+
+
 @app.task(base=EngineTask, name="batchcalls.hang_up")
 def hang_up(batch_id: str, call_id: str, tries: int = 0) -> bool:
     """A live call of a cancelled batch (`hangup_live_calls`): ended as cancelled, hung up."""

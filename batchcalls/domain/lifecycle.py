@@ -92,6 +92,7 @@ class Trigger(str, Enum):
     HANG_UP = "hang_up"  # its batch is cancelled with `hangup_live_calls`: a live call ends too
     SUPPRESS = "suppress"  # its number is suppressed for its tenant: a call not yet dialed ends
     EXPIRE = "expire"  # its batch's `expires_at` passed: a call waiting for an attempt ends
+    OPT_OUT = "opt_out"  # the callee gave the script's opt-out: the call ends, live or waiting
 
 
 TRIGGER_OF_ATTEMPT = {
@@ -128,6 +129,13 @@ CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     (C.SCHEDULED, Trigger.SUPPRESS): Outcome.SUPPRESSED,
     (C.QUEUED, Trigger.EXPIRE): Outcome.EXPIRED,
     (C.SCHEDULED, Trigger.EXPIRE): Outcome.EXPIRED,
+    # An opt-out ends the call wherever it is: live (the answer of its current attempt), or
+    # waiting for a retry (the answer of an earlier attempt arrived late). Never retried.
+    (C.QUEUED, Trigger.OPT_OUT): Outcome.OPTED_OUT,
+    (C.SCHEDULED, Trigger.OPT_OUT): Outcome.OPTED_OUT,
+    (C.DIALING, Trigger.OPT_OUT): Outcome.OPTED_OUT,
+    (C.RINGING, Trigger.OPT_OUT): Outcome.OPTED_OUT,
+    (C.IN_PROGRESS, Trigger.OPT_OUT): Outcome.OPTED_OUT,
 }
 
 RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING, B.PAUSED})

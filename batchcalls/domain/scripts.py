@@ -6,7 +6,8 @@ and is stored and rendered in the normal form `{"type": str | None, "steps": [..
 step names its kind (`{"type": "text", "text": "..."}`).
 
 Step kinds live in one table, `STEP_KINDS`: `text` (spoken), `input` (DTMF and/or speech
-captured as the call's responses) and `agent` (the call handed to a live voice agent over a
+captured as the call's responses; with `opt_out`, the answer that suppresses the number,
+`batchcalls.domain.opt_out`) and `agent` (the call handed to a live voice agent over a
 WebSocket); a new kind is one entry with its fields and its check. What a step holds is judged here rather than by the request schema, so an
 unknown step type or field is an `invalid_script` error, not a generic `invalid_request`.
 """
@@ -17,6 +18,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from batchcalls.domain import opt_out
 
 # Vonage's talk action accepts at most 1,500 characters of text.
 MAX_TEXT_CHARS = 1500
@@ -141,6 +144,7 @@ def _input_step_problems(step: Mapping[str, Any]) -> Problems:
         name = step["name"]
         if type(name) is not str or not 0 < len(name.strip()) <= MAX_NAME_CHARS:
             problems["name"] = [f"must be a string of 1 to {MAX_NAME_CHARS} characters"]
+    problems.update(opt_out.problems(step))
     return problems
 
 
@@ -177,8 +181,9 @@ def _agent_step_problems(step: Mapping[str, Any]) -> Problems:
 
 STEP_KINDS: dict[str, StepKind] = {
     "text": StepKind(fields=frozenset({"text"}), check=_text_step_problems),
-    # {"type": "input", "dtmf": {...} | true, "speech": {...} | true, "name": "..."}
-    "input": StepKind(fields=frozenset({"dtmf", "speech", "name"}), check=_input_step_problems),
+    # {"type": "input", "dtmf": {...} | true, "speech": {...} | true, "name": "...",
+    #  "opt_out": {"digits": "9", "phrases": [...]}}
+    "input": StepKind(fields=frozenset({"dtmf", "speech", "name", "opt_out"}), check=_input_step_problems),
     # {"type": "agent", "url": "wss://...", "headers": {...}}
     "agent": StepKind(fields=frozenset({"url", "headers"}), check=_agent_step_problems),
 }
@@ -255,3 +260,12 @@ def normalize_script(script: Mapping[str, Any]) -> dict[str, Any]:
     else:
         steps = [{"type": DEFAULT_STEP_TYPE, "text": script["text"]}]
     return {"type": script.get("type"), "steps": steps}
+
+
+def input_step(script: Mapping[str, Any], index: int) -> Mapping[str, Any] | None:
+    """Step `index` of a normalised `script` when it is an input step, else None."""
+    steps = script.get("steps") or []
+    if 0 <= index < len(steps) and steps[index].get("type") == "input":
+        step: Mapping[str, Any] = steps[index]
+        return step
+    return None

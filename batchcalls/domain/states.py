@@ -36,6 +36,7 @@ class Outcome(str, Enum):
     CANCELLED = "cancelled"
     SUPPRESSED = "suppressed"  # the number is on its tenant's suppression list: never dialed
     EXPIRED = "expired"  # its batch's `expires_at` passed before its next attempt was placed
+    OPTED_OUT = "opted_out"  # the callee gave an input step's opt-out: the number is suppressed
 
 
 RETRYABLE_OUTCOMES = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE})

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchcalls.adapters import gates as gates_mod
-from batchcalls.adapters.store import calls
+from batchcalls.adapters.store import calls, inputs
 from batchcalls.adapters.store.calls import Applied, EventResult
 from batchcalls.domain.lifecycle import FinishCall, ReleaseSlot, ScheduleRetry
 from batchcalls.domain.models import ProviderEvent
+from batchcalls.domain.states import Outcome
 from batchcalls.engine.base import EngineParts
 
 log = logging.getLogger("batchcalls.engine")
@@ -37,6 +38,28 @@ class ApplyingEvents(EngineParts):
         """Store what the callee answered (input results), each response once."""
         with self.db.transaction() as cur:
             return calls.append_responses(cur, call_id, attempt, responses)
+
+    def record_input(self, call_id: str, attempt: int, step: int, responses: list[dict[str, Any]]) -> bool:
+        """Store the callee's answers to input step `step`; when one is the step's opt-out,
+        suppress the number for the tenant and end the call `opted_out` (its slot goes to the next
+        call). True when the callee opted out: the caller ends the provider's call."""
+        with self.db.transaction() as cur:
+            done = inputs.record_input(cur, call_id, attempt, step, responses)
+        if not done.opted_out:
+            return False
+        log.info("callee opted out call_id=%s attempt=%d suppressed=%s", call_id, attempt, done.suppressed)
+        batch = done.batch
+        if batch is None:
+            return True
+        if self.metrics is not None:
+            self.metrics.call_finished(Outcome.OPTED_OUT.value)
+        if batch["callback_url"]:
+            self.kick_delivery(batch["id"], urgent=batch["finished_at"] is not None)
+        if batch["finished_at"] is not None:
+            self.gates.forget(batch["id"])
+        elif any(isinstance(e, ReleaseSlot) for e in done.effects):
+            self.dispatch(batch["id"], release=[call_id])
+        return True
 
     def record_event(self, event: ProviderEvent) -> str:
         """Apply a provider event (from a webhook, the simulator or a poll) exactly once."""

@@ -29,6 +29,13 @@ def request_hash(body: Any) -> str:
 
 
 class Submitting(EngineParts):
+    def replay(self, tenant: Tenant, idempotency_key: str, body: Any) -> str | None:
+        """The batch an earlier request with this key and body created, looked up before the body
+        is checked: a replay is answered as the first request was, though the body would be
+        refused now (its `expires_at` has passed since). Raises IdempotencyConflict for another body."""
+        with self.db.transaction() as cur:
+            return batches.replay_of(cur, tenant.id, idempotency_key, request_hash(body))
+
     def submit(self, tenant: Tenant, batch: NewBatch, idempotency_key: str | None, body: Any) -> tuple[str, bool]:
         """Store the batch and its calls in one transaction, queue them in Redis, and wake the
         dispatcher. Returns (batch id, created).

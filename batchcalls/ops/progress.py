@@ -95,6 +95,7 @@ def status_table(status: dict[str, Any]) -> Table:
         "created_at",
         "started_at",
         "finished_at",
+        "expires_at",
     ):
         table.add_row(key, str(status.get(key)))
     return table

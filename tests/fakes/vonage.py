@@ -243,6 +243,7 @@ class FakeVonage:
         self.silent: set[str] = set()  # phone numbers, with or without the +
         self.lost_events: set[str] = set()
         self.input_digits = "1"
+        self.pressed: dict[str, str] = {}  # phone number (digits only) -> the keys its callee presses
         self.input_speech = "yes please"
         self._drops: list[bool] = []  # one entry per create to drop: True when the call is placed
         self._throttles = 0
@@ -440,7 +441,8 @@ class FakeVonage:
             "timestamp": iso(time.time()),
         }
         if "dtmf" in kinds:
-            payload["dtmf"] = {"digits": self.input_digits, "timed_out": False}
+            digits = self.pressed.get(call.to.lstrip("+"), self.input_digits)
+            payload["dtmf"] = {"digits": digits, "timed_out": False}
             if "speech" in kinds:
                 payload["speech"] = {"error": "Speech overridden by DTMF"}
         else:

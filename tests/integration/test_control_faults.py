@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 
+from batchcalls.ops.cli import main as cli
 from tests.integration.test_control import body, call_ids, command, creates, event_types, ok, wait_for
 from tests.support.servers import TestServers, more_test_servers
 from tests.support.stack import Stack, start_stack
@@ -86,6 +88,9 @@ def test_a_batch_that_expires_while_paused_ends_at_once(stack: Stack) -> None:
     expired = [c for c in stack.all_calls(batch_id) if c["outcome"] == "expired"]
     assert len(expired) == 6 - len(made) > 0
     assert counts_add_up(final, 6) and len(terminal_events(stack, batch_id)) == 1
+    env = {"BATCHCALLS_API_URL": stack.api_url, "BATCHCALLS_API_KEY": stack.api_key, "COLUMNS": "120"}
+    shown = CliRunner().invoke(cli, ["status", batch_id], env=env)
+    assert shown.exit_code == 0 and "expires_at" in shown.output and final["expires_at"][:19] in shown.output
 
 
 @pytest.mark.parametrize(
@@ -102,6 +107,22 @@ def test_a_bad_expires_at_is_a_422_naming_it(stack: Stack, value: str, problem: 
     assert response.status_code == 422, response.text
     details = response.json()["error"]["details"]
     assert list(details) == ["expires_at"] and details["expires_at"][0].startswith(problem)
+
+
+def test_a_submit_replayed_after_its_expires_at_gets_its_batch_not_a_422(stack: Stack) -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=1)
+    sent = {**body(2, 1, 7300), "expires_at": expires.isoformat()}
+    headers = stack.headers(**{"Idempotency-Key": "replay-after-expiry"})
+    first = requests.post(f"{stack.api_url}/v1/batches", json=sent, headers=headers, timeout=30)
+    assert first.status_code == 202, first.text
+    stack.wait_finished(first.json()["batch_id"], timeout=30)
+    wait_for(lambda: datetime.now(UTC) > expires, "the expiry passed")
+    again = requests.post(f"{stack.api_url}/v1/batches", json=sent, headers=headers, timeout=30)
+    assert again.status_code == 202, again.text
+    assert again.json()["batch_id"] == first.json()["batch_id"] and again.headers["Idempotent-Replayed"] == "true"
+    # Another body under the same key is still a conflict, checked before the body is.
+    other = requests.post(f"{stack.api_url}/v1/batches", json={**sent, "concurrency": 2}, headers=headers, timeout=30)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_conflict"
 
 
 def test_a_cancel_racing_the_last_calls_end_gives_one_terminal_event(stack: Stack) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import requests
 from click.testing import CliRunner
@@ -176,3 +177,92 @@ def test_the_cli_adds_lists_imports_and_removes(stack: Stack, tmp_path: Path) ->
     assert again.exit_code != 0 and "not_found" in again.output
     everything = runner.invoke(cli, ["suppressions", "list", "--json"], env=env)
     assert number(602, 0) in everything.output and number(600, 0) not in everything.output
+
+
+# --- opt-out during a call -------------------------------------------------------------------
+
+OPT_OUT_BY_KEY = {
+    "steps": [
+        {"text": "Hello, this is Acme. Press 1 to hear more, or 9 never to be called again."},
+        {"type": "input", "dtmf": {"max_digits": 1}, "name": "choice", "opt_out": {"digits": "9"}},
+        {"text": "Thank you."},
+    ]
+}
+OPT_OUT_BY_VOICE = {
+    "steps": [
+        {"type": "input", "speech": True, "name": "answer", "opt_out": {"phrases": ["stop calling", "remove me"]}},
+    ]
+}
+
+
+def call_events(stack: Stack, batch_id: str) -> list[dict[str, Any]]:
+    conn = psycopg2.connect(stack.env["DATABASE_URL"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT type, payload FROM events WHERE batch_id = %s ORDER BY seq", (batch_id,))
+            return [{"type": t, **p} for t, p in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("script", "given"), [(OPT_OUT_BY_KEY, "digits"), (OPT_OUT_BY_VOICE, "speech")])
+def test_a_callee_who_opts_out_is_suppressed_at_once_and_no_later_batch_dials_the_number(
+    stack: Stack, script: dict[str, Any], given: str
+) -> None:
+    base = 400 if given == "digits" else 420
+    # The simulator's callee of a number ending in 7 gives the script's opt-out; one ending in 0
+    # gives nothing and hears the script to its end.
+    opting, staying = number(base, 7), number(base + 1, 0)
+    sent = {"calls": [{"phone_number": p, "script": script} for p in (opting, staying)], "concurrency": 2}
+    batch_id = stack.submit(sent)["batch_id"]
+    final = stack.wait_finished(batch_id)
+    assert (final["status"], final["completed_calls"], final["failed_calls"]) == ("completed", 1, 1)
+    calls = by_number(stack, batch_id)
+    opted = calls[opting]
+    assert (opted["status"], opted["outcome"]) == ("failed", "opted_out")
+    assert len(opted["attempts"]) == 1  # never retried
+    (response,) = wait_for(lambda: by_number(stack, batch_id)[opting]["responses"], "the opt-out answer stored")
+    if given == "digits":
+        assert (response["step"], response["name"], response["digits"]) == (1, "choice", "9")
+    else:
+        assert (response["step"], response["name"]) == (0, "answer")
+        assert response["speech"][0]["text"] == "stop calling"
+    assert (calls[staying]["status"], calls[staying]["outcome"], calls[staying]["responses"]) == (
+        "completed",
+        "completed",
+        [],
+    )
+    # On the tenant's suppression list, with the call that put it there.
+    listed = wait_for(
+        lambda: api(stack, "GET", "/v1/suppressions", params={"phone_number": opting}).json()["suppressions"],
+        "the number suppressed",
+    )
+    assert listed[0]["phone_number"] == opting and opted["id"] in listed[0]["reason"]
+    failed = [e for e in call_events(stack, batch_id) if e["type"] == "batch.call_failed"]
+    assert [(e["data"]["phone_number"], e["data"]["outcome"]) for e in failed] == [(opting, "opted_out")]
+
+    # A later batch of the tenant: the number ends suppressed, never created.
+    later = stack.submit({"calls": [{"phone_number": opting, "script": script}]})
+    assert later["status"] == "failed" and later["failed_calls"] == 1
+    (again,) = stack.all_calls(later["batch_id"])
+    assert (again["outcome"], again["attempts"]) == ("suppressed", [])
+    assert not creates(stack, {again["id"]})
+
+
+def test_an_opt_out_needs_the_capture_it_listens_on(stack: Stack) -> None:
+    bad = {
+        "steps": [
+            {"type": "input", "speech": True, "opt_out": {"digits": "9"}},
+            {"type": "input", "dtmf": {"max_digits": 1}, "opt_out": {"digits": "99", "phrases": ["stop"]}},
+            {"type": "input", "dtmf": True, "opt_out": {"digits": "x", "unknown": 1}},
+        ]
+    }
+    response = api(stack, "POST", "/v1/batches", json={"calls": [{"phone_number": number(440, 0), "script": bad}]})
+    assert response.status_code == 422, response.text
+    fields = response.json()["error"]["details"]
+    prefix = "calls[0].script.steps"
+    assert fields[f"{prefix}[0].opt_out.digits"] == ["need the step to capture dtmf"]
+    assert fields[f"{prefix}[1].opt_out.digits"] == ["must be at most the step's dtmf.max_digits (1) keys long"]
+    assert fields[f"{prefix}[1].opt_out.phrases"] == ["need the step to capture speech"]
+    assert fields[f"{prefix}[2].opt_out.digits"] == ["must be 1 to 20 of the keys 0-9, * and #"]
+    assert fields[f"{prefix}[2].opt_out"] == ["unknown is not an option; known: digits, phrases"]

@@ -92,6 +92,11 @@ class VonageStack:
     def event_url(self, call_id: str, attempt: int) -> str:
         return vw.event_url(self.stack.api_url, call_id, attempt, key=self.key)
 
+    def call_status(self, call: dict[str, Any]) -> str | None:
+        """The fake Vonage call's status (`completed` once Vonage ended it)."""
+        found = self.fake.call_of(call["id"], 1)
+        return None if found is None else found.status
+
     def input_url(self, call_id: str, attempt: int, step: int) -> str:
         return vw.input_url(self.stack.api_url, call_id, attempt, step, key=self.key)
 
@@ -653,6 +658,46 @@ def test_cancel_with_hangup_puts_a_hangup_to_vonage_for_each_live_call(vonage: V
     assert all(vonage.fake.calls[u].hung_up for u in live)
     assert {c["outcome"] for c in vonage.stack.all_calls(batch_id)} == {"cancelled"}
     assert len(vonage.fake.creates_for(vonage.stack.all_calls(batch_id)[2]["id"])) == 0
+
+
+def test_a_callee_who_presses_the_opt_out_is_suppressed_and_vonage_is_told_to_end_the_call(
+    vonage: VonageStack,
+) -> None:
+    opting, staying = number(650, 0), number(651, 0)
+    vonage.fake.pressed[digits(opting)] = "9"
+    script = {
+        "steps": [
+            {"text": "Press 1 for more, or 9 never to be called again."},
+            {"type": "input", "dtmf": {"max_digits": 1}, "name": "choice", "opt_out": {"digits": "9"}},
+            {"text": "Thank you."},
+        ]
+    }
+    batch_id = vonage.submit({"calls": [{"phone_number": p, "script": script} for p in (opting, staying)]})
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    assert (final["completed_calls"], final["failed_calls"]) == (1, 1)
+    calls = {c["phone_number"]: c for c in vonage.stack.all_calls(batch_id)}
+    opted = calls[opting]
+    assert (opted["status"], opted["outcome"]) == ("failed", "opted_out")
+    assert [(r["name"], r["digits"]) for r in opted["responses"]] == [("choice", "9")]
+    # The input webhook answered an empty NCCO, so Vonage ended the call there; the other callee
+    # pressed 1 and heard the rest of the script.
+    inputs = {w.url: w for w in vonage.fake.webhooks if w.kind == "input"}
+    assert inputs[vonage.input_url(opted["id"], 1, 1)].answer == []
+    assert inputs[vonage.input_url(calls[staying]["id"], 1, 1)].answer[0]["text"] == "Thank you."
+    ended = vonage.fake.call_of(opted["id"], 1)
+    assert ended is not None and ended.nccos[1:] == [[]]
+    wait_for(lambda: vonage.call_status(opted) == "completed", 30, "Vonage's call ended")
+    listed = requests.get(
+        f"{vonage.stack.api_url}/v1/suppressions",
+        params={"phone_number": opting},
+        headers=vonage.stack.headers(),
+        timeout=30,
+    ).json()["suppressions"]
+    assert [s["phone_number"] for s in listed] == [opting]
+    later = vonage.stack.submit({"calls": [{"phone_number": opting, "script": script}]})
+    assert later["failed_calls"] == 1
+    (again,) = vonage.stack.all_calls(later["batch_id"])
+    assert again["outcome"] == "suppressed" and not vonage.fake.creates_for(again["id"])
 
 
 # --- replays, other calls, provider times (after the timing tests: these leave calls live) ----------

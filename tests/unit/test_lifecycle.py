@@ -358,3 +358,22 @@ def test_a_suppressed_number_ends_only_calls_not_yet_dialed_failed_suppressed(st
 def test_a_suppressed_call_cannot_be_retried() -> None:
     with pytest.raises(ValueError, match="retry_on"):
         RetryPolicy(max_attempts=2, retry_on=frozenset({Outcome.SUPPRESSED}))
+
+
+@pytest.mark.parametrize("status", list(CallStatus))
+def test_an_opt_out_ends_every_unfinished_call_failed_opted_out_and_frees_its_slot(status: CallStatus) -> None:
+    call, effects = lc.call_move(lc.Call(status, 1), lc.Trigger.OPT_OUT, None, None)
+    if status in FINAL_STATUSES:
+        assert (call, effects) == (lc.Call(status, 1), ())  # a call already over keeps its outcome
+    else:
+        assert call.status is CallStatus.FAILED
+        assert effects == (
+            lc.FinishCall(CallStatus.FAILED, Outcome.OPTED_OUT, None),
+            lc.WriteEvent(EventType.CALL_FAILED, lc.Payload.CALL),
+            lc.ReleaseSlot(),
+        )
+
+
+def test_an_opted_out_call_cannot_be_retried() -> None:
+    with pytest.raises(ValueError, match="retry_on"):
+        RetryPolicy(max_attempts=2, retry_on=frozenset({Outcome.OPTED_OUT}))

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from batchcalls.adapters.telephony import ncco
+from batchcalls.domain import scripts
 from batchcalls.domain.scripts import normalize_script, script_problems_by_path
 from batchcalls.domain.voices import voice_catalog
 
@@ -134,8 +135,8 @@ def test_barge_in_only_where_an_input_comes_next() -> None:
 
 def test_input_step_lookup() -> None:
     script = normalize_script(TYPED)
-    assert ncco.input_step(script, 2) is not None and ncco.input_step(script, 6) is not None
-    assert ncco.input_step(script, 0) is None and ncco.input_step(script, 99) is None
+    assert scripts.input_step(script, 2) is not None and scripts.input_step(script, 6) is not None
+    assert scripts.input_step(script, 0) is None and scripts.input_step(script, 99) is None
 
 
 # --- the script checks of the new step kinds ------------------------------------------------

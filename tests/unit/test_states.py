@@ -115,6 +115,7 @@ def test_status_values_are_the_public_names() -> None:
         "suppressed",
         "cancelled",
         "expired",
+        "opted_out",
     }
 
 

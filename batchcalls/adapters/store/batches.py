@@ -191,6 +191,13 @@ def _by_idempotency_key(cur: RealDictCursor, tenant_id: int, key: str) -> dict[s
     return row
 
 
+def replay_of(cur: RealDictCursor, tenant_id: int, key: str, request_hash: str) -> str | None:
+    """The batch an earlier request with this Idempotency-Key created (None: no such request).
+    Raises IdempotencyConflict when that request's body was another."""
+    existing = _by_idempotency_key(cur, tenant_id, key)
+    return None if existing is None else _replayed(existing, request_hash).batch_id
+
+
 def _replayed(existing: dict[str, Any], request_hash: str) -> Submitted:
     if existing["request_hash"] != request_hash:
         raise IdempotencyConflict(

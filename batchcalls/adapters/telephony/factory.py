@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from batchcalls.adapters.telephony.base import Provider
 from batchcalls.adapters.telephony.chaos import Chaos, ChaoticSchedule, Schedule
@@ -15,6 +15,9 @@ from config.settings import Settings
 class EventSink(Protocol):
     def record_event(self, event: ProviderEvent, countdown: float = 0) -> None: ...
     def record_events(self, events: list[ProviderEvent], countdown: float = 0) -> None: ...
+    def record_input(
+        self, call_id: str, attempt: int, step: int, responses: list[dict[str, Any]], countdown: float = 0
+    ) -> None: ...
 
 
 def make_provider(settings: Settings, sink: EventSink) -> Provider:
@@ -31,6 +34,9 @@ def make_provider(settings: Settings, sink: EventSink) -> Provider:
             schedule_many=None
             if settings.sim_chaos
             else (lambda events, delay: sink.record_events(events, countdown=max(delay, 0))),
+            send_input=lambda call_id, attempt, step, responses, delay: sink.record_input(
+                call_id, attempt, step, responses, countdown=max(delay, 0)
+            ),
         )
     if settings.provider == "vonage":
         # Imported here: the SDK is only loaded by processes that use it. Raises

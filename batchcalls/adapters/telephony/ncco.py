@@ -62,15 +62,6 @@ def render(
     return actions
 
 
-def input_step(script: Mapping[str, Any], index: int) -> Mapping[str, Any] | None:
-    """Step `index` of `script` when it is an input step, else None."""
-    steps = script.get("steps") or []
-    if 0 <= index < len(steps) and steps[index].get("type") == "input":
-        step: Mapping[str, Any] = steps[index]
-        return step
-    return None
-
-
 def _input_follows(steps: list[Mapping[str, Any]], index: int) -> bool:
     """True when the next step that is not spoken text is an input step. Vonage allows `bargeIn`
     only on talks followed (past other talks) by an input."""

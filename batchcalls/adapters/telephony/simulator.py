@@ -19,8 +19,10 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from kombu.exceptions import KombuError
@@ -29,16 +31,37 @@ from batchcalls.adapters.logs import quoted
 from batchcalls.adapters.telephony.base import DialRequest, LiveAttempt
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.states import AttemptStatus, Outcome
+from batchcalls.domain.timefmt import isoformat_ms
 
 log = logging.getLogger("batchcalls.simulator")
 
 Step = tuple[float, AttemptStatus, Outcome | None]
+Answer = tuple[int, dict[str, Any]]  # (input step, what the callee gave: digits or speech)
 
 _UNANSWERED = {"1": Outcome.BUSY, "2": Outcome.NO_ANSWER, "3": Outcome.FAILED, "6": Outcome.REJECTED}
+OPTS_OUT = "7"  # a number ending so answers, and gives the first opt-out its script declares
 
 
-def plan(phone_number: str, attempt: int, ring_seconds: float, call_seconds: float) -> list[Step]:
-    """The life of one simulated attempt: (seconds after dialing, status, outcome)."""
+def opt_out_answer(phone_number: str, script: Mapping[str, Any]) -> Answer | None:
+    """What the callee of a number ending in 7 gives: the digits (else the first phrase) of the
+    first input step that declares an opt-out. None for other numbers and other scripts."""
+    if not phone_number.endswith(OPTS_OUT):
+        return None
+    for index, step in enumerate(script.get("steps") or []):
+        option = step.get("opt_out") if step.get("type") == "input" else None
+        if isinstance(option, Mapping):
+            if option.get("digits"):
+                return index, {"digits": option["digits"], "speech": []}
+            return index, {"digits": None, "speech": [{"text": option["phrases"][0], "confidence": 0.93}]}
+    return None
+
+
+def plan(
+    phone_number: str, attempt: int, ring_seconds: float, call_seconds: float, *, opts_out: bool = False
+) -> list[Step]:
+    """The life of one simulated attempt: (seconds after dialing, status, outcome). A callee who
+    opts out does so halfway through the call, which ends there (`opted_out`): whichever of the
+    ending and the answer is applied first, the call ends opted out and the number is suppressed."""
     digit = phone_number[-1]
     outcome = _UNANSWERED.get(digit)
     if digit == "4" and attempt == 1:
@@ -47,6 +70,12 @@ def plan(phone_number: str, attempt: int, ring_seconds: float, call_seconds: flo
     if outcome is not None:
         return [*steps, (ring_seconds, AttemptStatus.ENDED, outcome)]
     answered = Outcome.MACHINE if digit == "5" else Outcome.COMPLETED
+    if opts_out:
+        return [
+            *steps,
+            (ring_seconds, AttemptStatus.ANSWERED, None),
+            (ring_seconds + call_seconds / 2, AttemptStatus.ENDED, Outcome.OPTED_OUT),
+        ]
     return [
         *steps,
         (ring_seconds, AttemptStatus.ANSWERED, None),
@@ -66,12 +95,31 @@ class SimulatorProvider:
     name: str = "simulator"
     log_path: str | None = None  # BATCHCALLS_SIM_LOG: one JSON line per call created (and hung up), for audits
     schedule_many: Callable[[list[ProviderEvent], float], None] | None = None
+    # (call id, attempt, input step, responses, delay): the callee's answers, like an input webhook's
+    send_input: Callable[[str, int, int, list[dict[str, Any]], float], None] | None = None
 
-    def _events(self, call_id: str, attempt: int, phone: str, uuid_: str, start: float) -> list[ProviderEvent]:
+    def _events(
+        self, call_id: str, attempt: int, phone: str, uuid_: str, start: float, *, opts_out: bool = False
+    ) -> list[ProviderEvent]:
         return [
             ProviderEvent(call_id, attempt, status, start + offset, outcome, uuid_)
-            for offset, status, outcome in plan(phone, attempt, self.ring_seconds, self.call_seconds)
+            for offset, status, outcome in plan(phone, attempt, self.ring_seconds, self.call_seconds, opts_out=opts_out)
         ]
+
+    def _answer(self, request: DialRequest, uuid_: str, answer: Answer, at: float) -> None:
+        step, given = answer
+        name = request.script["steps"][step].get("name")
+        response = {
+            "id": f"{uuid_}:{step}:{at}",
+            "step": step,
+            "name": name if isinstance(name, str) else None,
+            "attempt": request.attempt,
+            **given,
+            "timed_out": False,
+            "at": isoformat_ms(datetime.fromtimestamp(at, tz=UTC)),
+        }
+        assert self.send_input is not None
+        self.send_input(request.call_id, request.attempt, step, [response], at - time.time())
 
     def create_call(self, request: DialRequest) -> str:
         provider_call_id = "sim-" + uuid.uuid4().hex
@@ -87,8 +135,13 @@ class SimulatorProvider:
                     "uuid": provider_call_id,
                 },
             )
-        events = self._events(request.call_id, request.attempt, request.phone_number, provider_call_id, start)
+        answer = opt_out_answer(request.phone_number, request.script) if self.send_input else None
+        events = self._events(
+            request.call_id, request.attempt, request.phone_number, provider_call_id, start, opts_out=answer is not None
+        )
         try:
+            if answer is not None:
+                self._answer(request, provider_call_id, answer, events[-1].at)
             if self.schedule_many is None:
                 for event in events:
                     self.schedule(event, event.at - start)
@@ -109,6 +162,8 @@ class SimulatorProvider:
         return provider_call_id
 
     def poll(self, attempt: LiveAttempt) -> ProviderEvent | None:
+        """The plan's last event reached. A callee who opts out is not known here (the script is
+        not): a lost opt-out answer leaves the call ending as answered, as a lost webhook would."""
         if attempt.provider_call_id is None:
             return None
         events = self._events(
