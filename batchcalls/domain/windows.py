@@ -19,6 +19,7 @@ a US toll-free number the 42 zones of the North American plan, which few windows
 once: a window that never holds in all of them never opens). When phonenumbers knows no zone for a
 number (``Etc/Unknown``), the number gets every zone of its country calling code, and UTC when even
 the country has none (international networks such as +800 or +881).
+An empty `zones` reads as UTC.
 
 The functions look for boundaries rather than stepping: for each zone they cut a stretch of time
 (a few days, then longer stretches up to `HORIZON`) at its UTC-offset changes, and inside each
@@ -36,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 import phonenumbers
 from phonenumbers import timezone as phone_zones
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 from batchcalls.domain.window_spec import RECIPIENT, CallingWindow, Span, is_zone_name
 
@@ -45,7 +47,6 @@ _FIRST_STRETCH = timedelta(days=4)
 # Offset samples are this far apart; two offset changes within one step would go unseen (none
 # does in the zone database for the years ahead).
 _SAMPLE = timedelta(hours=6)
-_SECOND = timedelta(seconds=1)
 Interval = tuple[datetime, datetime]  # [start, end), aware UTC
 
 
@@ -71,10 +72,9 @@ def zones_for_number(e164: str) -> tuple[str, ...]:
 
 
 def _country_zones(country_code: int | None) -> tuple[str, ...]:
-    # The country's own entry in phonenumbers' prefix table, which lists all its zones. A
-    # national number 0 has no longer prefix entry, so the lookup falls back to the country's.
-    bare = phonenumbers.PhoneNumber(country_code=country_code, national_number=0)
-    return tuple(zone for zone in phone_zones.time_zones_for_geographical_number(bare) if zone != "Etc/Unknown")
+    # phonenumbers' prefix table has an entry for each country calling code it knows, listing
+    # every zone of the country (the one its own country-level lookup reads).
+    return tuple(TIMEZONE_DATA.get(str(country_code), ()))
 
 
 def _aware_utc(at: datetime) -> datetime:
