@@ -6,6 +6,7 @@ beside it), never recomputed by the code under test.
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -282,6 +283,26 @@ def test_zones_that_never_overlap_never_open() -> None:
     assert next_opening(w, zones_for_number("+18005550100"), utc(2026, 1, 5)) is None
 
 
+def test_a_listed_day_is_each_zones_own_local_day() -> None:
+    w = window({"days": ["mon"], "start": "00:00", "end": "24:00"})
+    zones = ("Asia/Kolkata", "America/Los_Angeles")
+    # Monday 2026-01-05 in Kolkata (UTC+5:30): 01-04 18:30Z to 01-05 18:30Z; in Los Angeles (PST,
+    # UTC-8): 01-05 08:00Z to 01-06 08:00Z. Monday in both: 08:00Z to 18:30Z.
+    assert_opening(w, zones, utc(2026, 1, 4), utc(2026, 1, 5, 8), utc(2026, 1, 5, 18, 30))
+
+
+def test_a_span_excludes_only_its_own_dates() -> None:
+    w = window(
+        [
+            {"start": "09:00", "end": "12:00", "exclude_dates": ["2026-12-24"]},
+            {"start": "14:00", "end": "17:00"},
+        ]
+    )
+    # London, 2026-12-24 (UTC): the morning span is excluded, the afternoon one is not.
+    assert next_opening(w, LONDON, utc(2026, 12, 24)) == utc(2026, 12, 24, 14)
+    assert next_opening(w, LONDON, utc(2026, 12, 24, 17)) == utc(2026, 12, 25, 9)
+
+
 # --- retries -------------------------------------------------------------------------------
 
 
@@ -314,3 +335,55 @@ def test_an_offset_clock_is_the_system_time_moved() -> None:
     assert before + day <= moved <= after + day
     assert moved.utcoffset() == timedelta(0)
     assert OffsetClock(-3600).now() < SystemClock().now()
+
+
+# --- the boundary search agrees with the definition ------------------------------------------
+
+GRID = timedelta(minutes=15)
+# Offsets and clock changes of these zones all fall on quarter hours, so with quarter-hour times
+# every opening and closing lies on a quarter-hour grid that a plain scan with is_open can check.
+GRID_ZONES = [*NEW_YORK, *LOS_ANGELES, *LONDON, *KOLKATA, *LORD_HOWE, "Australia/Eucla", "America/St_Johns"]
+# The eves of the clock changes of 2026 in those zones.
+GRID_STARTS = [
+    utc(2026, 3, 7),
+    utc(2026, 10, 31),
+    utc(2026, 3, 28),
+    utc(2026, 10, 24),
+    utc(2026, 4, 4),
+    utc(2026, 10, 3),
+]
+
+
+def _random_span(rng: random.Random) -> dict[str, Any]:
+    start, end = rng.sample(range(0, 24 * 60 + 1, 15), 2)
+    start, end = (end, start) if start == 24 * 60 else (start, end)
+    span: dict[str, Any] = {"start": f"{start // 60:02d}:{start % 60:02d}", "end": f"{end // 60:02d}:{end % 60:02d}"}
+    if rng.random() < 0.5:
+        span["days"] = rng.sample(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], rng.randint(1, 6))
+    if rng.random() < 0.3:
+        span["exclude_dates"] = [
+            f"2026-{rng.choice(['03', '04', '10', '11'])}-{rng.randint(1, 28):02d}" for _ in range(3)
+        ]
+        span["exclude_dates"] = sorted(set(span["exclude_dates"]))
+    return span
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_next_opening_and_closes_at_agree_with_is_open_on_a_quarter_hour_grid(seed: int) -> None:
+    rng = random.Random(seed)
+    w = window([_random_span(rng) for _ in range(rng.randint(1, 3))])
+    zones = tuple(rng.sample(GRID_ZONES, rng.randint(1, 3)))
+    at = rng.choice(GRID_STARTS) + GRID * rng.randrange(4 * 48)
+    grid = [at + GRID * step for step in range(4 * 24 * 4)]
+    first_open = next((t for t in grid if is_open(w, zones, t)), None)
+    opening = next_opening(w, zones, at)
+    if first_open is None:
+        assert opening is None or opening > grid[-1]
+        return
+    assert opening == first_open
+    first_closed = next((t for t in grid if t > opening and not is_open(w, zones, t)), None)
+    closing = closes_at(w, zones, opening)
+    if first_closed is None:
+        assert closing is None or closing > grid[-1]
+    else:
+        assert closing == first_closed
