@@ -77,6 +77,11 @@ def _country_zones(country_code: int | None) -> tuple[str, ...]:
     return tuple(TIMEZONE_DATA.get(str(country_code), ()))
 
 
+def _distinct(zones: Sequence[str]) -> tuple[str, ...]:
+    """`zones` without repeats, in order; UTC for none."""
+    return tuple(dict.fromkeys(zones)) or ("UTC",)
+
+
 def _aware_utc(at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("expected an aware datetime")
@@ -174,7 +179,7 @@ def _open_intervals(window: CallingWindow, zones: Sequence[str], start: datetime
     if not recipient_spans:
         return _merged(fixed)
     result = [(start, end)]
-    for name in dict.fromkeys(zones) or ("UTC",):
+    for name in _distinct(zones):
         own = _span_intervals(recipient_spans, _zone(name), start, end)
         result = _intersection(result, _merged([*own, *fixed]))
         if not result:
@@ -185,7 +190,7 @@ def _open_intervals(window: CallingWindow, zones: Sequence[str], start: datetime
 def is_open(window: CallingWindow, zones: Sequence[str], at: datetime) -> bool:
     """Whether the window is open at instant `at` for a recipient in every one of `zones`."""
     at = _aware_utc(at)
-    for name in dict.fromkeys(zones) or ("UTC",):
+    for name in _distinct(zones):
         if not any(
             _inside(span, _zone(name if span.timezone == RECIPIENT else span.timezone), at) for span in window.spans
         ):
