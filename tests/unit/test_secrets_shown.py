@@ -64,6 +64,25 @@ def test_an_event_task_shows_how_many_answers_it_carries_not_what_they_say() -> 
     assert sent.calls[0]["args"][0]["responses"] == said  # the task itself still gets them
 
 
+def test_the_tasks_of_control_commands_show_their_batch_and_call_ids_and_no_answer() -> None:
+    """What Flower's task list shows of the tasks a resume, a cancel with hangup, an expiry and
+    a simulated callee's opt-out cause: which batch and which call, never what the callee said."""
+    app = create_celery(load_settings(SECRETS))
+    sent = Sent()
+    app.send_task = sent.send_task
+    queue = CeleryTaskQueue(app)
+    queue.dispatch("batch_1", 5)
+    queue.hang_up("batch_1", "call_2", tries=1, countdown=1)
+    queue.expire("batch_1", countdown=3)
+    queue.record_input("call_3", 1, 2, [{"step": 2, "digits": "9", "speech": [{"text": "stop calling"}]}], 1)
+    shown = {c["name"]: c["argsrepr"] for c in sent.calls}
+    assert "'batch_1'" in shown["batchcalls.dispatch"]
+    assert shown["batchcalls.hang_up"] == "('batch_1', 'call_2')"
+    assert shown["batchcalls.expire"] == "('batch_1',)"
+    assert shown["batchcalls.record_input"] == "('call_3', 1, 2, '<1 responses>')"
+    assert sent.calls[-1]["args"][3][0]["digits"] == "9"  # the task itself gets them
+
+
 def test_a_key_pasted_without_its_begin_line_is_not_echoed_in_the_error() -> None:
     body = "MIIEowIBAAKCAQEA" + "x" * 300
     for value in (body, "\\n".join([body[:64], body[64:128], body[128:]])):
