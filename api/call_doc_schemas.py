@@ -10,6 +10,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from api.schemas import MAX_PRIORITY, MIN_PRIORITY, _doc
+from api.window_doc import CALLING_WINDOW_DOC
 from batchcalls.domain.scripts import MAX_SCRIPT_TYPE_CHARS, MAX_STEPS, MAX_TEXT_CHARS
 
 # Text spoken by a step: what `batchcalls.domain.scripts` accepts.
@@ -106,3 +107,4 @@ class CallSchema(Schema):
         validate=validate.Range(min=MIN_PRIORITY, max=MAX_PRIORITY),
         metadata=_doc("0 (highest) to 9; defaults to the batch's priority."),
     )
+    calling_window = fields.Raw(metadata=_doc("This call's own window, replacing its batch's. " + CALLING_WINDOW_DOC))

@@ -18,6 +18,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from api.body_paths import check_storable_text as check_storable_text  # the routes and tests read it here
 from api.body_paths import flatten_errors
+from api.window_doc import CALLING_WINDOW_DOC, CALLING_WINDOW_EXAMPLE
 from batchcalls.domain.errors import InvalidRequest, InvalidScript
 from batchcalls.domain.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
 from batchcalls.domain.scripts import MAX_STEPS
@@ -37,7 +38,7 @@ NOT_A_LIST = "Not a valid list."
 NOT_A_MAPPING = "Not a valid mapping type."
 PRIORITY_RANGE = f"Must be greater than or equal to {MIN_PRIORITY} and less than or equal to {MAX_PRIORITY}."
 
-CALL_FIELDS = frozenset({"phone_number", "script", "voice_id", "priority"})
+CALL_FIELDS = frozenset({"phone_number", "script", "voice_id", "priority", "calling_window"})
 SCRIPT_FIELDS = frozenset({"type", "text", "steps"})
 
 Problems = dict[str, Any]  # marshmallow's nested error messages: field or index -> messages
@@ -259,6 +260,8 @@ class BatchRequestSchema(Schema):
             format="date-time",
         )
     )
+
+    calling_window = fields.Raw(metadata=_doc(CALLING_WINDOW_DOC, example=CALLING_WINDOW_EXAMPLE))
 
 
 _SCHEMA = BatchRequestSchema()

@@ -1,4 +1,4 @@
-"""A tenant's policy: its quotas and where it may call. Pure: no I/O.
+"""A tenant's policy: its quotas, where it may call, and its default calling window. Pure: no I/O.
 
 Every limit has a default from settings; a tenant's own value, when set (`batchcalls keys
 policy`), replaces it, higher or lower. `TenantPolicy` holds a tenant's own values (None: the
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from batchcalls.domain.destinations import DEFAULT_BLOCKED_TYPES, DestinationPolicy, parse_countries, parse_number_types
+from batchcalls.domain.window_spec import CallingWindow, to_json
 
 POLICY_FIELDS = (
     "max_queued_calls",
@@ -18,6 +19,7 @@ POLICY_FIELDS = (
     "blocked_number_types",
     "max_calls_per_second",
     "max_concurrent_calls",
+    "calling_window",
 )
 
 
@@ -32,6 +34,7 @@ class Policy:
     blocked_number_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
     max_calls_per_second: float | None = None
     max_concurrent_calls: int | None = None
+    calling_window: CallingWindow | None = None  # the window of batches that give none
 
     def __post_init__(self) -> None:
         for name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls"):
@@ -49,7 +52,13 @@ class Policy:
         return DestinationPolicy(frozenset(self.allowed_countries), frozenset(self.blocked_number_types))
 
     def as_dict(self) -> dict[str, object]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        shown: dict[str, object] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            shown[item.name] = list(value) if isinstance(value, tuple) else value
+        if self.calling_window is not None:
+            shown["calling_window"] = to_json(self.calling_window)
+        return shown
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class TenantPolicy:
     blocked_number_types: tuple[str, ...] | None = None
     max_calls_per_second: float | None = None
     max_concurrent_calls: int | None = None
+    calling_window: CallingWindow | None = None
 
     def over(self, defaults: Policy) -> Policy:
         """The policy in force: this tenant's values where set, `defaults` elsewhere."""

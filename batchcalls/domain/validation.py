@@ -29,6 +29,7 @@ from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.scripts import normalize_script, script_problems_by_path
 from batchcalls.domain.states import RETRYABLE_OUTCOMES
 from batchcalls.domain.timefmt import parse_expires_at
+from batchcalls.domain.window_requests import requested_windows
 
 Details = dict[str, list[str]]
 
@@ -272,6 +273,7 @@ def build_batch(
     concurrency = _concurrency(data, max_concurrency)
     retry = _retry_policy(data.get("retry_config"))
     expires_at = parse_expires_at(data.get("expires_at"), now)
+    window, own = requested_windows(data, calls)
     priority: int = data.get("priority", DEFAULT_PRIORITY)
     return NewBatch(
         calls=tuple(
@@ -280,8 +282,9 @@ def build_batch(
                 script=normalize_script(call["script"]),
                 voice_id=call.get("voice_id"),
                 priority=call.get("priority", priority),
+                calling_window=own_window,
             )
-            for number, call in zip(numbers, calls, strict=True)
+            for number, call, own_window in zip(numbers, calls, own, strict=True)
         ),
         concurrency=concurrency,
         retry=retry,
@@ -289,4 +292,5 @@ def build_batch(
         priority=priority,
         metadata=data.get("metadata"),
         expires_at=expires_at,
+        calling_window=window,
     )
