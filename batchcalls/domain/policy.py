@@ -20,6 +20,7 @@ POLICY_FIELDS = (
     "max_calls_per_second",
     "max_concurrent_calls",
     "calling_window",
+    "max_dials_per_number",
 )
 
 
@@ -35,11 +36,13 @@ class Policy:
     max_calls_per_second: float | None = None
     max_concurrent_calls: int | None = None
     calling_window: CallingWindow | None = None  # the window of batches that give none
+    max_dials_per_number: int | None = None  # in any rolling 24 hours, across the tenant's batches
 
     def __post_init__(self) -> None:
-        for name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls"):
+        optional = ("max_concurrent_calls", "max_dials_per_number")
+        for name in ("max_queued_calls", "max_calls_per_batch", *optional):
             value = getattr(self, name)
-            if (value is not None or name != "max_concurrent_calls") and (type(value) is not int or value < 1):
+            if (value is not None or name not in optional) and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
         cps = self.max_calls_per_second
         if cps is not None and (isinstance(cps, bool) or not isinstance(cps, int | float) or not 0 < cps <= 10_000):
@@ -73,6 +76,7 @@ class TenantPolicy:
     max_calls_per_second: float | None = None
     max_concurrent_calls: int | None = None
     calling_window: CallingWindow | None = None
+    max_dials_per_number: int | None = None
 
     def over(self, defaults: Policy) -> Policy:
         """The policy in force: this tenant's values where set, `defaults` elsewhere."""

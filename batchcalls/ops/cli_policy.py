@@ -42,6 +42,11 @@ from batchcalls.ops.cli_admin import _database_url, keys
     metavar="JSON|default",
     help='Window of the tenant\'s batches that give none, e.g. \'{"start": "09:00", "end": "20:00"}\' (default: none).',
 )
+@click.option(
+    "--max-dials-per-number",
+    metavar="N|default",
+    help="Most dials to one number in any rolling 24 hours, across the tenant's batches (default: none).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_policy(
     tenant: str,
@@ -52,6 +57,7 @@ def keys_policy(
     max_calls_per_second: str | None,
     max_concurrent_calls: str | None,
     calling_window: str | None,
+    max_dials_per_number: str | None,
     as_json: bool,
 ) -> None:
     """Show a tenant's quotas and destination policy, after setting those given.
@@ -73,6 +79,7 @@ def keys_policy(
         "max_calls_per_second": max_calls_per_second,
         "max_concurrent_calls": max_concurrent_calls,
         "calling_window": calling_window,
+        "max_dials_per_number": max_dials_per_number,
     }
     changes = {name: _policy_value(name, raw) for name, raw in given.items() if raw is not None}
     defaults = load_settings().tenant_defaults
@@ -114,7 +121,7 @@ def _policy_value(name: str, raw: str) -> object:
             if not 0 < rate <= 10_000:
                 raise ValueError(f"must be a number above 0 and at most 10000, or `default`; not {raw!r}")
             return rate
-        if name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls"):
+        if name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls", "max_dials_per_number"):
             if not text.isdigit() or not 1 <= int(text) < 2**31:
                 raise ValueError(f"must be a whole number from 1 to {2**31 - 1}, or `default`; not {raw!r}")
             return int(text)

@@ -1,4 +1,4 @@
-"""Calling windows on the real stack (worker processes, Redis, Postgres, the simulator), on a moved
+"""Calling windows and contact limits on the real stack (worker processes, Redis, Postgres, the simulator), on a moved
 clock: `BATCHCALLS_CLOCK_OFFSET_SECONDS` puts the stack's windows at 16:59:20 UTC on Wednesday
 13 January 2027 when it starts: New York (11:59) and London (16:59) are inside 09:00-20:00, Los
 Angeles (08:59) opens 40 s later, Kolkata (22:29) not before 03:30 UTC the next day. Each call is
@@ -7,6 +7,7 @@ wait on conditions with deadlines, never on durations."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from batchcalls.adapters.store.tenants import create_key, set_tenant_policy
 from batchcalls.domain.window_spec import parse_calling_window
 from batchcalls.domain.windows import is_open, zones_for_number
 from tests.integration.test_control import command, creates, wait_for
@@ -178,3 +180,47 @@ def test_a_bad_or_never_opening_window_is_a_422_naming_it(moved: Moved) -> None:
     assert details["calls[0].phone_number"] == [
         "its calling window never opens in all 42 time zones of the number within 400 days"
     ]
+
+
+# --- contact limits --------------------------------------------------------------------------
+
+
+def test_a_contact_limit_of_three_holds_across_two_batches_and_the_fourth_dial_waits(moved: Moved) -> None:
+    stack = moved.stack
+    name = "limited-" + secrets.token_hex(3)
+    _, key = create_key(stack.db, name)
+    assert set_tenant_policy(stack.db, name, {"max_dials_per_number": 3}) is not None
+    headers = {"Authorization": f"Bearer {key}"}
+    always_busy = "+442079460021"  # the simulator: busy at every attempt
+
+    def submit(attempts: int) -> str:
+        body = {
+            "calls": [{"phone_number": always_busy, "script": {"text": "Hi"}}],
+            "retry_config": {"max_attempts": attempts, "delay": 0.5, "retry_on": ["busy"]},
+        }
+        answer = requests.post(f"{stack.api_url}/v1/batches", json=body, headers=headers, timeout=60)
+        assert answer.status_code == 202, answer.text
+        return str(answer.json()["batch_id"])
+
+    def only_call(batch_id: str) -> dict[str, Any]:
+        answer = requests.get(f"{stack.api_url}/v1/batches/{batch_id}/calls", headers=headers, timeout=60)
+        (call,) = answer.json()["calls"]
+        return call  # type: ignore[no-any-return]
+
+    first = submit(2)
+    wait_for(lambda: only_call(first)["status"] == "failed", "the first batch's two dials")
+    second = submit(3)
+
+    def parked() -> dict[str, Any] | None:
+        call = only_call(second)
+        later = call["next_attempt_at"] and at(call["next_attempt_at"]) > datetime.now(UTC) + timedelta(hours=1)
+        return call if call["status"] == "scheduled" and later else None
+
+    waiting = wait_for(parked, "the second batch's call waiting for its number's dials to free up")
+    assert len(waiting["attempts"]) == 1
+    made = [c for c in stack.sim_creates() if c["phone_number"] == always_busy]
+    assert len(made) == 3  # two of the first batch, one of the second; the fourth waits
+    # Free when the first of the three leaves the rolling day.
+    assert abs(at(waiting["next_attempt_at"]).timestamp() - (min(c["at"] for c in made) + 86400)) < 1.0
+    cancelled = requests.post(f"{stack.api_url}/v1/batches/{second}/cancel", headers=headers, timeout=60)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"

@@ -652,6 +652,7 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             "max_calls_per_second": None,
             "max_concurrent_calls": None,
             "calling_window": None,
+            "max_dials_per_number": None,
         }
         assert keys_policy(env, "--tenant", "acme") == {"tenant": "acme", "policy": defaults, "overrides": {}}
 
@@ -722,6 +723,7 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             "max_calls_per_second: none (default)",
             "max_concurrent_calls: none (default)",
             "calling_window: none (default)",
+            "max_dials_per_number: none (default)",
         ]
         assert post("+442079460020", "+442079460030")[0] == 202
 
@@ -753,6 +755,7 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             (("--tenant", "acme", "--allowed-countries", "UK"), 2, "GB"),
             (("--tenant", "acme", "--max-calls-per-second", "0"), 2, "--max-calls-per-second"),
             (("--tenant", "acme", "--calling-window", '{"start": "9"}'), 2, "start: must be a time"),
+            (("--tenant", "acme", "--max-dials-per-number", "0"), 2, "--max-dials-per-number"),
             (("--tenant", "acme", "--max-calls-per-second", "fast"), 2, "--max-calls-per-second"),
             (("--tenant", "acme", "--max-concurrent-calls", "-1"), 2, "--max-concurrent-calls"),
         ):

@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg2.extras import RealDictCursor
 
-from batchcalls.adapters.store import batches
+from batchcalls.adapters.store import batches, contacts
 from batchcalls.adapters.store.db import Database, execute
 from batchcalls.adapters.store.finishing import finish_call
 from batchcalls.adapters.store.outbox import add_event
@@ -35,7 +35,8 @@ class Suppressed(Exception):
 
 
 class WindowClosed(Exception):
-    """The call's calling window is closed: roll back, and park it until `opening` (`park_call`)."""
+    """The call's calling window is closed, or its number's contact limit reached: roll back, and
+    park it until `opening` (`park_call`)."""
 
     def __init__(self, call_id: str, opening: datetime) -> None:
         super().__init__(call_id)
@@ -73,9 +74,10 @@ def start_attempt(
     # it is not suppressed, the call moved to dialing and its attempt written (data-modifying CTEs).
     execute(
         cur,
-        "WITH b AS (SELECT id, status, tenant_id, calling_window FROM batches"
-        " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = ANY(%s)"
-        " AND (expires_at IS NULL OR expires_at > clock_timestamp()) FOR SHARE),"
+        "WITH b AS (SELECT x.id, x.status, x.tenant_id, x.calling_window, t.max_dials_per_number"
+        " FROM batches x JOIN tenants t ON t.id = x.tenant_id"
+        " WHERE x.id = (SELECT batch_id FROM calls WHERE id = %s) AND x.status = ANY(%s)"
+        " AND (x.expires_at IS NULL OR x.expires_at > clock_timestamp()) FOR SHARE OF x),"
         " w AS (SELECT c.id, EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = b.tenant_id"
         " AND s.phone_number = c.phone_number) AS suppressed"
         " FROM calls c JOIN b ON b.id = c.batch_id WHERE c.id = %s AND c.status = ANY(%s) FOR UPDATE OF c),"
@@ -86,7 +88,8 @@ def start_attempt(
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
         " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
         " SELECT c.*, b.status AS batch_status, w.suppressed AS number_suppressed,"
-        " b.calling_window AS batch_calling_window FROM w, b LEFT JOIN c ON true",
+        " b.calling_window AS batch_calling_window, b.tenant_id AS batch_tenant_id,"
+        " b.max_dials_per_number AS tenant_max_dials FROM w, b LEFT JOIN c ON true",
         (
             call_id,
             values(DIALING_BATCH_STATUSES),
@@ -110,6 +113,9 @@ def start_attempt(
         return None, None
     if closed_until is not None and (opening := closed_until(call)) is not None:
         raise WindowClosed(call_id, opening)
+    tenant_id, limit = call.pop("batch_tenant_id"), call.pop("tenant_max_dials")
+    if limit is not None and (free_at := contacts.reserve_dial(cur, tenant_id, call["phone_number"], limit)):
+        raise WindowClosed(call_id, free_at)  # its number's dials of the day are used up
     call.pop("batch_calling_window")
     if batch is not None:
         add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))

@@ -45,6 +45,7 @@ def policy_of(row: Mapping[str, Any]) -> TenantPolicy:
         max_calls_per_second=None if (cps := row["max_calls_per_second"]) is None else float(cps),
         max_concurrent_calls=row["max_concurrent_calls"],
         calling_window=stored_window(row["calling_window"]),
+        max_dials_per_number=row["max_dials_per_number"],
     )
 
 
