@@ -80,11 +80,13 @@ def _copy_calls(
                 json.dumps(call.script, separators=(",", ":")),
                 SUPPRESSED.status.value if ended else CallStatus.QUEUED.value,
                 SUPPRESSED.outcome.value if ended else "",
+                "" if call.metadata is None else json.dumps(call.metadata, separators=(",", ":")),
+                "" if call.variables is None else json.dumps(call.variables, separators=(",", ":")),
             )
         )
     buf.seek(0)
     cur.copy_expert(
-        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome)"
+        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome, metadata, variables)"
         " FROM STDIN WITH (FORMAT csv, NULL '')",
         buf,
     )
