@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -170,6 +171,8 @@ def create_batch() -> tuple[Response, int]:
         destinations=policy.destinations,
         now=datetime.now(UTC),
     )
+    if batch.calling_window is None and policy.calling_window is not None:
+        batch = replace(batch, calling_window=policy.calling_window)  # the tenant's default window
     if batch.callback_url is not None:
         check_callback_url(
             batch.callback_url,

@@ -152,6 +152,9 @@ class BatchSchema(Schema):
     cancelled_calls = fields.Integer(required=True)
     in_progress = fields.Integer(required=True, metadata=_doc("Calls dialing, ringing or answered."))
     pending = fields.Integer(required=True, metadata=_doc("Calls queued or scheduled."))
+    scheduled = fields.Integer(
+        required=True, metadata=_doc("Of `pending`, the calls waiting for a retry or for their calling window.")
+    )
     concurrency = fields.Integer(required=True)
     priority = fields.Integer(required=True)
     retry_config = fields.Nested(RetryConfigViewSchema, required=True)
@@ -161,6 +164,12 @@ class BatchSchema(Schema):
     started_at = _time("When its first call was dialed; null before.")
     finished_at = _time("When its last call became final; null before.")
     expires_at = _time("Its `expires_at`, after which no call of it is placed; null when none was given.")
+    calling_window = fields.List(
+        fields.Dict(),
+        required=True,
+        allow_none=True,
+        metadata=_doc("Its `calling_window` in normal form (a list of spans, every field given); null when none."),
+    )
 
 
 class BatchStatusSchema(BatchSchema):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 
 from batchcalls.domain.destinations import DEFAULT_BLOCKED_TYPES, caller_region, parse_countries, parse_number_types
 from batchcalls.domain.policy import Policy
@@ -113,6 +114,8 @@ class Settings:
     pg_prepared_statements: bool = True
     # Redis streams that provider events due now travel through (workers/inbox.py).
     event_shards: int = 16
+    # Calling windows are read on the clock moved by this much (tests run a window at another hour).
+    clock_offset_seconds: float = 0.0
     # Simulator.
     sim_ring_seconds: float = 0.5
     sim_call_seconds: float = 2.0
@@ -130,6 +133,10 @@ class Settings:
     vonage_ca_bundle: str | None = None
     vonage_cps: float = 3.0
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clock_offset(self) -> timedelta:
+        return timedelta(seconds=self.clock_offset_seconds)
 
     @property
     def tenant_defaults(self) -> Policy:
@@ -251,6 +258,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_tenant_concurrency=_positive_int(env, "BATCHCALLS_WEBHOOK_TENANT_CONCURRENCY", 2),
         pg_prepared_statements=_flag(env, "BATCHCALLS_PG_PREPARED_STATEMENTS", default=True),
         event_shards=_positive_int(env, "BATCHCALLS_EVENT_SHARDS", 16),
+        clock_offset_seconds=_float(env, "BATCHCALLS_CLOCK_OFFSET_SECONDS", 0.0),
         sim_ring_seconds=_float(env, "BATCHCALLS_SIM_RING_SECONDS", 0.5),
         sim_call_seconds=_float(env, "BATCHCALLS_SIM_CALL_SECONDS", 2.0),
         sim_cps=_optional_float(env, "BATCHCALLS_SIM_CPS"),

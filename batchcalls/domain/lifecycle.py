@@ -93,6 +93,7 @@ class Trigger(str, Enum):
     SUPPRESS = "suppress"  # its number is suppressed for its tenant: a call not yet dialed ends
     EXPIRE = "expire"  # its batch's `expires_at` passed: a call waiting for an attempt ends
     OPT_OUT = "opt_out"  # the callee gave the script's opt-out: the call ends, live or waiting
+    WINDOW_CLOSED = "window_closed"  # given a slot outside its calling window: it waits for the opening
 
 
 TRIGGER_OF_ATTEMPT = {
@@ -136,6 +137,10 @@ CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     (C.DIALING, Trigger.OPT_OUT): Outcome.OPTED_OUT,
     (C.RINGING, Trigger.OPT_OUT): Outcome.OPTED_OUT,
     (C.IN_PROGRESS, Trigger.OPT_OUT): Outcome.OPTED_OUT,
+    # A call about to be dialed outside its calling window is not dialed: it waits, `scheduled`,
+    # for the window's next opening (its `next_attempt_at`), holding no slot.
+    (C.QUEUED, Trigger.WINDOW_CLOSED): C.SCHEDULED,
+    (C.SCHEDULED, Trigger.WINDOW_CLOSED): C.SCHEDULED,
 }
 
 RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING, B.PAUSED})
@@ -180,13 +185,17 @@ def end_of_attempt(attempt: Attempt, batch: Batch, *, error: str | None) -> tupl
     seconds after the attempt ended, when the policy retries its outcome, attempts remain and the
     batch is still dialing; else the call's final status. A retry that would come due at or after
     the batch's `expires_at` could never be placed: the call ends `expired` instead, as the
-    batch's expiry ends the retries still waiting then. `error` is the ending event's."""
+    batch's expiry ends the retries still waiting then. A retry due outside the call's calling
+    window is pushed to its next opening (one that never comes ends the call `expired` too).
+    `error` is the ending event's."""
     if attempt.outcome is None or attempt.ended_at is None:
         raise ValueError("an ended attempt has an outcome and an end time")
     delay = batch.retry.next_delay(attempt.outcome, attempt.number)
     if delay is not None and batch.status in RETRY_WHILE_BATCH:
-        due = attempt.ended_at + timedelta(seconds=delay)
-        if batch.expires_at is not None and due >= batch.expires_at:
+        due: datetime | None = attempt.ended_at + timedelta(seconds=delay)
+        if batch.window is not None and due is not None:
+            due = batch.window.opening(due)  # a retry never falls outside the call's window
+        if due is None or (batch.expires_at is not None and due >= batch.expires_at):
             return finish(Outcome.EXPIRED, error)
         return ScheduleRetry(due, error), ReleaseSlot()
     return finish(attempt.outcome, error)

@@ -8,6 +8,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from batchcalls.domain.call_windows import CallWindow
 from batchcalls.domain.events import EventType
 from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.states import AttemptStatus, BatchStatus, CallStatus, Outcome
@@ -48,6 +49,7 @@ class Batch:
     status: BatchStatus
     retry: RetryPolicy
     expires_at: datetime | None = None  # after it no attempt of the batch's calls is placed
+    window: CallWindow | None = None  # the call's calling window (its own, else the batch's)
 
 
 @dataclass(frozen=True)

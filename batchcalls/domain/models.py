@@ -8,6 +8,7 @@ from typing import Any
 
 from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.states import AttemptStatus, Outcome
+from batchcalls.domain.window_spec import CallingWindow
 
 DEFAULT_PRIORITY = 5
 DEFAULT_CONCURRENCY = 10
@@ -22,6 +23,7 @@ class NewCall:
     script: dict[str, Any]
     voice_id: str | None
     priority: int
+    calling_window: CallingWindow | None = None  # its own, replacing the batch's
     metadata: dict[str, Any] | None = None  # the caller's own, echoed in the call's views and events
     variables: dict[str, Any] | None = None  # already filled into `script`; kept for the record
 
@@ -40,6 +42,10 @@ class NewBatch:
     priority: int = DEFAULT_PRIORITY
     metadata: dict[str, Any] | None = None
     expires_at: datetime | None = None  # aware; calls not placed by then end `expired`
+    calling_window: CallingWindow | None = None  # when its calls may be dialed (a call may have its own)
+
+    def window_of(self, call: NewCall) -> CallingWindow | None:
+        return call.calling_window if call.calling_window is not None else self.calling_window
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES
+from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES, CallStatus
 from batchcalls.domain.timefmt import isoformat_ms
 
 
@@ -62,6 +62,7 @@ def batch_view(row: dict[str, Any], status_counts: dict[str, int]) -> dict[str, 
         "cancelled_calls": row["cancelled_calls"],
         "in_progress": sum(status_counts.get(s, 0) for s in LIVE_STATUSES),
         "pending": sum(status_counts.get(s, 0) for s in PENDING_STATUSES),
+        "scheduled": status_counts.get(CallStatus.SCHEDULED, 0),
         "concurrency": row["concurrency"],
         "priority": row["priority"],
         "retry_config": row["retry_config"],
@@ -71,4 +72,5 @@ def batch_view(row: dict[str, Any], status_counts: dict[str, int]) -> dict[str, 
         "started_at": isoformat_ms(row.get("started_at")),
         "finished_at": isoformat_ms(row.get("finished_at")),
         "expires_at": isoformat_ms(row.get("expires_at")),
+        "calling_window": row.get("calling_window"),
     }

@@ -1,4 +1,4 @@
-"""A tenant's policy: its quotas and where it may call. Pure: no I/O.
+"""A tenant's policy: its quotas, where it may call, and its default calling window. Pure: no I/O.
 
 Every limit has a default from settings; a tenant's own value, when set (`batchcalls keys
 policy`), replaces it, higher or lower. `TenantPolicy` holds a tenant's own values (None: the
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from batchcalls.domain.destinations import DEFAULT_BLOCKED_TYPES, DestinationPolicy, parse_countries, parse_number_types
+from batchcalls.domain.window_spec import CallingWindow, to_json
 
 POLICY_FIELDS = (
     "max_queued_calls",
@@ -18,6 +19,8 @@ POLICY_FIELDS = (
     "blocked_number_types",
     "max_calls_per_second",
     "max_concurrent_calls",
+    "calling_window",
+    "max_dials_per_number",
 )
 
 
@@ -32,11 +35,14 @@ class Policy:
     blocked_number_types: tuple[str, ...] = DEFAULT_BLOCKED_TYPES
     max_calls_per_second: float | None = None
     max_concurrent_calls: int | None = None
+    calling_window: CallingWindow | None = None  # the window of batches that give none
+    max_dials_per_number: int | None = None  # in any rolling 24 hours, across the tenant's batches
 
     def __post_init__(self) -> None:
-        for name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls"):
+        optional = ("max_concurrent_calls", "max_dials_per_number")
+        for name in ("max_queued_calls", "max_calls_per_batch", *optional):
             value = getattr(self, name)
-            if (value is not None or name != "max_concurrent_calls") and (type(value) is not int or value < 1):
+            if (value is not None or name not in optional) and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
         cps = self.max_calls_per_second
         if cps is not None and (isinstance(cps, bool) or not isinstance(cps, int | float) or not 0 < cps <= 10_000):
@@ -49,7 +55,13 @@ class Policy:
         return DestinationPolicy(frozenset(self.allowed_countries), frozenset(self.blocked_number_types))
 
     def as_dict(self) -> dict[str, object]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        shown: dict[str, object] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            shown[item.name] = list(value) if isinstance(value, tuple) else value
+        if self.calling_window is not None:
+            shown["calling_window"] = to_json(self.calling_window)
+        return shown
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,8 @@ class TenantPolicy:
     blocked_number_types: tuple[str, ...] | None = None
     max_calls_per_second: float | None = None
     max_concurrent_calls: int | None = None
+    calling_window: CallingWindow | None = None
+    max_dials_per_number: int | None = None
 
     def over(self, defaults: Policy) -> Policy:
         """The policy in force: this tenant's values where set, `defaults` elsewhere."""

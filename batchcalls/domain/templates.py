@@ -21,7 +21,7 @@ default it is a problem naming the variable. The filled text is then judged as l
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from batchcalls.domain.scripts import script_problems_by_path
@@ -154,3 +154,17 @@ def _with_texts(script: Mapping[str, Any], texts: Iterable[tuple[int | None, str
                 result["steps"] = list(script["steps"])
             result["steps"][index] = {**result["steps"][index], "text": text}
     return result
+
+
+def fill_scripts(calls: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], Problems]:
+    """Each call's script with the call's `variables` filled in (`fill_script`), and every
+    problem of them keyed by its path in the request (`calls[3].script.steps[0].text`)."""
+    problems: Problems = {}
+    scripts = []
+    for index, call in enumerate(calls):
+        prefix = f"calls[{index}].script"
+        script, found = fill_script(call["script"], call.get("variables") or {})
+        scripts.append(script)
+        for path, messages in found.items():
+            problems[f"{prefix}.{path}" if path else prefix] = messages
+    return scripts, problems

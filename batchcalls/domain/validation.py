@@ -28,8 +28,9 @@ from batchcalls.domain.policy import Policy
 from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.scripts import normalize_script
 from batchcalls.domain.states import RETRYABLE_OUTCOMES
-from batchcalls.domain.templates import fill_script
+from batchcalls.domain.templates import fill_scripts
 from batchcalls.domain.timefmt import parse_expires_at
+from batchcalls.domain.window_requests import requested_windows
 
 Details = dict[str, list[str]]
 
@@ -178,15 +179,8 @@ def _phone_numbers(calls: Sequence[Mapping[str, Any]], destinations: Destination
 
 
 def _filled_scripts(calls: Sequence[Mapping[str, Any]], voices: Mapping[str, object]) -> list[Mapping[str, Any]]:
-    """Each call's script with its `variables` filled in (`templates.fill_script`), judged after."""
-    problems: Details = {}
-    scripts = []
+    scripts, problems = fill_scripts(calls)  # each call's variables filled in, then judged
     for index, call in enumerate(calls):
-        prefix = f"calls[{index}].script"
-        script, found = fill_script(call["script"], call.get("variables") or {})
-        scripts.append(script)
-        for path, messages in found.items():
-            problems[f"{prefix}.{path}" if path else prefix] = messages
         voice_id = call.get("voice_id")
         if voice_id is not None and voice_id not in voices:
             problems[f"calls[{index}].voice_id"] = [f"unknown voice {voice_id!r}; known: {', '.join(sorted(voices))}"]
@@ -278,6 +272,7 @@ def build_batch(
     concurrency = _concurrency(data, max_concurrency)
     retry = _retry_policy(data.get("retry_config"))
     expires_at = parse_expires_at(data.get("expires_at"), now)
+    window, own = requested_windows(data, calls)
     priority: int = data.get("priority", DEFAULT_PRIORITY)
     return NewBatch(
         calls=tuple(
@@ -286,10 +281,11 @@ def build_batch(
                 script=normalize_script(script),
                 voice_id=call.get("voice_id"),
                 priority=call.get("priority", priority),
+                calling_window=own_window,
                 metadata=call.get("metadata"),
                 variables=call.get("variables"),
             )
-            for number, call, script in zip(numbers, calls, scripts, strict=True)
+            for number, call, script, own_window in zip(numbers, calls, scripts, own, strict=True)
         ),
         concurrency=concurrency,
         retry=retry,
@@ -297,4 +293,5 @@ def build_batch(
         priority=priority,
         metadata=data.get("metadata"),
         expires_at=expires_at,
+        calling_window=window,
     )

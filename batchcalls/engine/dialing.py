@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from batchcalls.adapters import gates as gates_mod
 from batchcalls.adapters.logs import quoted
 from batchcalls.adapters.store import calls
 from batchcalls.adapters.telephony.base import DialRequest
+from batchcalls.domain.call_windows import for_call, stored_window
 from batchcalls.domain.errors import ProviderError
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, Outcome
@@ -22,6 +24,7 @@ log = logging.getLogger("batchcalls.engine")
 # A call that reserved a creation instant dials within this much of it, or reserves again; the
 # rate window is widened by the same amount, so no window of one second holds more than the limit.
 CPS_TOLERANCE = 0.03
+WINDOW_RECHECK = timedelta(days=1)
 
 
 class Dialing(EngineParts):
@@ -107,7 +110,11 @@ class Dialing(EngineParts):
         deadline = math.inf if call is None else self._wait_for_rate(call, reserved_at)
         if deadline is None:
             return None
-        started, batch = calls.record_attempt(self.db, call_id, self.provider.name)
+        try:
+            started, batch = calls.record_attempt(self.db, call_id, self.provider.name, self._closed_until)
+        except calls.WindowClosed as closed:
+            self._wait_for_window(batch_id, call_id, closed.opening, unused=reserved_at)
+            return None
         if started is None:
             if batch is not None:  # its number is suppressed: the call ended instead
                 self._suppressed(batch, call_id, unused=reserved_at)
@@ -124,6 +131,34 @@ class Dialing(EngineParts):
         assert call is not None  # a deadline is finite only under a limit, where the call was read
         self._back_in_line(call, "recording the attempt took it past its creation turn", unused=reserved_at)
         return None
+
+    def _closed_until(self, call: dict[str, Any]) -> datetime | None:
+        """When the call's calling window opens, if it is closed now (None: dial it)."""
+        stored = call["calling_window"] if call["calling_window"] is not None else call["batch_calling_window"]
+        window = for_call(stored_window(stored), call["phone_number"], self.settings.clock_offset)
+        if window is None:
+            return None
+        now = datetime.now(UTC)
+        opening = window.opening(now)
+        if opening is None:  # it opens no more (its dates excluded since): looked at again each day
+            return now + WINDOW_RECHECK
+        return opening if opening > now else None
+
+    def _wait_for_window(self, batch_id: str, call_id: str, opening: datetime, *, unused: float | None) -> None:
+        """A call given a slot outside its calling window waits `scheduled` for its opening, in
+        its batch's delayed set (one wake-up per batch), holding no slot; its turn's instant goes
+        back to the limit."""
+        with self.db.transaction() as cur:
+            parked = calls.park_call(cur, call_id, opening)
+            call = calls.load_call(cur, call_id) if parked else None
+        log.info("not dialing, outside its calling window batch_id=%s call_id=%s opens=%s", batch_id, call_id, opening)
+        if unused is not None:
+            self.gates.give_back(self.settings.provider_account, unused)
+        if call is None:
+            self._not_dialed(batch_id, call_id)
+            return
+        score = gates_mod.ready_score(call["priority"], call["seq"])
+        self.dispatch(batch_id, release=[call_id], delay=[(call_id, score, opening.timestamp())])
 
     def _suppressed(self, batch: dict[str, Any], call_id: str, *, unused: float | None) -> None:
         """A call ended, not dialed, for its number is suppressed: its slot goes to the next call

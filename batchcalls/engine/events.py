@@ -89,7 +89,7 @@ class ApplyingEvents(EngineParts):
         last = None
         with self.db.transaction() as cur:
             if len({e.attempt for e in events}) == 1:
-                results = calls.apply_events(cur, events)
+                results = calls.apply_events(cur, events, self.settings.clock_offset)
             else:
                 results = [calls.apply_event(cur, event) for event in events]
             for result in results:

@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import LockError
 
 from batchcalls.adapters.logs import quoted
-from batchcalls.adapters.store import batches, calls, outbox, tenants
+from batchcalls.adapters.store import batches, calls, contacts, outbox, tenants
 from batchcalls.adapters.telephony.base import LiveAttempt
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, CallStatus, Outcome, values
@@ -58,6 +58,7 @@ def _sweep(engine: Engine) -> Sweep:
         due_retry = set(calls.batches_with_due_retries(cur))
         due_events = outbox.batches_with_due_events(cur)
         stale = calls.stale_attempts(cur, engine.settings.stale_attempt_seconds)
+        contacts.forget_old_dials(cur)  # dials no contact limit counts any more
     for batch in active:
         batch_id = batch["id"]
         if engine.gates.loading(batch_id):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -16,6 +17,7 @@ from batchcalls.adapters.store import batches
 from batchcalls.adapters.store.tenants import Tenant
 from batchcalls.domain.errors import Unavailable
 from batchcalls.domain.models import NewBatch
+from batchcalls.domain.window_requests import openings
 from batchcalls.engine.base import EngineParts
 
 log = logging.getLogger("batchcalls.engine")
@@ -60,6 +62,7 @@ class Submitting(EngineParts):
             request_hash=request_hash(body),
             max_queued_calls=self.settings.max_queued_calls,
             tenant_max_queued_calls=self.settings.tenant_max_queued_calls,
+            openings=openings(batch, datetime.now(UTC), self.settings.clock_offset),
         )
         if submitted.finished:  # every number was suppressed: nothing to queue, the batch ended
             if batch.callback_url:
@@ -69,7 +72,12 @@ class Submitting(EngineParts):
                 self.gates.load_batch(
                     submitted.batch_id,
                     batch.concurrency,
-                    ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio in submitted.calls),
+                    ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio, at in submitted.calls if at is None),
+                    (
+                        (cid, gates_mod.ready_score(prio, seq), at.timestamp())
+                        for cid, seq, prio, at in submitted.calls
+                        if at is not None
+                    ),
                     tenant=str(tenant.id),
                 )
                 if self.settings.cps_limit:

@@ -37,6 +37,16 @@ from batchcalls.ops.cli_admin import _database_url, keys
     metavar="N|default",
     help="Ceiling on the tenant's calls holding a slot across its batches (default: none).",
 )
+@click.option(
+    "--calling-window",
+    metavar="JSON|default",
+    help='Window of the tenant\'s batches that give none, e.g. \'{"start": "09:00", "end": "20:00"}\' (default: none).',
+)
+@click.option(
+    "--max-dials-per-number",
+    metavar="N|default",
+    help="Most dials to one number in any rolling 24 hours, across the tenant's batches (default: none).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def keys_policy(
     tenant: str,
@@ -46,6 +56,8 @@ def keys_policy(
     blocked_number_types: str | None,
     max_calls_per_second: str | None,
     max_concurrent_calls: str | None,
+    calling_window: str | None,
+    max_dials_per_number: str | None,
     as_json: bool,
 ) -> None:
     """Show a tenant's quotas and destination policy, after setting those given.
@@ -66,6 +78,8 @@ def keys_policy(
         "blocked_number_types": blocked_number_types,
         "max_calls_per_second": max_calls_per_second,
         "max_concurrent_calls": max_concurrent_calls,
+        "calling_window": calling_window,
+        "max_dials_per_number": max_dials_per_number,
     }
     changes = {name: _policy_value(name, raw) for name, raw in given.items() if raw is not None}
     defaults = load_settings().tenant_defaults
@@ -84,6 +98,8 @@ def keys_policy(
     for name, value in policy.items():
         if value is None:
             value = "none"
+        elif name == "calling_window":
+            value = json.dumps(value)
         if isinstance(value, list):
             value = ", ".join(value) or ("all" if name == "allowed_countries" else "none")
         click.echo(f"{name}: {value} ({'own' if name in overridden else 'default'})")
@@ -105,12 +121,27 @@ def _policy_value(name: str, raw: str) -> object:
             if not 0 < rate <= 10_000:
                 raise ValueError(f"must be a number above 0 and at most 10000, or `default`; not {raw!r}")
             return rate
-        if name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls"):
+        if name in ("max_queued_calls", "max_calls_per_batch", "max_concurrent_calls", "max_dials_per_number"):
             if not text.isdigit() or not 1 <= int(text) < 2**31:
                 raise ValueError(f"must be a whole number from 1 to {2**31 - 1}, or `default`; not {raw!r}")
             return int(text)
+        if name == "calling_window":
+            return _window(text)
         if name == "allowed_countries":
             return () if text.lower() == "all" else parse_countries(text.split(","))
         return () if text.lower() == "none" else parse_number_types(text.split(","))
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint=option) from e
+
+
+def _window(text: str) -> object:
+    from batchcalls.domain.window_spec import calling_window_problems, parse_calling_window
+
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"must be JSON, or `default`: {e}") from e
+    problems = calling_window_problems(value)
+    if problems:
+        raise ValueError("; ".join(f"{path or 'calling_window'}: {', '.join(m)}" for path, m in problems.items()))
+    return parse_calling_window(value)

@@ -626,6 +626,9 @@ def test_keys_create_prints_a_working_key_and_a_second_key_keeps_the_tenant(serv
             conn.close()
 
 
+ALL_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
 def keys_policy(env: dict[str, str], *args: str) -> dict[str, object]:
     run = batchcalls_command(env, "keys", "policy", *args, "--json")
     assert run.code == 0, run.stdout + run.stderr
@@ -648,6 +651,8 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             "blocked_number_types": ["premium_rate", "shared_cost", "personal_number", "non_geographic"],
             "max_calls_per_second": None,
             "max_concurrent_calls": None,
+            "calling_window": None,
+            "max_dials_per_number": None,
         }
         assert keys_policy(env, "--tenant", "acme") == {"tenant": "acme", "policy": defaults, "overrides": {}}
 
@@ -717,8 +722,29 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             "blocked_number_types: premium_rate, shared_cost, personal_number, non_geographic (default)",
             "max_calls_per_second: none (default)",
             "max_concurrent_calls: none (default)",
+            "calling_window: none (default)",
+            "max_dials_per_number: none (default)",
         ]
         assert post("+442079460020", "+442079460030")[0] == 202
+
+        # A default calling window for the tenant's batches that give none.
+        window = '{"days": ["sat", "sun"], "start": "10:00", "end": "16:00", "timezone": "Europe/London"}'
+        shown = keys_policy(env, "--tenant", "acme", "--calling-window", window)["overrides"]
+        normal = [{**json.loads(window), "exclude_dates": []}]
+        assert shown == {"allowed_countries": ["GB", "US"], "calling_window": normal}
+        own_window = {"start": "08:00", "end": "09:00"}
+        for given, expected in (
+            (None, normal),
+            (own_window, [{**normal[0], **own_window, "days": ALL_DAYS, "timezone": "recipient"}]),
+        ):
+            body = {"calls": [{"phone_number": "+442079460050", "script": {"text": "Hi"}}]}
+            answer = client.post(
+                "/v1/batches",
+                headers={"Authorization": f"Bearer {key}"},
+                json=body if given is None else {**body, "calling_window": given},
+            )
+            assert answer.status_code == 202 and answer.get_json()["calling_window"] == expected
+        assert keys_policy(env, "--tenant", "acme", "--calling-window", "default")["policy"]["calling_window"] is None
         assert post("+19002345678") == (422, {"code": "destination_not_allowed", "fields": ["calls[0].phone_number"]})
 
         # Mistakes are named, and change nothing.
@@ -728,6 +754,8 @@ def test_keys_policy_sets_a_tenants_quotas_and_destinations_and_the_api_enforces
             (("--tenant", "acme", "--blocked-number-types", "premium"), 2, "unknown number type premium"),
             (("--tenant", "acme", "--allowed-countries", "UK"), 2, "GB"),
             (("--tenant", "acme", "--max-calls-per-second", "0"), 2, "--max-calls-per-second"),
+            (("--tenant", "acme", "--calling-window", '{"start": "9"}'), 2, "start: must be a time"),
+            (("--tenant", "acme", "--max-dials-per-number", "0"), 2, "--max-dials-per-number"),
             (("--tenant", "acme", "--max-calls-per-second", "fast"), 2, "--max-calls-per-second"),
             (("--tenant", "acme", "--max-concurrent-calls", "-1"), 2, "--max-concurrent-calls"),
         ):

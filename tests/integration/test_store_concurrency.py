@@ -130,7 +130,7 @@ def test_final_events_applied_by_many_processes_count_once(dsn: str) -> None:
     db = Database(dsn)
     tenant, _ = create_key(db, "race-finish")
     submitted = insert_batch(db, tenant.id, _batch(20), idempotency_key=None, request_hash="y", max_queued_calls=10**9)
-    call_ids = [cid for cid, _, _ in submitted.calls]
+    call_ids = [cid for cid, *_ in submitted.calls]
     for call_id in call_ids:
         started, _ = calls.record_attempt(db, call_id, "simulator")
         assert started is not None
@@ -181,7 +181,7 @@ def test_an_undone_attempt_and_its_provider_event_never_both_take_effect(dsn: st
     submitted = insert_batch(
         db, tenant.id, _batch(size, retry), idempotency_key=None, request_hash="u", max_queued_calls=10**9
     )
-    call_ids = [cid for cid, _, _ in submitted.calls]
+    call_ids = [cid for cid, *_ in submitted.calls]
     for call_id in call_ids:
         assert calls.record_attempt(db, call_id, "simulator")[0] is not None
     now = time.time()
@@ -399,7 +399,7 @@ def test_a_stale_attempt_given_up_while_its_late_end_arrives_ends_once(own: Test
     submitted = insert_batch(
         db, tenant.id, _batch(size), idempotency_key=None, request_hash="g", max_queued_calls=10**9
     )
-    call_ids = [cid for cid, _, _ in submitted.calls]
+    call_ids = [cid for cid, *_ in submitted.calls]
     for n, call_id in enumerate(call_ids):
         assert calls.record_attempt(db, call_id, "simulator")[0] is not None
         with db.transaction() as cur:

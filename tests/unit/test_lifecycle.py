@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from batchcalls.domain import lifecycle as lc
+from batchcalls.domain.call_windows import CallWindow
 from batchcalls.domain.events import EventType
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.retry import RetryPolicy
@@ -21,6 +22,7 @@ from batchcalls.domain.states import (
     Outcome,
     attempt_may_move,
 )
+from batchcalls.domain.window_spec import parse_calling_window
 
 DIALED = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 NOW = DIALED + timedelta(minutes=5)
@@ -377,3 +379,44 @@ def test_an_opt_out_ends_every_unfinished_call_failed_opted_out_and_frees_its_sl
 def test_an_opted_out_call_cannot_be_retried() -> None:
     with pytest.raises(ValueError, match="retry_on"):
         RetryPolicy(max_attempts=2, retry_on=frozenset({Outcome.OPTED_OUT}))
+
+
+LONDON_MORNING = parse_calling_window({"start": "09:00", "end": "12:06", "timezone": "Europe/London"})
+
+
+@pytest.mark.parametrize(
+    ("offset", "due"),
+    [
+        (timedelta(0), datetime(2026, 1, 1, 12, 5, tzinfo=UTC) + timedelta(seconds=59)),  # inside: unchanged
+        (timedelta(seconds=61), datetime(2026, 1, 2, 9, 0, tzinfo=UTC) - timedelta(seconds=61)),
+        (timedelta(hours=1), datetime(2026, 1, 2, 8, 0, tzinfo=UTC)),  # read on a clock an hour ahead
+    ],
+)
+def test_a_retry_outside_the_calls_window_is_pushed_to_its_next_opening(offset: timedelta, due: datetime) -> None:
+    window = CallWindow(LONDON_MORNING, (), offset)
+    batch = lc.Batch(BatchStatus.RUNNING, RetryPolicy(max_attempts=3, delay=59), window=window)
+    attempt = ended_at(1)
+    effects = lc.end_of_attempt(attempt, batch, error=None)
+    assert effects == (lc.ScheduleRetry(due, None), lc.ReleaseSlot())
+
+
+def test_a_retry_whose_window_opens_after_the_batch_expires_ends_expired() -> None:
+    window = CallWindow(LONDON_MORNING, (), timedelta(hours=1))
+    batch = lc.Batch(
+        BatchStatus.RUNNING,
+        RetryPolicy(max_attempts=3, delay=59),
+        expires_at=datetime(2026, 1, 2, 7, tzinfo=UTC),
+        window=window,
+    )
+    assert lc.end_of_attempt(ended_at(1), batch, error=None)[0] == lc.FinishCall(
+        CallStatus.FAILED, Outcome.EXPIRED, None
+    )
+
+
+@pytest.mark.parametrize("status", list(CallStatus))
+def test_a_call_given_a_slot_outside_its_window_waits_scheduled_and_nothing_else_moves(status: CallStatus) -> None:
+    call, effects = lc.call_move(lc.Call(status, 0), lc.Trigger.WINDOW_CLOSED, None, None)
+    if status in (CallStatus.QUEUED, CallStatus.SCHEDULED):
+        assert (call.status, effects) == (CallStatus.SCHEDULED, (lc.SetCallStatus(CallStatus.SCHEDULED),))
+    else:
+        assert (call, effects) == (lc.Call(status, 0), ())

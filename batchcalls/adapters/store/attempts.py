@@ -3,11 +3,13 @@ provider's id, taken back when the provider certainly did not place it, and kept
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from psycopg2.extras import RealDictCursor
 
-from batchcalls.adapters.store import batches
+from batchcalls.adapters.store import batches, contacts
 from batchcalls.adapters.store.db import Database, execute
 from batchcalls.adapters.store.finishing import finish_call
 from batchcalls.adapters.store.outbox import add_event
@@ -32,8 +34,27 @@ class Suppressed(Exception):
     """The call's number is suppressed for its tenant: roll back, and end it with `end_suppressed`."""
 
 
+class WindowClosed(Exception):
+    """The call's calling window is closed, or its number's contact limit reached: roll back, and
+    park it until `opening` (`park_call`)."""
+
+    def __init__(self, call_id: str, opening: datetime) -> None:
+        super().__init__(call_id)
+        self.opening = opening
+
+
+# A call's stored row (its `calling_window`, and its batch's as `batch_calling_window`) -> when its
+# window opens, when it is closed now (None: it may be dialed).
+ClosedUntil = Callable[[dict[str, Any]], datetime | None]
+
+
 def start_attempt(
-    cur: RealDictCursor, call_id: str, provider: str, *, start_batch: bool = False
+    cur: RealDictCursor,
+    call_id: str,
+    provider: str,
+    *,
+    start_batch: bool = False,
+    closed_until: ClosedUntil | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Record a new attempt as `dialing` before the provider is asked, so that a redelivered task
     never dials it again. Returns the call row with its new `attempt_count` (None when the call
@@ -45,16 +66,18 @@ def start_attempt(
     pause or cancel answers, or not at all. Raises `StartBatchFirst` (the caller rolls back)
     when the batch has not started: a batch is started with its row's update lock taken before
     the share lock, with `start_batch` (two attempts holding the share lock and both upgrading
-    it to start the batch would deadlock)."""
+    it to start the batch would deadlock). Raises `WindowClosed` when `closed_until` says the
+    call's calling window is closed."""
     batch = _start_batch(cur, call_id) if start_batch else None
     # One statement: the batch's status checked under its share lock, the waiting call locked and
     # its number looked up in the tenant's suppressions (a probe of their primary key), and, when
     # it is not suppressed, the call moved to dialing and its attempt written (data-modifying CTEs).
     execute(
         cur,
-        "WITH b AS (SELECT id, status, tenant_id FROM batches"
-        " WHERE id = (SELECT batch_id FROM calls WHERE id = %s) AND status = ANY(%s)"
-        " AND (expires_at IS NULL OR expires_at > clock_timestamp()) FOR SHARE),"
+        "WITH b AS (SELECT x.id, x.status, x.tenant_id, x.calling_window, t.max_dials_per_number"
+        " FROM batches x JOIN tenants t ON t.id = x.tenant_id"
+        " WHERE x.id = (SELECT batch_id FROM calls WHERE id = %s) AND x.status = ANY(%s)"
+        " AND (x.expires_at IS NULL OR x.expires_at > clock_timestamp()) FOR SHARE OF x),"
         " w AS (SELECT c.id, EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = b.tenant_id"
         " AND s.phone_number = c.phone_number) AS suppressed"
         " FROM calls c JOIN b ON b.id = c.batch_id WHERE c.id = %s AND c.status = ANY(%s) FOR UPDATE OF c),"
@@ -64,7 +87,9 @@ def start_attempt(
         " RETURNING c.*),"
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
         " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
-        " SELECT c.*, b.status AS batch_status, w.suppressed AS number_suppressed FROM w, b LEFT JOIN c ON true",
+        " SELECT c.*, b.status AS batch_status, w.suppressed AS number_suppressed,"
+        " b.calling_window AS batch_calling_window, b.tenant_id AS batch_tenant_id,"
+        " b.max_dials_per_number AS tenant_max_dials FROM w, b LEFT JOIN c ON true",
         (
             call_id,
             values(DIALING_BATCH_STATUSES),
@@ -86,21 +111,29 @@ def start_attempt(
         raise Suppressed(call_id)
     if call["id"] is None:
         return None, None
+    if closed_until is not None and (opening := closed_until(call)) is not None:
+        raise WindowClosed(call_id, opening)
+    tenant_id, limit = call.pop("batch_tenant_id"), call.pop("tenant_max_dials")
+    if limit is not None and (free_at := contacts.reserve_dial(cur, tenant_id, call["phone_number"], limit)):
+        raise WindowClosed(call_id, free_at)  # its number's dials of the day are used up
+    call.pop("batch_calling_window")
     if batch is not None:
         add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
     return call, batch
 
 
-def record_attempt(db: Database, call_id: str, provider: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def record_attempt(
+    db: Database, call_id: str, provider: str, closed_until: ClosedUntil | None = None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """`start_attempt` in a transaction of its own, starting the batch first (in a second
     transaction) when it has not started. A call whose number is suppressed is not dialed but
     ended (`end_suppressed`, in a transaction of its own): then the answer is None and its batch's
-    row after counting it."""
+    row after counting it. Raises `WindowClosed` (nothing recorded) for a call outside its window."""
     start_batch = False
     while True:  # again only if the batch went back to `queued` (resumed before it started)
         try:
             with db.transaction() as cur:
-                return start_attempt(cur, call_id, provider, start_batch=start_batch)
+                return start_attempt(cur, call_id, provider, start_batch=start_batch, closed_until=closed_until)
         except StartBatchFirst:
             start_batch = True
         except Suppressed:
@@ -148,6 +181,25 @@ def _start_batch(cur: RealDictCursor, call_id: str) -> dict[str, Any] | None:
     )
     row: dict[str, Any] | None = cur.fetchone()
     return row
+
+
+def park_call(cur: RealDictCursor, call_id: str, opening: datetime) -> bool:
+    """A waiting call outside its calling window waits `scheduled` until `opening`, by the
+    `WINDOW_CLOSED` trigger. False when it is no longer waiting."""
+    execute(cur, "SELECT status, attempt_count FROM calls WHERE id = %s FOR UPDATE", (call_id,))
+    row = cur.fetchone()
+    if row is None:
+        return False
+    call = lifecycle.Call(CallStatus(row["status"]), row["attempt_count"])
+    moved, effects = lifecycle.call_move(call, lifecycle.Trigger.WINDOW_CLOSED, None, None)
+    if not effects:
+        return False
+    execute(
+        cur,
+        "UPDATE calls SET status = %s, next_attempt_at = %s, updated_at = clock_timestamp() WHERE id = %s",
+        (moved.status.value, opening, call_id),
+    )
+    return True
 
 
 def set_provider_call_id(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> None:

@@ -6,7 +6,9 @@ import csv
 import io
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg2.extras import Json, RealDictCursor
@@ -19,6 +21,7 @@ from batchcalls.domain.errors import IdempotencyConflict, OverCapacity, QuotaExc
 from batchcalls.domain.models import NewBatch
 from batchcalls.domain.payloads import batch_view
 from batchcalls.domain.states import ACTIVE_BATCH_STATUSES, BatchStatus, CallStatus, values
+from batchcalls.domain.window_spec import to_json
 
 _CAPACITY_LOCK = 0x63617061  # serialises the capacity check of concurrent submits
 
@@ -35,7 +38,9 @@ def new_call_id() -> str:
 class Submitted:
     batch_id: str
     created: bool  # False when an Idempotency-Key returned an earlier batch
-    calls: list[tuple[str, int, int]]  # (call id, seq, priority) to dial, empty when not created
+    # (call id, seq, priority, when its calling window opens: None when open now) to dial; empty
+    # when not created
+    calls: list[tuple[str, int, int, datetime | None]]
     finished: bool = False  # every call was suppressed: the batch ended at once, with its event
 
 
@@ -57,18 +62,25 @@ SUPPRESSED = _suppressed_ending()
 
 
 def _copy_calls(
-    cur: RealDictCursor, batch_id: str, batch: NewBatch, suppressed: set[str]
-) -> list[tuple[str, int, int]]:
-    """COPY the batch's calls; those to numbers in `suppressed` are stored final. Returns the
-    others, to be dialed."""
+    cur: RealDictCursor,
+    batch_id: str,
+    batch: NewBatch,
+    suppressed: set[str],
+    openings: Sequence[datetime | None] = (),
+) -> list[tuple[str, int, int, datetime | None]]:
+    """COPY the batch's calls; those to numbers in `suppressed` are stored final, those with an
+    opening in `openings` (by index: when the call's calling window next opens, None when it is
+    open now) `scheduled` until it. Returns the others, to be dialed: (id, seq, priority, opening)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     ids = []
     for seq, call in enumerate(batch.calls):
         call_id = new_call_id()
         ended = call.phone_number in suppressed
+        opening = openings[seq] if openings else None
         if not ended:
-            ids.append((call_id, seq, call.priority))
+            ids.append((call_id, seq, call.priority, opening))
+        status = CallStatus.SCHEDULED if opening is not None else CallStatus.QUEUED
         writer.writerow(
             (
                 call_id,
@@ -78,16 +90,18 @@ def _copy_calls(
                 call.priority,
                 call.voice_id or "",
                 json.dumps(call.script, separators=(",", ":")),
-                SUPPRESSED.status.value if ended else CallStatus.QUEUED.value,
+                SUPPRESSED.status.value if ended else status.value,
                 SUPPRESSED.outcome.value if ended else "",
+                "" if ended or opening is None else opening.isoformat(),
+                "" if call.calling_window is None else json.dumps(to_json(call.calling_window)),
                 "" if call.metadata is None else json.dumps(call.metadata, separators=(",", ":")),
                 "" if call.variables is None else json.dumps(call.variables, separators=(",", ":")),
             )
         )
     buf.seek(0)
     cur.copy_expert(
-        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome, metadata, variables)"
-        " FROM STDIN WITH (FORMAT csv, NULL '')",
+        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome,"
+        " next_attempt_at, calling_window, metadata, variables) FROM STDIN WITH (FORMAT csv, NULL '')",
         buf,
     )
     return ids
@@ -102,6 +116,7 @@ def insert_batch(
     request_hash: str,
     max_queued_calls: int,
     tenant_max_queued_calls: int | None = None,
+    openings: Sequence[datetime | None] = (),
 ) -> Submitted:
     """Store a batch and all its calls in one transaction, or return the batch an earlier request
     with the same Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet
@@ -155,8 +170,8 @@ def insert_batch(
         column = FINAL_COUNTERS[SUPPRESSED.status]
         cur.execute(
             "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
-            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at,"
+            " calling_window) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *",
             (
                 batch_id,
@@ -172,6 +187,7 @@ def insert_batch(
                 request_hash,
                 ended,
                 batch.expires_at,
+                Json(to_json(batch.calling_window)) if batch.calling_window is not None else None,
             ),
         )
         row = cur.fetchone()
@@ -179,7 +195,7 @@ def insert_batch(
             existing = _by_idempotency_key(cur, tenant_id, idempotency_key or "")
             assert existing is not None
             return _replayed(existing, request_hash)
-        calls = _copy_calls(cur, batch_id, batch, suppressed)
+        calls = _copy_calls(cur, batch_id, batch, suppressed, openings)
         finished = ended > 0 and end_batch_if_done(cur, row)["finished_at"] is not None
     return Submitted(batch_id, True, calls, finished=finished)
 

@@ -3,12 +3,15 @@ service opens; together they make every call end in exactly one final state."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from psycopg2.extras import Json, RealDictCursor
 
 from batchcalls.adapters.store.attempts import (
     StartBatchFirst,
+    WindowClosed,
+    park_call,
     record_attempt,
     set_provider_call_id,
     start_attempt,
@@ -30,6 +33,7 @@ from batchcalls.adapters.store.call_reads import (
 from batchcalls.adapters.store.db import execute
 from batchcalls.adapters.store.finishing import finish_call
 from batchcalls.domain import lifecycle
+from batchcalls.domain.call_windows import NO_OFFSET, for_call, stored_window
 from batchcalls.domain.lifecycle import Applied as Applied  # the engine and tests read it here
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.retry import RetryPolicy
@@ -61,6 +65,7 @@ __all__ = [
     "list_live",
     "LIVE",
     "load_call",
+    "park_call",
     "set_provider_call_id",
     "stale_attempts",
     "record_attempt",
@@ -68,6 +73,7 @@ __all__ = [
     "StartBatchFirst",
     "touch_attempt",
     "undo_attempt",
+    "WindowClosed",
 ]
 
 LIVE = LIVE_STATUSES  # the group `apply_events` tests a call's row against
@@ -93,7 +99,9 @@ def apply_event(cur: RealDictCursor, event: ProviderEvent) -> EventResult:
 _ATTEMPT_FIELDS = ("status", "provider_call_id", "error", "answered_at", "ended_at", "outcome")
 
 
-def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[EventResult]:
+def apply_events(
+    cur: RealDictCursor, events: list[ProviderEvent], clock_offset: timedelta = NO_OFFSET
+) -> list[EventResult]:
     """Apply events of one attempt of one call, in order, inside the caller's transaction, with
     the effect of `apply_event` on each in turn but one read and one write of the attempt (the
     events of a call that came due together). `lifecycle` decides; this loads and writes.
@@ -105,7 +113,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         cur,
         "SELECT " + ", ".join(f"a.{f} AS attempt_{f}" for f in _ATTEMPT_FIELDS) + ","
         " b.retry_config AS batch_retry_config, b.status AS batch_status, b.callback_url AS batch_callback_url,"
-        " b.expires_at AS batch_expires_at,"
+        " b.expires_at AS batch_expires_at, coalesce(c.calling_window, b.calling_window) AS call_window,"
         " a.dialed_at AS attempt_dialed_at, clock_timestamp() AS clock_now, c.*"
         " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
         " WHERE a.call_id = %s AND a.number = %s FOR UPDATE OF c, a",
@@ -129,6 +137,7 @@ def apply_events(cur: RealDictCursor, events: list[ProviderEvent]) -> list[Event
         BatchStatus(row.pop("batch_status")),
         RetryPolicy.from_config(row.pop("batch_retry_config")),
         row.pop("batch_expires_at"),
+        for_call(stored_window(row.pop("call_window")), row["phone_number"], clock_offset),
     )
     callback_url, now = row.pop("batch_callback_url"), row.pop("clock_now")
     call = lifecycle.Call(CallStatus(row["status"]), row["attempt_count"])

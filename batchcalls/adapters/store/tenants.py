@@ -8,9 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg2.extras import Json
+
 from batchcalls.adapters.store.db import Cursor, Database, execute
+from batchcalls.domain.call_windows import stored_window
 from batchcalls.domain.policy import NO_OVERRIDES, POLICY_FIELDS, TenantPolicy
 from batchcalls.domain.signing import new_webhook_secret
+from batchcalls.domain.window_spec import CallingWindow, to_json
 
 KEY_PREFIX = "bc_live_"
 
@@ -40,6 +44,8 @@ def policy_of(row: Mapping[str, Any]) -> TenantPolicy:
         blocked_number_types=None if types is None else tuple(types),
         max_calls_per_second=None if (cps := row["max_calls_per_second"]) is None else float(cps),
         max_concurrent_calls=row["max_concurrent_calls"],
+        calling_window=stored_window(row["calling_window"]),
+        max_dials_per_number=row["max_dials_per_number"],
     )
 
 
@@ -121,6 +127,12 @@ def tenant_policy(db: Database, tenant_name: str) -> TenantPolicy | None:
     return None if row is None else policy_of(row)
 
 
+def _stored(value: object) -> object:
+    if isinstance(value, CallingWindow):
+        return Json(to_json(value))
+    return list(value) if isinstance(value, tuple) else value
+
+
 def set_tenant_policy(db: Database, tenant_name: str, changes: Mapping[str, object]) -> TenantPolicy | None:
     """Set the tenant's own values named in `changes` (None: back to the default) and return its
     policy, or None when there is no such tenant. The values must be checked by the caller
@@ -131,7 +143,7 @@ def set_tenant_policy(db: Database, tenant_name: str, changes: Mapping[str, obje
     if not changes:
         return tenant_policy(db, tenant_name)
     names = [name for name in POLICY_FIELDS if name in changes]
-    values = [list(v) if isinstance(v := changes[name], tuple) else v for name in names]
+    values = [_stored(changes[name]) for name in names]
     with db.transaction() as cur:
         cur.execute(
             f"UPDATE tenants t SET {', '.join(f'{name} = %s' for name in names)} WHERE t.name = %s"
