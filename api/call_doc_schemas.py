@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from api.schemas import MAX_PRIORITY, MIN_PRIORITY, _doc
+from api.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_PRIORITY, MIN_PRIORITY, _doc
 from api.window_doc import CALLING_WINDOW_DOC
 from batchcalls.domain.scripts import MAX_SCRIPT_TYPE_CHARS, MAX_STEPS, MAX_TEXT_CHARS
+from batchcalls.domain.templates import MAX_NAME_CHARS, MAX_VALUE_CHARS, MAX_VARIABLES
 
 # Text spoken by a step: what `batchcalls.domain.scripts` accepts.
 _SPOKEN = [validate.Length(min=1, max=MAX_TEXT_CHARS), validate.Regexp(r"\S")]
@@ -108,3 +109,26 @@ class CallSchema(Schema):
         metadata=_doc("0 (highest) to 9; defaults to the batch's priority."),
     )
     calling_window = fields.Raw(metadata=_doc("This call's own window, replacing its batch's. " + CALLING_WINDOW_DOC))
+    metadata = fields.Dict(
+        keys=fields.String(),
+        metadata=_doc(
+            f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, nested at most {MAX_METADATA_DEPTH} deep"
+            " (the batch's limits), echoed as the call's `metadata` in its events, `GET .../calls` and the"
+            " status body's `calls`, so results can be matched to the caller's records.",
+            example={"crm_id": "c-42"},
+        ),
+    )
+    variables = fields.Dict(
+        keys=fields.String(),
+        metadata=_doc(
+            f"Values filled into the script's texts at submit: `{{{{name}}}}`, or `{{{{name|default}}}}` whose"
+            f" default is used without the variable. At most {MAX_VARIABLES} names of letters, digits and"
+            f" underscores (not starting with a digit, at most {MAX_NAME_CHARS} characters), each a string of at"
+            f" most {MAX_VALUE_CHARS} characters, a number or a boolean; a bad one is a 422 `invalid_request`"
+            " naming `calls[i].variables.<name>`. A placeholder with neither a value nor a default is a 422"
+            " `invalid_script` naming `calls[i].script...` and the variable; a filled text is held to the limits"
+            " of literal text. Plain substitution: nothing is evaluated, a value is never filled in turn, and"
+            " `{{7*7}}`, `{% if %}` or `${x}` are not placeholders and are spoken as written.",
+            example={"first_name": "Ada", "balance": 12.5},
+        ),
+    )

@@ -97,6 +97,7 @@ class CallSummarySchema(Schema):
     id = fields.String(required=True, metadata=_doc("The call's id.", example="call_abc123"))
     status = fields.String(required=True, validate=_one_of(CallStatus))
     phone_number = fields.String(required=True, metadata=_doc("E.164.", example="+14155552671"))
+    metadata = fields.Dict(required=True, allow_none=True, metadata=_doc("The call's own `metadata`; null without."))
 
 
 class CallSchema(Schema):
@@ -122,6 +123,13 @@ class CallSchema(Schema):
     last_error = fields.String(required=True, allow_none=True)
     next_attempt_at = _time("When a scheduled retry is due; null otherwise.")
     attempts = fields.List(fields.Nested(AttemptSchema), required=True, metadata=_doc("Oldest first."))
+    metadata = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata=_doc(
+            "The call's own `metadata` from the request, as it was sent; null without.", example={"crm_id": "c-42"}
+        ),
+    )
 
 
 class RetryConfigViewSchema(Schema):

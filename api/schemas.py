@@ -9,23 +9,23 @@ Unknown fields are rejected at every level, and booleans are not numbers.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from api.body_paths import check_storable_text as check_storable_text  # the routes and tests read it here
 from api.body_paths import flatten_errors
+from api.call_data import MAX_METADATA_BYTES as MAX_METADATA_BYTES  # read here by the docs and tests
+from api.call_data import MAX_METADATA_DEPTH as MAX_METADATA_DEPTH
+from api.call_data import call_data_problems, check_metadata
+from api.call_data import nesting_depth as nesting_depth
 from api.window_doc import CALLING_WINDOW_DOC, CALLING_WINDOW_EXAMPLE
 from batchcalls.domain.errors import InvalidRequest, InvalidScript
 from batchcalls.domain.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
 from batchcalls.domain.scripts import MAX_STEPS
 
-MAX_METADATA_BYTES = 16 * 1024
-# The metadata object itself is the first level.
-MAX_METADATA_DEPTH = 8
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
 # marshmallow's own wording, so hand-checked fields read like the others.
@@ -38,7 +38,7 @@ NOT_A_LIST = "Not a valid list."
 NOT_A_MAPPING = "Not a valid mapping type."
 PRIORITY_RANGE = f"Must be greater than or equal to {MIN_PRIORITY} and less than or equal to {MAX_PRIORITY}."
 
-CALL_FIELDS = frozenset({"phone_number", "script", "voice_id", "priority", "calling_window"})
+CALL_FIELDS = frozenset({"phone_number", "script", "voice_id", "priority", "calling_window", "metadata", "variables"})
 SCRIPT_FIELDS = frozenset({"type", "text", "steps"})
 
 Problems = dict[str, Any]  # marshmallow's nested error messages: field or index -> messages
@@ -100,6 +100,7 @@ def _call_problems(call: object) -> Problems:
         priority_problem = _priority_problem(call["priority"])
         if priority_problem:
             problems["priority"] = [priority_problem]
+    problems.update(call_data_problems(call))
     return problems
 
 
@@ -136,36 +137,6 @@ class Seconds(fields.Float):
         if isinstance(value, (str, bytes)):
             raise self.make_error("invalid", input=value)
         return super()._validated(value)
-
-
-def nesting_depth(value: object, *, at_most: int) -> int:
-    """How deeply objects and arrays nest in `value` (a scalar: 0, `{}` or `[]`: 1), counted
-    without recursion and only up to `at_most + 1`: enough to say a value is too deep."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack and deepest <= at_most:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Iterable[object] = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _metadata_problems(value: dict[str, Any]) -> None:
-    # Depth first: measuring the size serialises the value, recursively.
-    if nesting_depth(value, at_most=MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
-        raise ValidationError(f"Must nest objects and arrays at most {MAX_METADATA_DEPTH} deep.")
-    try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    except (TypeError, ValueError) as e:
-        raise ValidationError("Must hold only JSON values.") from e
-    if size > MAX_METADATA_BYTES:
-        raise ValidationError(f"Must be at most {MAX_METADATA_BYTES} bytes as JSON (it has {size}).")
 
 
 def _doc(description: str, **extra: Any) -> dict[str, Any]:
@@ -244,7 +215,7 @@ class BatchRequestSchema(Schema):
     )
     metadata = fields.Dict(
         keys=fields.String(),
-        validate=_metadata_problems,
+        validate=check_metadata,
         metadata=_doc(
             f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, echoed in the status body and the batch events.",
             example={"campaign": "spring"},

@@ -16,13 +16,16 @@ DEFAULT_CONCURRENCY = 10
 
 @dataclass(frozen=True)
 class NewCall:
-    """A validated call of a submitted batch. `script` is normalised: `{"type", "steps": [...]}`."""
+    """A validated call of a submitted batch. `script` is normalised: `{"type", "steps": [...]}`,
+    with the call's `variables` filled into its texts."""
 
     phone_number: str
     script: dict[str, Any]
     voice_id: str | None
     priority: int
     calling_window: CallingWindow | None = None  # its own, replacing the batch's
+    metadata: dict[str, Any] | None = None  # the caller's own, echoed in the call's views and events
+    variables: dict[str, Any] | None = None  # already filled into `script`; kept for the record
 
     @property
     def script_type(self) -> str | None:

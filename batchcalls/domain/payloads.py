@@ -38,11 +38,17 @@ def call_view(row: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, 
         "last_error": row.get("last_error"),
         "next_attempt_at": isoformat_ms(row.get("next_attempt_at")),
         "attempts": [attempt_view(a) for a in sorted(attempts, key=lambda a: a["number"])],
+        "metadata": row.get("metadata"),
     }
 
 
 def call_summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "status": row["status"], "phone_number": row["phone_number"]}
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "phone_number": row["phone_number"],
+        "metadata": row.get("metadata"),
+    }
 
 
 def batch_view(row: dict[str, Any], status_counts: dict[str, int]) -> dict[str, Any]:

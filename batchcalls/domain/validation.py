@@ -26,8 +26,9 @@ from batchcalls.domain.errors import (
 from batchcalls.domain.models import DEFAULT_CONCURRENCY, DEFAULT_PRIORITY, NewBatch, NewCall
 from batchcalls.domain.policy import Policy
 from batchcalls.domain.retry import RetryPolicy
-from batchcalls.domain.scripts import normalize_script, script_problems_by_path
+from batchcalls.domain.scripts import normalize_script
 from batchcalls.domain.states import RETRYABLE_OUTCOMES
+from batchcalls.domain.templates import fill_scripts
 from batchcalls.domain.timefmt import parse_expires_at
 from batchcalls.domain.window_requests import requested_windows
 
@@ -177,17 +178,15 @@ def _phone_numbers(calls: Sequence[Mapping[str, Any]], destinations: Destination
     return numbers
 
 
-def _check_scripts(calls: Sequence[Mapping[str, Any]], voices: Mapping[str, object]) -> None:
-    problems: Details = {}
+def _filled_scripts(calls: Sequence[Mapping[str, Any]], voices: Mapping[str, object]) -> list[Mapping[str, Any]]:
+    scripts, problems = fill_scripts(calls)  # each call's variables filled in, then judged
     for index, call in enumerate(calls):
-        prefix = f"calls[{index}].script"
-        for path, messages in script_problems_by_path(call["script"]).items():
-            problems[f"{prefix}.{path}" if path else prefix] = messages
         voice_id = call.get("voice_id")
         if voice_id is not None and voice_id not in voices:
             problems[f"calls[{index}].voice_id"] = [f"unknown voice {voice_id!r}; known: {', '.join(sorted(voices))}"]
     if problems:
         raise InvalidScript(_summary("invalid script", problems), problems)
+    return scripts
 
 
 def _concurrency(data: Mapping[str, Any], max_concurrency: int) -> int:
@@ -259,7 +258,7 @@ def build_batch(
     `InvalidPhoneNumber` (`calls[i].phone_number`: not a valid number in international form),
     `DestinationNotAllowed` (`calls[i].phone_number`: a valid number that `destinations`
     forbids: a country not allowed, or a blocked number type),
-    `InvalidScript` (`calls[i].script...`, `calls[i].voice_id` not in `voices`),
+    `InvalidScript` (`calls[i].script...` once its `variables` are filled in; an unknown `calls[i].voice_id`),
     `ConcurrencyLimit` (`concurrency` outside 1..max_concurrency; absent means
     min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`; `expires_at`: not ISO
     8601, without a UTC offset, or not after `now`, when `now` is given).
@@ -269,7 +268,7 @@ def build_batch(
     """
     calls: Sequence[Mapping[str, Any]] = data["calls"]
     numbers = _phone_numbers(calls, destinations)
-    _check_scripts(calls, voices)
+    scripts = _filled_scripts(calls, voices)
     concurrency = _concurrency(data, max_concurrency)
     retry = _retry_policy(data.get("retry_config"))
     expires_at = parse_expires_at(data.get("expires_at"), now)
@@ -279,12 +278,14 @@ def build_batch(
         calls=tuple(
             NewCall(
                 phone_number=number,
-                script=normalize_script(call["script"]),
+                script=normalize_script(script),
                 voice_id=call.get("voice_id"),
                 priority=call.get("priority", priority),
                 calling_window=own_window,
+                metadata=call.get("metadata"),
+                variables=call.get("variables"),
             )
-            for number, call, own_window in zip(numbers, calls, own, strict=True)
+            for number, call, script, own_window in zip(numbers, calls, scripts, own, strict=True)
         ),
         concurrency=concurrency,
         retry=retry,

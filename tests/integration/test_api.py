@@ -68,6 +68,7 @@ CALL_FIELDS = {
     "responses",
     "last_error",
     "attempts",
+    "metadata",
 }
 
 # The seed's two request examples, verbatim. Neither of their numbers is a valid phone number.
@@ -1008,7 +1009,9 @@ def assert_status_body(status: dict[str, Any], total: int, numbers: list[str]) -
     for name in ("created_at", "started_at", "finished_at"):
         assert status[name] is None or ISO_MS.fullmatch(status[name]), status[name]
     assert status["created_at"] is not None and status["finished_at"] is None
-    assert [set(c) for c in status["calls"]] == [{"id", "status", "phone_number"}] * len(numbers)
+    # The seed's three fields, and the call's own metadata (null when the request gave none).
+    assert [set(c) for c in status["calls"]] == [{"id", "status", "phone_number", "metadata"}] * len(numbers)
+    assert [c["metadata"] for c in status["calls"]] == [None] * len(numbers)
     assert [c["phone_number"] for c in status["calls"]] == numbers
     assert all(c["status"] in CALL_STATUSES for c in status["calls"])
     assert len({c["id"] for c in status["calls"]}) == len(numbers)

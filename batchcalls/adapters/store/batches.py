@@ -94,12 +94,14 @@ def _copy_calls(
                 SUPPRESSED.outcome.value if ended else "",
                 "" if ended or opening is None else opening.isoformat(),
                 "" if call.calling_window is None else json.dumps(to_json(call.calling_window)),
+                "" if call.metadata is None else json.dumps(call.metadata, separators=(",", ":")),
+                "" if call.variables is None else json.dumps(call.variables, separators=(",", ":")),
             )
         )
     buf.seek(0)
     cur.copy_expert(
         "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome,"
-        " next_attempt_at, calling_window) FROM STDIN WITH (FORMAT csv, NULL '')",
+        " next_attempt_at, calling_window, metadata, variables) FROM STDIN WITH (FORMAT csv, NULL '')",
         buf,
     )
     return ids
