@@ -9,22 +9,19 @@ Unknown fields are rejected at every level, and booleans are not numbers.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from api.body_paths import check_storable_text as check_storable_text  # the routes and tests read it here
 from api.body_paths import flatten_errors
+from api.request_metadata import MAX_METADATA_BYTES, check_metadata
 from batchcalls.domain.errors import InvalidRequest, InvalidScript
 from batchcalls.domain.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
 from batchcalls.domain.scripts import MAX_STEPS
 
-MAX_METADATA_BYTES = 16 * 1024
-# The metadata object itself is the first level.
-MAX_METADATA_DEPTH = 8
 MIN_PRIORITY, MAX_PRIORITY = 0, 9
 
 # marshmallow's own wording, so hand-checked fields read like the others.
@@ -137,39 +134,13 @@ class Seconds(fields.Float):
         return super()._validated(value)
 
 
-def nesting_depth(value: object, *, at_most: int) -> int:
-    """How deeply objects and arrays nest in `value` (a scalar: 0, `{}` or `[]`: 1), counted
-    without recursion and only up to `at_most + 1`: enough to say a value is too deep."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack and deepest <= at_most:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Iterable[object] = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _metadata_problems(value: dict[str, Any]) -> None:
-    # Depth first: measuring the size serialises the value, recursively.
-    if nesting_depth(value, at_most=MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
-        raise ValidationError(f"Must nest objects and arrays at most {MAX_METADATA_DEPTH} deep.")
-    try:
-        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    except (TypeError, ValueError) as e:
-        raise ValidationError("Must hold only JSON values.") from e
-    if size > MAX_METADATA_BYTES:
-        raise ValidationError(f"Must be at most {MAX_METADATA_BYTES} bytes as JSON (it has {size}).")
-
-
 def _doc(description: str, **extra: Any) -> dict[str, Any]:
     """A field's `metadata` for the published OpenAPI document (api/openapi.py)."""
     return {"description": description, **extra}
+
+
+def _timestamp(description: str, example: str) -> fields.String:
+    return fields.String(metadata=_doc(description, example=example, format="date-time"))
 
 
 class RetryConfigSchema(Schema):
@@ -243,21 +214,24 @@ class BatchRequestSchema(Schema):
     )
     metadata = fields.Dict(
         keys=fields.String(),
-        validate=_metadata_problems,
+        validate=check_metadata,
         metadata=_doc(
             f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, echoed in the status body and the batch events.",
             example={"campaign": "spring"},
         ),
     )
-    expires_at = fields.String(
-        metadata=_doc(
-            "ISO 8601 date and time with a UTC offset, in the future. Calls not yet placed by then end"
-            " `failed` with outcome `expired` (a retry that would come due after it too); live calls finish,"
-            " and the batch ends with its terminal event. Without an offset, malformed or past: a 422 naming"
-            " `expires_at`.",
-            example="2026-11-23T18:00:00+01:00",
-            format="date-time",
-        )
+    expires_at = _timestamp(
+        "ISO 8601 date and time with a UTC offset, in the future. Calls not yet placed by then end"
+        " `failed` with outcome `expired` (a retry that would come due after it too); live calls finish,"
+        " and the batch ends with its terminal event. Without an offset, malformed or past: a 422 naming"
+        " `expires_at`.",
+        "2026-11-23T18:00:00+01:00",
+    )
+    start_at = _timestamp(
+        "ISO 8601 date and time with a UTC offset. Until then the batch is `scheduled`: none of its calls"
+        " is dialed, and it holds no slot. Now or past: it starts at once. Without an offset, malformed, or"
+        " not before `expires_at`: a 422 naming `start_at`.",
+        "2026-11-23T09:00:00+01:00",
     )
 
 

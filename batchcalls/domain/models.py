@@ -37,6 +37,7 @@ class NewBatch:
     priority: int = DEFAULT_PRIORITY
     metadata: dict[str, Any] | None = None
     expires_at: datetime | None = None  # aware; calls not placed by then end `expired`
+    start_at: datetime | None = None  # aware; nothing is dialed before it (the batch is `scheduled`)
 
 
 @dataclass(frozen=True)
