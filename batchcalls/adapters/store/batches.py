@@ -100,10 +100,12 @@ def insert_batch(
     request_hash: str,
     max_queued_calls: int,
     tenant_max_queued_calls: int | None = None,
+    status: BatchStatus = BatchStatus.QUEUED,
 ) -> Submitted:
-    """Store a batch and all its calls in one transaction, or return the batch an earlier request
-    with the same Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet
-    final would exceed its quota (its own `max_queued_calls`, else `tenant_max_queued_calls`;
+    """Store a batch (in `status`: `queued`, or `scheduled` for a later `start_at`) and all its
+    calls in one transaction, or return the batch an earlier request with the same
+    Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet final would
+    exceed its quota (its own `max_queued_calls`, else `tenant_max_queued_calls`;
     None: no default quota), then OverCapacity when the calls not yet final, system-wide, would
     exceed `max_queued_calls`."""
     batch_id = new_batch_id()
@@ -153,13 +155,13 @@ def insert_batch(
         column = FINAL_COUNTERS[SUPPRESSED.status]
         cur.execute(
             "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
-            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at, start_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *",
             (
                 batch_id,
                 tenant_id,
-                BatchStatus.QUEUED.value,
+                status.value,
                 batch.concurrency,
                 batch.priority,
                 Json(batch.retry.to_config()),
@@ -170,6 +172,7 @@ def insert_batch(
                 request_hash,
                 ended,
                 batch.expires_at,
+                batch.start_at,
             ),
         )
         row = cur.fetchone()
@@ -276,5 +279,17 @@ def expiring_batches(cur: RealDictCursor, within_seconds: float) -> list[tuple[s
         " WHERE expires_at IS NOT NULL AND finished_at IS NULL AND status = ANY(%s)"
         " AND expires_at <= clock_timestamp() + make_interval(secs => %s)",
         (values(ACTIVE_BATCH_STATUSES), within_seconds),
+    )
+    return [(row["id"], float(row["due_in"])) for row in cur.fetchall()]
+
+
+def starting_batches(cur: RealDictCursor, within_seconds: float) -> list[tuple[str, float]]:
+    """Scheduled batches whose `start_at` comes within `within_seconds` or has passed, each with
+    the seconds until it (<= 0: due), by the database's clock."""
+    cur.execute(
+        "SELECT id, extract(epoch FROM start_at - clock_timestamp())::float8 AS due_in FROM batches"
+        " WHERE start_at IS NOT NULL AND started_at IS NULL AND status = %s"
+        " AND start_at <= clock_timestamp() + make_interval(secs => %s)",
+        (BatchStatus.SCHEDULED.value, within_seconds),
     )
     return [(row["id"], float(row["due_in"])) for row in cur.fetchall()]
