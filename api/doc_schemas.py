@@ -164,6 +164,10 @@ class BatchSchema(Schema):
     started_at = _time("When its first call was dialed; null before.")
     finished_at = _time("When its last call became final; null before.")
     expires_at = _time("Its `expires_at`, after which no call of it is placed; null when none was given.")
+    start_at = _time(
+        "Its `start_at`, before which none of its calls is dialed (the batch is `scheduled` until then);"
+        " null when none was given."
+    )
     calling_window = fields.List(
         fields.Dict(),
         required=True,

@@ -13,13 +13,15 @@ _WHAT = {
         "Pause a batch",
         "No provider call of the batch is created after this answers; live calls end normally and free"
         " their slots; retries that fall due wait. Writes `batch.paused`. Idempotent: pausing a paused"
-        " batch changes nothing. A finished or cancelled batch answers `409 invalid_state`.",
+        " batch changes nothing. A `scheduled` batch can be paused: it stays paused past its `start_at`."
+        " A finished or cancelled batch answers `409 invalid_state`.",
     ),
     "resume": (
         "resumeBatch",
         "Resume a paused batch",
         "Dialing continues in priority order under the batch's concurrency (and the calls-per-second"
-        " limit). Writes `batch.resumed`. Idempotent: resuming a running batch changes nothing. A finished"
+        " limit). Writes `batch.resumed`. A batch paused while `scheduled` goes back to `scheduled` if its"
+        " `start_at` is still ahead. Idempotent: resuming a running batch changes nothing. A finished"
         " or cancelled batch answers `409 invalid_state`.",
     ),
     "cancel": (

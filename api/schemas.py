@@ -144,6 +144,10 @@ def _doc(description: str, **extra: Any) -> dict[str, Any]:
     return {"description": description, **extra}
 
 
+def _timestamp(description: str, example: str) -> fields.String:
+    return fields.String(metadata=_doc(description, example=example, format="date-time"))
+
+
 class RetryConfigSchema(Schema):
     """Which outcomes are retried, how often and after how long."""
 
@@ -221,15 +225,18 @@ class BatchRequestSchema(Schema):
             example={"campaign": "spring"},
         ),
     )
-    expires_at = fields.String(
-        metadata=_doc(
-            "ISO 8601 date and time with a UTC offset, in the future. Calls not yet placed by then end"
-            " `failed` with outcome `expired` (a retry that would come due after it too); live calls finish,"
-            " and the batch ends with its terminal event. Without an offset, malformed or past: a 422 naming"
-            " `expires_at`.",
-            example="2026-11-23T18:00:00+01:00",
-            format="date-time",
-        )
+    expires_at = _timestamp(
+        "ISO 8601 date and time with a UTC offset, in the future. Calls not yet placed by then end"
+        " `failed` with outcome `expired` (a retry that would come due after it too); live calls finish,"
+        " and the batch ends with its terminal event. Without an offset, malformed or past: a 422 naming"
+        " `expires_at`.",
+        "2026-11-23T18:00:00+01:00",
+    )
+    start_at = _timestamp(
+        "ISO 8601 date and time with a UTC offset. Until then the batch is `scheduled`: none of its calls"
+        " is dialed, and it holds no slot. Now or past: it starts at once. Without an offset, malformed, or"
+        " not before `expires_at`: a 422 naming `start_at`.",
+        "2026-11-23T09:00:00+01:00",
     )
 
     calling_window = fields.Raw(metadata=_doc(CALLING_WINDOW_DOC, example=CALLING_WINDOW_EXAMPLE))

@@ -112,6 +112,9 @@ class CeleryTaskQueue:
     def expire(self, batch_id: str, countdown: float = 0) -> None:
         self._send("batchcalls.expire", (batch_id,), countdown=countdown or None, priority=0)
 
+    def start(self, batch_id: str, countdown: float = 0) -> None:
+        self._send("batchcalls.start", (batch_id,), countdown=countdown or None, priority=0)
+
     @functools.cached_property
     def inbox(self) -> Inbox:
         settings = self.app.settings

@@ -233,6 +233,12 @@ def expire(batch_id: str) -> int:
     return _parts()[0].expire(batch_id)
 
 
+@app.task(base=EngineTask, name="batchcalls.start")
+def start(batch_id: str) -> bool:
+    """The batch's `start_at` came (an idempotent wake-up): a scheduled batch starts dialing."""
+    return _parts()[0].start(batch_id)
+
+
 @app.task(base=EngineTask, name="batchcalls.deliver")
 def deliver(batch_id: str) -> int:
     engine, relay = _parts()

@@ -201,7 +201,9 @@ class FleetCollector(Collector):
             "Calls waiting for a retry",
             value=by_status.get(CallStatus.SCHEDULED.value, 0),
         )
-        yield GaugeMetricFamily("batchcalls_batches_active", "Batches queued, running or paused", value=len(active))
+        yield GaugeMetricFamily(
+            "batchcalls_batches_active", "Batches scheduled, queued, running or paused", value=len(active)
+        )
         pipe = self.redis.pipeline(transaction=False)
         for batch_id in active:
             pipe.zcard(redis_keys.batch_ready(batch_id))

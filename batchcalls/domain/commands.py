@@ -1,4 +1,4 @@
-"""Commands on a running batch (pause, resume, cancel, and expiry) as a table, applied by a pure function.
+"""Commands on a batch (pause, resume, cancel, and its start and expiry) as a table, applied by a pure function.
 
 No I/O. `BATCH_MOVES` says what each command does to the batch's status; the calls a command ends
 move by the `lifecycle.CALL_MOVES` rows of its trigger, so which calls a cancel ends is read from
@@ -24,31 +24,45 @@ class Command(str, Enum):
     RESUME = "resume"
     CANCEL = "cancel"
     EXPIRE = "expire"  # not a route: the batch's `expires_at` has passed (the engine's own command)
+    START = "start"  # not a route: the batch's `start_at` has come (the engine's own command)
 
 
 class BatchRule(str, Enum):
     UNCHANGED = "unchanged"  # the command is repeated: nothing to do, no event
-    RESUMED = "resumed"  # `running` when a call was dialed already, else `queued` (not started)
+    # `running` when a call was dialed already; else `scheduled` while its `start_at` is ahead,
+    # else `queued` (not started)
+    RESUMED = "resumed"
 
 
 UNCHANGED = BatchRule.UNCHANGED
 
 BATCH_MOVES: dict[tuple[BatchStatus, Command], BatchStatus | BatchRule] = {
+    (B.SCHEDULED, Command.PAUSE): B.PAUSED,
     (B.QUEUED, Command.PAUSE): B.PAUSED,
     (B.RUNNING, Command.PAUSE): B.PAUSED,
     (B.PAUSED, Command.PAUSE): UNCHANGED,
     (B.PAUSED, Command.RESUME): BatchRule.RESUMED,
+    (B.SCHEDULED, Command.RESUME): UNCHANGED,
     (B.QUEUED, Command.RESUME): UNCHANGED,
     (B.RUNNING, Command.RESUME): UNCHANGED,
+    (B.SCHEDULED, Command.CANCEL): B.CANCELLED,
     (B.QUEUED, Command.CANCEL): B.CANCELLED,
     (B.RUNNING, Command.CANCEL): B.CANCELLED,
     (B.PAUSED, Command.CANCEL): B.CANCELLED,
     (B.CANCELLED, Command.CANCEL): UNCHANGED,  # a second cancel may still hang up live calls
     # Expiry ends the waiting calls and leaves the batch's status: it ends by its calls' outcomes
     # once its live calls have ended. Repeated, it ends the calls that became waiting since.
+    (B.SCHEDULED, Command.EXPIRE): UNCHANGED,
     (B.QUEUED, Command.EXPIRE): UNCHANGED,
     (B.RUNNING, Command.EXPIRE): UNCHANGED,
     (B.PAUSED, Command.EXPIRE): UNCHANGED,
+    # The start of a scheduled batch: its calls may be dialed from now on. Repeated, or come to a
+    # batch started already, it changes nothing; a batch paused before it stays paused, and its
+    # resume finds `start_at` passed (`RESUMED`).
+    (B.SCHEDULED, Command.START): B.QUEUED,
+    (B.QUEUED, Command.START): UNCHANGED,
+    (B.RUNNING, Command.START): UNCHANGED,
+    (B.PAUSED, Command.START): UNCHANGED,
 }
 
 COMMAND_EVENT_OF: dict[Command, EventType] = {
@@ -77,10 +91,13 @@ def moved_by(trigger: Trigger) -> dict[Outcome, frozenset[CallStatus]]:
     return {outcome: frozenset(statuses) for outcome, statuses in groups.items()}
 
 
-def batch_command(status: BatchStatus, command: Command, *, started: bool, hang_up: bool = False) -> tuple[Effect, ...]:
-    """The effects of `command` on a batch in `status` (`started`: a call was dialed already).
-    `hang_up` (cancel only) also ends the live calls through the provider. Raises
-    `InvalidState` when the table has no row: a finished batch, or a cancelled one paused."""
+def batch_command(
+    status: BatchStatus, command: Command, *, started: bool, before_start: bool = False, hang_up: bool = False
+) -> tuple[Effect, ...]:
+    """The effects of `command` on a batch in `status` (`started`: a call was dialed already;
+    `before_start`: its `start_at` is still ahead). `hang_up` (cancel only) also ends the live
+    calls through the provider. Raises `InvalidState` when the table has no row: a finished
+    batch, or a cancelled one paused."""
     rule = BATCH_MOVES.get((status, command))
     if rule is None:
         raise InvalidState(
@@ -89,7 +106,7 @@ def batch_command(status: BatchStatus, command: Command, *, started: bool, hang_
         )
     effects: list[Effect] = []
     if rule is not UNCHANGED:
-        new = (B.RUNNING if started else B.QUEUED) if rule is BatchRule.RESUMED else BatchStatus(rule)
+        new = resumed_status(started=started, before_start=before_start) if rule is BatchRule.RESUMED else B(rule)
         effects.append(SetBatchStatus(new))
         if command in COMMAND_EVENT_OF:
             effects.append(WriteEvent(COMMAND_EVENT_OF[command], Payload.BATCH))
@@ -102,4 +119,17 @@ def batch_command(status: BatchStatus, command: Command, *, started: bool, hang_
     return tuple(effects)
 
 
-_PAST = {Command.PAUSE: "paused", Command.RESUME: "resumed", Command.CANCEL: "cancelled", Command.EXPIRE: "expired"}
+def resumed_status(*, started: bool, before_start: bool) -> BatchStatus:
+    """The status `BatchRule.RESUMED` gives a paused batch."""
+    if started:
+        return B.RUNNING
+    return B.SCHEDULED if before_start else B.QUEUED
+
+
+_PAST = {
+    Command.PAUSE: "paused",
+    Command.RESUME: "resumed",
+    Command.CANCEL: "cancelled",
+    Command.EXPIRE: "expired",
+    Command.START: "started",
+}

@@ -12,9 +12,9 @@ writes what it returns (the new state and a tuple of effects); it decides nothin
   row changes nothing.
 - `BATCH_ON_LAST_CALL`: batch status -> how the batch ends when its last call becomes final. A batch
   status that is not a row does not end there.
-- `commands.BATCH_MOVES`: (batch status, command: pause, resume, cancel) -> the batch's new
-  status; a pair that is not a row is refused. The calls a command ends move by the `CALL_MOVES`
-  rows of its trigger (`CANCEL`, `HANG_UP`).
+- `commands.BATCH_MOVES`: (batch status, command: pause, resume, cancel, start, expire) -> the
+  batch's new status; a pair that is not a row is refused. The calls a command ends move by the
+  `CALL_MOVES` rows of its trigger (`CANCEL`, `HANG_UP`, `EXPIRE`).
 
 A new state is a status in `states`, a `Trigger` or `Command` member and rows: `call_move` and
 `batch_command` turn rows into effects the store writes. The unit tests walk the tables. The
@@ -153,6 +153,7 @@ class BatchEnd(str, Enum):
 
 
 BATCH_ON_LAST_CALL: dict[BatchStatus, BatchStatus | BatchEnd] = {
+    B.SCHEDULED: BatchEnd.BY_OUTCOMES,  # every number suppressed at submit, or expired unstarted
     B.QUEUED: BatchEnd.BY_OUTCOMES,
     B.RUNNING: BatchEnd.BY_OUTCOMES,
     B.PAUSED: BatchEnd.BY_OUTCOMES,

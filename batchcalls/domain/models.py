@@ -42,6 +42,7 @@ class NewBatch:
     priority: int = DEFAULT_PRIORITY
     metadata: dict[str, Any] | None = None
     expires_at: datetime | None = None  # aware; calls not placed by then end `expired`
+    start_at: datetime | None = None  # aware; nothing is dialed before it (the batch is `scheduled`)
     calling_window: CallingWindow | None = None  # when its calls may be dialed (a call may have its own)
 
     def window_of(self, call: NewCall) -> CallingWindow | None:

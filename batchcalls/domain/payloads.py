@@ -72,5 +72,6 @@ def batch_view(row: dict[str, Any], status_counts: dict[str, int]) -> dict[str, 
         "started_at": isoformat_ms(row.get("started_at")),
         "finished_at": isoformat_ms(row.get("finished_at")),
         "expires_at": isoformat_ms(row.get("expires_at")),
+        "start_at": isoformat_ms(row.get("start_at")),
         "calling_window": row.get("calling_window"),
     }

@@ -6,6 +6,7 @@ allows it, so a repeated or out-of-order event is a no-op instead of a corruptio
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 
 
@@ -84,6 +85,7 @@ def attempt_may_move(current: AttemptStatus, new: AttemptStatus) -> bool:
 
 
 class BatchStatus(str, Enum):
+    SCHEDULED = "scheduled"  # its `start_at` is ahead: nothing of it is dialed before then
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -92,7 +94,13 @@ class BatchStatus(str, Enum):
     CANCELLED = "cancelled"
 
 
-ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.PAUSED})
+ACTIVE_BATCH_STATUSES = frozenset({BatchStatus.SCHEDULED, BatchStatus.QUEUED, BatchStatus.RUNNING, BatchStatus.PAUSED})
+
+
+def batch_initial_status(start_at: datetime | None, now: datetime) -> BatchStatus:
+    """A new batch is `scheduled` while its `start_at` is ahead of `now`, else `queued` (a
+    `start_at` now or past means: start now)."""
+    return BatchStatus.SCHEDULED if start_at is not None and start_at > now else BatchStatus.QUEUED
 
 
 def batch_final_status(completed_calls: int) -> BatchStatus:
@@ -104,7 +112,8 @@ def batch_final_status(completed_calls: int) -> BatchStatus:
 # membership with them, and SQL takes them as a parameter (`status = ANY(%s)` with `values(...)`),
 # never as literals typed into the query text.
 UNFINISHED_STATUSES = PENDING_STATUSES | LIVE_STATUSES
-# The batches whose calls are dialed and retried; a paused batch keeps its calls waiting.
+# The batches whose calls are dialed and retried; a paused or scheduled batch keeps its calls
+# waiting, its gate in Redis closed.
 DIALING_BATCH_STATUSES = frozenset({BatchStatus.QUEUED, BatchStatus.RUNNING})
 FINAL_BATCH_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED})
 

@@ -29,7 +29,7 @@ from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.scripts import normalize_script
 from batchcalls.domain.states import RETRYABLE_OUTCOMES
 from batchcalls.domain.templates import fill_scripts
-from batchcalls.domain.timefmt import parse_expires_at
+from batchcalls.domain.timefmt import parse_expires_at, parse_start_at
 from batchcalls.domain.window_requests import requested_windows
 
 Details = dict[str, list[str]]
@@ -261,7 +261,8 @@ def build_batch(
     `InvalidScript` (`calls[i].script...` once its `variables` are filled in; an unknown `calls[i].voice_id`),
     `ConcurrencyLimit` (`concurrency` outside 1..max_concurrency; absent means
     min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`; `expires_at`: not ISO
-    8601, without a UTC offset, or not after `now`, when `now` is given).
+    8601, without a UTC offset, or not after `now`, when `now` is given; `start_at`: not ISO
+    8601, without a UTC offset, or not before `expires_at`).
 
     Phone numbers come out in E.164 form; a call's priority defaults to the batch's, which
     defaults to `DEFAULT_PRIORITY`.
@@ -272,6 +273,7 @@ def build_batch(
     concurrency = _concurrency(data, max_concurrency)
     retry = _retry_policy(data.get("retry_config"))
     expires_at = parse_expires_at(data.get("expires_at"), now)
+    start_at = parse_start_at(data.get("start_at"), expires_at)
     window, own = requested_windows(data, calls)
     priority: int = data.get("priority", DEFAULT_PRIORITY)
     return NewBatch(
@@ -293,5 +295,6 @@ def build_batch(
         priority=priority,
         metadata=data.get("metadata"),
         expires_at=expires_at,
+        start_at=start_at,
         calling_window=window,
     )

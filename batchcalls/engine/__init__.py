@@ -9,7 +9,8 @@ Tasks call `Engine` and nothing else. Each job is a part of its own, read on its
 - `dialing`: place a call within the calls-per-second limit (`place_call`, `place_calls`);
 - `events`: apply provider events and flush the Redis work they leave (`record_event(s)`, `flush_events`);
 - `kicks`: have events delivered (`kick_delivery`, `deliver`, `redeliver`);
-- `control`: pause, resume and cancel a batch, and hang up its live calls (`command`, `hang_up`).
+- `control`: pause, resume and cancel a batch, hang up its live calls, start a scheduled batch
+  and expire one (`command`, `hang_up`, `start`, `expire`).
 
 Redis is reached only through the gates adapter (and the delivery kicks'), its keys named in
 `batchcalls.adapters.redis_keys`.

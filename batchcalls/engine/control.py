@@ -1,10 +1,12 @@
-"""Control of a running batch: pause, resume, cancel (with the hangup of its live calls), expiry.
+"""Control of a batch: pause, resume, cancel (with the hangup of its live calls), its start at
+`start_at`, and its expiry.
 
 Postgres decides and records each command under the batch's row lock; Redis follows: a paused
 batch's gate grants no slot, a resumed one is dispatched again (under a calls-per-second limit it
 registers with the dial scheduler again through `dispatch`), and a cancelled one's gate state is
 dropped, so none of its waiting calls costs a task. A call given a slot before the command is
-refused by the attempt's start, which reads the batch's status under its share lock.
+refused by the attempt's start, which reads the batch's status under its share lock. A
+scheduled batch's gate is closed as a paused one's is, until its start opens it.
 """
 
 from __future__ import annotations
@@ -82,6 +84,22 @@ class Controlling(EngineParts):
         if done.ended:
             log.info("batch expired batch_id=%s ended=%d", batch_id, done.ended)
         return done.ended
+
+    def start(self, batch_id: str) -> bool:
+        """Start a scheduled batch whose `start_at` has come: `queued` in Postgres, its gate in
+        Redis opened, and a dispatch. The gate is opened before the start commits, under the
+        batch's row lock, so a pause or cancel after it closes the gate after this opened it;
+        should Redis fail, nothing is committed and the task (or the sweep) starts it again.
+        A no-op for a batch whose `start_at` is ahead or that has finished; repeatable (a
+        started batch's gate is opened again). True when the batch is dialing."""
+        with self.db.transaction() as cur:
+            done = control.start_batch(cur, batch_id)
+            if done is None or done.batch["status"] not in DIALING_BATCH_STATUSES:
+                return False
+            self.gates.set_paused(batch_id, paused=False)
+        self.tasks.dispatch(batch_id, done.batch["priority"])
+        log.info("batch started batch_id=%s", batch_id)
+        return True
 
     def hang_up(self, batch_id: str, call_id: str, tries: int = 0) -> bool:
         """End a live call of a cancelled batch as `cancelled`, then hang it up through the

@@ -13,7 +13,7 @@ from redis.exceptions import LockError
 
 from batchcalls.adapters import gates as gates_mod
 from batchcalls.adapters.store import batches, calls
-from batchcalls.domain.states import ACTIVE_BATCH_STATUSES, LIVE_STATUSES, BatchStatus, CallStatus
+from batchcalls.domain.states import ACTIVE_BATCH_STATUSES, DIALING_BATCH_STATUSES, LIVE_STATUSES, CallStatus
 from batchcalls.engine.base import EngineParts
 
 log = logging.getLogger("batchcalls.engine")
@@ -158,7 +158,7 @@ class Granting(EngineParts):
                 ready,
                 delayed,
                 live,
-                paused=batch["status"] == BatchStatus.PAUSED,
+                paused=batch["status"] not in DIALING_BATCH_STATUSES,  # paused, or scheduled
                 tenant=str(batch["tenant_id"]),
             )
             return True

@@ -1,6 +1,7 @@
 """The periodic sweep that makes Redis and the task queue agree with Postgres again: rebuilds
-lost Redis state, renews the slots of live calls, wakes due retries, resolves attempts whose
-provider events stopped, and re-kicks undelivered events. Losing all of Redis loses no call."""
+lost Redis state, renews the slots of live calls, wakes due retries, starts and expires batches
+whose wake-up was lost, resolves attempts whose provider events stopped, and re-kicks
+undelivered events. Losing all of Redis loses no call."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Sweep:
     deliveries: int = 0
     event_drains: int = 0
     expired: int = 0
+    started: int = 0
 
 
 def reconcile(engine: Engine) -> Sweep:
@@ -53,6 +55,7 @@ def reconcile(engine: Engine) -> Sweep:
 def _sweep(engine: Engine) -> Sweep:
     sweep = Sweep()
     sweep.expired = _expire(engine)
+    sweep.started = _start(engine)
     with engine.db.transaction() as cur:
         active = batches.active_batches(cur)
         due_retry = set(calls.batches_with_due_retries(cur))
@@ -106,6 +109,21 @@ def _expire(engine: Engine) -> int:
         else:
             engine.tasks.expire(batch_id, countdown=due_in)
     return ended
+
+
+def _start(engine: Engine) -> int:
+    """Start the scheduled batches whose `start_at` has passed (their wake-up lost), and arm a
+    wake-up at it for those whose `start_at` comes before the next sweep. Returns how many
+    batches were started."""
+    with engine.db.transaction() as cur:
+        starting = batches.starting_batches(cur, engine.settings.reconcile_seconds)
+    started = 0
+    for batch_id, due_in in starting:
+        if due_in <= 0:
+            started += engine.start(batch_id)
+        else:
+            engine.tasks.start(batch_id, countdown=due_in)
+    return started
 
 
 # A turn whose call was never reported (its pacer died) stops counting under the tenant's

@@ -1,4 +1,5 @@
-"""Submitting a batch: store it and its calls, queue them in Redis, and wake the dispatcher."""
+"""Submitting a batch: store it and its calls, queue them in Redis, and wake the dispatcher (or,
+for a batch whose `start_at` is ahead, arm the one wake-up that starts it then)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from batchcalls.adapters.store import batches
 from batchcalls.adapters.store.tenants import Tenant
 from batchcalls.domain.errors import Unavailable
 from batchcalls.domain.models import NewBatch
+from batchcalls.domain.states import BatchStatus, batch_initial_status
 from batchcalls.domain.window_requests import openings
 from batchcalls.engine.base import EngineParts
 
@@ -40,7 +42,9 @@ class Submitting(EngineParts):
 
     def submit(self, tenant: Tenant, batch: NewBatch, idempotency_key: str | None, body: Any) -> tuple[str, bool]:
         """Store the batch and its calls in one transaction, queue them in Redis, and wake the
-        dispatcher. Returns (batch id, created).
+        dispatcher. Returns (batch id, created). A batch whose `start_at` is ahead is stored
+        `scheduled` and queued behind a closed gate, not dispatched: one wake-up at `start_at`
+        (or the reconciler's sweep) starts it.
 
         Raises `Unavailable`, with nothing stored, when Redis cannot be reached before the
         batch is stored. Once it is stored it stands: should Redis fail after that, the
@@ -54,6 +58,8 @@ class Submitting(EngineParts):
                 "the service cannot queue calls right now (Redis is unavailable); nothing was stored, retry later",
                 SUBMIT_RETRY_AFTER,
             ) from exc
+        now = datetime.now(UTC)
+        status = batch_initial_status(batch.start_at, now)
         submitted = batches.insert_batch(
             self.db,
             tenant.id,
@@ -62,7 +68,8 @@ class Submitting(EngineParts):
             request_hash=request_hash(body),
             max_queued_calls=self.settings.max_queued_calls,
             tenant_max_queued_calls=self.settings.tenant_max_queued_calls,
-            openings=openings(batch, datetime.now(UTC), self.settings.clock_offset),
+            openings=openings(batch, max(now, batch.start_at or now), self.settings.clock_offset),
+            status=status,
         )
         if submitted.finished:  # every number was suppressed: nothing to queue, the batch ended
             if batch.callback_url:
@@ -78,6 +85,7 @@ class Submitting(EngineParts):
                         for cid, seq, prio, at in submitted.calls
                         if at is not None
                     ),
+                    paused=status is BatchStatus.SCHEDULED,
                     tenant=str(tenant.id),
                 )
                 if self.settings.cps_limit:
@@ -88,7 +96,10 @@ class Submitting(EngineParts):
                         policy.max_calls_per_second,
                         policy.max_concurrent_calls,
                     )
-                self.tasks.dispatch(submitted.batch_id, batch.priority)
+                if status is BatchStatus.SCHEDULED:
+                    self._arm_start(submitted.batch_id, batch)
+                else:
+                    self.tasks.dispatch(submitted.batch_id, batch.priority)
                 self._arm_expiry(submitted.batch_id, batch)
             except Exception as exc:  # noqa: BLE001 - Redis or the broker; the batch is stored either way
                 log.warning(
@@ -107,3 +118,11 @@ class Submitting(EngineParts):
         due_in = batch.expires_at.timestamp() - time.time()
         if due_in <= self.settings.max_countdown_seconds:
             self.tasks.expire(batch_id, countdown=max(due_in, 0))
+
+    def _arm_start(self, batch_id: str, batch: NewBatch) -> None:
+        """One wake-up at the batch's `start_at` when that is near; a later one is armed by the
+        reconciler's sweep as it comes near, which also starts a due batch whose wake-up was lost."""
+        assert batch.start_at is not None
+        due_in = batch.start_at.timestamp() - time.time()
+        if due_in <= self.settings.max_countdown_seconds:
+            self.tasks.start(batch_id, countdown=max(due_in, 0))

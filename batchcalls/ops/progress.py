@@ -81,6 +81,7 @@ def status_table(status: dict[str, Any]) -> Table:
         BatchStatus.COMPLETED.value: "green",
         BatchStatus.FAILED.value: "red",
         BatchStatus.PAUSED.value: "yellow",
+        BatchStatus.SCHEDULED.value: "cyan",
         BatchStatus.CANCELLED.value: "magenta",
     }
     state = str(status.get("status"))
@@ -93,6 +94,7 @@ def status_table(status: dict[str, Any]) -> Table:
         "in_progress",
         "pending",
         "created_at",
+        "start_at",
         "started_at",
         "finished_at",
         "expires_at",

@@ -28,6 +28,7 @@ class ListQueue:
     delivers: list[tuple[str, float]] = field(default_factory=list)  # (batch id, countdown)
     hang_ups: list[str] = field(default_factory=list)
     dispatches: list[str] = field(default_factory=list)
+    starts: list[tuple[str, float]] = field(default_factory=list)  # (batch id, countdown)
 
     def dispatch(self, batch_id: str, *args: Any, **kwargs: Any) -> None:
         self.dispatches.append(batch_id)
@@ -51,6 +52,8 @@ class ListQueue:
     def record_responses(self, *args: Any, **kwargs: Any) -> None: ...
     def record_input(self, *args: Any, **kwargs: Any) -> None: ...
     def expire(self, *args: Any, **kwargs: Any) -> None: ...
+    def start(self, batch_id: str, countdown: float = 0) -> None:
+        self.starts.append((batch_id, countdown))
 
     def hang_up(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
         self.hang_ups.append(call_id)

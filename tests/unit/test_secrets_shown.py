@@ -65,7 +65,7 @@ def test_an_event_task_shows_how_many_answers_it_carries_not_what_they_say() -> 
 
 
 def test_the_tasks_of_control_commands_show_their_batch_and_call_ids_and_no_answer() -> None:
-    """What Flower's task list shows of the tasks a resume, a cancel with hangup, an expiry and
+    """What Flower's task list shows of the tasks a resume, a cancel with hangup, an expiry, a start and
     a simulated callee's opt-out cause: which batch and which call, never what the callee said."""
     app = create_celery(load_settings(SECRETS))
     sent = Sent()
@@ -74,11 +74,13 @@ def test_the_tasks_of_control_commands_show_their_batch_and_call_ids_and_no_answ
     queue.dispatch("batch_1", 5)
     queue.hang_up("batch_1", "call_2", tries=1, countdown=1)
     queue.expire("batch_1", countdown=3)
+    queue.start("batch_1", countdown=2)
     queue.record_input("call_3", 1, 2, [{"step": 2, "digits": "9", "speech": [{"text": "stop calling"}]}], 1)
     shown = {c["name"]: c["argsrepr"] for c in sent.calls}
     assert "'batch_1'" in shown["batchcalls.dispatch"]
     assert shown["batchcalls.hang_up"] == "('batch_1', 'call_2')"
     assert shown["batchcalls.expire"] == "('batch_1',)"
+    assert shown["batchcalls.start"] == "('batch_1',)"
     assert shown["batchcalls.record_input"] == "('call_3', 1, 2, '<1 responses>')"
     assert sent.calls[-1]["args"][3][0]["digits"] == "9"  # the task itself gets them
 

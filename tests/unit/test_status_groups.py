@@ -22,7 +22,7 @@ def test_sql_gets_each_group_as_plain_names_in_enum_order() -> None:
     assert values(PENDING_STATUSES) == ["queued", "scheduled"]
     assert values(UNFINISHED_STATUSES) == ["queued", "scheduled", "dialing", "ringing", "in_progress"]
     assert values(FINAL_STATUSES) == ["completed", "failed", "cancelled"]
-    assert values(ACTIVE_BATCH_STATUSES) == ["queued", "running", "paused"]
+    assert values(ACTIVE_BATCH_STATUSES) == ["scheduled", "queued", "running", "paused"]
     assert values(DIALING_BATCH_STATUSES) == ["queued", "running"]
     assert values(FINAL_BATCH_STATUSES) == ["completed", "failed", "cancelled"]
     assert all(type(name) is str for name in values(LIVE_STATUSES) + values(ACTIVE_BATCH_STATUSES))
@@ -35,8 +35,8 @@ def test_unfinished_calls_are_every_call_not_final() -> None:
 def test_active_and_final_batch_statuses_split_every_batch_status() -> None:
     assert set(BatchStatus) == ACTIVE_BATCH_STATUSES | FINAL_BATCH_STATUSES
     assert not ACTIVE_BATCH_STATUSES & FINAL_BATCH_STATUSES
-    # A paused batch is active but dials nothing.
-    assert ACTIVE_BATCH_STATUSES - {BatchStatus.PAUSED} == DIALING_BATCH_STATUSES
+    # A paused batch, and one scheduled for its start_at, is active but dials nothing.
+    assert ACTIVE_BATCH_STATUSES - {BatchStatus.PAUSED, BatchStatus.SCHEDULED} == DIALING_BATCH_STATUSES
 
 
 def test_a_row_status_as_read_from_postgres_is_found_in_its_group() -> None:

@@ -11,7 +11,8 @@ from unittest import mock
 import phonenumbers
 import pytest
 
-from api.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, flatten_errors, load_batch_request, nesting_depth
+from api.call_data import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, nesting_depth
+from api.schemas import flatten_errors, load_batch_request
 from batchcalls.domain import validation
 from batchcalls.domain.errors import (
     ConcurrencyLimit,
@@ -152,7 +153,7 @@ def test_the_real_voice_catalog_knows_the_seed_voices() -> None:
         ({"calls": [call(phone="+1")]}, "calls[0].phone"),
         ({"calls": [call(), call(script={"text": "Hi.", "voice": "x"})]}, "calls[1].script.voice"),
         ({"calls": [call()], "retry_config": {"max_attempts": 2, "jitter": 1}}, "retry_config.jitter"),
-        ({"calls": [call()], "start_at": "2030-01-01T00:00:00Z"}, "start_at"),  # not built yet
+        ({"calls": [call()], "send_at": "2030-01-01T00:00:00Z"}, "send_at"),  # start_at is its name
     ],
 )
 def test_unknown_fields_are_rejected_at_every_level(body: dict[str, Any], path: str) -> None:
@@ -622,3 +623,44 @@ def test_expires_at_must_be_a_string(value: object) -> None:
     with pytest.raises(InvalidRequest) as excinfo:
         load_batch_request({"calls": [call()], "expires_at": value})
     assert "expires_at" in details_of(excinfo)
+
+
+# start_at
+
+
+def test_start_at_with_an_offset_is_kept_as_an_aware_time_past_or_future() -> None:
+    for value, expected in [
+        ("2026-11-23T15:00:00+02:00", datetime(2026, 11, 23, 13, 0, tzinfo=UTC)),
+        ("2026-11-23T11:00:00Z", datetime(2026, 11, 23, 11, 0, tzinfo=UTC)),  # past: the batch starts now
+    ]:
+        body = load_batch_request({"calls": [call()], "start_at": value})
+        assert build_batch(body, max_concurrency=10, voices=VOICES, now=NOW).start_at == expected
+    assert build({"calls": [call()]}).start_at is None
+    before = {"calls": [call()], "start_at": "2026-11-23T13:00:00Z", "expires_at": "2026-11-23T13:00:01Z"}
+    assert build_batch(load_batch_request(before), max_concurrency=10, voices=VOICES, now=NOW).start_at is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expires_at", "problem"),
+    [
+        ("soon", None, "not an ISO 8601 date and time"),
+        ("2026-11-23T14:30:00", None, "no UTC offset"),
+        ("2026-11-24", None, "no UTC offset"),
+        ("2026-11-23T13:00:00Z", "2026-11-23T13:00:00Z", "not before expires_at"),
+        ("2026-11-23T15:00:00+01:00", "2026-11-23T13:00:00Z", "not before expires_at"),
+    ],
+)
+def test_a_bad_start_at_is_a_422_naming_it(value: str, expires_at: str | None, problem: str) -> None:
+    body: dict[str, Any] = {"calls": [call()], "start_at": value}
+    if expires_at is not None:
+        body["expires_at"] = expires_at
+    with pytest.raises(InvalidRequest) as excinfo:
+        build_batch(load_batch_request(body), max_concurrency=10, voices=VOICES, now=NOW)
+    assert excinfo.value.http_status == 422 and details_of(excinfo) == {"start_at": [problem]}
+
+
+@pytest.mark.parametrize("value", [1700000000, True, None, {}])
+def test_start_at_must_be_a_string(value: object) -> None:
+    with pytest.raises(InvalidRequest) as excinfo:
+        load_batch_request({"calls": [call()], "start_at": value})
+    assert "start_at" in details_of(excinfo)

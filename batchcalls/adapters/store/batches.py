@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +11,7 @@ from typing import Any
 from psycopg2.extras import Json, RealDictCursor
 
 from batchcalls.adapters.store import suppressions
+from batchcalls.adapters.store.call_copies import SUPPRESSED, copy_calls
 from batchcalls.adapters.store.db import Database, execute
 from batchcalls.adapters.store.outbox import add_event
 from batchcalls.domain import lifecycle
@@ -28,10 +26,6 @@ _CAPACITY_LOCK = 0x63617061  # serialises the capacity check of concurrent submi
 
 def new_batch_id() -> str:
     return "batch_" + secrets.token_hex(10)
-
-
-def new_call_id() -> str:
-    return "call_" + secrets.token_hex(10)
 
 
 @dataclass(frozen=True)
@@ -51,62 +45,6 @@ FINAL_COUNTERS = {
 }
 
 
-def _suppressed_ending() -> lifecycle.FinishCall:
-    """How a call whose number is suppressed at submit ends (`lifecycle.CALL_MOVES`): it is
-    stored final, with no attempt. It writes no call event: the submit's answer shows it."""
-    _, effects = lifecycle.call_move(lifecycle.Call(CallStatus.QUEUED, 0), lifecycle.Trigger.SUPPRESS, None, None)
-    return next(e for e in effects if isinstance(e, lifecycle.FinishCall))
-
-
-SUPPRESSED = _suppressed_ending()
-
-
-def _copy_calls(
-    cur: RealDictCursor,
-    batch_id: str,
-    batch: NewBatch,
-    suppressed: set[str],
-    openings: Sequence[datetime | None] = (),
-) -> list[tuple[str, int, int, datetime | None]]:
-    """COPY the batch's calls; those to numbers in `suppressed` are stored final, those with an
-    opening in `openings` (by index: when the call's calling window next opens, None when it is
-    open now) `scheduled` until it. Returns the others, to be dialed: (id, seq, priority, opening)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    ids = []
-    for seq, call in enumerate(batch.calls):
-        call_id = new_call_id()
-        ended = call.phone_number in suppressed
-        opening = openings[seq] if openings else None
-        if not ended:
-            ids.append((call_id, seq, call.priority, opening))
-        status = CallStatus.SCHEDULED if opening is not None else CallStatus.QUEUED
-        writer.writerow(
-            (
-                call_id,
-                batch_id,
-                seq,
-                call.phone_number,
-                call.priority,
-                call.voice_id or "",
-                json.dumps(call.script, separators=(",", ":")),
-                SUPPRESSED.status.value if ended else status.value,
-                SUPPRESSED.outcome.value if ended else "",
-                "" if ended or opening is None else opening.isoformat(),
-                "" if call.calling_window is None else json.dumps(to_json(call.calling_window)),
-                "" if call.metadata is None else json.dumps(call.metadata, separators=(",", ":")),
-                "" if call.variables is None else json.dumps(call.variables, separators=(",", ":")),
-            )
-        )
-    buf.seek(0)
-    cur.copy_expert(
-        "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome,"
-        " next_attempt_at, calling_window, metadata, variables) FROM STDIN WITH (FORMAT csv, NULL '')",
-        buf,
-    )
-    return ids
-
-
 def insert_batch(
     db: Database,
     tenant_id: int,
@@ -117,10 +55,12 @@ def insert_batch(
     max_queued_calls: int,
     tenant_max_queued_calls: int | None = None,
     openings: Sequence[datetime | None] = (),
+    status: BatchStatus = BatchStatus.QUEUED,
 ) -> Submitted:
-    """Store a batch and all its calls in one transaction, or return the batch an earlier request
-    with the same Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet
-    final would exceed its quota (its own `max_queued_calls`, else `tenant_max_queued_calls`;
+    """Store a batch (in `status`: `queued`, or `scheduled` for a later `start_at`) and all its
+    calls in one transaction, or return the batch an earlier request with the same
+    Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet final would
+    exceed its quota (its own `max_queued_calls`, else `tenant_max_queued_calls`;
     None: no default quota), then OverCapacity when the calls not yet final, system-wide, would
     exceed `max_queued_calls`."""
     batch_id = new_batch_id()
@@ -171,12 +111,12 @@ def insert_batch(
         cur.execute(
             "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
             f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at,"
-            " calling_window) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " calling_window, start_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *",
             (
                 batch_id,
                 tenant_id,
-                BatchStatus.QUEUED.value,
+                status.value,
                 batch.concurrency,
                 batch.priority,
                 Json(batch.retry.to_config()),
@@ -188,6 +128,7 @@ def insert_batch(
                 ended,
                 batch.expires_at,
                 Json(to_json(batch.calling_window)) if batch.calling_window is not None else None,
+                batch.start_at,
             ),
         )
         row = cur.fetchone()
@@ -195,7 +136,7 @@ def insert_batch(
             existing = _by_idempotency_key(cur, tenant_id, idempotency_key or "")
             assert existing is not None
             return _replayed(existing, request_hash)
-        calls = _copy_calls(cur, batch_id, batch, suppressed, openings)
+        calls = copy_calls(cur, batch_id, batch, suppressed, openings)
         finished = ended > 0 and end_batch_if_done(cur, row)["finished_at"] is not None
     return Submitted(batch_id, True, calls, finished=finished)
 
@@ -294,5 +235,17 @@ def expiring_batches(cur: RealDictCursor, within_seconds: float) -> list[tuple[s
         " WHERE expires_at IS NOT NULL AND finished_at IS NULL AND status = ANY(%s)"
         " AND expires_at <= clock_timestamp() + make_interval(secs => %s)",
         (values(ACTIVE_BATCH_STATUSES), within_seconds),
+    )
+    return [(row["id"], float(row["due_in"])) for row in cur.fetchall()]
+
+
+def starting_batches(cur: RealDictCursor, within_seconds: float) -> list[tuple[str, float]]:
+    """Scheduled batches whose `start_at` comes within `within_seconds` or has passed, each with
+    the seconds until it (<= 0: due), by the database's clock."""
+    cur.execute(
+        "SELECT id, extract(epoch FROM start_at - clock_timestamp())::float8 AS due_in FROM batches"
+        " WHERE start_at IS NOT NULL AND started_at IS NULL AND status = %s"
+        " AND start_at <= clock_timestamp() + make_interval(secs => %s)",
+        (BatchStatus.SCHEDULED.value, within_seconds),
     )
     return [(row["id"], float(row["due_in"])) for row in cur.fetchall()]

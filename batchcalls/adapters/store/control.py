@@ -1,5 +1,6 @@
-"""Commands on a batch in Postgres: pause, resume and cancel under the batch's row lock, and the
-hangup of one live call of a cancelled batch. `commands` and `lifecycle` decide; this writes."""
+"""Commands on a batch in Postgres: pause, resume and cancel under the batch's row lock, its start
+and expiry, and the hangup of one live call of a cancelled batch. `commands` and `lifecycle`
+decide; this writes."""
 
 from __future__ import annotations
 
@@ -35,11 +36,31 @@ def command_batch(
     (which lock it last), and with the start of an attempt (which holds its share lock), so an
     attempt is either recorded before the command answers or refused after it. Raises NotFound
     (another tenant's batch too) and `InvalidState`."""
-    execute(cur, "SELECT * FROM batches WHERE id = %s AND tenant_id = %s FOR NO KEY UPDATE", (batch_id, tenant_id))
+    execute(
+        cur,
+        "SELECT *, coalesce(start_at > clock_timestamp(), false) AS before_start FROM batches"
+        " WHERE id = %s AND tenant_id = %s FOR NO KEY UPDATE",
+        (batch_id, tenant_id),
+    )
     row = cur.fetchone()
     if row is None:
         raise NotFound(f"no batch {batch_id}")
-    return _apply(cur, row, command, hang_up=hang_up)
+    before_start = bool(row.pop("before_start"))
+    return _apply(cur, row, command, before_start=before_start, hang_up=hang_up)
+
+
+def start_batch(cur: RealDictCursor, batch_id: str) -> Commanded | None:
+    """Start a batch whose `start_at` has come (by the database's clock), under its row lock:
+    `scheduled` becomes `queued`; any other active batch is left as it is (`BATCH_MOVES`). None
+    when its `start_at` is still ahead or the batch has finished. The caller opens its gate in
+    Redis before it commits, so a command after the start finds the gate open."""
+    execute(
+        cur,
+        "SELECT * FROM batches WHERE id = %s AND status = ANY(%s) AND start_at <= clock_timestamp() FOR NO KEY UPDATE",
+        (batch_id, values(ACTIVE_BATCH_STATUSES)),
+    )
+    row = cur.fetchone()
+    return None if row is None else _apply(cur, row, commands.Command.START)
 
 
 def expire_batch(cur: RealDictCursor, batch_id: str) -> Commanded | None:
@@ -58,12 +79,23 @@ def expire_batch(cur: RealDictCursor, batch_id: str) -> Commanded | None:
     return None if row is None else _apply(cur, row, commands.Command.EXPIRE)
 
 
-def _apply(cur: RealDictCursor, row: dict[str, Any], command: commands.Command, *, hang_up: bool = False) -> Commanded:
+def _apply(
+    cur: RealDictCursor,
+    row: dict[str, Any],
+    command: commands.Command,
+    *,
+    before_start: bool = False,
+    hang_up: bool = False,
+) -> Commanded:
     """Write the effects of `command` on the batch whose row (`row`) the caller has locked."""
     batch_id = row["id"]
     done = Commanded(row)
     effects = commands.batch_command(
-        BatchStatus(row["status"]), command, started=row["started_at"] is not None, hang_up=hang_up
+        BatchStatus(row["status"]),
+        command,
+        started=row["started_at"] is not None,
+        before_start=before_start,
+        hang_up=hang_up,
     )
     for effect in effects:
         if isinstance(effect, SetBatchStatus):
