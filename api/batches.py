@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from api import csv_upload
 from api.errors import TOO_LARGE_MESSAGE
 from api.schemas import check_storable_text, load_batch_request
 from batchcalls.adapters.delivery.targets import check_callback_url
@@ -158,6 +159,9 @@ def warm_up(max_concurrency: int) -> None:
 def create_batch() -> tuple[Response, int]:
     engine = current_engine()
     policy = g.tenant.policy.over(engine.settings.tenant_defaults)
+    if csv_upload.is_csv():
+        batch_id, created = csv_upload.submit_csv(engine, policy, _idempotency_key())
+        return _accepted(batch_id, replayed=not created)
     body = json_body()
     key = _idempotency_key()
     if key is not None and (replayed := engine.replay(g.tenant, key, body)) is not None:

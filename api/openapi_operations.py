@@ -76,7 +76,29 @@ def paths(seed_examples: dict[str, Any], counted: dict[str, Any]) -> dict[str, d
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": BatchRequestSchema, "examples": seed_examples}},
+                    "content": {
+                        "application/json": {"schema": BatchRequestSchema, "examples": seed_examples},
+                        "text/csv": {
+                            "schema": {
+                                "type": "string",
+                                "description": "A header line naming the columns (phone_number required; text, voice_id,"
+                                " priority; metadata.<key>; any other column a variable), then a call a line. The batch's"
+                                " options are query parameters (text is the default script text of rows without one;"
+                                " retry_config, metadata and calling_window are JSON text).",
+                            },
+                            "example": "phone_number,first_name\n+14155552671,Ada\n",
+                        },
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["file"],
+                                "properties": {
+                                    "file": {"type": "string", "format": "binary", "description": "The CSV."},
+                                    "options": {"type": "string", "description": "The batch's options, a JSON object."},
+                                },
+                            }
+                        },
+                    },
                 },
                 "responses": {
                     "202": _json(

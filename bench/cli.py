@@ -18,7 +18,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import fairness, scenarios
+from bench import fairness, scenarios, uploads
 from bench.receiver import Receiver
 from bench.stack import running_stack
 
@@ -135,6 +135,30 @@ def rows(sizes: scenarios.Sizes) -> list[Row]:
         ),
         Row("", f"worker, whole process tree, {large:,}-call batch", f"mem_{large}_worker_total_mb", "MB", "", None),
         *fairness_rows(fairness.SMOKE if sizes == scenarios.SMOKE else fairness.FULL),
+        *csv_rows(sizes.csv_rows),
+    ]
+
+
+def csv_rows(rows: int) -> list[Row]:
+    full = rows == 1_000_000
+    return [
+        Row(
+            "8 CSV upload",
+            f"POST a {rows:,}-row CSV (text/csv) -> 202",
+            f"csv_{rows}_s",
+            "s",
+            "<= 60",
+            (lambda v: v <= 60) if full else None,
+        ),
+        Row("", "rows accepted per second", f"csv_{rows}_rows_per_s", "rows/s", "", None),
+        Row(
+            "",
+            "API, largest process, peak RSS",
+            f"csv_{rows}_api_mb",
+            "MB",
+            "<= 250",
+            (lambda v: v <= 250) if full else None,
+        ),
     ]
 
 
@@ -186,7 +210,7 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
-SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness")
+SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness", "csv")
 
 
 def run(
@@ -229,6 +253,9 @@ def run(
                     ("scheduler cost", fairness.scheduler_cost),
                 ):
                     steps.append(("fairness", label, functools.partial(measure, stack, receiver, fair)))
+                steps.append(
+                    ("csv", f"CSV upload of {sizes.csv_rows:,} rows", lambda: uploads.csv_upload(stack, sizes.csv_rows))
+                )
                 steps = [step for step in steps if step[0] in only]
                 for _, label, step in steps:
                     started = time.time()

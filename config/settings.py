@@ -79,6 +79,7 @@ class Settings:
     provider: str = "simulator"
     max_concurrency: int = 100
     max_body_bytes: int = 20 * 1024 * 1024
+    max_csv_bytes: int = 256 * 1024 * 1024
     max_queued_calls: int = 1_000_000
     # Each tenant's defaults; a tenant's own values (`batchcalls keys policy`) replace them.
     tenant_max_queued_calls: int = 100_000
@@ -231,6 +232,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         provider=provider,
         max_concurrency=_int(env, "BATCHCALLS_MAX_CONCURRENCY", 100),
         max_body_bytes=_int(env, "BATCHCALLS_MAX_BODY_BYTES", 20 * 1024 * 1024),
+        max_csv_bytes=_positive_int(env, "BATCHCALLS_MAX_CSV_BYTES", 256 * 1024 * 1024),
         max_queued_calls=_int(env, "BATCHCALLS_MAX_QUEUED_CALLS", 1_000_000),
         tenant_max_queued_calls=_positive_int(env, "BATCHCALLS_TENANT_MAX_QUEUED_CALLS", 100_000),
         max_calls_per_batch=_positive_int(env, "BATCHCALLS_MAX_CALLS_PER_BATCH", 100_000),

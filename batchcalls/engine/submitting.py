@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from redis.exceptions import RedisError
 
 from batchcalls.adapters import gates as gates_mod
 from batchcalls.adapters.logs import quoted
-from batchcalls.adapters.store import batches
+from batchcalls.adapters.store import batches, calls
 from batchcalls.adapters.store.tenants import Tenant
 from batchcalls.domain.errors import Unavailable
 from batchcalls.domain.models import NewBatch
@@ -40,11 +41,28 @@ class Submitting(EngineParts):
         with self.db.transaction() as cur:
             return batches.replay_of(cur, tenant.id, idempotency_key, request_hash(body))
 
-    def submit(self, tenant: Tenant, batch: NewBatch, idempotency_key: str | None, body: Any) -> tuple[str, bool]:
+    def replay_digest(self, tenant: Tenant, idempotency_key: str, digest: str) -> str | None:
+        """`replay` for a request whose hash the caller made (a streamed upload)."""
+        with self.db.transaction() as cur:
+            return batches.replay_of(cur, tenant.id, idempotency_key, digest)
+
+    def submit(
+        self,
+        tenant: Tenant,
+        batch: NewBatch,
+        idempotency_key: str | None,
+        body: Any,
+        *,
+        chunks: Iterable[NewBatch] | None = None,
+        digest: str | None = None,
+    ) -> tuple[str, bool]:
         """Store the batch and its calls in one transaction, queue them in Redis, and wake the
         dispatcher. Returns (batch id, created). A batch whose `start_at` is ahead is stored
         `scheduled` and queued behind a closed gate, not dispatched: one wake-up at `start_at`
-        (or the reconciler's sweep) starts it.
+        (or the reconciler's sweep) starts it. A streamed upload gives its calls as `chunks`
+        (each a NewBatch of some of them with the batch's options) and its request's `digest`:
+        they are stored as they come, and read back from Postgres to be queued, so memory does not
+        grow with the batch.
 
         Raises `Unavailable`, with nothing stored, when Redis cannot be reached before the
         batch is stored. Once it is stored it stands: should Redis fail after that, the
@@ -60,31 +78,36 @@ class Submitting(EngineParts):
             ) from exc
         now = datetime.now(UTC)
         status = batch_initial_status(batch.start_at, now)
+        begins, offset = max(now, batch.start_at or now), self.settings.clock_offset
         submitted = batches.insert_batch(
             self.db,
             tenant.id,
             batch,
             idempotency_key=idempotency_key,
-            request_hash=request_hash(body),
+            request_hash=digest or request_hash(body),
             max_queued_calls=self.settings.max_queued_calls,
             tenant_max_queued_calls=self.settings.tenant_max_queued_calls,
-            openings=openings(batch, max(now, batch.start_at or now), self.settings.clock_offset),
+            openings=openings(batch, begins, offset),
             status=status,
+            chunks=None if chunks is None else ((part, openings(part, begins, offset)) for part in chunks),
         )
+        waiting = submitted.calls if chunks is None else None
         if submitted.finished:  # every number was suppressed: nothing to queue, the batch ended
             if batch.callback_url:
                 self.kick_delivery(submitted.batch_id, urgent=True)
         elif submitted.created:
             try:
+                ready = (
+                    waiting if waiting is not None else calls.queued_calls(self.db, submitted.batch_id, delayed=False)
+                )
+                later = (
+                    waiting if waiting is not None else calls.queued_calls(self.db, submitted.batch_id, delayed=True)
+                )
                 self.gates.load_batch(
                     submitted.batch_id,
                     batch.concurrency,
-                    ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio, at in submitted.calls if at is None),
-                    (
-                        (cid, gates_mod.ready_score(prio, seq), at.timestamp())
-                        for cid, seq, prio, at in submitted.calls
-                        if at is not None
-                    ),
+                    ((cid, gates_mod.ready_score(prio, seq)) for cid, seq, prio, at in ready if at is None),
+                    ((cid, gates_mod.ready_score(prio, seq), at.timestamp()) for cid, seq, prio, at in later if at),
                     paused=status is BatchStatus.SCHEDULED,
                     tenant=str(tenant.id),
                 )

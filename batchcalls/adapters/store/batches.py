@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,6 +45,11 @@ FINAL_COUNTERS = {
 }
 
 
+# A streamed batch's calls (a CSV upload), some at a time: a NewBatch of some of its calls with the
+# batch's options, and when each of their calling windows opens (`copy_calls`).
+Chunk = tuple[NewBatch, Sequence[datetime | None]]
+
+
 def insert_batch(
     db: Database,
     tenant_id: int,
@@ -56,13 +61,16 @@ def insert_batch(
     tenant_max_queued_calls: int | None = None,
     openings: Sequence[datetime | None] = (),
     status: BatchStatus = BatchStatus.QUEUED,
+    chunks: Iterable[Chunk] | None = None,
 ) -> Submitted:
     """Store a batch (in `status`: `queued`, or `scheduled` for a later `start_at`) and all its
     calls in one transaction, or return the batch an earlier request with the same
     Idempotency-Key created. Raises QuotaExceeded when the tenant's calls not yet final would
     exceed its quota (its own `max_queued_calls`, else `tenant_max_queued_calls`;
     None: no default quota), then OverCapacity when the calls not yet final, system-wide, would
-    exceed `max_queued_calls`."""
+    exceed `max_queued_calls`. With `chunks` (a streamed upload) the calls come from them, not
+    from `batch.calls`, and are not returned: the engine reads them back to queue them. Anything
+    `chunks` raises rolls the whole batch back."""
     batch_id = new_batch_id()
     with db.transaction() as cur:
         if idempotency_key is not None:
@@ -75,70 +83,97 @@ def insert_batch(
         cur.execute("SELECT max_queued_calls FROM tenants WHERE id = %s FOR NO KEY UPDATE", (tenant_id,))
         own_quota = cur.fetchone()["max_queued_calls"]
         tenant_quota = own_quota if own_quota is not None else tenant_max_queued_calls
-        suppressed = suppressions.suppressed_among(cur, tenant_id, [c.phone_number for c in batch.calls])
-        ended = sum(c.phone_number in suppressed for c in batch.calls)
-        dialable = len(batch.calls) - ended
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_CAPACITY_LOCK,))
-        # Counters on the active batches' rows, never a scan of calls; one pass for both sums.
-        cur.execute(
-            "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0) AS open,"
-            " coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls)"
-            " FILTER (WHERE tenant_id = %s), 0) AS tenant_open"
-            " FROM batches WHERE status = ANY(%s)",
-            (tenant_id, values(ACTIVE_BATCH_STATUSES)),
-        )
-        counts = cur.fetchone()
-        open_calls, tenant_open = int(counts["open"]), int(counts["tenant_open"])
-        if tenant_quota is not None and tenant_open + dialable > tenant_quota:
-            raise QuotaExceeded(
-                f"this account has {tenant_open} calls not yet final; accepting {len(batch.calls)} more"
-                f" would exceed its quota of {tenant_quota} (max_queued_calls)",
-                retry_after=60,
-                details={
-                    "quota": "max_queued_calls",
-                    "limit": tenant_quota,
-                    "queued_calls": tenant_open,
-                    "requested_calls": len(batch.calls),
-                },
-            )
-        if open_calls + dialable > max_queued_calls:
-            raise OverCapacity(
-                f"{open_calls} calls are waiting system-wide; accepting {len(batch.calls)} more"
-                f" would exceed {max_queued_calls}",
-                retry_after=60,
-            )
+        if not _insert_row(cur, batch_id, tenant_id, batch, status, idempotency_key, request_hash):
+            existing = _by_idempotency_key(cur, tenant_id, idempotency_key or "")
+            assert existing is not None  # a concurrent request with the same key won the race
+            return _replayed(existing, request_hash)
+        queued: list[tuple[str, int, int, datetime | None]] = []
+        total = ended = 0
+        for part, part_openings in chunks if chunks is not None else [(batch, openings)]:
+            suppressed = suppressions.suppressed_among(cur, tenant_id, [c.phone_number for c in part.calls])
+            ids = copy_calls(cur, batch_id, part, suppressed, part_openings, first_seq=total)
+            if chunks is None:
+                queued = ids
+            total, ended = total + len(part.calls), ended + len(part.calls) - len(ids)
+        _check_room(cur, tenant_id, tenant_quota, total, total - ended, max_queued_calls)
         column = FINAL_COUNTERS[SUPPRESSED.status]
-        cur.execute(
-            "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
-            f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at,"
-            " calling_window, start_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *",
-            (
-                batch_id,
-                tenant_id,
-                status.value,
-                batch.concurrency,
-                batch.priority,
-                Json(batch.retry.to_config()),
-                batch.callback_url,
-                Json(batch.metadata) if batch.metadata is not None else None,
-                len(batch.calls),
-                idempotency_key,
-                request_hash,
-                ended,
-                batch.expires_at,
-                Json(to_json(batch.calling_window)) if batch.calling_window is not None else None,
-                batch.start_at,
-            ),
+        execute(
+            cur,
+            f"UPDATE batches SET total_calls = %s, {column} = %s WHERE id = %s RETURNING *",  # noqa: S608
+            (total, ended, batch_id),
         )
         row = cur.fetchone()
-        if row is None:  # a concurrent request with the same key won the race
-            existing = _by_idempotency_key(cur, tenant_id, idempotency_key or "")
-            assert existing is not None
-            return _replayed(existing, request_hash)
-        calls = copy_calls(cur, batch_id, batch, suppressed, openings)
         finished = ended > 0 and end_batch_if_done(cur, row)["finished_at"] is not None
-    return Submitted(batch_id, True, calls, finished=finished)
+    return Submitted(batch_id, True, queued, finished=finished)
+
+
+def _insert_row(
+    cur: RealDictCursor,
+    batch_id: str,
+    tenant_id: int,
+    batch: NewBatch,
+    status: BatchStatus,
+    idempotency_key: str | None,
+    request_hash: str,
+) -> bool:
+    """The batch's row, its counts to come; False when a request with the same key stored one."""
+    cur.execute(
+        "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config, callback_url,"
+        " metadata, total_calls, idempotency_key, request_hash, expires_at, calling_window, start_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+        (
+            batch_id,
+            tenant_id,
+            status.value,
+            batch.concurrency,
+            batch.priority,
+            Json(batch.retry.to_config()),
+            batch.callback_url,
+            Json(batch.metadata) if batch.metadata is not None else None,
+            idempotency_key,
+            request_hash,
+            batch.expires_at,
+            Json(to_json(batch.calling_window)) if batch.calling_window is not None else None,
+            batch.start_at,
+        ),
+    )
+    return cur.fetchone() is not None
+
+
+def _check_room(
+    cur: RealDictCursor, tenant_id: int, tenant_quota: int | None, requested: int, dialable: int, max_queued_calls: int
+) -> None:
+    """Raise QuotaExceeded or OverCapacity when `dialable` more calls would not fit. Takes the
+    capacity lock, held to the commit: concurrent submits check one after another."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_CAPACITY_LOCK,))
+    # Counters on the active batches' rows, never a scan of calls; one pass for both sums.
+    cur.execute(
+        "SELECT coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls), 0) AS open,"
+        " coalesce(sum(total_calls - completed_calls - failed_calls - cancelled_calls)"
+        " FILTER (WHERE tenant_id = %s), 0) AS tenant_open"
+        " FROM batches WHERE status = ANY(%s)",
+        (tenant_id, values(ACTIVE_BATCH_STATUSES)),
+    )
+    counts = cur.fetchone()
+    open_calls, tenant_open = int(counts["open"]), int(counts["tenant_open"])
+    if tenant_quota is not None and tenant_open + dialable > tenant_quota:
+        raise QuotaExceeded(
+            f"this account has {tenant_open} calls not yet final; accepting {requested} more"
+            f" would exceed its quota of {tenant_quota} (max_queued_calls)",
+            retry_after=60,
+            details={
+                "quota": "max_queued_calls",
+                "limit": tenant_quota,
+                "queued_calls": tenant_open,
+                "requested_calls": requested,
+            },
+        )
+    if open_calls + dialable > max_queued_calls:
+        raise OverCapacity(
+            f"{open_calls} calls are waiting system-wide; accepting {requested} more would exceed {max_queued_calls}",
+            retry_after=60,
+        )
 
 
 def _by_idempotency_key(cur: RealDictCursor, tenant_id: int, key: str) -> dict[str, Any] | None:

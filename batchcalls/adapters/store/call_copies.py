@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import secrets
 from collections.abc import Sequence
 from datetime import datetime
 
+import orjson
 from psycopg2.extras import RealDictCursor
 
 from batchcalls.domain import lifecycle
 from batchcalls.domain.models import NewBatch
 from batchcalls.domain.states import CallStatus
 from batchcalls.domain.window_spec import to_json
+
+
+def _json(value: object) -> str:
+    # orjson: a tenth of json.dumps's time, which was a tenth of a large submit's.
+    return orjson.dumps(value).decode()
 
 
 def new_call_id() -> str:
@@ -37,17 +42,21 @@ def copy_calls(
     batch: NewBatch,
     suppressed: set[str],
     openings: Sequence[datetime | None] = (),
+    *,
+    first_seq: int = 0,
 ) -> list[tuple[str, int, int, datetime | None]]:
     """COPY the batch's calls; those to numbers in `suppressed` are stored final, those with an
     opening in `openings` (by index: when the call's calling window next opens, None when it is
-    open now) `scheduled` until it. Returns the others, to be dialed: (id, seq, priority, opening)."""
+    open now) `scheduled` until it. `first_seq` numbers the first (a streamed batch comes in
+    parts). Returns the others, to be dialed: (id, seq, priority, opening)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     ids = []
-    for seq, call in enumerate(batch.calls):
+    for index, call in enumerate(batch.calls):
+        seq = first_seq + index
         call_id = new_call_id()
         ended = call.phone_number in suppressed
-        opening = openings[seq] if openings else None
+        opening = openings[index] if openings else None
         if not ended:
             ids.append((call_id, seq, call.priority, opening))
         status = CallStatus.SCHEDULED if opening is not None else CallStatus.QUEUED
@@ -59,13 +68,13 @@ def copy_calls(
                 call.phone_number,
                 call.priority,
                 call.voice_id or "",
-                json.dumps(call.script, separators=(",", ":")),
+                _json(call.script),
                 SUPPRESSED.status.value if ended else status.value,
                 SUPPRESSED.outcome.value if ended else "",
                 "" if ended or opening is None else opening.isoformat(),
-                "" if call.calling_window is None else json.dumps(to_json(call.calling_window)),
-                "" if call.metadata is None else json.dumps(call.metadata, separators=(",", ":")),
-                "" if call.variables is None else json.dumps(call.variables, separators=(",", ":")),
+                "" if call.calling_window is None else _json(to_json(call.calling_window)),
+                "" if call.metadata is None else _json(call.metadata),
+                "" if call.variables is None else _json(call.variables),
             )
         )
     buf.seek(0)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg2.extras import RealDictCursor
 
-from batchcalls.adapters.store.db import execute
+from batchcalls.adapters.store.db import Database, execute
 from batchcalls.domain.payloads import call_view
 from batchcalls.domain.states import LIVE_STATUSES, UNFINISHED_STATUSES, AttemptStatus, CallStatus, values
 
@@ -87,3 +88,21 @@ def batches_with_due_retries(cur: RealDictCursor) -> list[str]:
 def list_live(cur: RealDictCursor, batch_id: str) -> list[dict[str, Any]]:
     execute(cur, "SELECT id FROM calls WHERE batch_id = %s AND status = ANY(%s)", (batch_id, values(LIVE_STATUSES)))
     return list(cur.fetchall())
+
+
+def queued_calls(db: Database, batch_id: str, *, delayed: bool) -> Iterator[tuple[str, int, int, datetime | None]]:
+    """A stored batch's calls waiting to be dialed, read through a server-side cursor (constant
+    memory however many): the queued ones, or with `delayed` the scheduled ones. (id, seq,
+    priority, next_attempt_at)."""
+    status = CallStatus.SCHEDULED if delayed else CallStatus.QUEUED
+    with db.connection() as conn:
+        try:
+            with conn.cursor(name=f"queued_{batch_id}") as cur:
+                cur.itersize = 10_000
+                cur.execute(
+                    "SELECT id, seq, priority, next_attempt_at FROM calls WHERE batch_id = %s AND status = %s",
+                    (batch_id, status.value),
+                )
+                yield from cur
+        finally:
+            conn.rollback()  # it only read: end its transaction before the pool takes it back

@@ -28,6 +28,7 @@ from batchcalls.adapters.store.call_reads import (
     list_calls,
     list_live,
     load_call,
+    queued_calls,
     stale_attempts,
 )
 from batchcalls.adapters.store.db import execute
@@ -66,6 +67,7 @@ __all__ = [
     "LIVE",
     "load_call",
     "park_call",
+    "queued_calls",
     "set_provider_call_id",
     "stale_attempts",
     "record_attempt",

@@ -1,0 +1,233 @@
+"""`POST /v1/batches` with a CSV: `Content-Type: text/csv` (the batch's options as query
+parameters) or `multipart/form-data` (a `file` part with the CSV and an `options` part with a JSON
+object of the batch's options).
+
+Streamed: the body is spooled to a temporary file as it arrives (hashed on the way, for the
+Idempotency-Key), then read row by row; calls are checked and stored `CHUNK_ROWS` at a time in
+the submit's one transaction, so memory does not grow with the CSV. Any problem rolls the whole
+batch back: its answer names the CSV line and column of each (at most `MAX_PROBLEMS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from flask import g, request
+
+from api.schemas import load_batch_request
+from batchcalls.adapters.delivery.targets import check_callback_url
+from batchcalls.domain.csv_calls import CsvHeaderError, CsvLayout
+from batchcalls.domain.errors import BatchcallsError, InvalidRequest, PayloadTooLarge
+from batchcalls.domain.models import NewBatch
+from batchcalls.domain.policy import Policy
+from batchcalls.domain.validation import build_batch
+from batchcalls.domain.voices import voice_catalog
+from batchcalls.domain.window_spec import to_json
+from batchcalls.engine import Engine
+
+CSV_TYPES = frozenset({"text/csv", "multipart/form-data"})
+CHUNK_ROWS = 5000
+MAX_PROBLEMS = 100
+SPOOL_BYTES = 8 * 1024 * 1024  # kept in memory up to this, then on disk
+_BLOCK = 1024 * 1024
+JSON_OPTIONS = frozenset({"retry_config", "metadata", "calling_window"})
+INT_OPTIONS = frozenset({"concurrency", "priority"})
+ROW_DEFAULTS = frozenset({"text"})  # the text of rows whose text cell is empty
+_CALL_PATH = re.compile(r"calls\[(\d+)\]\.?(.*)")
+
+
+def is_csv() -> bool:
+    return request.mimetype in CSV_TYPES
+
+
+def _query_options() -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    problems: dict[str, list[str]] = {}
+    for name, raw in request.args.items():
+        try:
+            if name in JSON_OPTIONS:
+                options[name] = json.loads(raw)
+            elif name in INT_OPTIONS:
+                options[name] = int(raw)
+            else:
+                options[name] = raw
+        except ValueError:
+            problems[name] = ["must be JSON" if name in JSON_OPTIONS else "must be a whole number"]
+    if problems:
+        raise InvalidRequest(f"invalid query parameter: {next(iter(problems))}", problems)
+    return options
+
+
+def _spooled(source: IO[bytes], limit: int) -> tuple[IO[bytes], hashlib._Hash]:
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by the caller
+    digest, size = hashlib.sha256(), 0
+    while block := source.read(_BLOCK):
+        size += len(block)
+        if size > limit:
+            spool.close()
+            raise PayloadTooLarge(f"the CSV is larger than {limit} bytes (BATCHCALLS_MAX_CSV_BYTES)")
+        digest.update(block)
+        spool.write(block)
+    spool.seek(0)
+    return spool, digest
+
+
+def _body(limit: int) -> tuple[IO[bytes], dict[str, Any], str]:
+    """The CSV (spooled), the batch's options, and the request's digest."""
+    request.max_content_length = limit + 1024 * 1024  # the CSV and its form around it
+    if request.mimetype == "text/csv":
+        options = _query_options()
+        spool, digest = _spooled(request.stream, limit)
+    else:
+        part = request.files.get("file")
+        if part is None:
+            raise InvalidRequest("a multipart upload needs a `file` part holding the CSV", {"file": ["is required"]})
+        raw_options = request.form.get("options") or "{}"
+        try:
+            options = json.loads(raw_options)
+        except ValueError as exc:
+            raise InvalidRequest("the `options` part must be a JSON object", {"options": ["must be JSON"]}) from exc
+        if not isinstance(options, dict):
+            raise InvalidRequest("the `options` part must be a JSON object", {"options": ["must be an object"]})
+        spool, digest = _spooled(part.stream, limit)
+    digest.update(b"\x00options\x00" + json.dumps(options, sort_keys=True).encode())
+    return spool, options, digest.hexdigest()
+
+
+def _unreadable(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "is not UTF-8 text"
+    return f"cannot be read: {exc}"
+
+
+def _named(exc: BatchcallsError, lines: list[int], layout: CsvLayout) -> dict[str, list[str]]:
+    """The details of an error about `calls[i]...` of a chunk, named by CSV line and column."""
+    named: dict[str, list[str]] = {}
+    for path, messages in (exc.details or {}).items() if isinstance(exc.details, Mapping) else []:
+        found = _CALL_PATH.fullmatch(path)
+        if found is None:
+            named[path] = list(messages)
+            continue
+        line = lines[int(found.group(1))]
+        named[f"line {line}, column {layout.column_of(found.group(2))}"] = list(messages)
+    return named
+
+
+class _Reading:
+    """The calls of a CSV as NewBatch parts of at most CHUNK_ROWS calls, with the problems found."""
+
+    def __init__(self, text: IO[str], options: dict[str, Any], engine: Engine, policy: Policy) -> None:
+        self.reader = csv.reader(text)
+        try:
+            header = next(self.reader)
+        except StopIteration:
+            raise InvalidRequest("the CSV is empty", {"line 1": ["a header is required"]}) from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"the CSV cannot be read: {exc}", {"line 1": [_unreadable(exc)]}) from None
+        try:
+            self.layout = CsvLayout.of(header)
+        except CsvHeaderError as exc:
+            raise InvalidRequest(f"the CSV's header: {exc}", exc.problems) from None
+        self.default_text = options.pop("text", None)
+        self.options, self.engine, self.policy = options, engine, policy
+        self.problems: dict[str, list[str]] = {}
+        self.error: type[BatchcallsError] = InvalidRequest
+        self.rows = 0
+
+    def _part(self, calls: list[dict[str, Any]], lines: list[int]) -> NewBatch | None:
+        try:
+            return build_batch(
+                load_batch_request({**self.options, "calls": calls}),
+                max_concurrency=self.engine.settings.max_concurrency,
+                voices=voice_catalog(),
+                destinations=self.policy.destinations,
+                now=datetime.now(UTC),
+            )
+        except InvalidRequest as exc:
+            if not self.problems:
+                self.error = type(exc)
+            self.problems.update(_named(exc, lines, self.layout))
+            return None
+
+    def parts(self) -> Iterator[NewBatch]:
+        calls: list[dict[str, Any]] = []
+        lines: list[int] = []
+        try:
+            for cells in self.reader:
+                line = self.reader.line_num
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line
+                self.rows += 1
+                if self.rows > self.policy.max_calls_per_batch:
+                    message = f"holds more than {self.policy.max_calls_per_batch} calls (max_calls_per_batch)"
+                    raise InvalidRequest(f"the CSV {message}", {"calls": [message]})
+                call = self.layout.call(cells, self.default_text)
+                if isinstance(call, str):
+                    self.problems[f"line {line}"] = [call]
+                else:
+                    calls.append(call)
+                    lines.append(line)
+                if len(calls) >= CHUNK_ROWS:
+                    yield from self._checked(calls, lines)
+                    calls, lines = [], []
+                if len(self.problems) >= MAX_PROBLEMS:
+                    break
+        except (csv.Error, UnicodeDecodeError) as exc:
+            self.problems[f"line {self.reader.line_num + 1}"] = [_unreadable(exc)]
+        if calls:
+            yield from self._checked(calls, lines)
+        self._raise_problems()
+
+    def _checked(self, calls: list[dict[str, Any]], lines: list[int]) -> Iterator[NewBatch]:
+        part = self._part(calls, lines)
+        if part is not None and not self.problems:
+            if part.calling_window is None and self.policy.calling_window is not None:
+                part = replace(part, calling_window=self.policy.calling_window)
+            yield part
+
+    def _raise_problems(self) -> None:
+        if not self.problems and not self.rows:
+            raise InvalidRequest("the CSV has no calls", {"line 2": ["a call is required"]})
+        if self.problems:
+            first, messages = next(iter(self.problems.items()))
+            more = f" (and {len(self.problems) - 1} more; see details)" if len(self.problems) > 1 else ""
+            raise self.error(f"CSV {first}: {messages[0]}{more}", self.problems)
+
+
+def submit_csv(engine: Engine, policy: Policy, key: str | None) -> tuple[str, bool]:
+    """Store the CSV's batch (see the module's docstring); (batch id, created)."""
+    spool, options, digest = _body(engine.settings.max_csv_bytes)
+    with spool:
+        if key is not None and (replayed := engine.replay_digest(g.tenant, key, digest)) is not None:
+            return replayed, False
+        if "calling_window" not in options and policy.calling_window is not None:
+            options["calling_window"] = to_json(policy.calling_window)
+        text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
+        reading = _Reading(text, options, engine, policy)
+        parts = reading.parts()
+        first = next(parts, None)  # the batch's options, checked with its first calls
+        if first is None:
+            reading._raise_problems()
+        assert first is not None
+        if first.callback_url is not None:
+            check_callback_url(
+                first.callback_url,
+                allow_http=engine.settings.allow_http_callbacks,
+                allowlist=engine.settings.callback_allowlist,
+            )
+        rest = _then(first, parts)
+        return engine.submit(g.tenant, replace(first, calls=()), key, None, chunks=rest, digest=digest)
+
+
+def _then(first: NewBatch, rest: Iterator[NewBatch]) -> Iterator[NewBatch]:
+    yield first
+    yield from rest
