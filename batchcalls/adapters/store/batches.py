@@ -111,7 +111,7 @@ def insert_batch(
         cur.execute(
             "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config,"
             f" callback_url, metadata, total_calls, idempotency_key, request_hash, {column}, expires_at,"
-            " calling_window, start_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " calling_window, start_at, voicemail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING *",
             (
                 batch_id,
@@ -129,6 +129,7 @@ def insert_batch(
                 batch.expires_at,
                 Json(to_json(batch.calling_window)) if batch.calling_window is not None else None,
                 batch.start_at,
+                Json(batch.voicemail) if batch.voicemail is not None else None,
             ),
         )
         row = cur.fetchone()

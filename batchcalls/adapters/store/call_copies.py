@@ -66,12 +66,13 @@ def copy_calls(
                 "" if call.calling_window is None else json.dumps(to_json(call.calling_window)),
                 "" if call.metadata is None else json.dumps(call.metadata, separators=(",", ":")),
                 "" if call.variables is None else json.dumps(call.variables, separators=(",", ":")),
+                "" if call.voicemail is None else json.dumps(call.voicemail, separators=(",", ":")),
             )
         )
     buf.seek(0)
     cur.copy_expert(
         "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome,"
-        " next_attempt_at, calling_window, metadata, variables) FROM STDIN WITH (FORMAT csv, NULL '')",
+        " next_attempt_at, calling_window, metadata, variables, voicemail) FROM STDIN WITH (FORMAT csv, NULL '')",
         buf,
     )
     return ids
