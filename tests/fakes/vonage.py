@@ -441,8 +441,9 @@ class FakeVonage:
             self._end(call, "completed", None)
 
     def _machine_beeps(self, call: FakeCall) -> None:
-        """A voicemail with advanced machine detection going on: the verdict, the greeting (the
-X"""
+        """A voicemail with advanced machine detection going on: the verdict, the greeting (over
+        which Vonage would play the call's NCCO, asynchronous mode; not played here), the beep, and
+        the NCCO a transfer gives (waited for a while)."""
         self._wait(self.action_seconds)
         self._status(call, "machine", call_uuid=True)
         self._wait(self.action_seconds)
