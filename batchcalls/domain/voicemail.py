@@ -2,7 +2,8 @@
 a batch or on a call (a call's replaces its batch's). Absent means `hangup`.
 
 Pure. With `leave_message` the provider waits for the machine's beep and speaks `text`, which is
-checked like a script's text; the call's outcome stays `machine`, its attempt says
+checked like a script's text, after the call's `variables` are filled into it as into its script
+(`batchcalls.domain.templates`); the call's outcome stays `machine`, its attempt says
 `voicemail_left`.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from batchcalls.domain.errors import InvalidRequest, InvalidScript
 from batchcalls.domain.scripts import text_problems
+from batchcalls.domain.templates import render
 
 FIELD = "voicemail"
 HANGUP = "hangup"
@@ -68,7 +70,41 @@ def requested_voicemails(
         raise InvalidScript(f"invalid voicemail: {first}: {messages[0]}", texts)
     batch = dict(data[FIELD]) if FIELD in data else None
     own = [dict(call[FIELD]) if FIELD in call else None for call in calls]
-    return batch, own
+    return batch, _filled(batch, own, calls)
+
+
+def _filled(
+    batch: Voicemail | None, own: list[Voicemail | None], calls: Sequence[Mapping[str, Any]]
+) -> list[Voicemail | None]:
+    """Each call's own voicemail with its `variables` filled into the text (its own, else its
+    batch's, which becomes its own when filling changed it). Raises `InvalidScript` naming
+    `calls[i].voicemail.text` for a placeholder with neither a variable nor a default, or a
+    filled text over the limits."""
+    if (batch is None or "{{" not in batch.get("text", "")) and all(
+        v is None or "{{" not in v.get("text", "") for v in own
+    ):
+        return own  # nothing to fill: the common case, one look per call
+    problems: dict[str, list[str]] = {}
+    result = list(own)
+    for index, (call, voicemail) in enumerate(zip(calls, own, strict=True)):
+        template = voicemail if voicemail is not None else batch
+        if template is None or message_of(template) is None:
+            continue
+        text, missing = render(template["text"], call.get("variables") or {})
+        path = f"calls[{index}].voicemail.text"
+        if missing:
+            problems[path] = [
+                f"has {{{{{name}}}}} but the call has no variable {name!r} and the placeholder no default"
+                for name in missing
+            ]
+        elif text != template["text"]:
+            if found := text_problems(text):
+                problems[path] = [f"{m} (after its variables were filled in)" for m in found]
+            result[index] = {"action": LEAVE_MESSAGE, "text": text}
+    if problems:
+        first, messages = next(iter(problems.items()))
+        raise InvalidScript(f"invalid voicemail: {first}: {messages[0]}", problems)
+    return result
 
 
 def message_of(voicemail: Mapping[str, Any] | None) -> str | None:

@@ -106,6 +106,30 @@ def test_without_a_voicemail_a_machine_is_hung_up_on_as_before(stack: Stack) -> 
     assert call["id"] not in {v["call_id"] for v in voicemails(stack)}
 
 
+def test_a_calls_variables_are_filled_into_the_message_it_leaves(stack: Stack) -> None:
+    body = {
+        "calls": [
+            {"phone_number": number(40, 5), "script": {"text": "Hi"}, "variables": {"name": "Ada"}},
+            {"phone_number": number(41, 5), "script": {"text": "Hi"}},
+        ],
+        "voicemail": {"action": "leave_message", "text": "Hello {{name|there}}, {{__class__|}}{% x %}."},
+    }
+    batch_id = str(stack.submit(body)["batch_id"])
+    stack.wait_finished(batch_id, timeout=60)
+    calls = by_number(stack, batch_id)
+    texts = {v["call_id"]: v["text"] for v in voicemails(stack)}
+    assert texts[calls[number(40, 5)]["id"]] == "Hello Ada, {% x %}."
+    assert texts[calls[number(41, 5)]["id"]] == "Hello there, {% x %}."
+    missing = {
+        "calls": [{"phone_number": number(42, 5), "script": {"text": "Hi"}}],
+        "voicemail": {"action": "leave_message", "text": "Hi {{name}}"},
+    }
+    response = requests.post(f"{stack.api_url}/v1/batches", json=missing, headers=stack.headers(), timeout=30)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_script"
+    assert "'name'" in response.json()["error"]["details"]["calls[0].voicemail.text"][0]
+
+
 @pytest.mark.parametrize(
     ("voicemail", "path", "code"),
     [

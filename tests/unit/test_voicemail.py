@@ -90,6 +90,43 @@ def test_voicemail_is_a_known_field_of_a_call_and_of_a_batch() -> None:
     assert loaded["voicemail"] == {"action": "hangup"} and loaded["calls"][0]["voicemail"] == LEAVE
 
 
+def test_a_calls_variables_fill_the_voicemail_text_as_they_fill_its_script() -> None:
+    template = {"action": "leave_message", "text": "Hello {{first_name|there}}, call {{desk}}. {% if x %}"}
+    body = {
+        "calls": [
+            call(variables={"first_name": "Ada", "desk": 42}),
+            call(variables={"desk": "sales"}),
+            call(),
+            call(voicemail={"action": "hangup"}),
+        ],
+        "voicemail": template,
+    }
+    with pytest.raises(InvalidScript) as raised:
+        build_batch(load_batch_request(body), max_concurrency=10, voices={})
+    assert list(raised.value.details) == ["calls[2].voicemail.text"]
+    assert "'desk'" in raised.value.details["calls[2].voicemail.text"][0]
+    body["calls"][2]["variables"] = {"desk": 1}
+    batch = build_batch(load_batch_request(body), max_concurrency=10, voices={})
+    assert batch.voicemail == template
+    assert [message_of(c.voicemail) for c in batch.calls] == [
+        "Hello Ada, call 42. {% if x %}",
+        "Hello there, call sales. {% if x %}",
+        "Hello there, call 1. {% if x %}",
+        None,
+    ]
+
+
+def test_a_placeholder_without_a_value_stays_a_problem_whatever_it_names() -> None:
+    body = {"calls": [call(voicemail={"action": "leave_message", "text": "{{__class__}}"})]}
+    with pytest.raises(InvalidScript) as raised:
+        build_batch(load_batch_request(body), max_concurrency=10, voices={})
+    assert "__class__" in raised.value.details["calls[0].voicemail.text"][0]
+    long = {"calls": [call(variables={"v": "x" * 1000}, voicemail={"action": "leave_message", "text": "{{v}}" * 2})]}
+    with pytest.raises(InvalidScript) as too_long:
+        build_batch(load_batch_request(long), max_concurrency=10, voices={})
+    assert "after its variables were filled in" in too_long.value.details["calls[0].voicemail.text"][0]
+
+
 # --- what Vonage is given ------------------------------------------------------------------------
 
 
