@@ -10,6 +10,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from api.schemas import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, MAX_PRIORITY, MIN_PRIORITY, _doc
+from api.voicemail_doc import VOICEMAIL_DOC
 from api.window_doc import CALLING_WINDOW_DOC
 from batchcalls.domain.scripts import MAX_SCRIPT_TYPE_CHARS, MAX_STEPS, MAX_TEXT_CHARS
 from batchcalls.domain.templates import MAX_NAME_CHARS, MAX_VALUE_CHARS, MAX_VARIABLES
@@ -109,6 +110,7 @@ class CallSchema(Schema):
         metadata=_doc("0 (highest) to 9; defaults to the batch's priority."),
     )
     calling_window = fields.Raw(metadata=_doc("This call's own window, replacing its batch's. " + CALLING_WINDOW_DOC))
+    voicemail = fields.Raw(metadata=_doc(VOICEMAIL_DOC))
     metadata = fields.Dict(
         keys=fields.String(),
         metadata=_doc(

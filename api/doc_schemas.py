@@ -73,6 +73,10 @@ class AttemptSchema(Schema):
     answered_at = _time("When it was answered; null if never.")
     ended_at = _time("When it ended; null while it lives.")
     duration = fields.Float(required=True, allow_none=True, metadata=_doc("Seconds from answer to end."))
+    voicemail_left = fields.Boolean(
+        required=True,
+        metadata=_doc("True when a machine answered and the call's `voicemail` message was left after its beep."),
+    )
 
 
 class SpeechResultSchema(Schema):

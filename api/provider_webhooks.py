@@ -180,6 +180,9 @@ def vonage_event() -> ResponseReturnValue:
         event = vw.event_from_webhook(ids.call_id, ids.attempt, payload, time.time())
         if event is not None:
             _engine().tasks.record_event(event)
+        beeped = vw.beep_of(payload)
+        if beeped is not None:  # its message is spoken by a transfer (a task): this answer is not read
+            _engine().tasks.leave_voicemail(ids.call_id, ids.attempt, beeped)
         return "", 204
 
 

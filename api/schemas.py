@@ -21,6 +21,7 @@ from api.call_data import MAX_METADATA_BYTES as MAX_METADATA_BYTES  # read here 
 from api.call_data import MAX_METADATA_DEPTH as MAX_METADATA_DEPTH
 from api.call_data import call_data_problems, check_metadata
 from api.call_data import nesting_depth as nesting_depth
+from api.voicemail_doc import VOICEMAIL_DOC, VOICEMAIL_EXAMPLE
 from api.window_doc import CALLING_WINDOW_DOC, CALLING_WINDOW_EXAMPLE
 from batchcalls.domain.errors import InvalidRequest, InvalidScript
 from batchcalls.domain.retry import MAX_ATTEMPTS_LIMIT, MAX_BACKOFF_MULTIPLIER, MAX_DELAY_SECONDS
@@ -38,7 +39,9 @@ NOT_A_LIST = "Not a valid list."
 NOT_A_MAPPING = "Not a valid mapping type."
 PRIORITY_RANGE = f"Must be greater than or equal to {MIN_PRIORITY} and less than or equal to {MAX_PRIORITY}."
 
-CALL_FIELDS = frozenset({"phone_number", "script", "voice_id", "priority", "calling_window", "metadata", "variables"})
+CALL_FIELDS = frozenset(
+    {"phone_number", "script", "voice_id", "priority", "calling_window", "metadata", "variables", "voicemail"}
+)
 SCRIPT_FIELDS = frozenset({"type", "text", "steps"})
 
 Problems = dict[str, Any]  # marshmallow's nested error messages: field or index -> messages
@@ -240,6 +243,7 @@ class BatchRequestSchema(Schema):
     )
 
     calling_window = fields.Raw(metadata=_doc(CALLING_WINDOW_DOC, example=CALLING_WINDOW_EXAMPLE))
+    voicemail = fields.Raw(metadata=_doc(VOICEMAIL_DOC, example=VOICEMAIL_EXAMPLE))
 
 
 _SCHEMA = BatchRequestSchema()

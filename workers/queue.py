@@ -109,6 +109,10 @@ class CeleryTaskQueue:
         kwargs = {"tries": tries} if tries else None
         self._send("batchcalls.hang_up", (batch_id, call_id), kwargs, countdown=countdown or None, priority=0)
 
+    def leave_voicemail(self, call_id: str, attempt: int, provider_call_id: str) -> None:
+        # At once: the machine has just beeped, and it records only for a while.
+        self._send("batchcalls.leave_voicemail", (call_id, attempt, provider_call_id), priority=0)
+
     def expire(self, batch_id: str, countdown: float = 0) -> None:
         self._send("batchcalls.expire", (batch_id,), countdown=countdown or None, priority=0)
 

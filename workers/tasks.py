@@ -227,6 +227,12 @@ def hang_up(batch_id: str, call_id: str, tries: int = 0) -> bool:
     return _parts()[0].hang_up(batch_id, call_id, tries)
 
 
+@app.task(base=EngineTask, name="batchcalls.leave_voicemail")
+def leave_voicemail(call_id: str, attempt: int, provider_call_id: str) -> bool:
+    """A machine beeped on a call with a voicemail message (Vonage): the message is spoken."""
+    return _parts()[0].leave_voicemail(call_id, attempt, provider_call_id)
+
+
 @app.task(base=EngineTask, name="batchcalls.expire")
 def expire(batch_id: str) -> int:
     """The batch's `expires_at` came (an idempotent wake-up): its waiting calls end expired."""

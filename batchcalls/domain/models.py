@@ -26,6 +26,7 @@ class NewCall:
     calling_window: CallingWindow | None = None  # its own, replacing the batch's
     metadata: dict[str, Any] | None = None  # the caller's own, echoed in the call's views and events
     variables: dict[str, Any] | None = None  # already filled into `script`; kept for the record
+    voicemail: dict[str, str] | None = None  # its own (`domain.voicemail`), replacing the batch's
 
     @property
     def script_type(self) -> str | None:
@@ -44,6 +45,7 @@ class NewBatch:
     expires_at: datetime | None = None  # aware; calls not placed by then end `expired`
     start_at: datetime | None = None  # aware; nothing is dialed before it (the batch is `scheduled`)
     calling_window: CallingWindow | None = None  # when its calls may be dialed (a call may have its own)
+    voicemail: dict[str, str] | None = None  # what its calls do on a machine (`domain.voicemail`)
 
     def window_of(self, call: NewCall) -> CallingWindow | None:
         return call.calling_window if call.calling_window is not None else self.calling_window
@@ -65,6 +67,7 @@ class ProviderEvent:
     provider_call_id: str | None = None
     error: str | None = None
     responses: list[dict[str, Any]] | None = None
+    voicemail_left: bool = False  # the provider left the call's voicemail message on the machine
 
     def __post_init__(self) -> None:
         if (self.status is AttemptStatus.ENDED) != (self.outcome is not None):
@@ -80,6 +83,7 @@ class ProviderEvent:
             "provider_call_id": self.provider_call_id,
             "error": self.error,
             "responses": self.responses,
+            "voicemail_left": self.voicemail_left,
         }
 
     @classmethod
@@ -93,4 +97,5 @@ class ProviderEvent:
             provider_call_id=data.get("provider_call_id"),
             error=data.get("error"),
             responses=data.get("responses"),
+            voicemail_left=bool(data.get("voicemail_left")),
         )

@@ -21,6 +21,7 @@ def attempt_view(row: dict[str, Any]) -> dict[str, Any]:
         "answered_at": isoformat_ms(answered),
         "ended_at": isoformat_ms(ended),
         "duration": duration,
+        "voicemail_left": bool(row.get("voicemail_left")),
     }
 
 

@@ -38,7 +38,7 @@ SHOWN_TYPE_CHARS = 40
 Problems = dict[str, list[str]]
 
 
-def _text_problems(text: object) -> list[str]:
+def text_problems(text: object) -> list[str]:
     if not isinstance(text, str):
         return ["must be a string"]
     if not text.strip():
@@ -51,7 +51,7 @@ def _text_problems(text: object) -> list[str]:
 def _text_step_problems(step: Mapping[str, Any]) -> Problems:
     if "text" not in step:
         return {"text": ["is required"]}
-    problems = _text_problems(step["text"])
+    problems = text_problems(step["text"])
     return {"text": problems} if problems else {}
 
 
@@ -234,7 +234,7 @@ def script_problems_by_path(script: Mapping[str, Any]) -> Problems:
     if has_text and has_steps:
         _add(problems, "", ["give either text or steps, not both"])
     elif has_text:
-        _add(problems, "text", _text_problems(script["text"]))
+        _add(problems, "text", text_problems(script["text"]))
     elif has_steps:
         steps = script["steps"]
         if not isinstance(steps, list):

@@ -30,6 +30,7 @@ from batchcalls.domain.scripts import normalize_script
 from batchcalls.domain.states import RETRYABLE_OUTCOMES
 from batchcalls.domain.templates import fill_scripts
 from batchcalls.domain.timefmt import parse_expires_at, parse_start_at
+from batchcalls.domain.voicemail import requested_voicemails
 from batchcalls.domain.window_requests import requested_windows
 
 Details = dict[str, list[str]]
@@ -255,18 +256,14 @@ def build_batch(
     """The batch a request asks for, from the dict `api.schemas.load_batch_request` returned.
 
     Raises, in this order, the first that applies, with every problem of its kind in details:
-    `InvalidPhoneNumber` (`calls[i].phone_number`: not a valid number in international form),
-    `DestinationNotAllowed` (`calls[i].phone_number`: a valid number that `destinations`
-    forbids: a country not allowed, or a blocked number type),
-    `InvalidScript` (`calls[i].script...` once its `variables` are filled in; an unknown `calls[i].voice_id`),
-    `ConcurrencyLimit` (`concurrency` outside 1..max_concurrency; absent means
-    min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`; `expires_at`: not ISO
-    8601, without a UTC offset, or not after `now`, when `now` is given; `start_at`: not ISO
-    8601, without a UTC offset, or not before `expires_at`).
-
-    Phone numbers come out in E.164 form; a call's priority defaults to the batch's, which
-    defaults to `DEFAULT_PRIORITY`.
-    """
+    `InvalidPhoneNumber` (`calls[i].phone_number`: not valid in international form), `DestinationNotAllowed`
+    (`calls[i].phone_number`: a valid number that `destinations` forbids: a country not allowed, or a blocked
+    number type), `InvalidScript` (`calls[i].script...` once its `variables` are filled in; an unknown
+    `calls[i].voice_id`), `ConcurrencyLimit` (`concurrency` outside 1..max_concurrency; absent means
+    min(10, max_concurrency)), `InvalidRequest` (`retry_config.<field>`; `expires_at`: not ISO 8601, without
+    a UTC offset, or not after `now`, when `now` is given; `start_at`: not ISO 8601, without a UTC offset,
+    or not before `expires_at`), then the calling windows' and the voicemails' (`domain.voicemail`). Numbers
+    come out in E.164 form; a call's priority defaults to the batch's, then `DEFAULT_PRIORITY`."""
     calls: Sequence[Mapping[str, Any]] = data["calls"]
     numbers = _phone_numbers(calls, destinations)
     scripts = _filled_scripts(calls, voices)
@@ -275,6 +272,7 @@ def build_batch(
     expires_at = parse_expires_at(data.get("expires_at"), now)
     start_at = parse_start_at(data.get("start_at"), expires_at)
     window, own = requested_windows(data, calls)
+    voicemail, own_voicemails = requested_voicemails(data, calls)
     priority: int = data.get("priority", DEFAULT_PRIORITY)
     return NewBatch(
         calls=tuple(
@@ -286,8 +284,9 @@ def build_batch(
                 calling_window=own_window,
                 metadata=call.get("metadata"),
                 variables=call.get("variables"),
+                voicemail=own_voicemails[i],
             )
-            for number, call, script, own_window in zip(numbers, calls, scripts, own, strict=True)
+            for i, (number, call, script, own_window) in enumerate(zip(numbers, calls, scripts, own, strict=True))
         ),
         concurrency=concurrency,
         retry=retry,
@@ -297,4 +296,5 @@ def build_batch(
         expires_at=expires_at,
         start_at=start_at,
         calling_window=window,
+        voicemail=voicemail,
     )

@@ -17,6 +17,7 @@ from batchcalls.domain.call_windows import for_call, stored_window
 from batchcalls.domain.errors import ProviderError
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.states import LIVE_STATUSES, PENDING_STATUSES, AttemptStatus, Outcome
+from batchcalls.domain.voicemail import message_of
 from batchcalls.engine.base import EngineParts
 
 log = logging.getLogger("batchcalls.engine")
@@ -72,7 +73,14 @@ class Dialing(EngineParts):
             return
         started, batch_started, reserved_at = begun
         attempt = started["attempt_count"]
-        request = DialRequest(call_id, attempt, started["phone_number"], started["script"], started["voice_id"])
+        request = DialRequest(
+            call_id,
+            attempt,
+            started["phone_number"],
+            started["script"],
+            started["voice_id"],
+            voicemail=message_of(started.get("voicemail")),
+        )
         log.info("dialing call_id=%s batch_id=%s attempt=%d", call_id, batch_id, attempt)
         created_at = time.time()
         # `batch.started` is delivered after the create, never between the rate check and it:

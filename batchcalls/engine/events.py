@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchcalls.adapters import gates as gates_mod
-from batchcalls.adapters.store import calls, inputs
+from batchcalls.adapters.logs import quoted
+from batchcalls.adapters.store import attempts, calls, inputs
 from batchcalls.adapters.store.calls import Applied, EventResult
+from batchcalls.domain.errors import ProviderError
 from batchcalls.domain.lifecycle import FinishCall, ReleaseSlot, ScheduleRetry
 from batchcalls.domain.models import ProviderEvent
 from batchcalls.domain.states import Outcome
+from batchcalls.domain.voicemail import message_of
 from batchcalls.engine.base import EngineParts
 
 log = logging.getLogger("batchcalls.engine")
@@ -60,6 +63,27 @@ class ApplyingEvents(EngineParts):
         elif any(isinstance(e, ReleaseSlot) for e in done.effects):
             self.dispatch(batch["id"], release=[call_id])
         return True
+
+    def leave_voicemail(self, call_id: str, attempt: int, provider_call_id: str) -> bool:
+        """The machine that answered this attempt beeped: have the provider speak the call's
+        voicemail message, and record it on the attempt (`voicemail_left`). Once per attempt (a
+        repeated beep or task is a no-op); nothing for a call that hangs up on machines. A
+        provider refusal is logged, not retried: the moment after the beep has passed."""
+        with self.db.transaction() as cur:
+            voicemail, voice_id, left = attempts.voicemail_of(cur, call_id, attempt)
+        text = message_of(voicemail)
+        if text is None or left or self.provider is None:
+            return False
+        try:
+            if not self.provider.leave_voicemail(provider_call_id, text, voice_id):
+                return False
+        except ProviderError as exc:
+            log.warning("voicemail not left call_id=%s attempt=%d error=%s", call_id, attempt, quoted(str(exc)))
+            return False
+        with self.db.transaction() as cur:
+            marked = attempts.mark_voicemail_left(cur, call_id, attempt, provider_call_id)
+        log.info("voicemail left call_id=%s attempt=%d", call_id, attempt)
+        return marked
 
     def record_event(self, event: ProviderEvent) -> str:
         """Apply a provider event (from a webhook, the simulator or a poll) exactly once."""

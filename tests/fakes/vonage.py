@@ -7,7 +7,11 @@
   {uuid, status, direction, conversation_uuid}`; `429` when it would exceed its own
   calls-per-second limit (Vonage queues nothing); `400` for a body without `to`/`from`/`ncco`.
 - `GET /v1/calls/{uuid}` answers the call's current state (what `poll` reads); `PUT` with
-  `{"action": "hangup"}` ends a live call.
+  `{"action": "hangup"}` ends a live call, with `{"action": "transfer", "destination": {"type":
+  "ncco", "ncco": [...]}}` runs that NCCO instead of the rest of the call's (400 once it ended).
+- The create's machine detection is checked as Vonage's reference has it: `machine_detection`
+  `continue` or `hangup`; `advanced_machine_detection` `{"behavior": "continue" | "hangup",
+  "mode": "default" | "detect" | "detect_beep", "beep_timeout": 45..120}` (400 otherwise).
 - Each call's life is played back to its `event_url` as signed webhooks (HS256 JWT keyed with
   the signature secret, `payload_hash` the SHA-256 of the compact JSON body), in order:
   `started`, `ringing`, `answered`, then the NCCO runs (each `input` posts a signed result to
@@ -21,7 +25,7 @@ The number's last digit chooses the life, as in the simulator (with Vonage's own
 | 2 | started, ringing, timeout |
 | 3 | started, failed (cannot_route) |
 | 4 | busy on the number's first call, answered after |
-| 5 | started, ringing, answered, machine, completed (machine_detection=hangup) |
+| 5 | started, ringing, answered, machine, completed (machine_detection=hangup); with advanced machine detection `continue`: machine, the NCCO runs, machine with sub_state beep_start, the transfer PUT's NCCO runs, completed |
 | 6 | started, rejected (declined) |
 | 7 | started, ringing, unanswered (unavailable) |
 | 8 | started, ringing, cancelled |
@@ -208,6 +212,15 @@ class FakeCall:
     answered_at: float | None = None
     ended_at: float | None = None
     hung_up: bool = False
+    detection: dict[str, Any] = field(default_factory=dict)  # the create's machine-detection fields
+    transfers: list[list[dict[str, Any]]] = field(default_factory=list)  # the NCCOs of transfer PUTs
+    transferred: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def beep_detection(self) -> bool:
+        """Advanced machine detection that goes on past a machine, listening for its beep."""
+        amd = self.detection.get("advanced_machine_detection")
+        return isinstance(amd, dict) and amd.get("behavior") == "continue" and amd.get("mode") != "detect"
 
 
 # --- the server ----------------------------------------------------------------------------
@@ -322,6 +335,10 @@ class FakeVonage:
                     },
                     False,
                 )
+            problem = _detection_problem(body)
+            if problem:
+                record.answer = "invalid"
+                return 400, {"type": "https://developer.nexmo.com/api-errors#bad-request", "title": problem}, False
             drop = self._drops.pop(0) if self._drops else None
             if drop is False:
                 record.answer = "dropped"
@@ -346,6 +363,7 @@ class FakeVonage:
                 str(body["from"].get("number", "")),
                 body["event_url"][0],
                 [body.get("ncco") or []],
+                detection={k: body[k] for k in ("machine_detection", "advanced_machine_detection") if k in body},
             )
             record.uuid = call.uuid
             self.calls[call.uuid] = call
@@ -412,13 +430,26 @@ class FakeVonage:
             return
         call.answered_at = time.time()
         self._status(call, "answered")
-        if digit == "5":
+        if digit == "5" and call.beep_detection:
+            self._machine_beeps(call)
+        elif digit == "5":
             self._wait(self.action_seconds)
             self._status(call, "machine", call_uuid=True)  # and Vonage hangs up (machine_detection=hangup)
         else:
             self._run(call, call.nccos[0])
         if not call.hung_up:
             self._end(call, "completed", None)
+
+    def _machine_beeps(self, call: FakeCall) -> None:
+        """A voicemail with advanced machine detection going on: the verdict, the greeting (over
+        which Vonage would play the call's NCCO, asynchronous mode; not played here), the beep, and
+        the NCCO a transfer gives (waited for a while)."""
+        self._wait(self.action_seconds)
+        self._status(call, "machine", call_uuid=True)
+        self._wait(self.action_seconds)
+        self._status(call, "machine", call_uuid=True, sub_state="beep_start")
+        if call.transferred.wait(10) and not call.hung_up:
+            self._run(call, call.transfers[-1])
 
     def _run(self, call: FakeCall, ncco: list[dict[str, Any]]) -> None:
         for action in ncco:
@@ -456,7 +487,9 @@ class FakeVonage:
             }
         return self._post("input", action["eventUrl"][0], payload)
 
-    def _status(self, call: FakeCall, status: str, detail: str | None = None, call_uuid: bool = False) -> None:
+    def _status(
+        self, call: FakeCall, status: str, detail: str | None = None, call_uuid: bool = False, sub_state: str = ""
+    ) -> None:
         if status in ("started", "ringing", "answered", "completed"):
             call.status = status
         payload: dict[str, Any] = {
@@ -469,6 +502,8 @@ class FakeVonage:
         }
         # The human/machine event names the call `call_uuid` (Vonage's webhook reference).
         payload["call_uuid" if call_uuid else "uuid"] = call.uuid
+        if sub_state:
+            payload["sub_state"] = sub_state
         if detail:
             payload["detail"] = detail
         if status == "completed":
@@ -501,6 +536,20 @@ class FakeVonage:
             answer = response.text
         self.webhooks.append(Webhook(kind, url, headers, body, response.status_code, answer))
         return answer
+
+    def transfer(self, call: FakeCall, destination: object) -> int:
+        """`PUT` `{"action": "transfer", "destination": {"type": "ncco", "ncco": [...]}}`."""
+        if not isinstance(destination, dict) or destination.get("type") != "ncco":
+            return 400
+        ncco = destination.get("ncco")
+        if not isinstance(ncco, list) or not all(isinstance(a, dict) and a.get("action") for a in ncco):
+            return 400
+        if call.ended_at is not None:
+            return 400
+        call.transfers.append(ncco)
+        call.nccos.append(ncco)
+        call.transferred.set()
+        return 204
 
     def hangup(self, call: FakeCall) -> int:
         if call.ended_at is not None:
@@ -593,6 +642,8 @@ def _handler_for(fake: FakeVonage) -> type[BaseHTTPRequestHandler]:
             call = self._call() if self.path.startswith("/v1/calls/") else None
             if call is None:
                 return self._answer(404, {"title": "Not Found"})
+            if body.get("action") == "transfer":
+                return self._answer(fake.transfer(call, body.get("destination")))
             if body.get("action") != "hangup":
                 return self._answer(400, {"title": "Bad Request"})
             self._answer(fake.hangup(call))
@@ -601,6 +652,27 @@ def _handler_for(fake: FakeVonage) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+_AMD_CHOICES = {"behavior": ("continue", "hangup"), "mode": ("default", "detect", "detect_beep")}
+
+
+def _detection_problem(body: dict[str, Any]) -> str | None:
+    """What is wrong with a create's machine-detection fields, as Vonage's reference has them."""
+    if "machine_detection" in body and body["machine_detection"] not in ("continue", "hangup"):
+        return "machine_detection must be continue or hangup"
+    if "advanced_machine_detection" not in body:
+        return None
+    amd = body["advanced_machine_detection"]
+    if not isinstance(amd, dict) or not amd.keys() <= {"behavior", "mode", "beep_timeout"}:
+        return "advanced_machine_detection must be an object of behavior, mode and beep_timeout"
+    for name, choices in _AMD_CHOICES.items():
+        if name in amd and amd[name] not in choices:
+            return f"advanced_machine_detection.{name} must be one of {', '.join(choices)}"
+    timeout = amd.get("beep_timeout", 45)
+    if type(timeout) is not int or not 45 <= timeout <= 120:
+        return "advanced_machine_detection.beep_timeout must be an integer from 45 to 120"
+    return None
 
 
 def _listed(number: str, numbers: set[str]) -> bool:

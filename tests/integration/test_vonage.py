@@ -370,6 +370,65 @@ def test_every_vonage_outcome_is_mapped_and_retried_per_retry_config(vonage: Von
     assert [a["outcome"] for a in vonage.call(once_id)["attempts"]] == ["busy"]
 
 
+def test_a_voicemail_message_is_left_after_the_beep_by_a_transfer_and_the_outcome_stays_machine(
+    vonage: VonageStack,
+) -> None:
+    message = "Hello, this is Acme. Please call us back on 0800 000 000."
+    body = {
+        "calls": [
+            {"phone_number": number(400, 5), "script": {"text": "Hi"}},
+            {"phone_number": number(401, 5), "script": {"text": "Hi"}, "voicemail": {"action": "hangup"}},
+            {"phone_number": number(402, 0), "script": {"text": "Hi there"}},
+        ],
+        "voicemail": {"action": "leave_message", "text": message},
+    }
+    batch_id = vonage.submit(body)
+    final = vonage.stack.wait_finished(batch_id, timeout=60)
+    assert (final["completed_calls"], final["failed_calls"]) == (1, 2)
+    calls = {c["phone_number"]: c for c in vonage.stack.all_calls(batch_id)}
+    leaves, hangs_up, person = calls[number(400, 5)], calls[number(401, 5)], calls[number(402, 0)]
+    beep_detection = {"behavior": "continue", "mode": "default", "beep_timeout": 45}
+
+    (create,) = vonage.fake.creates_for(leaves["id"])
+    assert create.body is not None and create.body["advanced_machine_detection"] == beep_detection
+    assert "machine_detection" not in create.body
+    fake_call = vonage.fake.call_of(leaves["id"], 1)
+    assert fake_call is not None
+    events = [
+        (w.payload["status"], w.payload.get("sub_state"))
+        for w in vonage.fake.webhooks
+        if w.kind == "event" and f"call_id={leaves['id']}&" in w.url
+    ]
+    assert ("machine", "beep_start") in events
+    # The message is spoken after the beep: the call was transferred to an NCCO that says it.
+    wait_for(lambda: fake_call.transfers, 20, "the transfer after the beep")
+    assert fake_call.transfers == [[{"action": "talk", "text": message}]]
+    assert events.index(("machine", "beep_start")) > events.index(("machine", None))
+
+    def voicemail_left() -> dict[str, Any] | None:
+        (call,) = [c for c in vonage.stack.all_calls(batch_id) if c["id"] == leaves["id"]]
+        return call if call["attempts"][0]["voicemail_left"] else None
+
+    left = wait_for(voicemail_left, 20, "voicemail_left recorded on the attempt")
+    assert left["outcome"] == "machine" and left["status"] == "failed"
+    assert [(a["outcome"], a["voicemail_left"]) for a in left["attempts"]] == [("machine", True)]
+
+    # A call's own `hangup` replaces its batch's leave_message: today's machine detection, no transfer.
+    (plain,) = vonage.fake.creates_for(hangs_up["id"])
+    assert plain.body is not None and plain.body["machine_detection"] == "hangup"
+    assert "advanced_machine_detection" not in plain.body
+    plain_call = vonage.fake.call_of(hangs_up["id"], 1)
+    assert plain_call is not None and plain_call.transfers == []
+    assert [(a["outcome"], a["voicemail_left"]) for a in hangs_up["attempts"]] == [("machine", False)]
+
+    # A person hears the script; nothing is transferred.
+    (human,) = vonage.fake.creates_for(person["id"])
+    assert human.body is not None and human.body["advanced_machine_detection"] == beep_detection
+    human_call = vonage.fake.call_of(person["id"], 1)
+    assert human_call is not None and human_call.transfers == []
+    assert person["outcome"] == "completed" and person["attempts"][0]["voicemail_left"] is False
+
+
 # --- signatures ----------------------------------------------------------------------------------
 
 

@@ -58,6 +58,8 @@ class ListQueue:
     def hang_up(self, batch_id: str, call_id: str, *args: Any, **kwargs: Any) -> None:
         self.hang_ups.append(call_id)
 
+    def leave_voicemail(self, *args: Any, **kwargs: Any) -> None: ...
+
 
 @contextlib.contextmanager
 def engine_on(servers: TestServers) -> Iterator[Engine]:

@@ -74,7 +74,7 @@ def start_attempt(
     # it is not suppressed, the call moved to dialing and its attempt written (data-modifying CTEs).
     execute(
         cur,
-        "WITH b AS (SELECT x.id, x.status, x.tenant_id, x.calling_window, t.max_dials_per_number"
+        "WITH b AS (SELECT x.id, x.status, x.tenant_id, x.calling_window, x.voicemail, t.max_dials_per_number"
         " FROM batches x JOIN tenants t ON t.id = x.tenant_id"
         " WHERE x.id = (SELECT batch_id FROM calls WHERE id = %s) AND x.status = ANY(%s)"
         " AND (x.expires_at IS NULL OR x.expires_at > clock_timestamp()) FOR SHARE OF x),"
@@ -88,7 +88,7 @@ def start_attempt(
         " a AS (INSERT INTO attempts (call_id, number, status, provider, dialed_at, last_event_at)"
         " SELECT id, attempt_count, %s, %s, clock_timestamp(), clock_timestamp() FROM c)"
         " SELECT c.*, b.status AS batch_status, w.suppressed AS number_suppressed,"
-        " b.calling_window AS batch_calling_window, b.tenant_id AS batch_tenant_id,"
+        " b.calling_window AS batch_calling_window, b.voicemail AS batch_voicemail, b.tenant_id AS batch_tenant_id,"
         " b.max_dials_per_number AS tenant_max_dials FROM w, b LEFT JOIN c ON true",
         (
             call_id,
@@ -117,6 +117,9 @@ def start_attempt(
     if limit is not None and (free_at := contacts.reserve_dial(cur, tenant_id, call["phone_number"], limit)):
         raise WindowClosed(call_id, free_at)  # its number's dials of the day are used up
     call.pop("batch_calling_window")
+    batch_voicemail = call.pop("batch_voicemail")
+    if call.get("voicemail") is None:
+        call["voicemail"] = batch_voicemail  # the call's own replaces its batch's
     if batch is not None:
         add_event(cur, EventType.BATCH_STARTED, batch["id"], batch_view(batch, batches.status_counts(cur, batch["id"])))
     return call, batch
@@ -238,3 +241,32 @@ def touch_attempt(cur: RealDictCursor, call_id: str, attempt: int) -> None:
         "UPDATE attempts SET last_event_at = clock_timestamp() WHERE call_id = %s AND number = %s",
         (call_id, attempt),
     )
+
+
+def mark_voicemail_left(cur: RealDictCursor, call_id: str, attempt: int, provider_call_id: str) -> bool:
+    """Record that the provider left the call's voicemail message in this attempt's call (which
+    may have ended already: Vonage reports the machine, then its beep). False when the attempt
+    is not that provider call's."""
+    execute(
+        cur,
+        "UPDATE attempts SET voicemail_left = true WHERE call_id = %s AND number = %s"
+        " AND coalesce(provider_call_id, %s) = %s RETURNING number",
+        (call_id, attempt, provider_call_id, provider_call_id),
+    )
+    return cur.fetchone() is not None
+
+
+def voicemail_of(cur: RealDictCursor, call_id: str, attempt: int) -> tuple[dict[str, Any] | None, str | None, bool]:
+    """The call's voicemail (its own, else its batch's), its voice, and whether the attempt has
+    left the message already; None and False for an unknown attempt."""
+    execute(
+        cur,
+        "SELECT coalesce(c.voicemail, b.voicemail) AS voicemail, c.voice_id, a.voicemail_left"
+        " FROM attempts a JOIN calls c ON c.id = a.call_id JOIN batches b ON b.id = c.batch_id"
+        " WHERE a.call_id = %s AND a.number = %s",
+        (call_id, attempt),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return None, None, False
+    return row["voicemail"], row["voice_id"], bool(row["voicemail_left"])

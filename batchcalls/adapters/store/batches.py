@@ -119,8 +119,8 @@ def _insert_row(
     """The batch's row, its counts to come; False when a request with the same key stored one."""
     cur.execute(
         "INSERT INTO batches (id, tenant_id, status, concurrency, priority, retry_config, callback_url,"
-        " metadata, total_calls, idempotency_key, request_hash, expires_at, calling_window, start_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s)"
+        " metadata, total_calls, idempotency_key, request_hash, expires_at, calling_window, start_at, voicemail)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
         (
             batch_id,
@@ -136,6 +136,7 @@ def _insert_row(
             batch.expires_at,
             Json(to_json(batch.calling_window)) if batch.calling_window is not None else None,
             batch.start_at,
+            Json(batch.voicemail) if batch.voicemail is not None else None,
         ),
     )
     return cur.fetchone() is not None

@@ -75,12 +75,13 @@ def copy_calls(
                 "" if call.calling_window is None else _json(to_json(call.calling_window)),
                 "" if call.metadata is None else _json(call.metadata),
                 "" if call.variables is None else _json(call.variables),
+                "" if call.voicemail is None else _json(call.voicemail),
             )
         )
     buf.seek(0)
     cur.copy_expert(
         "COPY calls (id, batch_id, seq, phone_number, priority, voice_id, script, status, outcome,"
-        " next_attempt_at, calling_window, metadata, variables) FROM STDIN WITH (FORMAT csv, NULL '')",
+        " next_attempt_at, calling_window, metadata, variables, voicemail) FROM STDIN WITH (FORMAT csv, NULL '')",
         buf,
     )
     return ids

@@ -150,7 +150,7 @@ def apply_events(
     execute(
         cur,
         "UPDATE attempts SET status = %s, last_event_at = clock_timestamp(), provider_call_id = %s,"
-        " error = %s, answered_at = %s, ended_at = %s, outcome = %s"
+        " error = %s, answered_at = %s, ended_at = %s, outcome = %s, voicemail_left = voicemail_left OR %s"
         " WHERE call_id = %s AND number = %s RETURNING *",
         (
             moved.status.value,
@@ -159,6 +159,7 @@ def apply_events(
             moved.answered_at,
             moved.ended_at,
             moved.outcome.value if moved.outcome else None,
+            any(e.voicemail_left for e in events),  # the simulator's machine ending says so
             first.call_id,
             first.attempt,
         ),

@@ -17,6 +17,7 @@ class DialRequest:
     phone_number: str
     script: dict[str, Any]
     voice_id: str | None
+    voicemail: str | None = None  # the message to leave after a machine's beep; None: hang up on a machine
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,8 @@ class Provider(Protocol):
     def hangup(self, call_id: str, attempt: int, provider_call_id: str) -> None:
         """End a live call (attempt `attempt` of `call_id`); its end arrives as its `ended` event.
         Raises ProviderError when the provider refused."""
+
+    def leave_voicemail(self, provider_call_id: str, text: str, voice_id: str | None) -> bool:
+        """Speak `text` on the live call `provider_call_id`, whose machine has just beeped; the
+        call ends after it. False when the call is already over. Raises ProviderError when the
+        provider refused. (The simulator leaves its messages itself, when it plans the call.)"""

@@ -114,3 +114,34 @@ def _connect(step: Mapping[str, Any], from_number: str | None) -> Action:
     if from_number:
         action["from"] = from_number.lstrip("+")
     return action
+
+
+# Machine detection in the create request. Without a voicemail message Vonage hangs up on a
+# machine and reports `machine` (the attempt's outcome): no minutes are spent on it. To leave a
+# message, advanced machine detection listens for the beep: asynchronously (mode `default`, so a
+# person hears the script at once, with no silence while it decides), and `continue` on a
+# machine, whose beep Vonage reports as an event `machine` with `sub_state: beep_start`; then the
+# call is transferred to `voicemail_ncco`. No beep within `beep_timeout` seconds (45 to 120):
+# `sub_state: beep_timeout`, and the script goes on to its end on the machine.
+MACHINE_DETECTION = "hangup"
+VOICEMAIL_BEEP_TIMEOUT = 45
+VOICEMAIL_DETECTION: dict[str, Any] = {
+    "behavior": "continue",
+    "mode": "default",
+    "beep_timeout": VOICEMAIL_BEEP_TIMEOUT,
+}
+BEEP_STARTED = "beep_start"
+
+
+def machine_detection(voicemail: str | None) -> dict[str, Any]:
+    """The create request's machine-detection fields: for a call that hangs up on a machine
+    (`voicemail` None), or for one that leaves the message `voicemail` after the beep."""
+    if voicemail is None:
+        return {"machine_detection": MACHINE_DETECTION}
+    return {"advanced_machine_detection": dict(VOICEMAIL_DETECTION)}
+
+
+def voicemail_ncco(text: str, voice: Mapping[str, Any] | None) -> list[Action]:
+    """The NCCO a machine's call is transferred to after its beep: the message, spoken in the
+    call's voice; the call ends after it."""
+    return [_talk({"text": text}, voice, barge_in=False)]

@@ -93,16 +93,34 @@ class SimulatorProvider:
     ring_seconds: float = 0.5
     call_seconds: float = 2.0
     name: str = "simulator"
-    log_path: str | None = None  # BATCHCALLS_SIM_LOG: one JSON line per call created (and hung up), for audits
+    # BATCHCALLS_SIM_LOG: one JSON line per call created (and hung up, and voicemail left), for audits
+    log_path: str | None = None
     schedule_many: Callable[[list[ProviderEvent], float], None] | None = None
     # (call id, attempt, input step, responses, delay): the callee's answers, like an input webhook's
     send_input: Callable[[str, int, int, list[dict[str, Any]], float], None] | None = None
 
     def _events(
-        self, call_id: str, attempt: int, phone: str, uuid_: str, start: float, *, opts_out: bool = False
+        self,
+        call_id: str,
+        attempt: int,
+        phone: str,
+        uuid_: str,
+        start: float,
+        *,
+        opts_out: bool = False,
+        voicemail: bool = False,
     ) -> list[ProviderEvent]:
+        """The plan's events; with `voicemail`, a machine's ending says the message was left."""
         return [
-            ProviderEvent(call_id, attempt, status, start + offset, outcome, uuid_)
+            ProviderEvent(
+                call_id,
+                attempt,
+                status,
+                start + offset,
+                outcome,
+                uuid_,
+                voicemail_left=voicemail and outcome is Outcome.MACHINE,
+            )
             for offset, status, outcome in plan(phone, attempt, self.ring_seconds, self.call_seconds, opts_out=opts_out)
         ]
 
@@ -137,8 +155,16 @@ class SimulatorProvider:
             )
         answer = opt_out_answer(request.phone_number, request.script) if self.send_input else None
         events = self._events(
-            request.call_id, request.attempt, request.phone_number, provider_call_id, start, opts_out=answer is not None
+            request.call_id,
+            request.attempt,
+            request.phone_number,
+            provider_call_id,
+            start,
+            opts_out=answer is not None,
+            voicemail=request.voicemail is not None,
         )
+        if request.voicemail is not None and events[-1].voicemail_left:
+            self._leave_voicemail(request, provider_call_id, events[-1].at)
         try:
             if answer is not None:
                 self._answer(request, provider_call_id, answer, events[-1].at)
@@ -183,6 +209,27 @@ class SimulatorProvider:
                 {"call_id": call_id, "attempt": attempt, "at": now, "uuid": provider_call_id},
             )
         self.schedule(ProviderEvent(call_id, attempt, AttemptStatus.ENDED, now, Outcome.CANCELLED, provider_call_id), 0)
+
+    def _leave_voicemail(self, request: DialRequest, provider_call_id: str, at: float) -> None:
+        """A machine number's call with a voicemail message: the machine beeps when its call
+        would end, the message is left then (logged beside the creates, in `<log_path>.voicemails`)
+        and the call ends `machine`, its attempt saying `voicemail_left`."""
+        if self.log_path:
+            self._log(
+                self.log_path + ".voicemails",
+                {
+                    "call_id": request.call_id,
+                    "attempt": request.attempt,
+                    "at": at,
+                    "phone_number": request.phone_number,
+                    "uuid": provider_call_id,
+                    "text": request.voicemail,
+                },
+            )
+
+    def leave_voicemail(self, provider_call_id: str, text: str, voice_id: str | None) -> bool:
+        """Never asked: the simulator leaves its messages when it plans the call (`create_call`)."""
+        return False
 
     @staticmethod
     def _log(path: str, record: dict[str, object]) -> None:

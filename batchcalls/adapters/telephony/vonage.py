@@ -41,6 +41,7 @@ from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client.errors import HttpRequestError, NotFoundError
 from vonage_utils.errors import VonageError
 from vonage_voice.models import (
+    AdvancedMachineDetection,
     CreateCallRequest,
     Phone,
     ToPhone,
@@ -73,9 +74,9 @@ __all__ = [
 
 # Seconds to wait for Vonage to answer one request. A create that times out may exist.
 REQUEST_TIMEOUT_SECONDS = 10
-# On a machine, Vonage hangs up and reports `machine` (the attempt's outcome): no script is left
-# on voicemail and no minutes are spent on it; `retry_on: ["machine"]` calls back later.
-MACHINE_DETECTION = "hangup"
+# On a machine, Vonage hangs up and reports `machine` (the attempt's outcome), unless the call
+# has a voicemail message to leave (see `ncco.machine_detection`); `retry_on: ["machine"]` calls back later.
+MACHINE_DETECTION = ncco.MACHINE_DETECTION
 # A call id no call has: `warm` asks for it to open a connection.
 WARM_UP_CALL = "00000000-0000-4000-8000-000000000000"
 # VONAGE_API_HOST: a host name or address and an optional port (the SDK adds https:// and the path).
@@ -160,6 +161,11 @@ class VonageProvider:
             from_number=self.from_number,
             input_url=partial(input_url, self.public_base_url, request.call_id, request.attempt, key=self.url_key),
         )
+        detection = ncco.machine_detection(request.voicemail)
+        if "advanced_machine_detection" in detection:
+            detection["advanced_machine_detection"] = AdvancedMachineDetection(
+                **detection["advanced_machine_detection"]
+            )
         try:
             params = CreateCallRequest(
                 to=[ToPhone(number=digits(request.phone_number))],
@@ -167,7 +173,7 @@ class VonageProvider:
                 ncco=[sdk_action(action) for action in actions],
                 event_url=[event_url(self.public_base_url, request.call_id, request.attempt, key=self.url_key)],
                 event_method="POST",
-                machine_detection=MACHINE_DETECTION,
+                **detection,
             )
         except (ValidationError, VonageError, ValueError) as exc:
             raise ProviderError(f"could not build the Vonage request: {exc}"[:500], definite=True) from exc
@@ -218,6 +224,27 @@ class VonageProvider:
             ) from exc
         except (VonageError, requests.RequestException) as exc:
             raise ProviderError(f"could not hang up {provider_call_id}: {exc}"[:500], definite=False) from exc
+
+    def leave_voicemail(self, provider_call_id: str, text: str, voice_id: str | None) -> bool:
+        """Transfer the call to an NCCO that speaks `text` (`PUT /v1/calls/{uuid}`, action
+        `transfer`): Vonage's answer to an event webhook is not read, so this is how a call whose
+        machine beeped gets its message. False when the call is already over."""
+        voice = self.voices.get(voice_id) if voice_id else None
+        actions = [sdk_action(action) for action in ncco.voicemail_ncco(text, voice)]
+        try:
+            self.client().voice.transfer_call_ncco(provider_call_id, actions)
+        except HttpRequestError as exc:
+            if exc.response.status_code in _ALREADY_OVER:
+                log.info("voicemail not left, the call is over provider_call_id=%s", provider_call_id)
+                return False
+            raise ProviderError(
+                f"Vonage refused the voicemail transfer of {provider_call_id}: {brief(exc)}", definite=True
+            ) from exc
+        except (VonageError, requests.RequestException, ValidationError) as exc:
+            raise ProviderError(
+                f"could not leave the voicemail on {provider_call_id}: {exc}"[:500], definite=False
+            ) from exc
+        return True
 
 
 def make_vonage_provider(settings: Settings) -> VonageProvider:

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
+from batchcalls.adapters.telephony.ncco import BEEP_STARTED
+
 # The signature checks, which the routes and tests read here.
 from batchcalls.adapters.telephony.vonage_signatures import CLOCK_SKEW_SECONDS as CLOCK_SKEW_SECONDS
 from batchcalls.adapters.telephony.vonage_signatures import MAX_TOKEN_AGE_SECONDS as MAX_TOKEN_AGE_SECONDS
@@ -56,6 +58,9 @@ STATUSES: dict[str, tuple[AttemptStatus, Outcome | None]] = {
     # With machine_detection=hangup Vonage hangs up on a machine: the attempt ends here, and the
     # `completed` Vonage posts right after it is a repeated ending (a no-op). That holds only
     # when the two are applied in the order they came: see `api/provider_webhooks.py`.
+    # A call with a voicemail message (advanced machine detection, `continue`) ends here too: its
+    # outcome is settled; the beep (`machine` again, `sub_state: beep_start`) repeats the ending
+    # and asks for the message (`beep_of`), and its `completed` comes after the message.
     "machine": (AttemptStatus.ENDED, Outcome.MACHINE),
     "busy": (AttemptStatus.ENDED, Outcome.BUSY),
     "timeout": (AttemptStatus.ENDED, Outcome.NO_ANSWER),
@@ -199,6 +204,15 @@ def event_from_webhook(call_id: str, attempt: int, payload: Mapping[str, Any], n
         uuid if isinstance(uuid, str) else None,
         detail if isinstance(detail, str) else None,
     )
+
+
+def beep_of(payload: Mapping[str, Any]) -> str | None:
+    """The Vonage call whose machine has just beeped (advanced machine detection reports it as
+    `status: machine` with `sub_state: beep_start`), or None for any other event."""
+    if payload.get("status") != "machine" or payload.get("sub_state") != BEEP_STARTED:
+        return None
+    uuid = payload.get("call_uuid") or payload.get("uuid")
+    return uuid if isinstance(uuid, str) and uuid else None
 
 
 def responses_from_input(
