@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from batchcalls.domain.batch_end import BATCH_EVENT_OF, BATCH_ON_LAST_CALL, BatchEnd, on_call_final
 from batchcalls.domain.events import EventType
 from batchcalls.domain.lifecycle_data import (
     Applied,
@@ -53,7 +54,6 @@ from batchcalls.domain.states import (
     BatchStatus,
     CallStatus,
     Outcome,
-    batch_final_status,
     final_status,
 )
 
@@ -79,6 +79,11 @@ ATTEMPT_MOVES: dict[tuple[AttemptStatus, AttemptStatus], AttemptStatus] = {
     (A.RINGING, A.ANSWERED): A.ANSWERED,
     (A.RINGING, A.ENDED): A.ENDED,
     (A.ANSWERED, A.ENDED): A.ENDED,
+    # A machine answered, the call still up (a message being left): it ends `machine` (`_moved_attempt`).
+    (A.DIALING, A.MACHINE): A.MACHINE,
+    (A.RINGING, A.MACHINE): A.MACHINE,
+    (A.ANSWERED, A.MACHINE): A.MACHINE,
+    (A.MACHINE, A.ENDED): A.ENDED,
 }
 
 
@@ -99,6 +104,7 @@ class Trigger(str, Enum):
 TRIGGER_OF_ATTEMPT = {
     A.RINGING: Trigger.ATTEMPT_RINGING,
     A.ANSWERED: Trigger.ATTEMPT_ANSWERED,
+    A.MACHINE: Trigger.ATTEMPT_ANSWERED,
     A.ENDED: Trigger.ATTEMPT_ENDED,
 }
 
@@ -130,15 +136,13 @@ CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     (C.SCHEDULED, Trigger.SUPPRESS): Outcome.SUPPRESSED,
     (C.QUEUED, Trigger.EXPIRE): Outcome.EXPIRED,
     (C.SCHEDULED, Trigger.EXPIRE): Outcome.EXPIRED,
-    # An opt-out ends the call wherever it is: live (the answer of its current attempt), or
-    # waiting for a retry (the answer of an earlier attempt arrived late). Never retried.
+    # An opt-out ends the call, live or waiting for a retry (a late answer); never retried.
     (C.QUEUED, Trigger.OPT_OUT): Outcome.OPTED_OUT,
     (C.SCHEDULED, Trigger.OPT_OUT): Outcome.OPTED_OUT,
     (C.DIALING, Trigger.OPT_OUT): Outcome.OPTED_OUT,
     (C.RINGING, Trigger.OPT_OUT): Outcome.OPTED_OUT,
     (C.IN_PROGRESS, Trigger.OPT_OUT): Outcome.OPTED_OUT,
-    # A call about to be dialed outside its calling window is not dialed: it waits, `scheduled`,
-    # for the window's next opening (its `next_attempt_at`), holding no slot.
+    # Given a slot outside its calling window: it waits `scheduled` for the opening, slot freed.
     (C.QUEUED, Trigger.WINDOW_CLOSED): C.SCHEDULED,
     (C.SCHEDULED, Trigger.WINDOW_CLOSED): C.SCHEDULED,
 }
@@ -148,24 +152,7 @@ RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING, B.PAUSED})
 a paused batch's retries wait for it to resume."""
 
 
-class BatchEnd(str, Enum):
-    BY_OUTCOMES = "by_outcomes"  # `failed` when no call completed, else `completed`
-
-
-BATCH_ON_LAST_CALL: dict[BatchStatus, BatchStatus | BatchEnd] = {
-    B.SCHEDULED: BatchEnd.BY_OUTCOMES,  # every number suppressed at submit, or expired unstarted
-    B.QUEUED: BatchEnd.BY_OUTCOMES,
-    B.RUNNING: BatchEnd.BY_OUTCOMES,
-    B.PAUSED: BatchEnd.BY_OUTCOMES,
-    B.CANCELLED: B.CANCELLED,
-}
-
 CALL_EVENT_OF: dict[CallStatus, EventType] = {C.COMPLETED: EventType.CALL_COMPLETED, C.FAILED: EventType.CALL_FAILED}
-BATCH_EVENT_OF: dict[BatchStatus, EventType] = {
-    B.COMPLETED: EventType.BATCH_COMPLETED,
-    B.FAILED: EventType.BATCH_FAILED,
-    B.CANCELLED: EventType.BATCH_CANCELLED,
-}
 
 
 def attempt_move(current: AttemptStatus, reported: AttemptStatus) -> AttemptStatus | None:
@@ -240,9 +227,9 @@ def _moved_attempt(attempt: Attempt, event: ProviderEvent, status: AttemptStatus
         status=status,
         provider_call_id=attempt.provider_call_id or event.provider_call_id,
         error=event.error if event.error is not None else attempt.error,
-        answered_at=(attempt.answered_at or at) if status is A.ANSWERED else attempt.answered_at,
+        answered_at=(attempt.answered_at or at) if status in (A.ANSWERED, A.MACHINE) else attempt.answered_at,
         ended_at=at if status is A.ENDED else attempt.ended_at,
-        outcome=event.outcome,
+        outcome=Outcome.MACHINE if attempt.status is A.MACHINE and status is A.ENDED else event.outcome,
     )
 
 
@@ -287,14 +274,3 @@ def apply_provider_events(
             applied.append(Applied.SCHEDULED if any(isinstance(e, ScheduleRetry) for e in effects) else Applied.FINAL)
     effects_out = ending or ((live,) if live is not None else ())
     return Step(tuple(applied), moved, attempt, call, tuple(responses), effects_out)
-
-
-def on_call_final(batch: BatchCounts) -> tuple[Effect, ...]:
-    """What a call becoming final means for its batch (counted in `batch` already): when every
-    call is final and `BATCH_ON_LAST_CALL` has a row for the batch's status, the batch ends."""
-    done = batch.completed_calls + batch.failed_calls + batch.cancelled_calls
-    rule = BATCH_ON_LAST_CALL.get(batch.status)
-    if done != batch.total_calls or rule is None:
-        return ()
-    status = batch_final_status(batch.completed_calls) if rule is BatchEnd.BY_OUTCOMES else BatchStatus(rule)
-    return FinishBatch(status), WriteEvent(BATCH_EVENT_OF[status], Payload.BATCH)

@@ -58,6 +58,7 @@ class AttemptStatus(str, Enum):
     DIALING = "dialing"
     RINGING = "ringing"
     ANSWERED = "answered"
+    MACHINE = "machine"  # answered by a machine, and still up (leaving a message): it ends `machine`
     ENDED = "ended"
 
 
@@ -65,20 +66,22 @@ _ATTEMPT_RANK = {
     AttemptStatus.DIALING: 0,
     AttemptStatus.RINGING: 1,
     AttemptStatus.ANSWERED: 2,
-    AttemptStatus.ENDED: 3,
+    AttemptStatus.MACHINE: 3,
+    AttemptStatus.ENDED: 4,
 }
 
 ATTEMPT_TO_CALL_STATUS = {
     AttemptStatus.DIALING: CallStatus.DIALING,
     AttemptStatus.RINGING: CallStatus.RINGING,
     AttemptStatus.ANSWERED: CallStatus.IN_PROGRESS,
+    AttemptStatus.MACHINE: CallStatus.IN_PROGRESS,
 }
 
 
 def attempt_may_move(current: AttemptStatus, new: AttemptStatus) -> bool:
     """True when an event reporting `new` advances an attempt that is in `current`.
 
-    Moves go forward only (dialing -> ringing -> answered -> ended, skipping allowed); an event
+    Moves go forward only (dialing -> ringing -> answered -> machine -> ended, skipping allowed); an event
     for a state already reached or passed, and anything after `ended`, changes nothing.
     """
     return _ATTEMPT_RANK[new] > _ATTEMPT_RANK[current]

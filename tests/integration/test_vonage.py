@@ -878,7 +878,7 @@ def test_machine_then_completed_ends_as_machine_however_late_the_drain_runs(vona
         posted = time.time()
         wait_for(
             lambda: (
-                _inbox_statuses(client, shard, call_id) == ["ended", "ended"]
+                _inbox_statuses(client, shard, call_id) == ["machine", "ended"]
                 or vonage.call(batch_id)["status"] in ("completed", "failed")
             ),
             10,

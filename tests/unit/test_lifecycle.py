@@ -420,3 +420,18 @@ def test_a_call_given_a_slot_outside_its_window_waits_scheduled_and_nothing_else
         assert (call.status, effects) == (CallStatus.SCHEDULED, (lc.SetCallStatus(CallStatus.SCHEDULED),))
     else:
         assert (call, effects) == (lc.Call(status, 0), ())
+
+
+def test_a_machine_keeps_the_call_live_and_its_end_is_machine_however_reported() -> None:
+    step = apply(
+        attempt(),
+        live_call(AttemptStatus.DIALING),
+        event(AttemptStatus.ANSWERED),
+        event(AttemptStatus.MACHINE),
+        batch=ONE_TRY,
+    )
+    assert step.call.status is CallStatus.IN_PROGRESS and step.attempt.status is AttemptStatus.MACHINE
+    assert not [e for e in step.effects if isinstance(e, lc.ReleaseSlot)]  # its slot is held
+    ended = apply(step.attempt, step.call, event(AttemptStatus.ENDED, outcome=Outcome.COMPLETED), batch=ONE_TRY)
+    assert ended.attempt.outcome is Outcome.MACHINE
+    assert lc.FinishCall(CallStatus.FAILED, Outcome.MACHINE, None) in ended.effects

@@ -24,7 +24,7 @@ NOW = 1_800_000_000.0
         ("ringing", AttemptStatus.RINGING, None),
         ("answered", AttemptStatus.ANSWERED, None),
         ("completed", AttemptStatus.ENDED, Outcome.COMPLETED),
-        ("machine", AttemptStatus.ENDED, Outcome.MACHINE),
+        ("machine", AttemptStatus.MACHINE, None),
         ("busy", AttemptStatus.ENDED, Outcome.BUSY),
         ("timeout", AttemptStatus.ENDED, Outcome.NO_ANSWER),
         ("unanswered", AttemptStatus.ENDED, Outcome.NO_ANSWER),
@@ -51,7 +51,7 @@ def test_statuses_that_change_nothing_are_no_events(status: object) -> None:
 
 def test_the_machine_event_names_the_call_call_uuid() -> None:
     event = vw.event_from_webhook("c", 1, {"status": "machine", "call_uuid": "u-9"}, NOW)
-    assert event is not None and event.provider_call_id == "u-9" and event.outcome is Outcome.MACHINE
+    assert event is not None and event.provider_call_id == "u-9" and event.status is AttemptStatus.MACHINE
 
 
 def test_endings_not_of_the_callees_doing_carry_their_detail_as_error() -> None:

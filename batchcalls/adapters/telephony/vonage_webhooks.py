@@ -55,13 +55,12 @@ STATUSES: dict[str, tuple[AttemptStatus, Outcome | None]] = {
     "ringing": (AttemptStatus.RINGING, None),
     "answered": (AttemptStatus.ANSWERED, None),
     "completed": (AttemptStatus.ENDED, Outcome.COMPLETED),
-    # With machine_detection=hangup Vonage hangs up on a machine: the attempt ends here, and the
-    # `completed` Vonage posts right after it is a repeated ending (a no-op). That holds only
-    # when the two are applied in the order they came: see `api/provider_webhooks.py`.
-    # A call with a voicemail message (advanced machine detection, `continue`) ends here too: its
-    # outcome is settled; the beep (`machine` again, `sub_state: beep_start`) repeats the ending
-    # and asks for the message (`beep_of`), and its `completed` comes after the message.
-    "machine": (AttemptStatus.ENDED, Outcome.MACHINE),
+    # A machine answered: the attempt is `machine` (still live, its slot held) until the call's
+    # `completed`, which ends it `machine` (`lifecycle`). With machine_detection=hangup Vonage
+    # hangs up at once and `completed` follows; a call with a voicemail message (advanced machine
+    # detection, `continue`) stays up: the beep (`machine` again, `sub_state: beep_start`) is a
+    # repeat that asks for the message (`beep_of`), and `completed` comes after the message.
+    "machine": (AttemptStatus.MACHINE, None),
     "busy": (AttemptStatus.ENDED, Outcome.BUSY),
     "timeout": (AttemptStatus.ENDED, Outcome.NO_ANSWER),
     "unanswered": (AttemptStatus.ENDED, Outcome.NO_ANSWER),
