@@ -10,13 +10,17 @@ batch back: its answer names the CSV line and column of each (at most `MAX_PROBL
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import multiprocessing as mp
 import re
 import tempfile
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -25,7 +29,9 @@ from flask import g, request
 
 from api.schemas import load_batch_request
 from batchcalls.adapters.delivery.targets import check_callback_url
+from batchcalls.domain import errors
 from batchcalls.domain.csv_calls import CsvHeaderError, CsvLayout
+from batchcalls.domain.destinations import DestinationPolicy
 from batchcalls.domain.errors import BatchcallsError, InvalidRequest, PayloadTooLarge
 from batchcalls.domain.models import NewBatch
 from batchcalls.domain.policy import Policy
@@ -36,6 +42,8 @@ from batchcalls.engine import Engine
 
 CSV_TYPES = frozenset({"text/csv", "multipart/form-data"})
 CHUNK_ROWS = 5000
+AHEAD = 2  # groups checked ahead of the one being stored
+POOL_BYTES = 4 * 1024 * 1024  # a CSV larger than this is checked in a second process
 MAX_PROBLEMS = 100
 SPOOL_BYTES = 8 * 1024 * 1024  # kept in memory up to this, then on disk
 _BLOCK = 1024 * 1024
@@ -103,6 +111,25 @@ def _body(limit: int) -> tuple[IO[bytes], dict[str, Any], str]:
     return spool, options, digest.hexdigest()
 
 
+_Refused = tuple[str, str, Any]  # an error's class name, message and details (an exception may not pickle)
+
+
+def _build_part(
+    options: dict[str, Any], calls: list[dict[str, Any]], max_concurrency: int, destinations: DestinationPolicy
+) -> NewBatch | _Refused:
+    """A group of calls checked as a JSON body's are (in a pool's process, or here)."""
+    try:
+        return build_batch(
+            load_batch_request({**options, "calls": calls}),
+            max_concurrency=max_concurrency,
+            voices=voice_catalog(),
+            destinations=destinations,
+            now=datetime.now(UTC),
+        )
+    except InvalidRequest as exc:
+        return type(exc).__name__, exc.message, exc.details
+
+
 def _unreadable(exc: Exception) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return "is not UTF-8 text"
@@ -142,25 +169,31 @@ class _Reading:
         self.problems: dict[str, list[str]] = {}
         self.error: type[BatchcallsError] = InvalidRequest
         self.rows = 0
+        self.pool: ProcessPoolExecutor | None = None
 
-    def _part(self, calls: list[dict[str, Any]], lines: list[int]) -> NewBatch | None:
-        try:
-            return build_batch(
-                load_batch_request({**self.options, "calls": calls}),
-                max_concurrency=self.engine.settings.max_concurrency,
-                voices=voice_catalog(),
-                destinations=self.policy.destinations,
-                now=datetime.now(UTC),
-            )
-        except InvalidRequest as exc:
-            if not self.problems:
-                self.error = type(exc)
-            self.problems.update(_named(exc, lines, self.layout))
-            return None
+    def _submit(self, calls: list[dict[str, Any]]) -> Future[NewBatch | _Refused]:
+        args = (self.options, calls, self.engine.settings.max_concurrency, self.policy.destinations)
+        if self.pool is not None:
+            return self.pool.submit(_build_part, *args)
+        done: Future[NewBatch | _Refused] = Future()
+        done.set_result(_build_part(*args))
+        return done
+
+    def _part(self, built: NewBatch | _Refused, lines: list[int]) -> NewBatch | None:
+        if isinstance(built, NewBatch):
+            return built
+        error = getattr(errors, built[0], InvalidRequest)
+        if not self.problems:
+            self.error = error
+        self.problems.update(_named(error(built[1], built[2]), lines, self.layout))
+        return None
 
     def parts(self) -> Iterator[NewBatch]:
+        """The checked parts, in order. With a pool, a group is checked there while the ones
+        before are stored (at most `AHEAD` groups ahead)."""
         calls: list[dict[str, Any]] = []
         lines: list[int] = []
+        pending: deque[tuple[Future[NewBatch | _Refused], list[int]]] = deque()
         try:
             for cells in self.reader:
                 line = self.reader.line_num
@@ -177,18 +210,22 @@ class _Reading:
                     calls.append(call)
                     lines.append(line)
                 if len(calls) >= CHUNK_ROWS:
-                    yield from self._checked(calls, lines)
+                    pending.append((self._submit(calls), lines))
                     calls, lines = [], []
+                while len(pending) > AHEAD or (pending and pending[0][0].done()):
+                    yield from self._checked(*pending.popleft())
                 if len(self.problems) >= MAX_PROBLEMS:
                     break
         except (csv.Error, UnicodeDecodeError) as exc:
             self.problems[f"line {self.reader.line_num + 1}"] = [_unreadable(exc)]
         if calls:
-            yield from self._checked(calls, lines)
+            pending.append((self._submit(calls), lines))
+        while pending:
+            yield from self._checked(*pending.popleft())
         self._raise_problems()
 
-    def _checked(self, calls: list[dict[str, Any]], lines: list[int]) -> Iterator[NewBatch]:
-        part = self._part(calls, lines)
+    def _checked(self, future: Future[NewBatch | _Refused], lines: list[int]) -> Iterator[NewBatch]:
+        part = self._part(future.result(), lines)
         if part is not None and not self.problems:
             if part.calling_window is None and self.policy.calling_window is not None:
                 part = replace(part, calling_window=self.policy.calling_window)
@@ -211,21 +248,30 @@ def submit_csv(engine: Engine, policy: Policy, key: str | None) -> tuple[str, bo
             return replayed, False
         if "calling_window" not in options and policy.calling_window is not None:
             options["calling_window"] = to_json(policy.calling_window)
+        large = spool.seek(0, io.SEEK_END) > POOL_BYTES
+        spool.seek(0)
         text = io.TextIOWrapper(spool, encoding="utf-8-sig", newline="")
         reading = _Reading(text, options, engine, policy)
-        parts = reading.parts()
-        first = next(parts, None)  # the batch's options, checked with its first calls
-        if first is None:
-            reading._raise_problems()
-        assert first is not None
-        if first.callback_url is not None:
-            check_callback_url(
-                first.callback_url,
-                allow_http=engine.settings.allow_http_callbacks,
-                allowlist=engine.settings.callback_allowlist,
-            )
-        rest = _then(first, parts)
-        return engine.submit(g.tenant, replace(first, calls=()), key, None, chunks=rest, digest=digest)
+        with contextlib.ExitStack() as stack:
+            if large:  # checking a group costs more than storing it: a second core checks
+                reading.pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")))
+            return _store(engine, reading, key, digest)
+
+
+def _store(engine: Engine, reading: _Reading, key: str | None, digest: str) -> tuple[str, bool]:
+    parts = reading.parts()
+    first = next(parts, None)  # the batch's options, checked with its first calls
+    if first is None:
+        reading._raise_problems()
+    assert first is not None
+    if first.callback_url is not None:
+        check_callback_url(
+            first.callback_url,
+            allow_http=engine.settings.allow_http_callbacks,
+            allowlist=engine.settings.callback_allowlist,
+        )
+    rest = _then(first, parts)
+    return engine.submit(g.tenant, replace(first, calls=()), key, None, chunks=rest, digest=digest)
 
 
 def _then(first: NewBatch, rest: Iterator[NewBatch]) -> Iterator[NewBatch]:

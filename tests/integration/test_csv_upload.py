@@ -16,6 +16,7 @@ import pytest
 import redis
 import requests
 
+from api import csv_upload
 from batchcalls.adapters.gates import Gates
 from tests.integration.test_pipeline import number
 from tests.support.servers import TestServers, more_test_servers
@@ -177,3 +178,21 @@ def test_a_csv_that_is_not_utf8_is_a_422(stack: Stack) -> None:
     )
     assert answer.status_code == 422, answer.text
     assert ["is not UTF-8 text"] in answer.json()["error"]["details"].values()
+
+
+def test_a_large_csv_is_checked_in_a_second_process_with_the_same_answers(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above `POOL_BYTES` the groups of rows are checked in a process pool (here: every CSV)."""
+    monkeypatch.setattr(csv_upload, "POOL_BYTES", 0)
+    monkeypatch.setattr(csv_upload, "CHUNK_ROWS", 4)
+    rows = "".join(f"{number(560 + i, 0)},Name{i}\n" for i in range(10))
+    answer = upload(stack, "phone_number,first_name\n" + rows, {"text": "Hello {{first_name}}"})
+    assert answer.status_code == 202, answer.text
+    final = stack.wait_finished(answer.json()["batch_id"])
+    assert (final["total_calls"], final["completed_calls"]) == (10, 10)
+    scripts = stored_scripts(stack, answer.json()["batch_id"])
+    assert scripts[number(569, 0)]["steps"][0]["text"] == "Hello Name9"
+    bad = upload(stack, "phone_number,first_name\n" + rows + "nope,X\n", {"text": "Hello {{first_name}}"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_phone_number"
+    assert list(bad.json()["error"]["details"]) == ["line 12, column phone_number"]
