@@ -30,6 +30,7 @@ class Sizes:
     throughput_calls: int = 5000
     submit_sizes: tuple[int, ...] = (10_000, 100_000)
     memory_seconds: float = 25.0
+    export_calls: int = 100_000
 
 
 FULL = Sizes()
@@ -41,6 +42,7 @@ SMOKE = Sizes(
     throughput_calls=300,
     submit_sizes=(1_000, 5_000),
     memory_seconds=2.0,
+    export_calls=2_000,
 )
 
 

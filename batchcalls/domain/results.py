@@ -48,6 +48,7 @@ RESPONSE_PREFIX = "response."
 # read as that number: phone numbers stay as they are.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+_FIRST_CHARS = frozenset("".join(_FORMULA_START))
 
 
 def choose_format(query: str | None, accept: Iterable[str]) -> str:
@@ -109,10 +110,11 @@ def csv_header(names: Sequence[str]) -> list[str]:
     return [*COLUMNS, *(safe_cell(RESPONSE_PREFIX + name) for name in names)]
 
 
-def csv_row(row: Sequence[Any], names: Sequence[str]) -> list[str]:
-    """One CSV row from the store's columns (`COLUMNS`, as text or None): None is an empty cell,
-    booleans are `true`/`false`, every cell is made safe."""
-    cells = ["" if v is None else ("true" if v is True else "false" if v is False else safe_cell(str(v))) for v in row]
+def csv_row(row: Sequence[str], names: Sequence[str]) -> list[str]:
+    """One CSV row from the store's columns (`COLUMNS`, each as text, "" for none), every cell
+    made safe (`safe_cell`); the `response.<name>` cells of `names` after them."""
+    # The first-character test inline: `safe_cell` is called only for the few cells it may change.
+    cells = [safe_cell(cell) if cell[:1] in _FIRST_CHARS else cell for cell in row]
     if names:
         cells += [safe_cell(a) for a in answers(row[-1], names)]
     return cells
