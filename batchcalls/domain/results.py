@@ -116,5 +116,5 @@ def csv_row(row: Sequence[str], names: Sequence[str]) -> list[str]:
     # The first-character test inline: `safe_cell` is called only for the few cells it may change.
     cells = [safe_cell(cell) if cell[:1] in _FIRST_CHARS else cell for cell in row]
     if names:
-        cells += [safe_cell(a) for a in answers(row[-1], names)]
+        cells += [safe_cell(a) if a[:1] in _FIRST_CHARS else a for a in answers(row[-1], names)]
     return cells
