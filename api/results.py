@@ -39,13 +39,8 @@ def _jsonl(db: Database, batch_id: str) -> Iterator[str]:
 
 
 def _csv(db: Database, batch_id: str, names: list[str]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(results.csv_header(names))
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\r\n").writerow(results.csv_header(names))
+    yield header.getvalue()
     for rows in store.result_chunks(db, batch_id, as_lines=False):
-        writer.writerows(results.csv_row(row, names) for row in rows)
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue()  # the header alone: the batch has no call
+        yield results.csv_lines(rows, names)

@@ -110,11 +110,38 @@ def csv_header(names: Sequence[str]) -> list[str]:
     return [*COLUMNS, *(safe_cell(RESPONSE_PREFIX + name) for name in names)]
 
 
-def csv_row(row: Sequence[str], names: Sequence[str]) -> list[str]:
-    """One CSV row from the store's columns (`COLUMNS`, each as text, "" for none), every cell
-    made safe (`safe_cell`); the `response.<name>` cells of `names` after them."""
-    # The first-character test inline: `safe_cell` is called only for the few cells it may change.
-    cells = [safe_cell(cell) if cell[:1] in _FIRST_CHARS else cell for cell in row]
-    if names:
-        cells += [safe_cell(a) if a[:1] in _FIRST_CHARS else a for a in answers(row[-1], names)]
-    return cells
+# Cells that need CSV quoting (csv's QUOTE_MINIMAL rule for a comma delimiter).
+_NEEDS_QUOTES = re.compile(r'[",\r\n]')
+
+
+def _text_cell(cell: str) -> str:
+    """A cell of free text (a provider's error, a callee's answer): made safe, quoted if need be."""
+    if cell[:1] in _FIRST_CHARS:
+        cell = safe_cell(cell)
+    return '"' + cell.replace('"', '""') + '"' if _NEEDS_QUOTES.search(cell) else cell
+
+
+def csv_lines(rows: Iterable[Sequence[str]], names: Sequence[str]) -> str:
+    """CSV lines (CRLF-ended) from the store's columns (`COLUMNS`, each as text, "" for none), with
+    the `response.<name>` cells of `names` after them: what `csv.writer` writes of the cells made
+    safe by `safe_cell`, built by hand because this is the export's hot path.
+
+    Only free text is tested: `last_error`, the answers, and a phone number that is not `+` and
+    digits (a number refused as invalid is kept as it was given). The other columns are the
+    store's own (ids, states, counts, times, `true`/`false`), which hold no comma or quote and
+    start with no formula character; the JSON columns start with `{` or `[` and are always quoted."""
+    out = []
+    for row in rows:
+        (call_id, phone, status, outcome, attempts, error, dialed, answered, ended, talk, left, *json_cells) = row
+        if error:
+            error = _text_cell(error)
+        if not (phone[:1] == "+" and phone[1:].isdigit()):
+            phone = _text_cell(phone)
+        quoted = ['"' + cell.replace('"', '""') + '"' if cell else "" for cell in json_cells]
+        line = ",".join(
+            (call_id, phone, status, outcome, attempts, error, dialed, answered, ended, talk, left, *quoted)
+        )
+        if names:
+            line += "," + ",".join(_text_cell(a) if a else "" for a in answers(row[-1], names))
+        out.append(line)
+    return "\r\n".join(out) + "\r\n" if out else ""

@@ -3,12 +3,14 @@ the escaping of cells a spreadsheet would run as formulas."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import pytest
 
 from batchcalls.domain.errors import InvalidRequest
-from batchcalls.domain.results import COLUMNS, answer_columns, choose_format, csv_header, csv_row, safe_cell
+from batchcalls.domain.results import COLUMNS, answer_columns, choose_format, csv_header, csv_lines, safe_cell
 
 
 def test_the_query_wins_then_accept_then_jsonl() -> None:
@@ -32,16 +34,30 @@ def test_a_plain_number_or_text_is_kept(cell: str) -> None:
     assert safe_cell(cell) == cell
 
 
+def csv_row(row: list[str], names: list[str]) -> list[str]:
+    """What `csv_lines` writes of one row, read back as cells."""
+    (cells,) = list(csv.reader(io.StringIO(csv_lines([row], names), newline="")))
+    return cells
+
+
 CELLS = ["=1+2", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\r=1", "+", "-", "+1 555", "+44", "-3.5", "+4.", "a=b", "x"]
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("column", ["id", "phone_number", "last_error", "metadata", "responses"])
-def test_a_row_escapes_exactly_the_cells_safe_cell_escapes(cell: str, column: str) -> None:
-    """csv_row tests a whole row at once: it must agree with the rule cell by cell."""
-    row = _row([], last_error="+442071234567")
-    row[COLUMNS.index(column)] = cell
-    assert csv_row(row, []) == [safe_cell(c) for c in row]
+@pytest.mark.parametrize("column", ["phone_number", "last_error"])
+def test_free_text_is_escaped_and_quoted_as_csv_writer_would(cell: str, column: str) -> None:
+    """csv_lines builds lines by hand: read back as CSV, they must be the safe cells."""
+    for value in (cell, cell + ', "quoted"\nline'):
+        row = _row([], last_error="+442071234567")
+        row[COLUMNS.index(column)] = value
+        assert csv_row(row, []) == [safe_cell(c) for c in row]
+
+
+def test_json_cells_are_quoted_and_none_is_empty() -> None:
+    row = _row([{"name": "menu", "digits": "1"}], metadata='{"a": "=1, \\"b\\""}')
+    assert csv_row(row, ["menu"]) == [*row, "1"]
+    assert csv_row(row, ["menu"])[COLUMNS.index("metadata")] == '{"a": "=1, \\"b\\""}'
+    assert csv_lines([], ["menu"]) == ""
 
 
 SCRIPT = {
