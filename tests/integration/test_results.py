@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 import requests
 from click.testing import CliRunner
@@ -137,6 +138,16 @@ def test_csv_has_one_row_per_call_matching_the_calls_route(stack: Stack, finishe
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_escaped(stack: Stack, finished: dict[str, Any]) -> None:
+    # A provider's error text is free text: as one starting with "=" and holding a comma and quotes.
+    conn = psycopg2.connect(stack.env["DATABASE_URL"])
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE calls SET last_error = %s WHERE id = %s",
+                ('=HYPERLINK("http://x.example", "y"),\nz', finished["calls"][number(703, 2)]["id"]),
+            )
+    finally:
+        conn.close()
     rows = {
         r["phone_number"]: r
         for r in csv.DictReader(io.StringIO(results(stack, finished["batch_id"], params={"format": "csv"}).text))
@@ -146,7 +157,11 @@ def test_csv_cells_a_spreadsheet_would_run_are_escaped(stack: Stack, finished: d
     # JSON cells start with { and are safe; a formula inside one is inert text.
     assert json.loads(rows[number(703, 2)]["metadata"]) == {"note": "=HYPERLINK(1)"}
     assert json.loads(rows[number(704, 0)]["variables"]) == {"name": "@SUM(A1)"}
+    assert rows[number(703, 2)]["last_error"] == '\'=HYPERLINK("http://x.example", "y"),\nz'
     assert all(not cell.startswith(("=", "@")) for row in rows.values() for cell in row.values())
+    # JSONL keeps the text as it is: a JSON string is not a spreadsheet cell.
+    lines = [json.loads(line) for line in results(stack, finished["batch_id"]).text.splitlines()]
+    assert _by_number(lines)[number(703, 2)]["last_error"].startswith("=HYPERLINK")
 
 
 def test_another_tenants_batch_and_a_bad_format_are_refused(stack: Stack, finished: dict[str, Any]) -> None:
