@@ -1,9 +1,10 @@
 """The results export of a batch (`GET /v1/batches/<id>/results`): its formats, its CSV columns,
 and the cells a spreadsheet must not run. Pure: the store gives rows, this shapes them.
 
-One row per call. JSONL lines are built by the store (Postgres writes each line's JSON); CSV rows
-are built here, from the store's text columns (JSON columns arrive as JSON text, never parsed,
-except a call's `responses` when the export has `response.<name>` columns and the call has any).
+One row per call. JSONL lines are built by the store (Postgres writes each line's JSON); CSV lines
+are built here (`csv_lines`), from the store's text columns: JSON columns arrive as JSON text,
+never parsed, except a call's `responses` when the export has `response.<name>` columns and the
+call has any.
 """
 
 from __future__ import annotations
