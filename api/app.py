@@ -17,6 +17,7 @@ from api.errors import register_errors
 from api.health import register_health, register_metrics
 from api.provider_webhooks import register as register_provider_webhooks
 from api.ratelimit import RequestLimits
+from api.results import bp as results_bp
 from api.suppressions import bp as suppressions_bp
 from batchcalls.adapters import logs
 from batchcalls.adapters.gates import Gates
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_metrics(app, settings, db, client)
     app.register_blueprint(batches_bp)
     app.register_blueprint(control_bp)
+    app.register_blueprint(results_bp)
     app.register_blueprint(suppressions_bp)
     # Built once per process, at start: a broken document fails the start, not a request.
     document = openapi.build_document(

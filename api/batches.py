@@ -123,7 +123,7 @@ def _batches_cursor(raw: str | None) -> tuple[str, str] | None:
     raise _bad_cursor()
 
 
-def _own_batch(cur: Any, batch_id: str) -> dict[str, Any]:
+def own_batch(cur: Any, batch_id: str) -> dict[str, Any]:
     # No id holds a NUL, and PostgreSQL refuses one in a query parameter.
     row = None if "\x00" in batch_id else batches.get_batch(cur, batch_id, g.tenant.id)
     if row is None:
@@ -133,7 +133,7 @@ def _own_batch(cur: Any, batch_id: str) -> dict[str, Any]:
 
 def status_body(batch_id: str, calls_limit: int | None) -> dict[str, Any]:
     with current_engine().db.transaction() as cur:
-        row = _own_batch(cur, batch_id)
+        row = own_batch(cur, batch_id)
         body = batch_view(row, batches.status_counts(cur, batch_id))
         if calls_limit is not None:
             body["calls"] = [call_summary(c) for c in calls.list_calls(cur, batch_id, calls_limit, -1, None)]
@@ -219,7 +219,7 @@ def list_batch_calls(batch_id: str) -> Response:
         raise InvalidRequest(f"status must be one of {', '.join(CALL_STATUSES)}", {"status": ["unknown status"]})
     after = _calls_cursor(request.args.get("cursor"))
     with current_engine().db.transaction() as cur:
-        _own_batch(cur, batch_id)
+        own_batch(cur, batch_id)
         rows = calls.list_calls(cur, batch_id, limit + 1, after, status)
         page = rows[:limit]
         attempts = calls.attempts_of(cur, [r["id"] for r in page])

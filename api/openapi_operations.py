@@ -10,6 +10,7 @@ from marshmallow import Schema
 from api import doc_schemas as docs
 from api.openapi_control import control_paths
 from api.openapi_errors import refs as _refs
+from api.openapi_results import results_paths
 from api.openapi_suppressions import suppression_paths
 from api.schemas import BatchRequestSchema
 
@@ -158,6 +159,7 @@ def paths(seed_examples: dict[str, Any], counted: dict[str, Any]) -> dict[str, d
         },
         **control_paths(BATCH_ID, BEARER, counted),
         **suppression_paths(BEARER, counted),
+        **results_paths(BATCH_ID, BEARER, counted),
         "/v1/batches/{batch_id}/calls": {
             "get": {
                 "operationId": "listCalls",

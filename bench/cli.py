@@ -11,15 +11,15 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import fairness, scenarios, uploads
+from bench import export, fairness, scenarios, uploads
 from bench.receiver import Receiver
+from bench.rows import Row
 from bench.stack import running_stack
 
 Figures = dict[str, float]
@@ -39,16 +39,6 @@ def machine() -> str:
         f"{os.cpu_count()} cores, {ram:.0f} GB RAM, {model}, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}"
     )
-
-
-@dataclass(frozen=True)
-class Row:
-    scenario: str
-    measure: str
-    key: str
-    unit: str
-    target: str
-    met: Callable[[float], bool] | None
 
 
 def rows(sizes: scenarios.Sizes) -> list[Row]:
@@ -135,6 +125,7 @@ def rows(sizes: scenarios.Sizes) -> list[Row]:
         ),
         Row("", f"worker, whole process tree, {large:,}-call batch", f"mem_{large}_worker_total_mb", "MB", "", None),
         *fairness_rows(fairness.SMOKE if sizes == scenarios.SMOKE else fairness.FULL),
+        *export.rows(sizes.export_calls),
         *csv_rows(sizes.csv_rows),
     ]
 
@@ -143,7 +134,7 @@ def csv_rows(rows: int) -> list[Row]:
     full = rows == 1_000_000
     return [
         Row(
-            "8 CSV upload",
+            "9 CSV upload",
             f"POST a {rows:,}-row CSV (text/csv) -> 202",
             f"csv_{rows}_s",
             "s",
@@ -210,7 +201,7 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
-SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness", "csv")
+SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness", "export", "csv")
 
 
 def run(
@@ -253,6 +244,7 @@ def run(
                     ("scheduler cost", fairness.scheduler_cost),
                 ):
                     steps.append(("fairness", label, functools.partial(measure, stack, receiver, fair)))
+                steps.append(("export", "results export", functools.partial(export.export, stack, sizes.export_calls)))
                 steps.append(
                     ("csv", f"CSV upload of {sizes.csv_rows:,} rows", lambda: uploads.csv_upload(stack, sizes.csv_rows))
                 )

@@ -31,6 +31,7 @@ class Sizes:
     submit_sizes: tuple[int, ...] = (10_000, 100_000)
     memory_seconds: float = 25.0
     csv_rows: int = 1_000_000
+    export_calls: int = 100_000
 
 
 FULL = Sizes()
@@ -43,6 +44,7 @@ SMOKE = Sizes(
     submit_sizes=(1_000, 5_000),
     memory_seconds=2.0,
     csv_rows=2_000,
+    export_calls=2_000,
 )
 
 

@@ -1,4 +1,4 @@
-"""Scenario 8: a CSV upload of many rows through the API, streamed: time to the 202 and the API's
+"""Scenario 9: a CSV upload of many rows through the API, streamed: time to the 202 and the API's
 peak memory. The batch starts a day later and is cancelled at once, so no call is dialed."""
 
 from __future__ import annotations

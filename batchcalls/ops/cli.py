@@ -13,6 +13,7 @@ import click
 
 from batchcalls.ops import cli_policy  # noqa: F401 - registers `keys policy`
 from batchcalls.ops.cli_admin import db, keys, webhook_secret
+from batchcalls.ops.cli_results import results
 from batchcalls.ops.cli_suppressions import suppressions
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ main.add_command(db)
 main.add_command(keys)
 main.add_command(webhook_secret)
 main.add_command(suppressions)
+main.add_command(results)
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -19,6 +20,14 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
+def _api_error(response: requests.Response) -> ApiError:
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {"code": "http_error", "message": response.text[:300], "details": None}
+    return ApiError(response.status_code, error.get("code", ""), error.get("message", ""), error.get("details"))
+
+
 @dataclass
 class Client:
     base_url: str
@@ -33,11 +42,7 @@ class Client:
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise Unreachable(f"cannot reach the API at {self.base_url}: {type(exc).__name__}") from exc
         if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                error = {"code": "http_error", "message": response.text[:300], "details": None}
-            raise ApiError(response.status_code, error.get("code", ""), error.get("message", ""), error.get("details"))
+            raise _api_error(response)
         return response.json() if response.content else None
 
     def suppress(self, numbers: list[str], reason: str | None = None) -> dict[str, Any]:
@@ -75,6 +80,19 @@ class Client:
         """`pause`, `resume` or `cancel` the batch; the answer is its status body."""
         result: dict[str, Any] = self._request("POST", f"/v1/batches/{batch_id}/{command}", json=body or {})
         return result
+
+    def results(self, batch_id: str, fmt: str) -> Iterator[bytes]:
+        """The batch's results export (`jsonl` or `csv`), as the API streams it, chunk by chunk."""
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        url = f"{self.base_url.rstrip('/')}/v1/batches/{quote(batch_id, safe='')}/results"
+        try:
+            response = requests.get(url, headers=headers, params={"format": fmt}, timeout=self.timeout, stream=True)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise Unreachable(f"cannot reach the API at {self.base_url}: {type(exc).__name__}") from exc
+        with response:
+            if response.status_code >= 400:
+                raise _api_error(response)
+            yield from response.iter_content(chunk_size=65536)
 
     def calls(self, batch_id: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

@@ -41,6 +41,9 @@ FIGURES = (
     "fair_share_max",
     "sched_10_us",
     "sched_1000_us",
+    "export_jsonl_rows_s",
+    "export_csv_rows_s",
+    "export_api_peak_mb",
 )
 
 
@@ -63,6 +66,7 @@ def test_bench_smoke_runs_every_scenario_and_prints_the_table(tmp_path: Path) ->
         "Dispatch latency",
         "Memory (peak RSS)",
         "Fair turns",
+        "Results export",
         "machine:",
     ):
         assert label in done.stdout

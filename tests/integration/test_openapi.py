@@ -248,6 +248,7 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
         ("GET /v1/batches", 200),
         ("GET /v1/batches/{batch_id}", 200),
         ("GET /v1/batches/{batch_id}/calls", 200),
+        ("GET /v1/batches/{batch_id}/results", 200),  # a streamed answer, JSONL or CSV
         ("POST /v1/batches", 422),
     ):
         assert answers[(label, status)], (label, status, sorted(answers.items()))

@@ -297,6 +297,7 @@ def test_every_route_and_error_code_of_the_design_is_documented(document: dict[s
         "/v1/batches",
         "/v1/batches/{batch_id}",
         "/v1/batches/{batch_id}/calls",
+        "/v1/batches/{batch_id}/results",
         "/v1/batches/{batch_id}/pause",
         "/v1/batches/{batch_id}/resume",
         "/v1/batches/{batch_id}/cancel",
