@@ -95,6 +95,12 @@ def test_a_machine_with_leave_message_gets_the_message_and_ends_machine(stack: S
         if entry["call_id"] == batch_default["id"]:
             attempt = batch_default["attempts"][entry["attempt"] - 1]
             assert entry["uuid"] == attempt["provider_call_id"]
+    # The results export says which calls left a message.
+    exported = requests.get(
+        f"{stack.api_url}/v1/batches/{batch_id}/results", headers=stack.headers(), timeout=60
+    ).text.splitlines()
+    shown = {row["phone_number"]: row["voicemail_left"] for row in map(json.loads, exported)}
+    assert shown == {number(10, 5): True, number(11, 5): False, number(12, 5): True, number(13, 0): False}
 
 
 def test_without_a_voicemail_a_machine_is_hung_up_on_as_before(stack: Stack) -> None:

@@ -15,7 +15,7 @@ CHUNK_ROWS = 2000  # rows per round trip to the server-side cursor (its itersize
 _TS = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
 
 # One row per call, in `batchcalls.domain.results.COLUMNS` order. talk_time: seconds from
-# answer to end of the call's last answered attempt. No attempt records a voicemail yet.
+# answer to end of the call's last answered attempt; voicemail_left: any attempt left one.
 _COLUMNS = {
     "id": "c.id",
     "phone_number": "c.phone_number",
@@ -27,7 +27,7 @@ _COLUMNS = {
     "answered_at": _TS.format("a.answered_at"),
     "ended_at": _TS.format("a.last_ended_at"),
     "talk_time": "round(extract(epoch FROM a.talk_ended_at - a.answered_at)::numeric, 3)",
-    "voicemail_left": "false",
+    "voicemail_left": "coalesce(a.voicemail_left, false)",
     "metadata": "c.metadata",
     "variables": "c.variables",
     "responses": "c.responses",
@@ -38,7 +38,8 @@ _FROM = (
     "  SELECT count(*) AS attempts, min(t.dialed_at) AS first_dialed_at, max(t.ended_at) AS last_ended_at,"
     # Attempts follow one another (each is dialed after the one before ended), so the last
     # answered attempt has both the latest answer and the latest end among the answered ones.
-    "   max(t.answered_at) AS answered_at, max(t.ended_at) FILTER (WHERE t.answered_at IS NOT NULL) AS talk_ended_at"
+    "   max(t.answered_at) AS answered_at, max(t.ended_at) FILTER (WHERE t.answered_at IS NOT NULL) AS talk_ended_at,"
+    "   bool_or(t.voicemail_left) AS voicemail_left"
     "  FROM attempts t WHERE t.call_id = c.id"
     " ) a ON true"
     " WHERE c.batch_id = %s ORDER BY c.seq"
