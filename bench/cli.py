@@ -142,6 +142,7 @@ def csv_rows(rows: int) -> list[Row]:
             (lambda v: v <= 60) if full else None,
         ),
         Row("", "rows accepted per second", f"csv_{rows}_rows_per_s", "rows/s", "", None),
+        Row("", "API CPU time, its checking process included", f"csv_{rows}_api_cpu_s", "s", "", None),
         Row(
             "",
             "API, largest process, peak RSS",

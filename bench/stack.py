@@ -64,12 +64,15 @@ class Peak:
 
 
 class MemorySampler:
-    """Samples the RSS of named process trees (a main process and its children) in a thread."""
+    """Samples the RSS of named process trees (a main process and its children) in a thread,
+    and the CPU time each tree used while sampled (`cpu_seconds`: user and system time of every
+    process seen, counted from the first sample; a figure a busy machine does not inflate)."""
 
     def __init__(self, roots: dict[str, int], interval: float = 0.1) -> None:
         self.roots = roots
         self.interval = interval
         self.peaks = {name: Peak() for name in roots}
+        self._cpu: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in roots}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -80,6 +83,9 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+
+    def cpu_seconds(self, name: str) -> float:
+        return sum(last - first for first, last in self._cpu[name].values())
 
     def _run(self) -> None:
         procs: dict[int, psutil.Process] = {}
@@ -93,7 +99,12 @@ class MemorySampler:
                 sizes = []
                 for proc in tree:
                     with contextlib.suppress(psutil.Error):
-                        sizes.append(procs.setdefault(proc.pid, proc).memory_info().rss)
+                        known = procs.setdefault(proc.pid, proc)
+                        sizes.append(known.memory_info().rss)
+                        times = known.cpu_times()
+                        used = times.user + times.system
+                        first, _ = self._cpu[name].get(proc.pid, (used, used))
+                        self._cpu[name][proc.pid] = (first, used)
                 peak = self.peaks[name]
                 peak.process = max(peak.process, *sizes, 0)
                 peak.total = max(peak.total, sum(sizes))

@@ -25,7 +25,7 @@ def csv_upload(stack: Stack, rows: int) -> dict[str, float]:
     later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     params = {"text": "Hello {{first_name}}, this is Acme.", "concurrency": "50", "start_at": later}
     headers = {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "text/csv"}
-    with MemorySampler({"api": stack.pids()["api"]}) as sampler:
+    with MemorySampler({"api": stack.pids()["api"]}) as sampler, stack.profiled(f"csv-{rows}"):
         started = time.time()
         answer = requests.post(f"{stack.api_url}/v1/batches", params=params, data=body, headers=headers, timeout=600)
         elapsed = time.time() - started
@@ -38,5 +38,6 @@ def csv_upload(stack: Stack, rows: int) -> dict[str, float]:
         f"csv_{rows}_s": elapsed,
         f"csv_{rows}_rows_per_s": rows / elapsed,
         f"csv_{rows}_api_mb": sampler.peaks["api"].process / mb,
+        f"csv_{rows}_api_cpu_s": sampler.cpu_seconds("api"),
         f"csv_{rows}_mb": len(body) / mb,
     }

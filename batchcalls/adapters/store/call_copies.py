@@ -22,10 +22,6 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def new_call_id() -> str:
-    return "call_" + secrets.token_hex(10)
-
-
 def _suppressed_ending() -> lifecycle.FinishCall:
     """How a call whose number is suppressed at submit ends (`lifecycle.CALL_MOVES`): it is
     stored final, with no attempt. It writes no call event: the submit's answer shows it."""
@@ -52,9 +48,10 @@ def copy_calls(
     buf = io.StringIO()
     writer = csv.writer(buf)
     ids = []
+    random_hex = secrets.token_hex(10 * len(batch.calls))  # one read of the system's randomness
     for index, call in enumerate(batch.calls):
         seq = first_seq + index
-        call_id = new_call_id()
+        call_id = "call_" + random_hex[20 * index : 20 * index + 20]
         ended = call.phone_number in suppressed
         opening = openings[index] if openings else None
         if not ended:
