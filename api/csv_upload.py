@@ -30,12 +30,13 @@ from flask import g, request
 from api.schemas import load_batch_request
 from batchcalls.adapters.delivery.targets import check_callback_url
 from batchcalls.domain import errors
-from batchcalls.domain.csv_calls import CsvHeaderError, CsvLayout
+from batchcalls.domain.call_lists import nothing_to_call
+from batchcalls.domain.csv_calls import CsvHeaderError, CsvLayout, CsvList
 from batchcalls.domain.destinations import DestinationPolicy
-from batchcalls.domain.errors import BatchcallsError, InvalidRequest, PayloadTooLarge
+from batchcalls.domain.errors import BatchcallsError, DuplicatePhoneNumber, InvalidRequest, PayloadTooLarge
 from batchcalls.domain.models import NewBatch
 from batchcalls.domain.policy import Policy
-from batchcalls.domain.validation import build_batch
+from batchcalls.domain.validation import build_batch_part
 from batchcalls.domain.voices import voice_catalog
 from batchcalls.domain.window_spec import to_json
 from batchcalls.engine import Engine
@@ -49,6 +50,7 @@ SPOOL_BYTES = 8 * 1024 * 1024  # kept in memory up to this, then on disk
 _BLOCK = 1024 * 1024
 JSON_OPTIONS = frozenset({"retry_config", "metadata", "calling_window", "voicemail"})
 INT_OPTIONS = frozenset({"concurrency", "priority"})
+BOOL_OPTIONS = {"true": True, "false": False}  # `dedupe`
 ROW_DEFAULTS = frozenset({"text"})  # the text of rows whose text cell is empty
 _CALL_PATH = re.compile(r"calls\[(\d+)\]\.?(.*)")
 
@@ -66,6 +68,8 @@ def _query_options() -> dict[str, Any]:
                 options[name] = json.loads(raw)
             elif name in INT_OPTIONS:
                 options[name] = int(raw)
+            elif name == "dedupe":
+                options[name] = BOOL_OPTIONS.get(raw, raw)  # a string: a 422 by the schema
             else:
                 options[name] = raw
         except ValueError:
@@ -119,7 +123,7 @@ def _build_part(
 ) -> NewBatch | _Refused:
     """A group of calls checked as a JSON body's are (in a pool's process, or here)."""
     try:
-        return build_batch(
+        return build_batch_part(
             load_batch_request({**options, "calls": calls}),
             max_concurrency=max_concurrency,
             voices=voice_catalog(),
@@ -170,6 +174,7 @@ class _Reading:
         self.error: type[BatchcallsError] = InvalidRequest
         self.rows = 0
         self.pool: ProcessPoolExecutor | None = None
+        self.list = CsvList(dedupe=options.get("dedupe", True) is not False, keep_skips=MAX_PROBLEMS)
 
     def _submit(self, calls: list[dict[str, Any]]) -> Future[NewBatch | _Refused]:
         args = (self.options, calls, self.engine.settings.max_concurrency, self.policy.destinations)
@@ -226,6 +231,13 @@ class _Reading:
 
     def _checked(self, future: Future[NewBatch | _Refused], lines: list[int]) -> Iterator[NewBatch]:
         part = self._part(future.result(), lines)
+        if part is not None:
+            part, repeats = self.list.take(part, lines)
+            if repeats and not self.problems:
+                self.error = DuplicatePhoneNumber
+            for where, messages in repeats.items():
+                if len(self.problems) < MAX_PROBLEMS:
+                    self.problems[where] = messages
         if part is not None and not self.problems:
             if part.calling_window is None and self.policy.calling_window is not None:
                 part = replace(part, calling_window=self.policy.calling_window)
@@ -234,6 +246,8 @@ class _Reading:
     def _raise_problems(self) -> None:
         if not self.problems and not self.rows:
             raise InvalidRequest("the CSV has no calls", {"line 2": ["a call is required"]})
+        if not self.problems and not self.list.kept:  # every call skipped (`invalid_numbers: skip`)
+            raise nothing_to_call(self.list.skips)
         if self.problems:
             first, messages = next(iter(self.problems.items()))
             more = f" (and {len(self.problems) - 1} more; see details)" if len(self.problems) > 1 else ""
