@@ -4,8 +4,9 @@ object of the batch's options).
 
 Streamed: the body is spooled to a temporary file as it arrives (hashed on the way, for the
 Idempotency-Key), then read row by row; calls are checked and stored `CHUNK_ROWS` at a time in
-the submit's one transaction, so memory does not grow with the CSV. Any problem rolls the whole
-batch back: its answer names the CSV line and column of each (at most `MAX_PROBLEMS`).
+the submit's one transaction, so memory does not grow with the CSV (but for the numbers seen, kept
+to find repeats across groups: `CsvList`). Any problem rolls the whole batch back: its answer names
+the CSV line and column of each (at most `MAX_PROBLEMS`).
 """
 
 from __future__ import annotations
