@@ -162,6 +162,16 @@ def test_repeats_across_parts_name_the_first_place() -> None:
     assert seen.first_place(UK, 10) == 2
 
 
+def test_an_earlier_place_is_found_whatever_the_bytes_of_its_neighbours() -> None:
+    """The lookup searches the arrays' bytes: a match across two numbers' bytes is not a place."""
+    first, second = 10**14, 1
+    straddling = int.from_bytes((first.to_bytes(8, "little") + second.to_bytes(8, "little"))[1:9], "little")
+    seen = Repeats()
+    for place, key in enumerate((first, second, straddling), start=2):
+        assert seen.first_place(f"+{key}", place) is None
+    assert seen.first_place(f"+{straddling}", 9) == 4
+
+
 def test_a_csv_list_names_skips_by_line_and_finds_repeats_across_groups() -> None:
     def part(*numbers: str) -> NewBatch:
         data = load_batch_request({"calls": calls(*numbers), "invalid_numbers": "skip"})
