@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from batchcalls.domain.call_lists import Repeats, Skip
-from batchcalls.domain.models import NewBatch
+from batchcalls.domain.models import NewBatch, NewCall
 
 REQUIRED = "phone_number"
 KNOWN = ("phone_number", "text", "voice_id", "priority")
@@ -120,17 +120,19 @@ class CsvList:
         """`part` (its call `i` from CSV line `lines[i]`) with its skipped calls' errors named by
         line, and the repeats it holds, by line: `line 9, column phone_number`: `repeats line 3
         (+442079460000)`."""
-        calls = list(part.calls)
+        calls: list[NewCall] | None = None  # copied when a call is renamed
         repeats: dict[str, list[str]] = {}
+        first_place = None if self.repeats is None else self.repeats.first_place
         for index, call in enumerate(part.calls):
             if call.skipped is not None:
                 skip = replace(call.skipped, field=f"line {lines[index]}, column {REQUIRED}")
+                calls = calls if calls is not None else list(part.calls)
                 calls[index] = replace(call, skipped=skip)
                 if len(self.skips) < self.keep_skips:
                     self.skips.append(skip)
                 continue
             self.kept += 1
-            earlier = None if self.repeats is None else self.repeats.first_place(call.phone_number, lines[index])
+            earlier = None if first_place is None else first_place(call.phone_number, lines[index])
             if earlier is not None:
                 repeats[f"line {lines[index]}, column {REQUIRED}"] = [f"repeats line {earlier} ({call.phone_number})"]
-        return replace(part, calls=tuple(calls)), repeats
+        return (part if calls is None else replace(part, calls=tuple(calls))), repeats
