@@ -17,6 +17,7 @@ from api.errors import TOO_LARGE_MESSAGE
 from api.schemas import check_storable_text, load_batch_request
 from batchcalls.adapters.delivery.targets import check_callback_url
 from batchcalls.adapters.store import batches, calls
+from batchcalls.domain.call_lists import MAX_LISTED, skipped_view
 from batchcalls.domain.errors import InvalidRequest, MalformedRequest, NotFound, PayloadTooLarge
 from batchcalls.domain.payloads import batch_view, call_summary, call_view
 from batchcalls.domain.states import CallStatus
@@ -199,7 +200,12 @@ def _idempotency_key() -> str | None:
 
 
 def _accepted(batch_id: str, *, replayed: bool) -> tuple[Response, int]:
-    response = jsonify(status_body(batch_id, 100))
+    """The 202: the status body, and the calls skipped at submit (`invalid_numbers: skip`)."""
+    body = status_body(batch_id, 100)
+    with current_engine().db.transaction() as cur:
+        count, rows = calls.skipped_calls(cur, batch_id, MAX_LISTED)
+    body.update(skipped_calls=count, skipped=[skipped_view(row) for row in rows])
+    response = jsonify(body)
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -4,8 +4,9 @@ object of the batch's options).
 
 Streamed: the body is spooled to a temporary file as it arrives (hashed on the way, for the
 Idempotency-Key), then read row by row; calls are checked and stored `CHUNK_ROWS` at a time in
-the submit's one transaction, so memory does not grow with the CSV. Any problem rolls the whole
-batch back: its answer names the CSV line and column of each (at most `MAX_PROBLEMS`).
+the submit's one transaction, so memory does not grow with the CSV (but for the numbers seen, kept
+to find repeats across groups: `CsvList`). Any problem rolls the whole batch back: its answer names
+the CSV line and column of each (at most `MAX_PROBLEMS`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
-import hashlib
 import io
-import json
 import multiprocessing as mp
 import re
-import tempfile
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -28,15 +26,17 @@ from typing import IO, Any
 
 from flask import g, request
 
+from api.csv_body import read_body
 from api.schemas import load_batch_request
 from batchcalls.adapters.delivery.targets import check_callback_url
 from batchcalls.domain import errors
-from batchcalls.domain.csv_calls import CsvHeaderError, CsvLayout
+from batchcalls.domain.call_lists import nothing_to_call
+from batchcalls.domain.csv_calls import CsvHeaderError, CsvLayout, CsvList
 from batchcalls.domain.destinations import DestinationPolicy
-from batchcalls.domain.errors import BatchcallsError, InvalidRequest, PayloadTooLarge
+from batchcalls.domain.errors import BatchcallsError, DuplicatePhoneNumber, InvalidRequest
 from batchcalls.domain.models import NewBatch
 from batchcalls.domain.policy import Policy
-from batchcalls.domain.validation import build_batch, warm_up
+from batchcalls.domain.validation import build_batch_part, warm_up
 from batchcalls.domain.voices import voice_catalog
 from batchcalls.domain.window_spec import to_json
 from batchcalls.engine import Engine
@@ -46,70 +46,12 @@ CHUNK_ROWS = 5000
 AHEAD = 2  # groups checked ahead of the one being stored
 POOL_BYTES = 4 * 1024 * 1024  # a CSV larger than this is checked in a second process
 MAX_PROBLEMS = 100
-SPOOL_BYTES = 8 * 1024 * 1024  # kept in memory up to this, then on disk
-_BLOCK = 1024 * 1024
-JSON_OPTIONS = frozenset({"retry_config", "metadata", "calling_window", "voicemail"})
-INT_OPTIONS = frozenset({"concurrency", "priority"})
 ROW_DEFAULTS = frozenset({"text"})  # the text of rows whose text cell is empty
 _CALL_PATH = re.compile(r"calls\[(\d+)\]\.?(.*)")
 
 
 def is_csv() -> bool:
     return request.mimetype in CSV_TYPES
-
-
-def _query_options() -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    problems: dict[str, list[str]] = {}
-    for name, raw in request.args.items():
-        try:
-            if name in JSON_OPTIONS:
-                options[name] = json.loads(raw)
-            elif name in INT_OPTIONS:
-                options[name] = int(raw)
-            else:
-                options[name] = raw
-        except ValueError:
-            problems[name] = ["must be JSON" if name in JSON_OPTIONS else "must be a whole number"]
-    if problems:
-        raise InvalidRequest(f"invalid query parameter: {next(iter(problems))}", problems)
-    return options
-
-
-def _spooled(source: IO[bytes], limit: int) -> tuple[IO[bytes], hashlib._Hash]:
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed by the caller
-    digest, size = hashlib.sha256(), 0
-    while block := source.read(_BLOCK):
-        size += len(block)
-        if size > limit:
-            spool.close()
-            raise PayloadTooLarge(f"the CSV is larger than {limit} bytes (BATCHCALLS_MAX_CSV_BYTES)")
-        digest.update(block)
-        spool.write(block)
-    spool.seek(0)
-    return spool, digest
-
-
-def _body(limit: int) -> tuple[IO[bytes], dict[str, Any], str]:
-    """The CSV (spooled), the batch's options, and the request's digest."""
-    request.max_content_length = limit + 1024 * 1024  # the CSV and its form around it
-    if request.mimetype == "text/csv":
-        options = _query_options()
-        spool, digest = _spooled(request.stream, limit)
-    else:
-        part = request.files.get("file")
-        if part is None:
-            raise InvalidRequest("a multipart upload needs a `file` part holding the CSV", {"file": ["is required"]})
-        raw_options = request.form.get("options") or "{}"
-        try:
-            options = json.loads(raw_options)
-        except ValueError as exc:
-            raise InvalidRequest("the `options` part must be a JSON object", {"options": ["must be JSON"]}) from exc
-        if not isinstance(options, dict):
-            raise InvalidRequest("the `options` part must be a JSON object", {"options": ["must be an object"]})
-        spool, digest = _spooled(part.stream, limit)
-    digest.update(b"\x00options\x00" + json.dumps(options, sort_keys=True).encode())
-    return spool, options, digest.hexdigest()
 
 
 _Refused = tuple[str, str, Any]  # an error's class name, message and details (an exception may not pickle)
@@ -120,7 +62,7 @@ def _build_part(
 ) -> NewBatch | _Refused:
     """A group of calls checked as a JSON body's are (in a pool's process, or here)."""
     try:
-        return build_batch(
+        return build_batch_part(
             load_batch_request({**options, "calls": calls}),
             max_concurrency=max_concurrency,
             voices=voice_catalog(),
@@ -171,6 +113,7 @@ class _Reading:
         self.error: type[BatchcallsError] = InvalidRequest
         self.rows = 0
         self.pool: ProcessPoolExecutor | None = None
+        self.list = CsvList(dedupe=options.get("dedupe", True) is not False, keep_skips=MAX_PROBLEMS)
 
     def _submit(self, calls: list[dict[str, Any]]) -> Future[NewBatch | _Refused]:
         args = (self.options, calls, self.engine.settings.max_concurrency, self.policy.destinations)
@@ -227,6 +170,13 @@ class _Reading:
 
     def _checked(self, future: Future[NewBatch | _Refused], lines: list[int]) -> Iterator[NewBatch]:
         part = self._part(future.result(), lines)
+        if part is not None:
+            part, repeats = self.list.take(part, lines)
+            if repeats and not self.problems:
+                self.error = DuplicatePhoneNumber
+            for where, messages in repeats.items():
+                if len(self.problems) < MAX_PROBLEMS:
+                    self.problems[where] = messages
         if part is not None and not self.problems:
             if part.calling_window is None and self.policy.calling_window is not None:
                 part = replace(part, calling_window=self.policy.calling_window)
@@ -235,6 +185,8 @@ class _Reading:
     def _raise_problems(self) -> None:
         if not self.problems and not self.rows:
             raise InvalidRequest("the CSV has no calls", {"line 2": ["a call is required"]})
+        if not self.problems and not self.list.kept:  # every call skipped (`invalid_numbers: skip`)
+            raise nothing_to_call(self.list.skips)
         if self.problems:
             first, messages = next(iter(self.problems.items()))
             more = f" (and {len(self.problems) - 1} more; see details)" if len(self.problems) > 1 else ""
@@ -265,7 +217,7 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def submit_csv(engine: Engine, policy: Policy, key: str | None) -> tuple[str, bool]:
     """Store the CSV's batch (see the module's docstring); (batch id, created)."""
-    spool, options, digest = _body(engine.settings.max_csv_bytes)
+    spool, options, digest = read_body(engine.settings.max_csv_bytes)
     with spool:
         if key is not None and (replayed := engine.replay_digest(g.tenant, key, digest)) is not None:
             return replayed, False

@@ -192,6 +192,40 @@ class BatchStatusSchema(BatchSchema):
     )
 
 
+class SkippedCallSchema(Schema):
+    """A call skipped at submit (`invalid_numbers: skip`)."""
+
+    index = fields.Integer(required=True, metadata=_doc("Its index in the batch's calls (CSV: rows), from 0."))
+    call_id = fields.String(required=True, metadata=_doc("Its id: it is stored `failed`, never dialed."))
+    phone_number = fields.String(required=True, metadata=_doc("Its number: E.164 when valid, else as given."))
+    field = fields.String(
+        required=True,
+        metadata=_doc(
+            "The field a 422 would name: `calls[3].phone_number`, or `line 5, column phone_number` for a CSV."
+        ),
+    )
+    message = fields.String(
+        required=True, metadata=_doc("What is wrong with it.", example="is not a valid phone number")
+    )
+
+
+class BatchAcceptedSchema(BatchStatusSchema):
+    """The answer to a submit: the status body and the calls skipped."""
+
+    skipped_calls = fields.Integer(
+        required=True,
+        metadata=_doc(
+            "How many calls were skipped (`invalid_numbers: skip`): stored `failed` with outcome `invalid_number`"
+            " or `destination_not_allowed` and no attempt, counted in `failed_calls`."
+        ),
+    )
+    skipped = fields.List(
+        fields.Nested(SkippedCallSchema),
+        required=True,
+        metadata=_doc("The first 1,000 skipped calls in submission order; all of them: `/calls?status=failed`."),
+    )
+
+
 def _cursor() -> fields.String:
     return fields.String(
         required=True, allow_none=True, metadata=_doc("Pass as `?cursor=` for the next page; null on the last page.")

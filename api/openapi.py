@@ -51,6 +51,7 @@ SCHEMAS: dict[str, type[Schema] | Schema] = {
     "BatchRequest": BatchRequestSchema,
     "Error": docs.ErrorSchema,
     "BatchStatus": docs.BatchStatusSchema,
+    "BatchAccepted": docs.BatchAcceptedSchema,
     "Batch": docs.BatchSchema,
     "Call": docs.CallSchema,
     "CallsPage": docs.CallsPageSchema,

@@ -49,9 +49,19 @@ def _validation_examples(max_concurrency: int, voices: Mapping[str, object], def
             {"calls": blocked},
             allowlisted,
         ),
+        "duplicate_phone_number": (
+            'duplicate_phone_number (unless the body says "dedupe": false)',
+            {"calls": [call, {**call, "phone_number": "+1 (415) 555-2671"}]},
+            defaults.destinations,
+        ),
         "invalid_script": (
             "invalid_script",
-            {"calls": [{**call, "script": {"text": " "}}, {**call, "voice_id": "robot"}]},
+            {
+                "calls": [
+                    {**call, "script": {"text": " "}},
+                    {**call, "phone_number": "+14155552672", "voice_id": "robot"},
+                ]
+            },
             defaults.destinations,
         ),
         "concurrency_limit": (
@@ -217,7 +227,9 @@ def error_responses(
             f" by default BATCHCALLS_MAX_CALLS_PER_BATCH, here {defaults.max_calls_per_batch}, and never more than"
             " its `max_queued_calls`), an invalid phone number (details name each `calls[i].phone_number`), a valid"
             " number the tenant may not call (`destination_not_allowed`: a blocked number type such as premium-rate"
-            " or a satellite phone, or a country outside the tenant's allowlist), a missing, empty or too long"
+            " or a satellite phone, or a country outside the tenant's allowlist; with `invalid_numbers: skip` both"
+            " are skipped instead, unless every call is), a number repeating an earlier call's, in E.164 form"
+            " (`duplicate_phone_number`, unless `dedupe` is false), a missing, empty or too long"
             " script, an unknown step type or `voice_id` (`invalid_script`), or `concurrency` outside 1 and the"
             " account's maximum (`concurrency_limit`).",
             _validation_examples(max_concurrency, voices, defaults),

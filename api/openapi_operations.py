@@ -85,7 +85,8 @@ def paths(seed_examples: dict[str, Any], counted: dict[str, Any]) -> dict[str, d
                                 "description": "A header line naming the columns (phone_number required; text, voice_id,"
                                 " priority; metadata.<key>; any other column a variable), then a call a line. The batch's"
                                 " options are query parameters (text is the default script text of rows without one;"
-                                " retry_config, metadata and calling_window are JSON text).",
+                                " retry_config, metadata and calling_window are JSON text; dedupe is true or false). Problems are named by"
+                                " line and column (`line 5, column phone_number`).",
                             },
                             "example": "phone_number,first_name\n+14155552671,Ada\n",
                         },
@@ -103,8 +104,9 @@ def paths(seed_examples: dict[str, Any], counted: dict[str, Any]) -> dict[str, d
                 },
                 "responses": {
                     "202": _json(
-                        docs.BatchStatusSchema,
-                        "Accepted: the new batch's status body (or, replayed, the first one's).",
+                        docs.BatchAcceptedSchema,
+                        "Accepted: the new batch's status body (or, replayed, the first one's), and the calls it"
+                        " skipped (`invalid_numbers: skip`).",
                         headers=status_headers,
                     ),
                     **_refs(

@@ -21,6 +21,7 @@ from api.call_data import MAX_METADATA_BYTES as MAX_METADATA_BYTES  # read here 
 from api.call_data import MAX_METADATA_DEPTH as MAX_METADATA_DEPTH
 from api.call_data import call_data_problems, check_metadata
 from api.call_data import nesting_depth as nesting_depth
+from api.list_fields import dedupe_field, invalid_numbers_field
 from api.voicemail_doc import VOICEMAIL_DOC, VOICEMAIL_EXAMPLE
 from api.window_doc import CALLING_WINDOW_DOC, CALLING_WINDOW_EXAMPLE
 from batchcalls.domain.errors import InvalidRequest, InvalidScript
@@ -242,6 +243,8 @@ class BatchRequestSchema(Schema):
         "2026-11-23T09:00:00+01:00",
     )
 
+    dedupe = dedupe_field()
+    invalid_numbers = invalid_numbers_field()
     calling_window = fields.Raw(metadata=_doc(CALLING_WINDOW_DOC, example=CALLING_WINDOW_EXAMPLE))
     voicemail = fields.Raw(metadata=_doc(VOICEMAIL_DOC, example=VOICEMAIL_EXAMPLE))
 

@@ -5,15 +5,19 @@ Columns: `phone_number` (required), `text` (the call's script), `voice_id`, `pri
 `metadata.<key>` is the call's metadata field `<key>`; every other column is a variable filling
 `{{column}}` in the text. An empty cell is no value: a call without `text` takes the `text` the
 upload's options give, an empty variable leaves its placeholder to its default. Lines are counted
-as a spreadsheet counts rows (the header is line 1).
+as a spreadsheet counts rows (the header is line 1). `CsvList` holds the rules of the whole list
+(`call_lists`) over its groups of rows as they are checked.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from batchcalls.domain.call_lists import Repeats, Skip
+from batchcalls.domain.models import NewBatch, NewCall
 
 REQUIRED = "phone_number"
 KNOWN = ("phone_number", "text", "voice_id", "priority")
@@ -99,3 +103,36 @@ class CsvLayout:
             key = field.split(".", 2)[1]
             return key if top == "variables" else METADATA_PREFIX + key
         return top
+
+
+class CsvList:
+    """The rules of a whole CSV over its groups of rows as each is checked (`build_batch_part`):
+    a number repeating one of an earlier line (with `dedupe`, across groups: `call_lists.Repeats`),
+    skipped calls named by line, and whether any call is left to dial."""
+
+    def __init__(self, *, dedupe: bool, keep_skips: int) -> None:
+        self.repeats = Repeats() if dedupe else None
+        self.kept = 0  # calls to dial so far
+        self.keep_skips = keep_skips
+        self.skips: list[Skip] = []  # the first `keep_skips` skipped calls, named by line
+
+    def take(self, part: NewBatch, lines: Sequence[int]) -> tuple[NewBatch, dict[str, list[str]]]:
+        """`part` (its call `i` from CSV line `lines[i]`) with its skipped calls' errors named by
+        line, and the repeats it holds, by line: `line 9, column phone_number`: `repeats line 3
+        (+442079460000)`."""
+        calls: list[NewCall] | None = None  # copied when a call is renamed
+        repeats: dict[str, list[str]] = {}
+        first_place = None if self.repeats is None else self.repeats.first_place
+        for index, call in enumerate(part.calls):
+            if call.skipped is not None:
+                skip = replace(call.skipped, field=f"line {lines[index]}, column {REQUIRED}")
+                calls = calls if calls is not None else list(part.calls)
+                calls[index] = replace(call, skipped=skip)
+                if len(self.skips) < self.keep_skips:
+                    self.skips.append(skip)
+                continue
+            self.kept += 1
+            earlier = None if first_place is None else first_place(call.phone_number, lines[index])
+            if earlier is not None:
+                repeats[f"line {lines[index]}, column {REQUIRED}"] = [f"repeats line {earlier} ({call.phone_number})"]
+        return (part if calls is None else replace(part, calls=tuple(calls))), repeats

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+Details = dict[str, list[str]]  # per field (`calls[3].phone_number`), its problems
+
+
+def summary(what: str, problems: Details) -> str:
+    """An error's message from its details: `what`, the first field and its first problem."""
+    path, messages = next(iter(problems.items()))
+    more = len(problems) - 1
+    return f"{what}: {path}: {messages[0]}" + (f" (and {more} more; see details)" if more else "")
+
 
 class BatchcallsError(Exception):
     """Root of every error the product raises on purpose."""
@@ -28,6 +37,12 @@ class MalformedRequest(InvalidRequest):
 
 class InvalidPhoneNumber(InvalidRequest):
     code = "invalid_phone_number"
+
+
+class DuplicatePhoneNumber(InvalidRequest):
+    """A number given twice in one batch (after E.164 normalisation) while `dedupe` is on."""
+
+    code = "duplicate_phone_number"
 
 
 class DestinationNotAllowed(InvalidRequest):

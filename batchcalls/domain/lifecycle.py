@@ -99,6 +99,10 @@ class Trigger(str, Enum):
     EXPIRE = "expire"  # its batch's `expires_at` passed: a call waiting for an attempt ends
     OPT_OUT = "opt_out"  # the callee gave the script's opt-out: the call ends, live or waiting
     WINDOW_CLOSED = "window_closed"  # given a slot outside its calling window: it waits for the opening
+    # At submit, with `invalid_numbers: skip`: its number is not valid, or not a destination the
+    # tenant allows. The call is stored final, never dialed.
+    INVALID_NUMBER = "invalid_number"
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"
 
 
 TRIGGER_OF_ATTEMPT = {
@@ -145,6 +149,9 @@ CALL_MOVES: dict[tuple[CallStatus, Trigger], CallRule] = {
     # Given a slot outside its calling window: it waits `scheduled` for the opening, slot freed.
     (C.QUEUED, Trigger.WINDOW_CLOSED): C.SCHEDULED,
     (C.SCHEDULED, Trigger.WINDOW_CLOSED): C.SCHEDULED,
+    # Skipped at submit (`invalid_numbers: skip`): a call judged before it was ever queued.
+    (C.QUEUED, Trigger.INVALID_NUMBER): Outcome.INVALID_NUMBER,
+    (C.QUEUED, Trigger.DESTINATION_NOT_ALLOWED): Outcome.DESTINATION_NOT_ALLOWED,
 }
 
 RETRY_WHILE_BATCH = frozenset({B.QUEUED, B.RUNNING, B.PAUSED})

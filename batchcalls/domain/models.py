@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchcalls.domain.retry import RetryPolicy
 from batchcalls.domain.states import AttemptStatus, Outcome
 from batchcalls.domain.window_spec import CallingWindow
+
+if TYPE_CHECKING:  # call_lists reads lifecycle, which reads this module
+    from batchcalls.domain.call_lists import Skip
 
 DEFAULT_PRIORITY = 5
 DEFAULT_CONCURRENCY = 10
@@ -27,6 +30,8 @@ class NewCall:
     metadata: dict[str, Any] | None = None  # the caller's own, echoed in the call's views and events
     variables: dict[str, Any] | None = None  # already filled into `script`; kept for the record
     voicemail: dict[str, str] | None = None  # its own (`domain.voicemail`), replacing the batch's
+    # Not dialed (`invalid_numbers: skip`): stored final, its number as given when not valid.
+    skipped: Skip | None = None
 
     @property
     def script_type(self) -> str | None:

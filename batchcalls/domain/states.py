@@ -33,11 +33,13 @@ class Outcome(str, Enum):
     FAILED = "failed"
     REJECTED = "rejected"
     MACHINE = "machine"
-    INVALID_NUMBER = "invalid_number"
+    INVALID_NUMBER = "invalid_number"  # not a valid number: with `invalid_numbers: skip`, recorded, never dialed
     CANCELLED = "cancelled"
     SUPPRESSED = "suppressed"  # the number is on its tenant's suppression list: never dialed
     EXPIRED = "expired"  # its batch's `expires_at` passed before its next attempt was placed
     OPTED_OUT = "opted_out"  # the callee gave an input step's opt-out: the number is suppressed
+    # A valid number the tenant's destination rules forbid: with `invalid_numbers: skip`, recorded, never dialed.
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"
 
 
 RETRYABLE_OUTCOMES = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.FAILED, Outcome.REJECTED, Outcome.MACHINE})

@@ -42,8 +42,8 @@ def requested_windows(
 
 
 def openings(batch: NewBatch, now: datetime, offset: timedelta = NO_OFFSET) -> list[datetime | None]:
-    """When each call's calling window opens after `now` (None: open now, or no window): the calls
-    outside their windows are stored `scheduled` until then. One opening is worked out per
+    """When each call's calling window opens after `now` (None: open now, no window, or a skipped
+    call): the calls outside their windows are stored `scheduled` until then. One opening is worked out per
     window and set of zones, not per call. Raises InvalidRequest naming the calls whose window
     never opens for their number (`calls[i].calling_window`, or `calling_window` for the batch's)."""
     if batch.calling_window is None and all(call.calling_window is None for call in batch.calls):
@@ -52,7 +52,7 @@ def openings(batch: NewBatch, now: datetime, offset: timedelta = NO_OFFSET) -> l
     result: list[datetime | None] = []
     never: dict[str, list[str]] = {}
     for index, call in enumerate(batch.calls):
-        window = for_call(batch.window_of(call), call.phone_number, offset)
+        window = None if call.skipped is not None else for_call(batch.window_of(call), call.phone_number, offset)
         if window is None:
             result.append(None)
             continue

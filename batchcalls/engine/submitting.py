@@ -92,7 +92,7 @@ class Submitting(EngineParts):
             chunks=None if chunks is None else ((part, openings(part, begins, offset)) for part in chunks),
         )
         waiting = submitted.calls if chunks is None else None
-        if submitted.finished:  # every number was suppressed: nothing to queue, the batch ended
+        if submitted.finished:  # every call was suppressed or skipped: nothing to queue, the batch ended
             if batch.callback_url:
                 self.kick_delivery(submitted.batch_id, urgent=True)
         elif submitted.created:

@@ -247,6 +247,7 @@ DESIGN_CODES = {
         "422": {
             "invalid_request",
             "invalid_phone_number",
+            "duplicate_phone_number",
             "destination_not_allowed",
             "invalid_script",
             "concurrency_limit",

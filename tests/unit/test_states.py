@@ -116,6 +116,7 @@ def test_status_values_are_the_public_names() -> None:
         "cancelled",
         "expired",
         "opted_out",
+        "destination_not_allowed",
     }
 
 

@@ -365,7 +365,8 @@ def test_script_problems_are_invalid_script_with_paths() -> None:
             call(script={"steps": [{"text": "a", "ssml": True}]}),
             call(voice_id="voice_robot_9"),
             call(script={"text": "x" * MAX_TEXT_CHARS}, voice_id="voice_male_1"),
-        ]
+        ],
+        "dedupe": False,  # every call is to the one number
     }
     with pytest.raises(InvalidScript) as excinfo:
         build(body)
@@ -427,7 +428,7 @@ def test_a_script_holds_at_most_50_steps() -> None:
     for count in (MAX_STEPS + 1, 50_000):
         many = [{"text": "Hi"}] * count
         with pytest.raises(InvalidScript) as excinfo:
-            build({"calls": [call(), call(script={"steps": many})]})
+            build({"calls": [call(), call(script={"steps": many})], "dedupe": False})
         assert details_of(excinfo) == {
             "calls[1].script.steps": [f"must hold at most {MAX_STEPS} steps (it has {count})"]
         }
@@ -510,10 +511,10 @@ def test_retry_config_becomes_the_policy() -> None:
 
 
 def test_priority_defaults_from_batch_then_product() -> None:
-    batch = build({"calls": [call(), call(priority=0)], "priority": 2})
+    batch = build({"calls": [call(), call(priority=0)], "priority": 2, "dedupe": False})
     assert batch.priority == 2
     assert [c.priority for c in batch.calls] == [2, 0]
-    batch = build({"calls": [call(), call(priority=9)]})
+    batch = build({"calls": [call(), call(priority=9)], "dedupe": False})
     assert batch.priority == DEFAULT_PRIORITY
     assert [c.priority for c in batch.calls] == [DEFAULT_PRIORITY, 9]
 

@@ -41,7 +41,11 @@ def call(**fields: Any) -> dict[str, Any]:
 
 
 def test_a_calls_own_voicemail_replaces_its_batchs_and_absent_means_hang_up() -> None:
-    body = {"calls": [call(), call(voicemail={"action": "hangup"}), call(voicemail=LEAVE)], "voicemail": LEAVE}
+    body = {
+        "calls": [call(), call(voicemail={"action": "hangup"}), call(voicemail=LEAVE)],
+        "voicemail": LEAVE,
+        "dedupe": False,  # every call is to the one number
+    }
     batch = build_batch(load_batch_request(body), max_concurrency=10, voices={})
     assert batch.voicemail == LEAVE
     assert [c.voicemail for c in batch.calls] == [None, {"action": "hangup"}, LEAVE]
@@ -100,6 +104,7 @@ def test_a_calls_variables_fill_the_voicemail_text_as_they_fill_its_script() -> 
             call(voicemail={"action": "hangup"}),
         ],
         "voicemail": template,
+        "dedupe": False,
     }
     with pytest.raises(InvalidScript) as raised:
         build_batch(load_batch_request(body), max_concurrency=10, voices={})

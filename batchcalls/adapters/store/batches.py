@@ -35,7 +35,7 @@ class Submitted:
     # (call id, seq, priority, when its calling window opens: None when open now) to dial; empty
     # when not created
     calls: list[tuple[str, int, int, datetime | None]]
-    finished: bool = False  # every call was suppressed: the batch ended at once, with its event
+    finished: bool = False  # every call was suppressed (or skipped): the batch ended at once, with its event
 
 
 FINAL_COUNTERS = {
@@ -90,6 +90,7 @@ def insert_batch(
         queued: list[tuple[str, int, int, datetime | None]] = []
         total = ended = 0
         for part, part_openings in chunks if chunks is not None else [(batch, openings)]:
+            # A skipped call's valid number may be suppressed too: then it ends `suppressed`.
             suppressed = suppressions.suppressed_among(cur, tenant_id, [c.phone_number for c in part.calls])
             ids = copy_calls(cur, batch_id, part, suppressed, part_openings, first_seq=total)
             if chunks is None:

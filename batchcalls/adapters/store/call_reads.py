@@ -9,6 +9,7 @@ from typing import Any
 from psycopg2.extras import RealDictCursor
 
 from batchcalls.adapters.store.db import Database, execute
+from batchcalls.domain.call_lists import SKIPPED_OUTCOMES, SKIPPED_STATUSES
 from batchcalls.domain.payloads import call_view
 from batchcalls.domain.states import LIVE_STATUSES, UNFINISHED_STATUSES, AttemptStatus, CallStatus, values
 
@@ -30,6 +31,25 @@ def attempts_of(cur: RealDictCursor, call_ids: list[str]) -> dict[str, list[dict
 
 def full_call(cur: RealDictCursor, call: dict[str, Any]) -> dict[str, Any]:
     return call_view(call, attempts_of(cur, [call["id"]])[call["id"]])
+
+
+def skipped_calls(cur: RealDictCursor, batch_id: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """The batch's calls skipped at submit (`invalid_numbers: skip`, never dialed): how many, and
+    the first `limit` of them in submission order. Read among the batch's failed calls (an
+    index's range), which at submit are only these and the suppressed ones."""
+    where = "batch_id = %s AND status = ANY(%s) AND outcome = ANY(%s) AND attempt_count = 0"
+    params = (batch_id, sorted(s.value for s in SKIPPED_STATUSES), sorted(o.value for o in SKIPPED_OUTCOMES))
+    execute(cur, f"SELECT count(*) AS n FROM calls WHERE {where}", params)  # noqa: S608 - no input in the text
+    count = int(cur.fetchone()["n"])
+    rows: list[dict[str, Any]] = []
+    if count:
+        execute(
+            cur,
+            f"SELECT id, seq, phone_number, last_error FROM calls WHERE {where} ORDER BY seq LIMIT %s",  # noqa: S608
+            (*params, limit),
+        )
+        rows = list(cur.fetchall())
+    return count, rows
 
 
 def list_calls(

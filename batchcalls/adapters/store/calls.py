@@ -29,6 +29,7 @@ from batchcalls.adapters.store.call_reads import (
     list_live,
     load_call,
     queued_calls,
+    skipped_calls,
     stale_attempts,
 )
 from batchcalls.adapters.store.db import execute
@@ -69,6 +70,7 @@ __all__ = [
     "park_call",
     "queued_calls",
     "set_provider_call_id",
+    "skipped_calls",
     "stale_attempts",
     "record_attempt",
     "start_attempt",
