@@ -121,6 +121,19 @@ def test_a_bad_key_is_refused_and_the_cookie_is_strict(stack: Stack) -> None:
     assert stack.api_key not in cookie
 
 
+def test_the_cookie_is_secure_over_https(stack: Stack) -> None:
+    client = stack._server.app.test_client()
+    form = client.get(f"{D}/sign-in", base_url="https://dashboard.example")
+    answer = client.post(
+        f"{D}/sign-in",
+        data={"api_key": stack.api_key, "csrf_token": token_of(form)},
+        base_url="https://dashboard.example",
+    )
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
 def test_another_tenants_batch_is_404_on_every_page_and_action(stack: Stack) -> None:
     batch_id = batch_of(stack, 3, 1, 200)
     call_id = stack.all_calls(batch_id)[0]["id"]
