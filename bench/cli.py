@@ -17,7 +17,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import export, fairness, scenarios, uploads
+from bench import dashboard, export, fairness, scenarios, uploads
 from bench.receiver import Receiver
 from bench.rows import Row
 from bench.stack import running_stack
@@ -127,6 +127,7 @@ def rows(sizes: scenarios.Sizes) -> list[Row]:
         *fairness_rows(fairness.SMOKE if sizes == scenarios.SMOKE else fairness.FULL),
         *export.rows(sizes.export_calls),
         *csv_rows(sizes.csv_rows),
+        *dashboard.rows(sizes.dashboard_calls),
     ]
 
 
@@ -201,7 +202,7 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
-SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness", "export", "csv")
+SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness", "export", "csv", "dashboard")
 
 
 def run(
@@ -247,6 +248,13 @@ def run(
                 steps.append(("export", "results export", functools.partial(export.export, stack, sizes.export_calls)))
                 steps.append(
                     ("csv", f"CSV upload of {sizes.csv_rows:,} rows", lambda: uploads.csv_upload(stack, sizes.csv_rows))
+                )
+                steps.append(
+                    (
+                        "dashboard",
+                        "dashboard pages",
+                        functools.partial(dashboard.dashboard, stack, sizes.dashboard_calls),
+                    )
                 )
                 steps = [step for step in steps if step[0] in only]
                 for _, label, step in steps:

@@ -32,6 +32,7 @@ class Sizes:
     memory_seconds: float = 25.0
     csv_rows: int = 1_000_000
     export_calls: int = 100_000
+    dashboard_calls: int = 100_000
 
 
 FULL = Sizes()
@@ -45,6 +46,7 @@ SMOKE = Sizes(
     memory_seconds=2.0,
     csv_rows=2_000,
     export_calls=2_000,
+    dashboard_calls=2_000,
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from batchcalls.adapters import redis_keys
 from batchcalls.adapters.logs import quoted
@@ -33,7 +34,7 @@ class FleetView:
         """The names of the workers that answered a ping; None when the broker cannot be asked."""
         try:
             replies = self.celery.control.ping(timeout=PING_SECONDS) or []
-        except (OSError, redis.RedisError) as exc:
+        except (OSError, redis.RedisError, OperationalError) as exc:
             log.warning("workers not pinged error=%s", quoted(exc))
             return None
         return sorted(name for reply in replies for name in reply)

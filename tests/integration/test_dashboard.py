@@ -30,13 +30,16 @@ def token_of(page: requests.Response) -> str:
 
 def signed_in(stack: Stack, key: str) -> tuple[requests.Session, str]:
     """A browser-like session signed in with `key`, and its CSRF token."""
+    browser = signed_in_at(stack.api_url, key)
+    return browser, token_of(browser.get(f"{stack.api_url}{D}/batches", timeout=30))
+
+
+def signed_in_at(api_url: str, key: str) -> requests.Session:
     browser = requests.Session()
-    form = browser.get(f"{stack.api_url}{D}/sign-in", timeout=30)
-    answer = browser.post(
-        f"{stack.api_url}{D}/sign-in", data={"api_key": key, "csrf_token": token_of(form)}, timeout=30
-    )
+    form = browser.get(f"{api_url}{D}/sign-in", timeout=30)
+    answer = browser.post(f"{api_url}{D}/sign-in", data={"api_key": key, "csrf_token": token_of(form)}, timeout=30)
     assert answer.status_code == 200 and "Sign out" in answer.text, answer.text[:500]
-    return browser, token_of(answer)
+    return browser
 
 
 def batch_of(stack: Stack, calls: int, concurrency: int, first: int) -> str:
