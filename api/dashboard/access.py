@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -104,10 +105,12 @@ def check_csrf() -> None:
 
 
 def signed_in_tenant(db: Database) -> Tenant | None:
-    key_hash = session.get("key")
-    if not isinstance(key_hash, str):
+    """The session's tenant, while its key is live and for at most `LIFETIME` after signing in
+    (however busy the session: a page left open polls its figures every second)."""
+    key_hash, since = session.get("key"), session.get("since")
+    if not isinstance(key_hash, str) or not isinstance(since, int | float):
         return None
-    tenant = tenant_for_key_hash(db, key_hash)
+    tenant = None if time.time() - since > LIFETIME.total_seconds() else tenant_for_key_hash(db, key_hash)
     if tenant is None or tenant.id != session.get("tenant"):
         session.clear()
         return None
@@ -133,6 +136,7 @@ def sign_in(db: Database, budgets: RequestLimits, api_key: str) -> Tenant | None
     session.permanent = True
     session["key"] = hash_key(api_key)
     session["tenant"] = tenant.id
+    session["since"] = int(time.time())
     csrf_token()
     g.tenant = tenant
     return tenant

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import requests
 
+from batchcalls.adapters.store.keys import revoke_exact_key
 from batchcalls.adapters.store.tenants import create_key
 from tests.integration.test_pipeline import number
 from tests.support.stack import Stack
@@ -122,6 +123,18 @@ def test_a_bad_key_is_refused_and_the_cookie_is_strict(stack: Stack) -> None:
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
     assert "Secure" not in cookie  # served over plain http here
     assert stack.api_key not in cookie
+
+
+def test_revoking_the_key_ends_its_sessions_and_signing_out_ends_one(stack: Stack) -> None:
+    tenant_name = "dash-revoked-" + str(time.time_ns())
+    _, key = create_key(stack.db, tenant_name)
+    browser, token = signed_in(stack, key)
+    assert browser.get(f"{stack.api_url}{D}/batches", allow_redirects=False, timeout=30).status_code == 200
+    assert revoke_exact_key(stack.db, key, tenant=tenant_name)
+    assert browser.get(f"{stack.api_url}{D}/batches", allow_redirects=False, timeout=30).status_code == 302
+    browser, token = signed_in(stack, stack.api_key)
+    assert browser.post(f"{stack.api_url}{D}/sign-out", data={"csrf_token": token}, timeout=30).status_code == 200
+    assert browser.get(f"{stack.api_url}{D}/batches", allow_redirects=False, timeout=30).status_code == 302
 
 
 def test_the_cookie_is_secure_over_https(stack: Stack) -> None:
