@@ -22,13 +22,31 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.integration.test_dashboard import batch_of, wait_status
 from tests.integration.test_pipeline import number
-from tests.support.stack import ROOT, Stack
+from tests.support import servers as support
+from tests.support.stack import ROOT, Stack, start_stack
 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = ROOT / "tests" / "artifacts"
+CALL_SECONDS = 2.0  # long enough that the batch cancelled with hang-up has live calls to hang up
+
+
+@pytest.fixture(scope="module")
+def stack(servers: support.TestServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with support.more_test_servers(servers) as own:
+        running = start_stack(
+            own.database_url,
+            own.redis_url,
+            Path(tmp_path_factory.mktemp("dashboard-browser")),
+            BATCHCALLS_SIM_RING_SECONDS="0.2",
+            BATCHCALLS_SIM_CALL_SECONDS=str(CALL_SECONDS),
+        )
+        try:
+            yield running
+        finally:
+            running.stop()
 
 
 def install_chromium() -> None:
@@ -92,13 +110,13 @@ def test_an_operator_watches_and_steers_batches(stack: Stack, browser: WebDriver
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     until(lambda: "Batches" in browser.title, "the batches page after sign-in")
 
-    watched = batch_of(stack, 16, 2, 700)
+    watched = batch_of(stack, 12, 4, 700)
     browser.get(f"{base}/batches/{watched}")
     browser.execute_script("window.notReloaded = true;")
     shot(browser, "batch-running")
     until(lambda: text(browser, "#batch-status") == "completed", "the batch page showing completed", timeout=90)
     assert browser.execute_script("return window.notReloaded === true;"), "the page was reloaded"
-    assert browser.find_element(By.ID, "batch-progress").get_attribute("value") == "16"
+    assert browser.find_element(By.ID, "batch-progress").get_attribute("value") == "12"
     shot(browser, "batch-completed")
 
     paused = batch_of(stack, 40, 1, 800)
@@ -108,7 +126,7 @@ def test_an_operator_watches_and_steers_batches(stack: Stack, browser: WebDriver
     confirm(browser, "resume", "confirm-resume")
     assert stack.status(paused)["status"] in {"queued", "running"}
 
-    cancelled = batch_of(stack, 40, 2, 900)
+    cancelled = batch_of(stack, 40, 4, 900)
     browser.get(f"{base}/batches/{cancelled}")
     until(lambda: stack.status(cancelled)["in_progress"] > 0, "a live call to hang up")
     browser.find_element(By.ID, "hangup").click()
