@@ -35,22 +35,37 @@ CSRF_FIELD = "csrf_token"
 
 class SecretSource:
     """The key that signs the cookies: the setting, else one made up once and kept in Redis
-    (SET NX: every API process of the fleet reads the same one), read on first use."""
+    (SET NX: every API process of the fleet reads the same one). Read again at most every
+    `REREAD_SECONDS`, so that after Redis lost it every process soon signs with the new one;
+    while Redis cannot be reached the last one read is used."""
+
+    REREAD_SECONDS = 60.0
 
     def __init__(self, configured: str | None, client: redis.Redis) -> None:
-        self._secret = configured
+        self._configured = configured
         self._client = client
         self._lock = threading.Lock()
+        self._secret: str | None = None
+        self._read_at = 0.0
 
     def get(self) -> str:
+        if self._configured is not None:
+            return self._configured
         with self._lock:
-            if self._secret is None:
-                self._client.set(redis_keys.DASHBOARD_SECRET, secrets.token_urlsafe(48), nx=True)
-                stored = self._client.get(redis_keys.DASHBOARD_SECRET)
-                if stored is None:  # flushed between the two commands: try again next request
-                    raise redis.RedisError("the dashboard secret vanished from Redis")
-                self._secret = stored.decode() if isinstance(stored, bytes) else str(stored)
+            if self._secret is None or time.monotonic() - self._read_at >= self.REREAD_SECONDS:
+                try:
+                    self._secret, self._read_at = self._read(), time.monotonic()
+                except redis.RedisError:
+                    if self._secret is None:
+                        raise
             return self._secret
+
+    def _read(self) -> str:
+        self._client.set(redis_keys.DASHBOARD_SECRET, secrets.token_urlsafe(48), nx=True)
+        stored = self._client.get(redis_keys.DASHBOARD_SECRET)
+        if stored is None:  # flushed between the two commands: try again next request
+            raise redis.RedisError("the dashboard secret vanished from Redis")
+        return stored.decode() if isinstance(stored, bytes) else str(stored)
 
 
 class DashboardSessions(SecureCookieSessionInterface):
@@ -62,8 +77,12 @@ class DashboardSessions(SecureCookieSessionInterface):
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         if not request.path.startswith(PATH):
             return None  # the API's routes have no session (and never reach Redis for one)
+        try:
+            secret = self.source.get()
+        except redis.RedisError:
+            return None  # no session: the guard answers 503
         return URLSafeTimedSerializer(
-            self.source.get(),
+            secret,
             salt=self.salt,
             serializer=self.serializer,
             signer_kwargs={"key_derivation": self.key_derivation, "digest_method": self.digest_method},

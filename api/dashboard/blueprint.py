@@ -53,6 +53,15 @@ def context() -> Context:
 def guard() -> BaseResponse | None:
     if request.endpoint == "dashboard.static":
         return None
+    if current_app.session_interface.is_null_session(session):
+        response = _page(
+            "dashboard/error.html",
+            503,
+            message="Sessions are unavailable: Redis, which keeps the secret that signs them, cannot be reached"
+            " (BATCHCALLS_DASHBOARD_SECRET would do without it). Try again shortly.",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
     if request.method == "POST":
         access.check_csrf()
     if request.endpoint in OPEN_ENDPOINTS:
