@@ -18,6 +18,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.integration.test_dashboard import batch_of, wait_status
@@ -83,9 +84,20 @@ def until(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
     return value
 
 
+# Every visible form control named by a <label for> or aria-label; every header cell scoped.
+UNLABELLED = """
+return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, progress'))
+  .filter(el => !el.getAttribute('aria-label') && !(el.id && document.querySelector('label[for="' + el.id + '"]')))
+  .map(el => el.outerHTML)
+  .concat(Array.from(document.querySelectorAll('th:not([scope])')).map(el => el.outerHTML));
+"""
+
+
 def shot(driver: WebDriver, name: str) -> None:
+    """Keep a screenshot of the page, and check that its controls and table headers are labelled."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))
+    assert driver.execute_script(UNLABELLED) == [], name
 
 
 def text(driver: WebDriver, css: str) -> str:
@@ -106,8 +118,7 @@ def test_an_operator_watches_and_steers_batches(stack: Stack, browser: WebDriver
     browser.get(base + "/batches")
     until(lambda: browser.find_elements(By.ID, "api_key"), "the sign-in page")
     shot(browser, "sign-in")
-    browser.find_element(By.ID, "api_key").send_keys(stack.api_key)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    browser.find_element(By.ID, "api_key").send_keys(stack.api_key + Keys.ENTER)  # the keyboard alone
     until(lambda: "Batches" in browser.title, "the batches page after sign-in")
 
     watched = batch_of(stack, 12, 4, 700)
