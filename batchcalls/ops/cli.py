@@ -92,7 +92,8 @@ def demo(file: str | None, timeout: float, stay: bool) -> None:
             with console.status("starting PostgreSQL, Redis, the API, two workers, a delivery worker and beat…"):
                 system = stack.enter_context(run_system(port=free_port(), workers=2, extra_env=demo_env))
             console.print(f"Batchcalls API listening on {system.api_url}")
-            console.print(f"Dashboard: {system.api_url}/dashboard (sign in with the API key {system.api_key})")
+            console.print(f"Dashboard: {system.api_url}/dashboard (sign in with the API key)")
+            console.print(f"API key (tenant dev): {system.api_key}", soft_wrap=True)
             receiver = LocalReceiver(system.webhook_secret)
             stack.callback(receiver.stop)
             body.setdefault("callback_url", receiver.url)

@@ -1356,6 +1356,37 @@ def check_demo_output(run: Terminal, started_at: float) -> str:
     )
 
 
+def test_demo_stay_keeps_the_dashboard_up_after_the_batch_until_stopped(own_servers: dict[str, str]) -> None:
+    from tests.integration.test_dashboard import signed_in_at
+
+    data = data_dir("bc-cli-demo-stay-")
+    stderr = open(data / "up.stderr", "w")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchcalls.ops.cli", "demo", "--stay"],
+        cwd=ROOT,
+        env={**os.environ, **FAST_SIM, **own_servers, "BATCHCALLS_DATA_DIR": str(data)},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    demo = Up(process, data)
+    threading.Thread(target=demo._read, daemon=True).start()
+    try:
+        dashboard = demo.wait_for(DASHBOARD, 120).group(1)
+        key = demo.wait_for(API_KEY, 10).group(1)
+        demo.wait_for(re.compile(r"the dashboard stays up"), 120)
+        browser = signed_in_at(dashboard.removesuffix("/dashboard"), key)
+        finished = browser.get(f"{dashboard}/batches", params={"status": "completed"}, timeout=10)
+        assert finished.status_code == 200 and "batch_" in finished.text, finished.text[-2000:]
+        demo.terminate(timeout=30)
+        assert left_after(lambda: [p.cmdline() for p in processes_of(data)]) == []
+    finally:
+        demo.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
 @pytest.mark.timeout(900)
 def test_readme_demo_command_works_on_a_fresh_clone() -> None:
     """What a newcomer does first: clone, run the README's first command at a terminal. Clones
