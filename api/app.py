@@ -13,6 +13,7 @@ from api.auth import authenticate
 from api.batches import bp as batches_bp
 from api.batches import warm_up as warm_up_batches
 from api.control import bp as control_bp
+from api.dashboard import register as register_dashboard
 from api.errors import register_errors
 from api.health import register_health, register_metrics
 from api.provider_webhooks import register as register_provider_webhooks
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(control_bp)
     app.register_blueprint(results_bp)
     app.register_blueprint(suppressions_bp)
+    register_dashboard(app, settings, db, client, tasks.app)
     # Built once per process, at start: a broken document fails the start, not a request.
     document = openapi.build_document(
         max_concurrency=settings.max_concurrency,

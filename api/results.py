@@ -24,6 +24,12 @@ def batch_results(batch_id: str) -> Response:
     db = current_engine().db
     with db.transaction() as cur:
         own_batch(cur, batch_id)
+    return export(db, batch_id, chosen)
+
+
+def export(db: Database, batch_id: str, chosen: str) -> Response:
+    """The batch's results in the `chosen` format (`results.CSV` or `results.JSONL`), streamed;
+    the caller has checked the batch is the tenant's."""
     if chosen == results.CSV:
         body = _csv(db, batch_id, results.answer_columns(store.first_script(db, batch_id)))
     else:

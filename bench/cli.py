@@ -17,7 +17,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench import export, fairness, scenarios, suppressions, uploads
+from bench import dashboard, export, fairness, scenarios, suppressions, uploads
 from bench.receiver import Receiver
 from bench.rows import Row
 from bench.stack import running_stack
@@ -128,6 +128,7 @@ def rows(sizes: scenarios.Sizes) -> list[Row]:
         *export.rows(sizes.export_calls),
         *csv_rows(sizes.csv_rows),
         *suppressions.rows(sizes.suppressed_numbers),
+        *dashboard.rows(sizes.dashboard_calls),
     ]
 
 
@@ -203,7 +204,7 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
-SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness", "export", "csv", "suppressions")
+SCENARIOS = ("slots", "cps", "throughput", "submit", "fairness", "export", "csv", "suppressions", "dashboard")
 
 
 def run(
@@ -255,6 +256,13 @@ def run(
                         "suppressions",
                         f"suppression lookups, {sizes.suppressed_numbers:,} listed",
                         functools.partial(suppressions.suppression_lookups, stack, sizes.suppressed_numbers),
+                    )
+                )
+                steps.append(
+                    (
+                        "dashboard",
+                        "dashboard pages",
+                        functools.partial(dashboard.dashboard, stack, sizes.dashboard_calls),
                     )
                 )
                 steps = [step for step in steps if step[0] in only]

@@ -33,6 +33,7 @@ class Sizes:
     csv_rows: int = 1_000_000
     export_calls: int = 100_000
     suppressed_numbers: int = 1_000_000
+    dashboard_calls: int = 100_000
 
 
 FULL = Sizes()
@@ -47,6 +48,7 @@ SMOKE = Sizes(
     csv_rows=2_000,
     export_calls=2_000,
     suppressed_numbers=10_000,
+    dashboard_calls=2_000,
 )
 
 

@@ -100,6 +100,11 @@ class Settings:
     # GET /metrics reads Postgres at most once per this many seconds.
     metrics_cache_seconds: float = 5.0
     public_base_url: str = "http://127.0.0.1:8000"
+    # Signs the dashboard's session cookies; unset, one is made up once and kept in Redis, shared
+    # by every API process (api/dashboard/secret.py).
+    dashboard_secret: str | None = None
+    # The dashboard's fleet page links to Flower there when set.
+    flower_url: str | None = None
     # Engine timing. The lease outlives every gap between renewals; every countdown stays far
     # below the broker's visibility timeout (a countdown beyond it is delivered more than once).
     lease_seconds: float = 60.0
@@ -250,6 +255,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_token=env.get("BATCHCALLS_METRICS_TOKEN") or None,
         metrics_cache_seconds=_float(env, "BATCHCALLS_METRICS_CACHE_SECONDS", 5.0),
         public_base_url=env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000",
+        dashboard_secret=env.get("BATCHCALLS_DASHBOARD_SECRET") or None,
+        flower_url=env.get("BATCHCALLS_FLOWER_URL") or None,
         lease_seconds=_float(env, "BATCHCALLS_LEASE_SECONDS", 60.0),
         reconcile_seconds=_float(env, "BATCHCALLS_RECONCILE_SECONDS", 5.0),
         stale_attempt_seconds=_float(env, "BATCHCALLS_STALE_ATTEMPT_SECONDS", 30.0),

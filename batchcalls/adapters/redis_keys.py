@@ -21,6 +21,8 @@ METRICS = f"{PREFIX}:metrics"
 METRICS_LATENCY_SAMPLES = f"{PREFIX}:metrics:dispatch_latency_samples"
 # Held by the one reconciler sweep running in the fleet.
 RECONCILE_LOCK = f"{PREFIX}:reconcile-lock"
+# The secret that signs the dashboard's session cookies when BATCHCALLS_DASHBOARD_SECRET is unset.
+DASHBOARD_SECRET = f"{PREFIX}:dashboard-secret"
 
 
 def _batch(batch_id: str, name: str) -> str:

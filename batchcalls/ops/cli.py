@@ -48,6 +48,7 @@ def up(port: int, workers: int, flower: bool) -> None:
             click.echo(f"Batchcalls API listening on {system.api_url}")
             click.echo(f"API key (tenant dev): {system.api_key}")
             click.echo(f"Webhook secret (tenant dev): {system.webhook_secret}")
+            click.echo(f"Dashboard: {system.api_url}/dashboard (sign in with the API key)")
             if system.flower_url:
                 auth = (
                     f"user {FLOWER_USER}, password {system.flower_password}: made up for this run, "
@@ -69,7 +70,8 @@ def up(port: int, workers: int, flower: bool) -> None:
 @main.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--timeout", type=float, default=120, show_default=True, help="Give up after this many seconds.")
-def demo(file: str | None, timeout: float) -> None:
+@click.option("--stay", is_flag=True, help="Keep everything running after the final event, until Ctrl-C.")
+def demo(file: str | None, timeout: float, stay: bool) -> None:
     """Run everything, submit an example batch (or FILE) and watch it until its final event."""
     from contextlib import ExitStack
 
@@ -90,6 +92,8 @@ def demo(file: str | None, timeout: float) -> None:
             with console.status("starting PostgreSQL, Redis, the API, two workers, a delivery worker and beat…"):
                 system = stack.enter_context(run_system(port=free_port(), workers=2, extra_env=demo_env))
             console.print(f"Batchcalls API listening on {system.api_url}")
+            console.print(f"Dashboard: {system.api_url}/dashboard (sign in with the API key)")
+            console.print(f"API key (tenant dev): {system.api_key}", soft_wrap=True)
             receiver = LocalReceiver(system.webhook_secret)
             stack.callback(receiver.stop)
             body.setdefault("callback_url", receiver.url)
@@ -116,7 +120,14 @@ def demo(file: str | None, timeout: float) -> None:
             status = watch(client, batch["batch_id"], console, on_tick=print_events, timeout=timeout)
             console.print(calls_table(client.calls(batch["batch_id"])))
             console.print(status_table(status))
-            console.print(f"[bold]{status['status']}[/]: final event {seen[-1]} received; stopping.")
+            if not stay:
+                console.print(f"[bold]{status['status']}[/]: final event {seen[-1]} received; stopping.")
+                return
+            console.print(f"[bold]{status['status']}[/]: final event {seen[-1]} received; the dashboard stays up.")
+            console.print("Stop with Ctrl-C.")
+            while not system.dead_children():
+                time.sleep(0.5)
+            raise click.ClickException(f"{', '.join(system.dead_children())} stopped; see {system.log_dir}")
     except (KeyboardInterrupt, Stopped):
         sys.exit(130)
     except TimeoutError as exc:

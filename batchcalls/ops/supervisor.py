@@ -216,6 +216,8 @@ def run_system(
                 "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             }
             flower_port = free_port() if flower else None
+            if flower_port:  # the dashboard's fleet page links to it
+                env["BATCHCALLS_FLOWER_URL"] = f"http://127.0.0.1:{flower_port}"
             system = System(
                 f"http://127.0.0.1:{port}",
                 api_key,

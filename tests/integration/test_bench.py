@@ -44,6 +44,10 @@ FIGURES = (
     "export_jsonl_rows_s",
     "export_csv_rows_s",
     "export_api_peak_mb",
+    *(
+        f"dash_{page}_ms"
+        for page in ("batches", "batch", "live", "calls", "search", "outcome", "call", "fleet", "results")
+    ),
 )
 
 
@@ -67,6 +71,7 @@ def test_bench_smoke_runs_every_scenario_and_prints_the_table(tmp_path: Path) ->
         "Memory (peak RSS)",
         "Fair turns",
         "Results export",
+        "Dashboard",
         "machine:",
     ):
         assert label in done.stdout

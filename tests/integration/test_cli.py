@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"Batchcalls API listening on (http://127\.0\.0\.1:(\d+))")
 API_KEY = re.compile(r"API key \(tenant dev\): (\S+)")
 FLOWER = re.compile(r"^Flower: (http://127\.0\.0\.1:\d+) \((.*)\)$")
+DASHBOARD = re.compile(r"Dashboard: (http://127\.0\.0\.1:\d+/dashboard) ")
 # Short simulated calls so a batch ends in a second or two.
 FAST_SIM = {
     "BATCHCALLS_SIM_CALL_SECONDS": "0.2",
@@ -262,6 +263,9 @@ def test_up_serves_the_api_and_sigterm_stops_every_process_it_started(own_server
             requests.get(f"{up.api_url}/v1/batches", headers={"Authorization": "Bearer nope"}, timeout=10).status_code
             == 401
         )
+        dashboard = up.wait_for(DASHBOARD, 5).group(1)
+        assert dashboard == f"{up.api_url}/dashboard"
+        assert requests.get(f"{dashboard}/sign-in", timeout=10).status_code == 200
 
         # gunicorn master + 2 workers, celery worker + 2 pool processes, beat
         children = up.descendants(at_least=7)
@@ -357,6 +361,11 @@ def test_up_with_flower_prints_where_flower_is_and_it_answers_there_with_the_cre
                 break
             time.sleep(1)
         assert any(name.startswith("worker1@") for name in workers), workers
+        # The dashboard's fleet page links to it.
+        from tests.integration.test_dashboard import signed_in_at
+
+        browser = signed_in_at(up.api_url, up.api_key)
+        assert f'href="{flower}"' in browser.get(f"{up.api_url}/dashboard/fleet", timeout=10).text
         children = up.descendants(at_least=8)
         assert any("flower" in p.cmdline() for p in children), [p.cmdline() for p in children]
         # The password is in Flower's environment, not on any command line `ps` shows.
@@ -1295,6 +1304,7 @@ def check_demo_output(run: Terminal, started_at: float) -> str:
     it arrives, then the calls and the final status table. Returns a summary for the log."""
     lines = [(at, line) for at, line in run.lines() if at >= started_at]
     shown = "\n".join(line for _, line in lines)[-6000:]
+    assert any(DASHBOARD.search(line) for _, line in lines), f"no dashboard address:\n{shown}"
     events = [(at, found) for at, line in lines if (found := EVENT.match(line))]
     progress = [(at, tuple(int(n) for n in found.groups())) for at, line in lines if (found := PROGRESS.search(line))]
     titled = [i for i, (_, line) in enumerate(lines) if re.search(r"Batch batch_\w+", line) and "submitted" not in line]
@@ -1344,6 +1354,37 @@ def check_demo_output(run: Terminal, started_at: float) -> str:
         f"{len(events)} events over {last_event_at - first_event_at:.1f}s, {len(progress)} progress "
         f"drawings, final table: {table['completed_calls']} completed, {table['failed_calls']} failed"
     )
+
+
+def test_demo_stay_keeps_the_dashboard_up_after_the_batch_until_stopped(own_servers: dict[str, str]) -> None:
+    from tests.integration.test_dashboard import signed_in_at
+
+    data = data_dir("bc-cli-demo-stay-")
+    stderr = open(data / "up.stderr", "w")  # noqa: SIM115 - lives as long as the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batchcalls.ops.cli", "demo", "--stay"],
+        cwd=ROOT,
+        env={**os.environ, **FAST_SIM, **own_servers, "BATCHCALLS_DATA_DIR": str(data)},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    demo = Up(process, data)
+    threading.Thread(target=demo._read, daemon=True).start()
+    try:
+        dashboard = demo.wait_for(DASHBOARD, 120).group(1)
+        key = demo.wait_for(API_KEY, 10).group(1)
+        demo.wait_for(re.compile(r"the dashboard stays up"), 120)
+        browser = signed_in_at(dashboard.removesuffix("/dashboard"), key)
+        finished = browser.get(f"{dashboard}/batches", params={"status": "completed"}, timeout=10)
+        assert finished.status_code == 200 and "batch_" in finished.text, finished.text[-2000:]
+        demo.terminate(timeout=30)
+        assert left_after(lambda: [p.cmdline() for p in processes_of(data)]) == []
+    finally:
+        demo.kill()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.mark.timeout(900)

@@ -36,9 +36,9 @@ from tests.support.stack import ROOT, Stack
 
 pytestmark = pytest.mark.integration
 
-# Served by the app but not part of the published contract: Vonage calls these (internal), and
-# Prometheus scrapes /metrics.
-UNDOCUMENTED = ("/webhooks/vonage/", "/metrics", "/static/")
+# Served by the app but not part of the published contract: Vonage calls these (internal),
+# Prometheus scrapes /metrics, and people read the dashboard's pages in a browser.
+UNDOCUMENTED = ("/webhooks/vonage/", "/metrics", "/static/", "/dashboard")
 
 
 def test_the_contract_is_served_without_a_key(api: Api) -> None:

@@ -75,6 +75,7 @@ def test_fleet_wide_keys_keep_their_form() -> None:
     assert redis_keys.METRICS == "bc:metrics"
     assert redis_keys.METRICS_LATENCY_SAMPLES == "bc:metrics:dispatch_latency_samples"
     assert redis_keys.RECONCILE_LOCK == "bc:reconcile-lock"
+    assert redis_keys.DASHBOARD_SECRET == "bc:dashboard-secret"
     assert redis_keys.cps_log("ACC-1") == "bc:cps:{ACC-1}"
     assert redis_keys.scheduler_keys("ACC-1") == ["bc:cps:{ACC-1}:sched", "bc:cps:{ACC-1}", "bc:cps:{ACC-1}:pacer"]
     assert redis_keys.scheduler_live("ACC-1", "7") == "bc:cps:{ACC-1}:sched:live:7"

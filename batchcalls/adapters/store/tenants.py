@@ -91,8 +91,14 @@ _AUTHENTICATE = (
 
 def tenant_for_key(db: Database, api_key: str) -> Tenant | None:
     """The tenant of `api_key` while the key is live: neither revoked nor past its expires_at."""
+    return tenant_for_key_hash(db, hash_key(api_key))
+
+
+def tenant_for_key_hash(db: Database, key_hash: str) -> Tenant | None:
+    """`tenant_for_key` by the key's hash (`hash_key`): what a dashboard session holds, so that
+    a session ends when its key is revoked or expires."""
     with db.transaction() as cur:
-        execute(cur, _AUTHENTICATE, (hash_key(api_key),))
+        execute(cur, _AUTHENTICATE, (key_hash,))
         row = cur.fetchone()
     if row is None:
         return None
