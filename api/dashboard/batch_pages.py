@@ -79,6 +79,24 @@ def batch_live(batch_id: str) -> Response:
     return jsonify(_detail(batch_id))
 
 
+HISTORY_SPANS = 60
+
+
+@bp.get("/batches/<batch_id>/history")
+def batch_history(batch_id: str) -> Response:
+    """Dials and live calls over the batch's whole life, in `HISTORY_SPANS` equal spans, for the
+    page's chart (dashboard.js reads it on opening and every few seconds while the batch runs)."""
+    with context().db.transaction() as cur:
+        own_batch(cur, batch_id)
+        seconds, spans = overview.dial_history(cur, batch_id, HISTORY_SPANS)
+    return jsonify(
+        {
+            "span_seconds": seconds,
+            "spans": [{"dials": dials, "live": live} for dials, live in spans],
+        }
+    )
+
+
 COMMANDS = {"pause": Command.PAUSE, "resume": Command.RESUME, "cancel": Command.CANCEL}
 
 

@@ -63,6 +63,7 @@ def pages_of(batch_id: str, call_id: str) -> list[str]:
     return [
         f"{D}/batches/{batch_id}",
         f"{D}/batches/{batch_id}/live",
+        f"{D}/batches/{batch_id}/history",
         f"{D}/batches/{batch_id}/calls",
         f"{D}/batches/{batch_id}/calls/{call_id}",
         f"{D}/batches/{batch_id}/results?format=csv",
@@ -257,3 +258,14 @@ def test_pages_show_the_tenants_batches_calls_and_results(stack: Stack) -> None:
     fleet = browser.get(f"{base}/fleet/workers", timeout=30).json()
     assert fleet["workers"]
     assert browser.get(f"{base}/batches", params={"status": "nonsense"}, timeout=30).status_code == 422
+
+
+def test_the_history_shows_every_dial_and_no_more_live_calls_than_the_concurrency(stack: Stack) -> None:
+    batch_id = batch_of(stack, 12, 3, 700)
+    browser, _ = signed_in(stack, stack.api_key)
+    stack.wait_finished(batch_id)
+    history = browser.get(f"{stack.api_url}{D}/batches/{batch_id}/history", timeout=30).json()
+    assert len(history["spans"]) == 60 and history["span_seconds"] > 0
+    assert sum(span["dials"] for span in history["spans"]) == 12  # one attempt per call here
+    assert max(span["live"] for span in history["spans"]) <= 3  # live at each span's end
+    assert history["spans"][-1]["live"] == 0  # every call ended

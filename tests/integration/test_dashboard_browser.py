@@ -128,6 +128,10 @@ def test_an_operator_watches_and_steers_batches(stack: Stack, browser: WebDriver
     until(lambda: text(browser, "#batch-status") == "completed", "the batch page showing completed", timeout=90)
     assert browser.execute_script("return window.notReloaded === true;"), "the page was reloaded"
     assert browser.find_element(By.ID, "batch-progress").get_attribute("value") == "12"
+    # The chart draws the batch's history: a bar of live calls per span and a line of dials.
+    until(lambda: browser.find_elements(By.CSS_SELECTOR, "#timeline rect.live"), "the chart of the batch's life")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline rect.live")) == 60
+    assert browser.find_elements(By.CSS_SELECTOR, "#timeline polyline.dials")
     shot(browser, "batch-completed")
 
     paused = batch_of(stack, 40, 1, 800)

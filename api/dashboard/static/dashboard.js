@@ -1,6 +1,6 @@
 /* Batchcalls dashboard: live figures without a reload. Polls the page's JSON at most once a
    second and writes the figures into the elements that name them (data-field="a.b"); draws the
-   dials and live calls of a batch since the page opened. The pages work without it. */
+   dials and live calls over a batch's life from its history JSON. The pages work without it. */
 (function () {
   "use strict";
   var POLL_MS = 1000;
@@ -35,23 +35,36 @@
   }
 
   var SVG = "http://www.w3.org/2000/svg";
-  function draw(svg, points) {
+  function draw(svg, spans, seconds) {
     while (svg.lastChild && svg.lastChild.nodeName !== "title") { svg.removeChild(svg.lastChild); }
-    var shown = points.slice(-120), width = 600, height = 120, step = width / 120;
-    var top = Math.max(1, Math.max.apply(null, shown.map(function (p) { return Math.max(p.live, p.rate); })));
+    if (!spans.length) { return; }
+    var width = 600, height = 120, step = width / spans.length;
+    var rates = spans.map(function (p) { return p.dials / seconds; });
+    var top = Math.max(1, Math.max.apply(null, spans.map(function (p, i) { return Math.max(p.live, rates[i]); })));
     var line = [];
-    shown.forEach(function (p, i) {
+    spans.forEach(function (p, i) {
       var bar = document.createElementNS(SVG, "rect");
       var h = (p.live / top) * (height - 4);
       bar.setAttribute("x", String(i * step)); bar.setAttribute("width", String(step - 1));
       bar.setAttribute("y", String(height - h)); bar.setAttribute("height", String(h));
       bar.setAttribute("class", "live");
       svg.appendChild(bar);
-      line.push((i * step + step / 2).toFixed(1) + "," + (height - (p.rate / top) * (height - 4)).toFixed(1));
+      line.push((i * step + step / 2).toFixed(1) + "," + (height - (rates[i] / top) * (height - 4)).toFixed(1));
     });
     var path = document.createElementNS(SVG, "polyline");
     path.setAttribute("points", line.join(" ")); path.setAttribute("class", "dials");
     svg.appendChild(path);
+  }
+
+  function loadHistory(svg) {
+    if (!svg) { return; }
+    fetch(svg.getAttribute("data-history"), { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
+      .then(function (h) {
+        document.getElementById("span-seconds").textContent = h.span_seconds.toFixed(1);
+        draw(svg, h.spans, h.span_seconds);
+      })
+      .catch(function () { /* the chart waits for the next reading */ });
   }
 
   function eventRow(e) {
@@ -71,7 +84,7 @@
   }
 
   function batchPage(main) {
-    var previous = null, points = [], svg = document.getElementById("timeline");
+    var previous = null, ticks = 0, svg = document.getElementById("timeline");
     var note = document.getElementById("live-note");
     poll(main.getAttribute("data-live"), function (d) {
       fill(d);
@@ -89,11 +102,9 @@
       if (events) { events.replaceChildren.apply(events, d.events.map(eventRow)); }
       var now = Date.now(), perSecond = rate(previous, d.dials, now);
       previous = { at: now, dials: d.dials };
-      if (perSecond !== null) {
-        document.getElementById("rate").textContent = perSecond.toFixed(1);
-        points.push({ live: d.batch.in_progress, rate: perSecond });
-        if (svg) { draw(svg, points); }
-      }
+      if (perSecond !== null) { document.getElementById("rate").textContent = perSecond.toFixed(1); }
+      ticks += 1;
+      if (d.final || ticks % 5 === 0) { loadHistory(svg); }
       if (d.final && note) { note.textContent = "Final: the batch is " + d.batch.status + "."; }
     }, function (d) { return !d.final; });
   }
@@ -120,6 +131,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var main = document.getElementById("main");
+    loadHistory(document.getElementById("timeline"));
     if (main.hasAttribute("data-live") && main.getAttribute("data-final") !== "yes") { batchPage(main); }
     if (main.hasAttribute("data-fleet-live")) { fleetPage(main); }
   });

@@ -118,3 +118,36 @@ def own_call(cur: RealDictCursor, batch_id: str, call_id: str) -> dict[str, Any]
     cur.execute("SELECT * FROM calls WHERE id = %s AND batch_id = %s", (call_id, batch_id))
     row: dict[str, Any] | None = cur.fetchone()
     return row
+
+
+def dial_history(cur: RealDictCursor, batch_id: str, buckets: int) -> tuple[float, list[tuple[int, int]]]:
+    """The batch's whole life in `buckets` equal spans, from its first dial to its last end (or
+    now): (the span's seconds, [(dials in the span, calls live at its end)]). Empty before the
+    first dial. One pass over the batch's attempts: each dial adds a live call in its span, each
+    end takes it away in its own, and a running sum gives the calls live at each span's end (at
+    most the batch's concurrency; a call begun and ended within one span shows in its dials)."""
+    execute(
+        cur,
+        "WITH a AS (SELECT t.dialed_at AS s, t.ended_at AS e"
+        "  FROM attempts t JOIN calls c ON c.id = t.call_id WHERE c.batch_id = %s),"
+        " r AS (SELECT min(s) AS lo,"
+        "  greatest(extract(epoch FROM max(coalesce(e, clock_timestamp())) - min(s)), 1) / %s AS width FROM a),"
+        " edges AS ("
+        "  SELECT least(floor(extract(epoch FROM a.s - r.lo) / r.width)::int, %s - 1) AS k, 1 AS dial, 1 AS delta"
+        "  FROM a, r"
+        "  UNION ALL SELECT least(floor(extract(epoch FROM a.e - r.lo) / r.width)::int, %s - 1), 0, -1"
+        "  FROM a, r WHERE a.e IS NOT NULL)"
+        " SELECT k, sum(dial) AS dials, sum(sum(delta)) OVER (ORDER BY k) AS live, max(r.width) AS width"
+        " FROM edges, r GROUP BY k ORDER BY k",
+        (batch_id, buckets, buckets, buckets),
+    )
+    rows = cur.fetchall()
+    if not rows:
+        return 0.0, []
+    found = {int(row["k"]): (int(row["dials"]), int(row["live"])) for row in rows}
+    spans: list[tuple[int, int]] = []
+    live = 0
+    for k in range(buckets):  # a span with no dial and no end keeps the live calls of the one before
+        dials, live = found.get(k, (0, live))
+        spans.append((dials, live))
+    return float(rows[0]["width"]), spans
