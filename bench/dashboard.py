@@ -31,6 +31,7 @@ PAGES = (
     ("batches", "batches list", "/batches"),
     ("batch", "batch page", "/batches/{batch}"),
     ("live", "batch page's live figures (JSON)", "/batches/{batch}/live"),
+    ("history", "batch page's chart, its whole life (JSON)", "/batches/{batch}/history"),
     ("calls", "calls, first page", "/batches/{batch}/calls"),
     ("search", "calls, search by a number near the end", "/batches/{batch}/calls?number={number}"),
     ("outcome", "calls, filter by an outcome none has", "/batches/{batch}/calls?outcome=busy"),
@@ -78,7 +79,8 @@ def dashboard(stack: Stack, calls: int) -> dict[str, float]:
         "number": "%2B44207" + f"{calls - 2:06d}0",
     }
     browser = _signed_in(stack)
-    found = browser.get(stack.api_url + "/dashboard" + PAGES[4][2].format(**values), timeout=60)
+    search = next(path for key, _, path in PAGES if key == "search")
+    found = browser.get(stack.api_url + "/dashboard" + search.format(**values), timeout=60)
     if f"+44207{calls - 2:06d}0" not in found.text:
         raise RuntimeError("the search by number did not find the call")
     figures: dict[str, float] = {}
